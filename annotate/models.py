@@ -1,0 +1,261 @@
+"""Loupe's data model (DESIGN.md, "Data model").
+
+Writes go through ``annotate/services``; nothing important happens in ``save()`` or signals.
+Labels are stored as class names (strings from ``Project.classes``) so that they survive a
+reordering of the class list and read well in exports.
+"""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Project(models.Model):
+    class Refill(models.TextChoices):
+        LOW_WATER = "low_water", "when the pending queue falls below the threshold"
+        EVERY_N = "every_n", "after every N new labels (or when the queue runs low)"
+
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    classes = models.JSONField(default=list, help_text="Ordered list of class names.")
+    # Strategy: a name from the selection registry and its parameters, validated against its schema.
+    strategy = models.CharField(max_length=64, default="margin")
+    strategy_params = models.JSONField(default=dict, blank=True)
+    batch_size = models.PositiveIntegerField(default=20)
+    refill_policy = models.CharField(max_length=16, choices=Refill.choices, default=Refill.LOW_WATER)
+    refill_threshold = models.PositiveIntegerField(
+        default=10, help_text="Start the next round when fewer pending items than this remain."
+    )
+    retrain_every = models.PositiveIntegerField(
+        default=0, help_text="With the every_n policy: start a round after this many new labels."
+    )
+    audit_rate = models.FloatField(
+        default=0.1, help_text="Share of each batch drawn uniformly at random for the unbiased accuracy estimate."
+    )
+    l2 = models.FloatField(default=1.0, help_text="L2 strength of the classifier head (also FIRAL's lambda).")
+    seed = models.PositiveIntegerField(default=0)
+    # Embeddings: one float32 .npy per project and extractor version (items point at their row).
+    extractor = models.CharField(max_length=32, default="pixels")
+    extractor_params = models.JSONField(default=dict, blank=True)
+    embedding_version = models.PositiveIntegerField(default=0)
+    embedding_file = models.CharField(max_length=500, blank=True, help_text="Path relative to MEDIA_ROOT.")
+    embedding_dim = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ANNOTATOR = "annotator", "annotator"
+        REVIEWER = "reviewer", "reviewer"
+        ADMIN = "admin", "admin"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="loupe_memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} as {self.role}"
+
+
+class Item(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    file = models.CharField(max_length=500, help_text="Path relative to MEDIA_ROOT.")
+    original_name = models.CharField(max_length=500, blank=True)
+    checksum = models.CharField(max_length=64, help_text="SHA-256 of the file's bytes.")
+    row = models.PositiveIntegerField(null=True, blank=True, help_text="Row in the project's embedding matrix.")
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    # Ground truth from an import: kept apart from annotations, for evaluation/simulation only.
+    ground_truth = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "checksum"], name="item_unique_checksum"),
+            models.UniqueConstraint(fields=["project", "row"], name="item_unique_row"),
+        ]
+        indexes = [models.Index(fields=["project", "row"])]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.original_name or self.file}"
+
+
+class Round(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    reason = models.CharField(max_length=64, blank=True, help_text="Why the round was started.")
+    failure = models.TextField(blank=True, help_text="Why the round failed.")
+    strategy = models.CharField(max_length=64)
+    params = models.JSONField(default=dict, blank=True)
+    seed = models.BigIntegerField(default=0)
+    batch_size = models.PositiveIntegerField(default=0)
+    labeled_count = models.PositiveIntegerField(default=0)
+    pool_size = models.PositiveIntegerField(default=0)
+    embedding_version = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    model_file = models.CharField(max_length=500, blank=True, help_text="Saved head for warm starts.")
+    task_id = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="round_unique_number"),
+            # One round per project at a time.
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(status__in=["queued", "running"]), name="round_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} round {self.number} ({self.status})"
+
+
+class QueueEntry(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending"
+        LEASED = "leased"
+        DONE = "done"
+        SKIPPED = "skipped"
+        EXPIRED = "expired"  # superseded by a newer round's queue before anyone took it
+
+    OPEN = (State.PENDING, State.LEASED)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queue")
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="entries", null=True, blank=True)
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="queue_entries")
+    rank = models.PositiveIntegerField(default=0)
+    score = models.FloatField(null=True, blank=True)
+    is_audit = models.BooleanField(default=False, help_text="Drawn uniformly at random for the accuracy estimate.")
+    predicted_label = models.CharField(max_length=200, blank=True)
+    predicted_confidence = models.FloatField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    leased_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="leases"
+    )
+    leased_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project_id", "round_id", "rank"]
+        verbose_name_plural = "queue entries"
+        constraints = [
+            # An item is in the open queue at most once.
+            models.UniqueConstraint(
+                fields=["item"], condition=Q(state__in=["pending", "leased"]), name="queue_item_open_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["project", "state", "rank"]),
+            models.Index(fields=["state", "lease_expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item} [{self.state}]"
+
+
+class Annotation(models.Model):
+    """One event in an item's labeling history.
+
+    Rows are never deleted or edited: undo and corrections add a row.  ``is_current`` marks the
+    latest row per (item, annotator); the current label of that pair is that row's ``label``
+    unless it is a skip or an undo.
+    """
+
+    class Action(models.TextChoices):
+        LABEL = "label"
+        SKIP = "skip"
+        UNDO = "undo"
+        CORRECT = "correct"  # a reviewer's correction of someone else's label
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="annotations")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
+    action = models.CharField(max_length=16, choices=Action.choices, default=Action.LABEL)
+    label = models.CharField(max_length=200, blank=True)
+    skipped = models.BooleanField(default=False)
+    time_ms = models.PositiveIntegerField(default=0)
+    is_current = models.BooleanField(default=True)
+    supersedes = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    queue_entry = models.ForeignKey(QueueEntry, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    client_id = models.UUIDField(null=True, blank=True, help_text="Idempotency key sent by the client.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["item", "annotator"], condition=Q(is_current=True), name="annotation_one_current"
+            ),
+            models.UniqueConstraint(fields=["annotator", "client_id"], name="annotation_unique_client_id"),
+        ]
+        indexes = [models.Index(fields=["item", "is_current"])]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} {self.action} {self.label!r} on {self.item_id}"
+
+
+class Job(models.Model):
+    """A background job (import, embedding, export) with progress for the UI."""
+
+    class Kind(models.TextChoices):
+        IMPORT = "import"
+        EMBED = "embed"
+        EXPORT = "export"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs", null=True, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    params = models.JSONField(default=dict, blank=True)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=500, blank=True)
+    result = models.JSONField(default=dict, blank=True, help_text="Counts, skipped files with reasons, etc.")
+    result_file = models.CharField(max_length=500, blank=True, help_text="Path relative to MEDIA_ROOT.")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} job {self.id} ({self.status})"

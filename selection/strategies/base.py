@@ -1,0 +1,299 @@
+"""Strategy base class, the result type and the registry.
+
+Every strategy has the same call shape (DESIGN.md, "selection/ API")::
+
+    make_strategy("margin", {}).select(
+        X_pool, probs_pool,
+        X_labeled=..., probs_labeled=..., y_labeled=...,
+        batch_size=b, random_state=seed, context=None,
+    ) -> Selection(indices, scores, info)
+
+``indices`` are unique positions into the pool arrays (``0 <= i < n_pool``), returned as a
+host ``int64`` array; the caller maps them back to its items.  The pool holds only
+unlabeled items, so a selection never contains a labeled one.
+
+Cold start: when nothing is labeled yet, or ``probs_pool`` is ``None`` (no model yet), the
+batch is a diversity seed over the pool embeddings (``cold_start`` parameter: k-means++
+by default, or k-center greedy, or random).  When some classes have not been seen yet
+(fewer distinct labels than ``probs_pool.shape[1]``), half of the batch (rounded up) is
+spent on the seed, placed far from the labeled points (k-center greedy from the labeled
+set), to find the missing classes, and the rest on the strategy.  ``random`` ignores both.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ..backend import get_array_module, to_numpy
+from ..params import Param, validate_params
+
+COLD_START = Param(
+    "cold_start",
+    "str",
+    "kmeans++",
+    "How to pick a batch before the model can say anything (no labels yet), and the share "
+    "used to look for unseen classes: k-means++ seeding, k-center greedy, or uniform random.",
+    choices=("kmeans++", "kcenter", "random"),
+)
+
+
+@dataclass
+class Selection:
+    """What a strategy returns.
+
+    indices : (b,) int64, unique positions into the pool, in selection order.
+    scores  : (b,) float64 or None, the strategy's score of each chosen item (larger = wanted more).
+    info    : diagnostics (timings, iteration counts) for round metrics; JSON-able values only.
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SelectionContext:
+    """Optional extras the app passes; a bare library call needs none of them.
+
+    X_all      : (N, d) every item's embedding (for strategies that precompute over the whole
+                 set once, e.g. Cluster-Margin's clustering, cached per ``embedding_version``).
+    pool_index : (n_pool,) int64, the row of ``X_all`` for each pool row.
+    cache_dir  : a folder where a strategy may keep per-embedding-version caches.
+    embedding_version : a string that changes whenever the embeddings change.
+    l2         : the head's L2 strength (lambda in FIRAL's Fisher matrices).
+    device     : "cpu" | "cuda" | "auto" for strategies that run array code.
+    progress   : callback(fraction in [0, 1], message) for long work.
+    """
+
+    X_all: Any = None
+    pool_index: Any = None
+    cache_dir: str | None = None
+    embedding_version: str | None = None
+    l2: float | None = None
+    device: str = "cpu"
+    progress: Callable[[float, str], None] | None = None
+
+
+_REGISTRY: dict[str, type["Strategy"]] = {}
+
+
+def register(cls: type["Strategy"]) -> type["Strategy"]:
+    """Class decorator adding a strategy to the registry under ``cls.name``."""
+    name = getattr(cls, "name", None)
+    if not name or not isinstance(name, str):
+        raise TypeError(f"{cls.__name__} has no string 'name'")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"strategy name {name!r} is registered twice")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # Importing the package registers the built-in strategies.
+    import importlib  # noqa: PLC0415
+
+    importlib.import_module("selection.strategies")
+
+
+def strategy_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_strategy(name: str) -> type["Strategy"]:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; available: {sorted(_REGISTRY)}") from None
+
+
+def make_strategy(name: str, params: dict[str, Any] | None = None) -> "Strategy":
+    return get_strategy(name)(**(params or {}))
+
+
+def strategy_schema(name: str) -> list[dict[str, Any]]:
+    """JSON-able parameter schema of a strategy (for generated forms)."""
+    return [p.as_dict() for p in get_strategy(name).schema()]
+
+
+class Strategy:
+    """Base class.  Subclasses set ``name``, ``description``, ``params`` and implement ``_select``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    needs_probs: ClassVar[bool] = True  # False for strategies that never look at probabilities
+    uses_cold_start: ClassVar[bool] = True
+
+    def __init__(self, **params: Any) -> None:
+        self.params_ = validate_params(self.schema(), params)
+
+    @classmethod
+    def schema(cls) -> tuple[Param, ...]:
+        return cls.params + ((COLD_START,) if cls.uses_cold_start else ())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params_.items())
+        return f"{type(self).__name__}({args})"
+
+    # ----------------------------------------------------------------- public call
+    def select(
+        self,
+        X_pool: Any,
+        probs_pool: Any = None,
+        *,
+        X_labeled: Any = None,
+        probs_labeled: Any = None,
+        y_labeled: Any = None,
+        batch_size: int,
+        random_state: int | np.random.Generator | None = None,
+        context: SelectionContext | None = None,
+    ) -> Selection:
+        t0 = time.perf_counter()
+        X_pool, probs_pool, X_labeled, probs_labeled, y_labeled = check_inputs(
+            X_pool, probs_pool, X_labeled, probs_labeled, y_labeled, batch_size,
+            needs_probs=False,  # cold start may legitimately come without probabilities
+        )
+        context = context or SelectionContext()
+        rng = np.random.default_rng(random_state)
+        n_classes = None if probs_pool is None else probs_pool.shape[1]
+        n_seen = 0 if y_labeled is None else len(np.unique(to_numpy(y_labeled)))
+        n_lab = 0 if y_labeled is None else len(y_labeled)
+
+        cold_all = self.uses_cold_start and (n_lab == 0 or probs_pool is None)
+        if probs_pool is None and self.needs_probs and not self.uses_cold_start:
+            raise ValueError(f"strategy {self.name!r} needs probs_pool (class probabilities of the pool)")
+        if cold_all:
+            idx = self._seed(X_pool, None, batch_size, rng)
+            sel = Selection(idx, None, {"cold_start": "all"})
+        elif self.uses_cold_start and n_classes is not None and n_seen < n_classes:
+            n_seed = (batch_size + 1) // 2
+            seed_idx = self._seed(X_pool, X_labeled, n_seed, rng)
+            keep = np.ones(len(X_pool), dtype=bool)
+            keep[seed_idx] = False
+            rest = np.flatnonzero(keep)
+            sel_rest = self._select(
+                X_pool[rest], probs_pool[rest], X_labeled=X_labeled, probs_labeled=probs_labeled,
+                y_labeled=y_labeled, batch_size=batch_size - n_seed, rng=rng,
+                context=_subset_context(context, rest),
+            ) if batch_size > n_seed else Selection(np.empty(0, np.int64))
+            idx = np.concatenate([seed_idx, rest[to_numpy(sel_rest.indices)]])
+            scores = None
+            if sel_rest.scores is not None:
+                scores = np.concatenate([np.full(n_seed, np.nan), to_numpy(sel_rest.scores)])
+            sel = Selection(idx, scores, {**sel_rest.info, "cold_start": "partial", "n_seed": n_seed})
+        else:
+            sel = self._select(
+                X_pool, probs_pool, X_labeled=X_labeled, probs_labeled=probs_labeled,
+                y_labeled=y_labeled, batch_size=batch_size, rng=rng, context=context,
+            )
+        sel.indices = np.asarray(to_numpy(sel.indices), dtype=np.int64)
+        if sel.scores is not None:
+            sel.scores = np.asarray(to_numpy(sel.scores), dtype=np.float64)
+        _check_output(sel.indices, len(X_pool), batch_size, self.name)
+        sel.info.setdefault("seconds", time.perf_counter() - t0)
+        return sel
+
+    # ----------------------------------------------------------------- hooks
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context) -> Selection:
+        raise NotImplementedError
+
+    def _seed(self, X_pool, X_labeled, k: int, rng: np.random.Generator) -> np.ndarray:
+        """Diversity seed of ``k`` pool rows (cold start); see the module docstring."""
+        from ..seeding import kcenter_greedy, kmeans_pp  # noqa: PLC0415
+
+        how = self.params_.get("cold_start", "kmeans++")
+        if how == "random":
+            return rng.choice(len(X_pool), size=k, replace=False)
+        if how == "kcenter" or (X_labeled is not None and len(X_labeled) > 0):
+            return kcenter_greedy(X_pool, k, X_labeled=X_labeled, rng=rng)
+        return kmeans_pp(X_pool, k, rng=rng)
+
+
+def _subset_context(ctx: SelectionContext, rows: np.ndarray) -> SelectionContext:
+    if ctx.pool_index is None:
+        return SelectionContext(**{**ctx.__dict__, "pool_index": None})
+    return SelectionContext(**{**ctx.__dict__, "pool_index": np.asarray(to_numpy(ctx.pool_index))[rows]})
+
+
+# --------------------------------------------------------------------- validation
+def _finite(xp, a) -> bool:
+    return bool(xp.isfinite(a).all())
+
+
+def check_inputs(X_pool, probs_pool, X_labeled, probs_labeled, y_labeled, batch_size, *, needs_probs=True):
+    """Validate shapes, finiteness and the batch size; raise ``ValueError`` naming the problem."""
+    xp = get_array_module(X_pool)
+    if X_pool is None:
+        raise ValueError("X_pool is required: an (n, d) array of pool embeddings")
+    X_pool = xp.asarray(X_pool)
+    if X_pool.ndim != 2:
+        raise ValueError(f"X_pool must be 2-D (n, d); got shape {tuple(X_pool.shape)}")
+    n, d = X_pool.shape
+    if n == 0:
+        raise ValueError("the pool is empty: nothing left to select")
+    if not _finite(xp, X_pool):
+        raise ValueError("X_pool contains NaN or inf")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f"batch_size must be an int; got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if batch_size > n:
+        raise ValueError(f"batch_size={batch_size} is larger than the pool ({n} items)")
+    if probs_pool is None:
+        if needs_probs:
+            raise ValueError("probs_pool is required: an (n, c) array of class probabilities")
+    else:
+        probs_pool = xp.asarray(probs_pool)
+        if probs_pool.ndim != 2 or probs_pool.shape[0] != n:
+            raise ValueError(f"probs_pool must have shape ({n}, c) to match X_pool; got {tuple(probs_pool.shape)}")
+        if probs_pool.shape[1] < 2:
+            raise ValueError(f"probs_pool has c={probs_pool.shape[1]} classes; at least 2 are needed")
+        _check_probs(xp, probs_pool, "probs_pool")
+    c = None if probs_pool is None else probs_pool.shape[1]
+    if X_labeled is not None:
+        X_labeled = xp.asarray(X_labeled)
+        if X_labeled.ndim != 2 or X_labeled.shape[1] != d:
+            raise ValueError(f"X_labeled must have shape (m, {d}); got {tuple(X_labeled.shape)}")
+        if not _finite(xp, X_labeled):
+            raise ValueError("X_labeled contains NaN or inf")
+    m = 0 if X_labeled is None else X_labeled.shape[0]
+    if y_labeled is not None:
+        y_labeled = np.asarray(to_numpy(y_labeled))
+        if y_labeled.ndim != 1 or len(y_labeled) != m:
+            raise ValueError(f"y_labeled must have shape ({m},) to match X_labeled; got {y_labeled.shape}")
+        if m and not np.issubdtype(y_labeled.dtype, np.integer):
+            raise ValueError(f"y_labeled must hold integer class indices; got dtype {y_labeled.dtype}")
+        if m and c is not None and (y_labeled.min() < 0 or y_labeled.max() >= c):
+            raise ValueError(f"y_labeled has class indices outside [0, {c})")
+        y_labeled = y_labeled.astype(np.int64)
+    if probs_labeled is not None:
+        probs_labeled = xp.asarray(probs_labeled)
+        if probs_labeled.ndim != 2 or probs_labeled.shape[0] != m or (c is not None and probs_labeled.shape[1] != c):
+            raise ValueError(f"probs_labeled must have shape ({m}, {c}); got {tuple(probs_labeled.shape)}")
+        _check_probs(xp, probs_labeled, "probs_labeled")
+    return X_pool, probs_pool, X_labeled, probs_labeled, y_labeled
+
+
+def _check_probs(xp, p, name: str) -> None:
+    if not _finite(xp, p):
+        raise ValueError(f"{name} contains NaN or inf")
+    if bool((p < 0).any()):
+        raise ValueError(f"{name} has negative entries")
+    sums = p.sum(axis=1)
+    if bool((xp.abs(sums - 1) > 1e-3).any()):
+        raise ValueError(f"{name} rows must sum to 1 (max deviation {float(xp.abs(sums - 1).max()):.3g})")
+
+
+def _check_output(idx: np.ndarray, n: int, b: int, name: str) -> None:
+    # A strategy bug must never reach the queue as duplicates or out-of-range rows.
+    if idx.ndim != 1 or len(idx) != b:
+        raise AssertionError(f"strategy {name!r} returned {idx.shape} indices; expected ({b},)")
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        raise AssertionError(f"strategy {name!r} returned indices outside the pool [0, {n})")
+    if len(np.unique(idx)) != len(idx):
+        raise AssertionError(f"strategy {name!r} returned duplicate indices")
