@@ -1,0 +1,1 @@
+"""Writes live here (HackSoft styleguide): ``<entity>_<action>`` functions, keyword-only, typed."""
