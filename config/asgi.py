@@ -12,10 +12,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-try:
-    from annotate.routing import websocket_urlpatterns  # noqa: E402
-except ImportError:  # routing not written yet
-    websocket_urlpatterns = []
+from annotate.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

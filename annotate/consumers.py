@@ -1,0 +1,75 @@
+"""WebSocket consumer: one connection joins its project's group and receives pushes.
+
+Auth in ``connect``: the session user (``AuthMiddlewareStack``) or an ``Authorization: Token``
+header, and membership through ``permissions.project_for``; anything else is closed with 4401
+(not authenticated) or 4404 (no such project / not a member).  One handler per message type;
+each forwards the payload to the browser as JSON.  Clients may send ``{"type": "ping"}`` and get
+``{"type": "pong"}`` back (a cheap liveness check).
+"""
+from __future__ import annotations
+
+import asyncio
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from . import realtime
+from .permissions import project_for
+from .services.tokens import parse_authorization, token_user
+
+
+@database_sync_to_async
+def _member_project_id(user, project_id: int) -> int:
+    return project_for(user=user, project_id=project_id).pk
+
+
+@database_sync_to_async
+def _token_user(key: str):
+    return token_user(key=key)
+
+
+class ProjectConsumer(AsyncJsonWebsocketConsumer):
+    group: str | None = None
+
+    async def connect(self) -> None:
+        realtime.set_server_loop(asyncio.get_running_loop())
+        user = self.scope.get("user")
+        headers = dict(self.scope.get("headers") or [])
+        auth = headers.get(b"authorization")
+        if auth:
+            key = parse_authorization(auth.decode("latin-1"))
+            user = await _token_user(key) if key else None
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        try:
+            project_id = await _member_project_id(user, int(self.scope["url_route"]["kwargs"]["project_id"]))
+        except (Http404, PermissionDenied):
+            await self.close(code=4404)
+            return
+        self.group = realtime.group_name(project_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong", "t": content.get("t")})
+
+    # One handler per message type (``queue.updated`` -> ``queue_updated``); the payload goes out as is.
+    async def queue_updated(self, event: dict) -> None:
+        await self.send_json(event)
+
+    async def round_status(self, event: dict) -> None:
+        await self.send_json(event)
+
+    async def stats_updated(self, event: dict) -> None:
+        await self.send_json(event)
+
+    async def job_progress(self, event: dict) -> None:
+        await self.send_json(event)

@@ -1,0 +1,98 @@
+"""``python manage.py loupe_serve``: Daphne serving ``config.asgi`` and, in the embedded default, a
+Celery worker in a thread of the same process.
+
+Embedded default (``CELERY_BROKER_URL`` unset, i.e. ``memory://``): the memory broker lives in
+this process's memory, so the worker must too.  It runs in a daemon thread with the ``solo``
+pool (one task at a time) and consumes both queues (``gpu`` and ``cpu``); tasks that request
+threads enqueue reach it through kombu's in-process memory transport.  Channels uses the
+in-memory layer; pushes from the worker thread are handed to the server's event loop, recorded
+here at start-up (``annotate.realtime``; DESIGN.md "Pitfall (measured)").
+
+With a real broker (Redis/RabbitMQ) the command only serves the web side; run
+``celery -A config worker -Q gpu,cpu`` separately (README, "Production").
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import daphne.server  # noqa: F401  - installs Twisted's asyncio reactor before anything imports a reactor
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+log = logging.getLogger("loupe.serve")
+
+
+def start_embedded_worker(*, concurrency: int = 1, loglevel: str = "INFO") -> threading.Thread:
+    """Start a Celery worker consuming ``gpu`` and ``cpu`` in a daemon thread of this process."""
+    from config.celery import app  # noqa: PLC0415
+
+    if not settings.LOUPE_EMBEDDED_WORKER:
+        raise CommandError("an embedded worker needs the memory broker (CELERY_BROKER_URL unset or memory://)")
+    # Poll the in-memory queues often: a round should start a moment after the label that asked for it.
+    app.conf.broker_transport_options = {**(app.conf.broker_transport_options or {}), "polling_interval": 0.05}
+    worker = app.WorkController(
+        hostname="embedded@loupe",
+        pool_cls="solo" if concurrency == 1 else "threads",
+        concurrency=concurrency,
+        queues=["gpu", "cpu"],
+        loglevel=loglevel,
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+    )
+    thread = threading.Thread(target=worker.start, name="loupe-embedded-worker", daemon=True)
+    thread.start()
+    return thread
+
+
+class Command(BaseCommand):
+    help = "Serve Loupe with Daphne (HTTP + WebSockets); in the embedded default also run a Celery worker thread."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-worker", action="store_true", help="do not start the embedded worker thread")
+        parser.add_argument("--worker-concurrency", type=int, default=1)
+
+    def handle(self, *args, **opts):
+        from channels.routing import get_default_application  # noqa: PLC0415
+        from daphne.endpoints import build_endpoint_description_strings  # noqa: PLC0415
+        from daphne.server import Server  # noqa: PLC0415
+        from twisted.internet import reactor  # noqa: PLC0415  - the asyncio reactor daphne installed
+
+        from annotate import realtime  # noqa: PLC0415
+        from annotate.services.rounds import rounds_resume_orphans  # noqa: PLC0415
+
+        embedded = settings.LOUPE_EMBEDDED_WORKER
+        if embedded and not opts["no_worker"]:
+            start_embedded_worker(concurrency=opts["worker_concurrency"])
+            resumed = rounds_resume_orphans()
+            if resumed:
+                self.stdout.write(f"re-enqueued {len(resumed)} round(s) left over from a previous run")
+            mode = "embedded worker thread, memory broker"
+        elif embedded:
+            mode = "no worker (rounds will wait)"
+        else:
+            mode = f"external worker via {settings.CELERY_BROKER_URL.split('://')[0]}"
+        layer = settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
+
+        def record_loop() -> None:
+            realtime.set_server_loop(asyncio.get_event_loop())
+
+        reactor.callWhenRunning(record_loop)
+
+        host, port = opts["host"], opts["port"]
+
+        def ready() -> None:
+            self.stdout.write(f"Loupe is serving http://{host}:{port}/  ({mode}; channel layer {layer})")
+            self.stdout.flush()
+
+        Server(
+            application=get_default_application(),
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            signal_handlers=True,
+            ready_callable=ready,
+            verbosity=1,
+        ).run()

@@ -1,0 +1,192 @@
+"""Everything pushed to browsers goes through this module.
+
+One group per project (:func:`group_name`); one typed payload per message type; one ``send_*``
+helper per type.  The consumer (``annotate/consumers.py``) has a handler for each type and
+forwards the payload to the browser as ``{"type": ..., ...payload}``.  Every payload carries
+``sent_at`` (Unix milliseconds) so a client can see how long the push took.
+
+Delivery from threads (DESIGN.md, "Pitfall (measured)"): the in-memory channel layer is not
+thread-safe.  A ``group_send`` made with ``async_to_sync`` from a worker thread runs on that
+thread's own event loop and only reaches a consumer on the server's loop when that loop wakes for
+some other reason.  So when the server's loop is known (recorded at start-up by ``loupe_serve``
+and by every consumer that connects, see :func:`set_server_loop`) and the layer is the
+in-memory one, the send is handed to that loop with ``asyncio.run_coroutine_threadsafe``.  The
+Redis layer is safe from any loop and is used through ``async_to_sync``.
+
+A missing channel layer is a misconfiguration and raises ``ImproperlyConfigured``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 10.0
+
+_server_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------- payloads
+class RoundInfo(TypedDict):
+    id: int
+    number: int
+    status: str
+    progress: float
+    message: str
+    failure: str
+
+
+class QueueUpdated(TypedDict):
+    type: Literal["queue.updated"]
+    project_id: int
+    round: int | None  # round number that wrote the queue
+    pending: int
+    added: int
+    sent_at: float
+
+
+class RoundStatus(TypedDict):
+    type: Literal["round.status"]
+    project_id: int
+    round: RoundInfo
+    sent_at: float
+
+
+class StatsUpdated(TypedDict):
+    type: Literal["stats.updated"]
+    project_id: int
+    stats: dict[str, Any]
+    sent_at: float
+
+
+class JobProgress(TypedDict):
+    type: Literal["job.progress"]
+    project_id: int | None
+    job: dict[str, Any]
+    sent_at: float
+
+
+MESSAGE_TYPES = ("queue.updated", "round.status", "stats.updated", "job.progress")
+
+
+def group_name(project_id: int) -> str:
+    return f"loupe.project.{int(project_id)}"
+
+
+# --------------------------------------------------------------------------- loop bookkeeping
+def set_server_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Record the event loop the ASGI server runs consumers on (called from that loop)."""
+    global _server_loop
+    with _loop_lock:
+        _server_loop = loop
+
+
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    return _server_loop
+
+
+def _layer():
+    layer = get_channel_layer()
+    if layer is None:
+        raise ImproperlyConfigured(
+            "no channel layer is configured (CHANNEL_LAYERS['default']); pushes to browsers cannot be sent"
+        )
+    return layer
+
+
+def _now_ms() -> float:
+    return time.time() * 1000.0
+
+
+def _send(project_id: int, message: dict[str, Any]) -> None:
+    layer = _layer()
+    group = group_name(project_id)
+    loop = _server_loop
+    if isinstance(layer, InMemoryChannelLayer) and loop is not None and not loop.is_closed() and loop.is_running():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            # Already on the server's loop (sync code called from async code): schedule, don't block it.
+            loop.create_task(layer.group_send(group, message))
+            return
+        fut = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+        fut.result(timeout=SEND_TIMEOUT_S)
+        return
+    # Redis layer (safe from any loop), or no server loop in this process (tests, commands).
+    async_to_sync(layer.group_send)(group, message)
+
+
+# --------------------------------------------------------------------------- helpers
+def round_info(rnd) -> RoundInfo:
+    return {
+        "id": rnd.pk,
+        "number": rnd.number,
+        "status": rnd.status,
+        "progress": float(rnd.progress),
+        "message": rnd.progress_message,
+        "failure": rnd.failure,
+    }
+
+
+def send_queue_updated(project_id: int, *, round_number: int | None, pending: int, added: int) -> None:
+    msg: QueueUpdated = {
+        "type": "queue.updated",
+        "project_id": int(project_id),
+        "round": round_number,
+        "pending": int(pending),
+        "added": int(added),
+        "sent_at": _now_ms(),
+    }
+    _send(project_id, dict(msg))
+
+
+def send_round_status(rnd) -> None:
+    msg: RoundStatus = {
+        "type": "round.status",
+        "project_id": rnd.project_id,
+        "round": round_info(rnd),
+        "sent_at": _now_ms(),
+    }
+    _send(rnd.project_id, dict(msg))
+
+
+def send_stats_updated(project_id: int, payload: dict[str, Any]) -> None:
+    msg: StatsUpdated = {
+        "type": "stats.updated",
+        "project_id": int(project_id),
+        "stats": payload,
+        "sent_at": _now_ms(),
+    }
+    _send(project_id, dict(msg))
+
+
+def send_job_progress(job) -> None:
+    """Progress of a background job to its project's group (jobs without a project are not pushed)."""
+    if job.project_id is None:
+        return
+    msg: JobProgress = {
+        "type": "job.progress",
+        "project_id": job.project_id,
+        "job": {
+            "id": str(job.pk),
+            "kind": job.kind,
+            "status": job.status,
+            "progress": float(job.progress),
+            "message": job.message,
+            "error": job.error,
+            "has_result": bool(job.result_file),
+        },
+        "sent_at": _now_ms(),
+    }
+    _send(job.project_id, dict(msg))

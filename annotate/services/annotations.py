@@ -1,0 +1,237 @@
+"""Label, skip and undo.
+
+History is kept: rows are never edited except for the ``is_current`` flag.  A label or a skip
+adds a row that becomes the current one for (item, annotator); undo adds an ``undo`` row that
+becomes current, so the item has no label from that person any more, and hands the item back
+to them (leased again) so they can label it at once.
+
+Idempotency: the client sends a ``client_id`` (UUID) with every submit and retries with the same
+one; a retry of a stored submit returns the stored row (``created=False``) and stores nothing.
+The same ``client_id`` for a different submit is a conflict.  A second submit for an item
+without the first's ``client_id`` (a double submit) is refused: the item is no longer leased.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..models import Annotation, Item, Project, QueueEntry
+from .errors import BadInput, Conflict, NotFound
+from .queue import lease_seconds
+
+MAX_TIME_MS = 24 * 3600 * 1000
+
+
+@dataclass
+class SubmitResult:
+    annotation: Annotation
+    created: bool
+
+
+@dataclass
+class UndoResult:
+    undone: Annotation  # the row that was undone
+    annotation: Annotation  # the new "undo" row
+    entry: QueueEntry  # the item's queue entry, leased to the user again
+    created: bool
+
+
+def _parse_item_id(item_id) -> int:
+    if isinstance(item_id, bool) or not isinstance(item_id, int) or item_id < 1:
+        raise BadInput(f"item_id={item_id!r} must be a positive integer")
+    return item_id
+
+
+def _parse_client_id(client_id) -> uuid.UUID | None:
+    if client_id is None:
+        return None
+    try:
+        return uuid.UUID(str(client_id))
+    except ValueError:
+        raise BadInput(f"client_id={client_id!r} is not a UUID") from None
+
+
+def _parse_time_ms(time_ms) -> int:
+    if time_ms is None:
+        return 0
+    if isinstance(time_ms, bool) or not isinstance(time_ms, (int, float)) or time_ms != time_ms or time_ms < 0:
+        raise BadInput(f"time_ms={time_ms!r} must be a number of milliseconds >= 0")
+    return int(min(time_ms, MAX_TIME_MS))
+
+
+def _replay(*, user, client_id: uuid.UUID, item_id: int, action: str, label: str) -> Annotation | None:
+    """The stored row for this client_id, if the same submit was stored before; Conflict if it differs."""
+    prior = Annotation.objects.filter(annotator=user, client_id=client_id).first()
+    if prior is None:
+        return None
+    if prior.item_id != item_id or prior.action != action or prior.label != label:
+        raise Conflict(
+            f"client_id {client_id} was already used for {prior.action} {prior.label!r} on item {prior.item_id}"
+        )
+    return prior
+
+
+def annotation_submit(
+    *,
+    project: Project,
+    user,
+    item_id: int,
+    label: str | None = None,
+    skip: bool = False,
+    client_id=None,
+    time_ms=0,
+) -> SubmitResult:
+    """Store a label (or a skip) for an item leased to ``user``; the entry is then done (skipped)."""
+    item_id = _parse_item_id(item_id)
+    cid = _parse_client_id(client_id)
+    time_ms = _parse_time_ms(time_ms)
+    if skip:
+        action, label = Annotation.Action.SKIP, ""
+    else:
+        action = Annotation.Action.LABEL
+        if not isinstance(label, str) or label not in project.classes:
+            raise BadInput(f"label={label!r} is not one of the project's classes {project.classes}")
+    try:
+        with transaction.atomic():
+            return _submit(project=project, user=user, item_id=item_id, action=action, label=label, cid=cid,
+                           time_ms=time_ms)
+    except IntegrityError:
+        # Two retries of one submit raced: the other one stored it.
+        if cid is not None:
+            prior = _replay(user=user, client_id=cid, item_id=item_id, action=action, label=label)
+            if prior is not None:
+                return SubmitResult(prior, False)
+        raise Conflict(f"item {item_id} was changed by a concurrent request; reload and try again") from None
+
+
+def _submit(*, project, user, item_id, action, label, cid, time_ms) -> SubmitResult:
+    if not Item.objects.filter(project=project, pk=item_id).exists():
+        raise NotFound(f"item {item_id} is not in project {project.pk}")
+    entry = (
+        QueueEntry.objects.select_for_update()
+        .filter(project=project, item_id=item_id, state=QueueEntry.State.LEASED, leased_by=user)
+        .first()
+    )
+    # Checked after taking the entry's lock so that a concurrent retry sees the stored row.
+    if cid is not None:
+        prior = _replay(user=user, client_id=cid, item_id=item_id, action=action, label=label)
+        if prior is not None:
+            return SubmitResult(prior, False)
+    if entry is None:
+        raise Conflict(_why_not_leased(project=project, user=user, item_id=item_id))
+    now = timezone.now()
+    prev = (
+        Annotation.objects.select_for_update()
+        .filter(item_id=item_id, annotator=user, is_current=True)
+        .first()
+    )
+    if prev is not None:
+        Annotation.objects.filter(pk=prev.pk).update(is_current=False)
+    ann = Annotation.objects.create(
+        item_id=item_id,
+        annotator=user,
+        action=action,
+        label=label,
+        skipped=action == Annotation.Action.SKIP,
+        time_ms=time_ms,
+        is_current=True,
+        supersedes=prev,
+        queue_entry=entry,
+        client_id=cid,
+    )
+    entry.state = QueueEntry.State.SKIPPED if action == Annotation.Action.SKIP else QueueEntry.State.DONE
+    entry.done_at = now
+    entry.save(update_fields=["state", "done_at"])
+    return SubmitResult(ann, True)
+
+
+def _why_not_leased(*, project, user, item_id) -> str:
+    mine = Annotation.objects.filter(item_id=item_id, annotator=user, is_current=True).first()
+    if mine is not None and mine.action != Annotation.Action.UNDO:
+        return (f"item {item_id} was already {'skipped' if mine.skipped else 'labeled'} by you "
+                f"(a double submit?); undo it to change it")
+    other = QueueEntry.objects.filter(project=project, item_id=item_id, state=QueueEntry.State.LEASED).first()
+    if other is not None:
+        return f"item {item_id} is leased to another annotator"
+    return f"item {item_id} is not leased to you (the lease may have expired); lease it first"
+
+
+def annotation_undo(*, project: Project, user, item_id: int | None = None, client_id=None) -> UndoResult:
+    """Undo the user's latest label or skip in the project (or the one on ``item_id``).
+
+    Adds an ``undo`` row (the undone row stays in the history) and leases the item to the user
+    again.  Repeated undos walk back through the user's earlier labels.
+    """
+    if item_id is not None:
+        item_id = _parse_item_id(item_id)
+    cid = _parse_client_id(client_id)
+    try:
+        with transaction.atomic():
+            return _undo(project=project, user=user, item_id=item_id, cid=cid)
+    except IntegrityError:
+        raise Conflict("the label was changed by a concurrent request; reload and try again") from None
+
+
+def _undo(*, project, user, item_id, cid) -> UndoResult:
+    if cid is not None:
+        prior = Annotation.objects.filter(annotator=user, client_id=cid).first()
+        if prior is not None:
+            if prior.action != Annotation.Action.UNDO or (item_id is not None and prior.item_id != item_id):
+                raise Conflict(f"client_id {cid} was already used for {prior.action} on item {prior.item_id}")
+            entry = QueueEntry.objects.filter(project=project, item_id=prior.item_id).order_by("-id").first()
+            return UndoResult(prior.supersedes, prior, entry, False)
+    qs = Annotation.objects.select_for_update().filter(
+        item__project=project,
+        annotator=user,
+        is_current=True,
+        action__in=(Annotation.Action.LABEL, Annotation.Action.SKIP, Annotation.Action.CORRECT),
+    )
+    if item_id is not None:
+        qs = qs.filter(item_id=item_id)
+    target = qs.order_by("-created_at", "-id").first()
+    if target is None:
+        where = f" on item {item_id}" if item_id is not None else ""
+        raise NotFound(f"nothing to undo{where}: you have no current label or skip in project {project.pk}")
+    now = timezone.now()
+    expires = now + timedelta(seconds=lease_seconds())
+    Annotation.objects.filter(pk=target.pk).update(is_current=False)
+    undo = Annotation.objects.create(
+        item_id=target.item_id,
+        annotator=user,
+        action=Annotation.Action.UNDO,
+        label="",
+        is_current=True,
+        supersedes=target,
+        queue_entry_id=target.queue_entry_id,
+        client_id=cid,
+    )
+    entry = _relocate_entry(project=project, user=user, target=target, now=now, expires=expires)
+    return UndoResult(target, undo, entry, True)
+
+
+def _relocate_entry(*, project, user, target: Annotation, now, expires) -> QueueEntry:
+    """Lease the undone item to the user again: reopen its entry, or add one when it has none."""
+    open_entry = (
+        QueueEntry.objects.select_for_update()
+        .filter(project=project, item_id=target.item_id, state__in=QueueEntry.OPEN)
+        .first()
+    )
+    if open_entry is not None:
+        if open_entry.state == QueueEntry.State.LEASED and open_entry.leased_by_id != user.pk:
+            raise Conflict(f"item {target.item_id} is leased to another annotator now; it cannot be undone")
+        entry = open_entry
+    elif target.queue_entry_id is not None:
+        entry = QueueEntry.objects.select_for_update().get(pk=target.queue_entry_id)
+    else:
+        entry = QueueEntry(project=project, item_id=target.item_id, round=None, rank=0)
+    entry.state = QueueEntry.State.LEASED
+    entry.leased_by = user
+    entry.leased_at = now
+    entry.lease_expires_at = expires
+    entry.done_at = None
+    entry.save()
+    return entry

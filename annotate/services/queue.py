@@ -1,0 +1,91 @@
+"""The labeling queue: leases, lease expiry, release.
+
+Two annotators never hold the same item.  On PostgreSQL a lease takes pending rows with
+``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent requests each get different rows without
+waiting for one another.  SQLite has no row locks; there every transaction is opened with
+``BEGIN IMMEDIATE`` (``transaction_mode`` in ``config/env.py``), which takes the database's
+write lock at the start, so two leases run one after the other and the second sees the first's
+rows as leased.
+
+Serving order: the newest round's entries first, then by rank inside a round.  Entries of older
+rounds are only still pending when their lease expired after a newer round had superseded the
+rest of their round (see ``services/rounds.py``); they are served after the current round's.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ..models import Project, QueueEntry
+from .errors import BadInput
+
+MAX_LEASE = 50
+
+
+def lease_seconds() -> int:
+    return int(settings.LOUPE_LEASE_SECONDS)
+
+
+def queue_release_expired(*, project: Project | None = None, now: datetime | None = None) -> int:
+    """Return leased entries whose lease has run out to the pending queue; the number returned."""
+    now = now or timezone.now()
+    qs = QueueEntry.objects.filter(state=QueueEntry.State.LEASED, lease_expires_at__lt=now)
+    if project is not None:
+        qs = qs.filter(project=project)
+    return qs.update(state=QueueEntry.State.PENDING, leased_by=None, leased_at=None, lease_expires_at=None)
+
+
+def _pending_for_update(project: Project):
+    qs = QueueEntry.objects.select_related("round").filter(project=project, state=QueueEntry.State.PENDING).order_by(
+        F("round_id").desc(nulls_last=True), "rank", "id"
+    )
+    if connection.features.has_select_for_update_skip_locked:
+        # Lock only queue rows (no join is locked), skipping rows another lease holds right now.
+        qs = qs.select_for_update(skip_locked=True, of=("self",))
+    return qs
+
+
+def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
+    """Up to ``n`` entries leased to ``user``: the ones they already hold (lease renewed) first,
+    then new ones taken from the pending queue.  Fewer than ``n`` when the queue runs dry."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LEASE:
+        raise BadInput(f"n={n!r} must be an integer from 1 to {MAX_LEASE}")
+    now = timezone.now()
+    expires = now + timedelta(seconds=lease_seconds())
+    with transaction.atomic():
+        queue_release_expired(project=project, now=now)
+        held = list(
+            QueueEntry.objects.select_related("round")
+            .select_for_update(of=("self",))
+            .filter(project=project, state=QueueEntry.State.LEASED, leased_by=user)
+            .order_by("leased_at", "rank", "id")[:n]
+        )
+        if held:
+            QueueEntry.objects.filter(pk__in=[e.pk for e in held]).update(lease_expires_at=expires)
+            for e in held:
+                e.lease_expires_at = expires
+        taken: list[QueueEntry] = []
+        need = n - len(held)
+        if need > 0:
+            taken = list(_pending_for_update(project)[:need])
+            for e in taken:
+                e.state = QueueEntry.State.LEASED
+                e.leased_by = user
+                e.leased_at = now
+                e.lease_expires_at = expires
+            if taken:
+                QueueEntry.objects.bulk_update(taken, ["state", "leased_by", "leased_at", "lease_expires_at"])
+    return held + taken
+
+
+def queue_release(*, project: Project, user, item_ids: list[int] | None = None) -> int:
+    """Hand the user's leases back to the pending queue (all of them, or those of ``item_ids``)."""
+    qs = QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED, leased_by=user)
+    if item_ids is not None:
+        qs = qs.filter(item_id__in=item_ids)
+    with transaction.atomic():
+        return qs.update(state=QueueEntry.State.PENDING, leased_by=None, leased_at=None, lease_expires_at=None)
