@@ -1,9 +1,60 @@
-"""Django admin for Loupe (basic registrations; strategy form, actions and import page follow)."""
+"""Django admin for Loupe: project configuration, round history, import/export/re-embed/start-round.
+
+Project admins need not be superusers: ``services.roles`` puts them in the "Loupe admins" group
+(the model permissions) and makes them staff; every admin page here then shows only the projects
+(and their rows) the user administers.  Views stay thin: validate with a form, call one service.
+"""
 from __future__ import annotations
 
-from django.contrib import admin
+import uuid
+from pathlib import Path
 
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from . import storage
+from .forms import EP, SP, ExportForm, ImportForm, build_project_form
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
+from .permissions import has_role
+from .services import embeddings as embedding_services
+from .services import exports as export_services
+from .services import imports as import_services
+from .services import roles as role_services
+
+
+def _admin_project_ids(user):
+    return Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values("project_id")
+
+
+class ProjectScoped:
+    """Non-superusers see only rows of projects they administer."""
+
+    project_path = "project"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        if self.project_path == "":
+            return qs.filter(pk__in=_admin_project_ids(request.user))
+        return qs.filter(**{f"{self.project_path}__in": _admin_project_ids(request.user)})
+
+
+def _save_upload(project: Project, upload, folder: str) -> str:
+    """Store an uploaded file under the project; returns its MEDIA_ROOT-relative path."""
+    rel = f"projects/{project.pk}/{folder}/{uuid.uuid4().hex[:12]}-{Path(upload.name).name}"
+    dest = storage.media_path(rel)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as fh:
+        for chunk in upload.chunks():
+            fh.write(chunk)
+    return rel
 
 
 class MembershipInline(admin.TabularInline):
@@ -12,50 +63,327 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class RoundInline(admin.TabularInline):
+    model = Round
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ["-number"]
+    fields = ["number", "status", "reason", "strategy", "params", "labeled_count", "batch_size", "timing_summary",
+              "metric_summary", "created_at", "finished_at", "failure"]
+    readonly_fields = fields
+    verbose_name_plural = "round history (newest first)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="timings (s)")
+    def timing_summary(self, obj):
+        return ", ".join(f"{k} {v:.2f}" for k, v in (obj.timings or {}).items() if isinstance(v, (int, float))) or "-"
+
+    @admin.display(description="metrics")
+    def metric_summary(self, obj):
+        parts = []
+        for k, v in (obj.metrics or {}).items():
+            if isinstance(v, float):
+                parts.append(f"{k} {v:.3g}")
+            elif isinstance(v, (int, str, bool)):
+                parts.append(f"{k} {v}")
+        return ", ".join(parts) or "-"
+
+
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "strategy", "batch_size", "audit_rate", "embedding_version", "created_at"]
+class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
+    project_path = ""
+    list_display = ["name", "strategy", "batch_size", "audit_rate", "extractor", "embedding_version", "item_count",
+                    "links"]
     search_fields = ["name"]
-    inlines = [MembershipInline]
+    inlines = [MembershipInline, RoundInline]
+    actions = ["start_round", "reembed", "export"]
+    change_form_template = "admin/annotate/project/change_form.html"
+
+    class Media:
+        js = ["admin-strategy.js"]
+
+    # ------------------------------------------------------------------ list
+    @admin.display(description="items")
+    def item_count(self, obj):
+        return obj.items.count()
+
+    @admin.display(description="")
+    def links(self, obj):
+        return format_html('<a href="/projects/{}/">dashboard</a> · <a href="{}">import</a> · <a href="{}">export</a>',
+                           obj.pk, reverse("admin:annotate_project_import", args=[obj.pk]),
+                           reverse("admin:annotate_project_export", args=[obj.pk]))
+
+    # ------------------------------------------------------------------ permissions
+    def _is_admin(self, request, obj):
+        return obj is None or has_role(user=request.user, project=obj, role=Membership.Role.ADMIN)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._is_admin(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    # ------------------------------------------------------------------ the generated form
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = build_project_form()
+        kwargs["fields"] = None
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        form = build_project_form()
+        sets = [
+            (None, {"fields": ["name", "description", "classes_text"]}),
+            ("Strategy", {"fields": ["strategy"],
+                          "description": "Parameters of the chosen strategy; changes apply from the next round."}),
+        ]
+        for key, fields in form.generated.items():
+            prefix, owner = key.split(":", 1)
+            if prefix == SP:
+                sets.append((f"{owner} parameters", {"fields": [n for n, _ in fields],
+                                                     "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
+        sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
+                                                      "retrain_every", "audit_rate", "l2", "seed"]}))
+        sets.append(("Embeddings", {"fields": ["extractor"],
+                                    "description": "Changing the extractor or its parameters re-embeds all items."}))
+        for key, fields in form.generated.items():
+            prefix, owner = key.split(":", 1)
+            if prefix == EP:
+                sets.append((f"{owner} extractor parameters", {"fields": [n for n, _ in fields],
+                                                                 "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
+        return sets
+
+    def save_model(self, request, obj, form, change):
+        old = Project.objects.filter(pk=obj.pk).values("extractor", "extractor_params").first() if change else None
+        super().save_model(request, obj, form, change)
+        uploads = form.uploads()
+        if uploads:
+            params = dict(obj.extractor_params)
+            for name, upload in uploads.items():
+                params[name] = _save_upload(obj, upload, "extractors")
+            obj.extractor_params = params
+            obj.save(update_fields=["extractor_params", "updated_at"])
+        changed = old is not None and (old["extractor"] != obj.extractor or old["extractor_params"] != obj.extractor_params)
+        if changed and obj.items.exists():
+            try:
+                job = embedding_services.embedding_request(project=obj, user=request.user)
+            except ValueError as exc:
+                self.message_user(request, f"embeddings not recomputed: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, format_html(
+                    'Extractor changed: re-embedding all items (<a href="{}">job {}</a>).',
+                    reverse("admin:annotate_project_job", args=[obj.pk, job.pk]), str(job.pk)[:8]))
+
+    def save_related(self, request, form, formsets, change):
+        before = set(Membership.objects.filter(project=form.instance).values_list("user_id", flat=True))
+        super().save_related(request, form, formsets, change)
+        after = set(Membership.objects.filter(project=form.instance).values_list("user_id", flat=True))
+        from django.contrib.auth import get_user_model  # noqa: PLC0415
+
+        for user in get_user_model().objects.filter(pk__in=before | after):
+            role_services.membership_sync(user=user)
+
+    # ------------------------------------------------------------------ actions
+    @admin.action(description="Start a round now")
+    def start_round(self, request, queryset):
+        from .services.rounds import round_request  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            rnd = round_request(project=project, reason="admin")
+            if rnd is None:
+                self.message_user(request, f"{project}: a round is already queued or running", messages.WARNING)
+            else:
+                self.message_user(request, f"{project}: round {rnd.number} queued")
+
+    @admin.action(description="Re-embed (recompute embeddings)")
+    def reembed(self, request, queryset):
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            try:
+                job = embedding_services.embedding_request(project=project, user=request.user)
+            except ValueError as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, format_html('{}: embedding job <a href="{}">{}</a> queued', str(project),
+                                                   reverse("admin:annotate_project_job", args=[project.pk, job.pk]),
+                                                   str(job.pk)[:8]))
+
+    @admin.action(description="Export labels")
+    def export(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "choose one project to export", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:annotate_project_export", args=[queryset.first().pk]))
+
+    # ------------------------------------------------------------------ extra pages
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:project_id>/import/", wrap(self.import_view), name="annotate_project_import"),
+            path("<int:project_id>/export/", wrap(self.export_view), name="annotate_project_export"),
+            path("<int:project_id>/start-round/", wrap(require_POST(self.start_round_view)),
+                 name="annotate_project_start_round"),
+            path("<int:project_id>/reembed/", wrap(require_POST(self.reembed_view)), name="annotate_project_reembed"),
+            path("<int:project_id>/jobs/<uuid:job_id>/", wrap(self.job_view), name="annotate_project_job"),
+        ] + super().get_urls()
+
+    def _project(self, request, project_id) -> Project:
+        project = get_object_or_404(self.get_queryset(request), pk=project_id)
+        if not self._is_admin(request, project):
+            raise PermissionDenied
+        return project
+
+    def _context(self, request, project, **extra):
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, "original": project,
+                "project": project, "has_view_permission": True, **extra}
+
+    def import_view(self, request, project_id):
+        project = self._project(request, project_id)
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            d = form.cleaned_data
+            upload_dir = f"uploads/{uuid.uuid4().hex}"
+            options = {"class_folders": d["class_folders"], "labels_as": d["labels_as"], "cleanup_dir": upload_dir}
+
+            def keep(upload) -> str:
+                dest = storage.media_path(f"{upload_dir}/{Path(upload.name).name}")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(dest, "wb") as fh:
+                    for chunk in upload.chunks():
+                        fh.write(chunk)
+                return str(dest)
+
+            options["source"] = keep(d["zip_file"]) if d.get("zip_file") else (d.get("folder") or "")
+            options["manifest"] = keep(d["manifest_file"]) if d.get("manifest_file") else (d.get("manifest_url") or "")
+            options["embeddings"] = keep(d["embeddings"]) if d.get("embeddings") else ""
+            try:
+                job = import_services.import_request(project=project, options=options, user=request.user)
+            except import_services.ImportRejected as exc:
+                form.add_error(None, str(exc))
+            else:
+                return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
+        return TemplateResponse(request, "admin/annotate/project/import.html",
+                                self._context(request, project, form=form, title=f"Import images into {project}"))
+
+    def export_view(self, request, project_id):
+        project = self._project(request, project_id)
+        form = ExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            job = export_services.export_request(project=project, fmt=form.cleaned_data["format"],
+                                                 predictions=form.cleaned_data["predictions"], user=request.user)
+            return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
+        recent = Job.objects.filter(project=project, kind=Job.Kind.EXPORT).order_by("-created_at")[:10]
+        return TemplateResponse(request, "admin/annotate/project/export.html",
+                                self._context(request, project, form=form, recent=recent,
+                                              title=f"Export {project}"))
+
+    def start_round_view(self, request, project_id):
+        project = self._project(request, project_id)
+        self.start_round(request, Project.objects.filter(pk=project.pk))
+        return HttpResponseRedirect(reverse("admin:annotate_project_change", args=[project.pk]))
+
+    def reembed_view(self, request, project_id):
+        project = self._project(request, project_id)
+        self.reembed(request, Project.objects.filter(pk=project.pk))
+        return HttpResponseRedirect(reverse("admin:annotate_project_change", args=[project.pk]))
+
+    def job_view(self, request, project_id, job_id):
+        project = self._project(request, project_id)
+        job = get_object_or_404(Job, pk=job_id, project=project)
+        return TemplateResponse(request, "admin/annotate/project/job.html",
+                                self._context(request, project, job=job, title=f"{job.kind} job for {project}"))
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ProjectScoped, admin.ModelAdmin):
     list_display = ["project", "user", "role", "created_at"]
     list_filter = ["role", "project"]
     autocomplete_fields = ["user"]
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "project" and not request.user.is_superuser:
+            kwargs["queryset"] = Project.objects.filter(pk__in=_admin_project_ids(request.user))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        role_services.membership_sync(user=obj.user)
+
+    def delete_model(self, request, obj):
+        user = obj.user
+        super().delete_model(request, obj)
+        role_services.membership_sync(user=user)
+
+    def delete_queryset(self, request, queryset):
+        users = [m.user for m in queryset.select_related("user")]
+        super().delete_queryset(request, queryset)
+        for user in users:
+            role_services.membership_sync(user=user)
+
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "original_name", "row", "ground_truth", "created_at"]
+class ItemAdmin(ProjectScoped, admin.ModelAdmin):
+    list_display = ["id", "project", "original_name", "row", "ground_truth", "width", "height", "created_at"]
     list_filter = ["project"]
     search_fields = ["original_name", "checksum"]
-    readonly_fields = ["checksum", "created_at"]
+    readonly_fields = ["project", "file", "checksum", "row", "width", "height", "created_at", "preview"]
+
+    @admin.display(description="image")
+    def preview(self, obj):
+        return format_html('<img src="/items/{}/image" style="max-width:320px;max-height:320px">', obj.pk)
 
 
 @admin.register(Round)
-class RoundAdmin(admin.ModelAdmin):
-    list_display = ["project", "number", "status", "strategy", "labeled_count", "created_at", "finished_at"]
+class RoundAdmin(ProjectScoped, admin.ModelAdmin):
+    list_display = ["project", "number", "status", "strategy", "labeled_count", "batch_size", "created_at",
+                    "finished_at"]
     list_filter = ["status", "project"]
+    readonly_fields = [f.name for f in Round._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(QueueEntry)
-class QueueEntryAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "round", "item", "rank", "state", "is_audit", "leased_by"]
+class QueueEntryAdmin(ProjectScoped, admin.ModelAdmin):
+    list_display = ["id", "project", "round", "item", "rank", "state", "is_audit", "predicted_label", "leased_by"]
     list_filter = ["state", "is_audit", "project"]
-    raw_id_fields = ["item", "round"]
+    raw_id_fields = ["item", "round", "leased_by"]
 
 
 @admin.register(Annotation)
-class AnnotationAdmin(admin.ModelAdmin):
+class AnnotationAdmin(ProjectScoped, admin.ModelAdmin):
+    project_path = "item__project"
     list_display = ["id", "item", "annotator", "action", "label", "is_current", "created_at"]
     list_filter = ["action", "is_current"]
-    raw_id_fields = ["item", "supersedes", "queue_entry"]
+    raw_id_fields = ["item", "supersedes", "queue_entry", "annotator"]
+
+    def has_change_permission(self, request, obj=None):
+        return False  # history is append-only; corrections go through the review page
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "kind", "status", "progress", "created_at", "finished_at"]
+class JobAdmin(ProjectScoped, admin.ModelAdmin):
+    list_display = ["id", "project", "kind", "status", "progress", "message", "created_at", "finished_at", "download"]
     list_filter = ["kind", "status"]
-    readonly_fields = ["id", "created_at", "finished_at"]
+    readonly_fields = [f.name for f in Job._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="result")
+    def download(self, obj):
+        if obj.result_file and obj.status == Job.Status.DONE:
+            return format_html('<a href="/jobs/{}/download">download</a>', obj.pk)
+        return "-"

@@ -1,0 +1,266 @@
+"""Forms: the project configuration form generated from strategy and extractor schemas, import, export.
+
+Strategy parameters are not hand-written fields: :func:`build_project_form` asks the selection
+registry for every strategy's schema (``strategy_schema(name)``: name, type, default, min, max,
+choices, help, nullable) and turns each parameter into a typed form field named
+``sp__<strategy>__<param>``, with its range enforced by the field and then by ``Param.validate``
+itself, so the form can never accept what the strategy would refuse.  Only the chosen strategy's
+fields are read; the others are disabled for that submission (the page script shows one group at
+a time).  Extractor parameters work the same way (``ep__<extractor>__<param>``); a ``path``
+parameter becomes a file upload.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from selection import get_strategy, strategy_names
+from selection.extractors import get_extractor, extractor_names
+from selection.params import Param
+
+from .models import Project
+from .services.exports import FORMATS
+from .services.imports import LABELS_AS
+
+SP = "sp"
+EP = "ep"
+
+
+def field_name(prefix: str, owner: str, param: str) -> str:
+    return f"{prefix}__{owner}__{param}"
+
+
+def _range_text(p: Param) -> str:
+    lo = "-∞" if p.min is None else f"{p.min:g}"
+    hi = "∞" if p.max is None else f"{p.max:g}"
+    bits = []
+    if p.min is not None or p.max is not None:
+        bits.append(f"range [{lo}, {hi}]")
+    if p.choices is not None:
+        bits.append("one of " + ", ".join(map(str, p.choices)))
+    bits.append(f"default {p.default!r}")
+    if p.nullable:
+        bits.append("may be left empty")
+    return "; ".join(bits)
+
+
+def param_field(p: Param, *, upload: bool = False) -> forms.Field:
+    """A typed form field for one schema parameter (required-ness is checked in ``clean``)."""
+    help_text = f"{p.help} ({_range_text(p)})"
+    common: dict[str, Any] = {"required": False, "label": p.name.replace("_", " "), "help_text": help_text,
+                              "initial": p.default}
+    if upload:
+        return forms.FileField(required=False, label=p.name, help_text=p.help)
+    if p.choices is not None:
+        choices = [(str(c), str(c)) for c in p.choices]
+        if p.nullable:
+            choices = [("", "(none)")] + choices
+        return forms.TypedChoiceField(choices=choices, coerce=lambda v, p=p: p.validate(v), empty_value=None,
+                                      **common)
+    if p.type == "bool":
+        return forms.BooleanField(**common)
+    if p.type == "int":
+        return forms.IntegerField(min_value=None if p.min is None else math.ceil(p.min),
+                                  max_value=None if p.max is None else math.floor(p.max), **common)
+    if p.type == "float":
+        f = forms.FloatField(min_value=p.min, max_value=p.max, **common)
+        f.widget.attrs["step"] = "any"
+        return f
+    return forms.CharField(**common)
+
+
+def _schema_params(prefix: str, owner: str) -> tuple[Param, ...]:
+    return get_strategy(owner).schema() if prefix == SP else get_extractor(owner).params
+
+
+class ProjectConfigForm(forms.ModelForm):
+    """Base of the generated form; see :func:`build_project_form`."""
+
+    classes_text = forms.CharField(
+        label="Classes", required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One class per line, in order (the labeling page numbers them 1-9, 0). "
+                  "Left empty, an import with labels sets them.",
+    )
+
+    generated: dict[str, list[tuple[str, Param]]] = {}  # "sp:<strategy>" -> [(field name, Param)]
+
+    class Meta:
+        model = Project
+        fields = ["name", "description", "strategy", "batch_size", "refill_policy", "refill_threshold",
+                  "retrain_every", "audit_rate", "l2", "seed", "extractor"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        inst = self.instance
+        self.fields["classes_text"].initial = "\n".join(inst.classes or [])
+        for key, fields in self.generated.items():
+            prefix, owner = key.split(":", 1)
+            current = inst.strategy if prefix == SP else inst.extractor
+            stored = (inst.strategy_params if prefix == SP else inst.extractor_params) or {}
+            for name, p in fields:
+                if owner == current and p.name in stored and not isinstance(self.fields[name], forms.FileField):
+                    self.fields[name].initial = stored[p.name]
+                if owner == current and isinstance(self.fields[name], forms.FileField) and stored.get(p.name):
+                    self.fields[name].help_text = f"{p.help} Current file: {stored[p.name]} (upload to replace)."
+        if self.is_bound:
+            chosen = {SP: self.data.get("strategy", inst.strategy), EP: self.data.get("extractor", inst.extractor)}
+            for key, fields in self.generated.items():
+                prefix, owner = key.split(":", 1)
+                if owner != chosen[prefix]:
+                    for name, _ in fields:
+                        self.fields[name].disabled = True  # not this submission's strategy: not read
+
+    def clean_classes_text(self) -> list[str]:
+        lines = [ln.strip() for ln in (self.cleaned_data.get("classes_text") or "").splitlines()]
+        classes = [ln for ln in lines if ln]
+        dup = sorted({c for c in classes if classes.count(c) > 1})
+        if dup:
+            raise forms.ValidationError(f"classes must be unique; repeated: {dup}")
+        return classes
+
+    def clean_audit_rate(self) -> float:
+        v = self.cleaned_data["audit_rate"]
+        if not (0.0 <= v <= 1.0):
+            raise forms.ValidationError(f"audit rate {v} must be between 0 and 1 (a share of each batch)")
+        return v
+
+    def clean_batch_size(self) -> int:
+        v = self.cleaned_data["batch_size"]
+        if v < 1:
+            raise forms.ValidationError("batch size must be at least 1")
+        return v
+
+    def _params(self, prefix: str, owner: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, p in self.generated.get(f"{prefix}:{owner}", []):
+            value = self.cleaned_data.get(name)
+            if isinstance(self.fields[name], forms.FileField):
+                continue  # uploads are stored by the admin after validation
+            if value in (None, "") and not p.nullable:
+                if p.type == "bool":
+                    value = False
+                elif self.data.get(name, "") == "" and p.type in ("int", "float"):
+                    self.add_error(name, f"{p.name} may not be empty ({_range_text(p)})")
+                    continue
+                elif p.type == "str" and p.default == "":
+                    value = ""
+            try:
+                out[p.name] = p.validate(value) if not (value == "" and p.type == "str") else value
+            except ValueError as exc:
+                self.add_error(name, str(exc))
+        return out
+
+    def clean(self):
+        data = super().clean()
+        strategy = data.get("strategy")
+        if strategy is not None:
+            params = self._params(SP, strategy)
+            if not any(k.startswith(f"{SP}__{strategy}__") for k in self.errors):
+                try:
+                    get_strategy(strategy)(**params)  # the strategy's own validation has the last word
+                except ValueError as exc:
+                    self.add_error(None, f"strategy {strategy!r}: {exc}")
+            data["strategy_params"] = params
+        extractor = data.get("extractor")
+        if extractor is not None:
+            params = self._params(EP, extractor)
+            stored = (self.instance.extractor_params or {}) if self.instance.extractor == extractor else {}
+            for name, p in self.generated.get(f"{EP}:{extractor}", []):
+                if isinstance(self.fields[name], forms.FileField):
+                    if self.cleaned_data.get(name):
+                        params[p.name] = ""  # filled in by the admin when it stores the upload
+                    elif stored.get(p.name):
+                        params[p.name] = stored[p.name]
+                    elif extractor != "precomputed":
+                        self.add_error(name, f"extractor {extractor!r} needs a file: upload one")
+            data["extractor_params"] = params
+        return data
+
+    def save(self, commit=True):
+        inst = super().save(commit=False)
+        inst.classes = self.cleaned_data["classes_text"]
+        inst.strategy_params = self.cleaned_data.get("strategy_params", {})
+        inst.extractor_params = self.cleaned_data.get("extractor_params", inst.extractor_params)
+        if commit:
+            inst.save()
+        return inst
+
+    def uploads(self) -> dict[str, Any]:
+        """Extractor parameter name -> uploaded file, for the chosen extractor."""
+        ext = self.cleaned_data.get("extractor")
+        return {p.name: self.cleaned_data[name] for name, p in self.generated.get(f"{EP}:{ext}", [])
+                if isinstance(self.fields[name], forms.FileField) and self.cleaned_data.get(name)}
+
+
+def build_project_form() -> type[ProjectConfigForm]:
+    """A ProjectConfigForm subclass with one typed field per parameter of every registered strategy and extractor."""
+    attrs: dict[str, Any] = {}
+    generated: dict[str, list[tuple[str, Param]]] = {}
+    strategies = strategy_names()
+    for s in strategies:
+        for p in get_strategy(s).schema():
+            name = field_name(SP, s, p.name)
+            attrs[name] = param_field(p)
+            generated.setdefault(f"{SP}:{s}", []).append((name, p))
+    for e in extractor_names():
+        for p in get_extractor(e).params:
+            name = field_name(EP, e, p.name)
+            attrs[name] = param_field(p, upload=(p.name == "path"))
+            generated.setdefault(f"{EP}:{e}", []).append((name, p))
+    attrs["strategy"] = forms.ChoiceField(
+        choices=[(s, f"{s} - {get_strategy(s).description}".rstrip(" -")) for s in strategies],
+        help_text="Selection strategy; a change applies from the next round.")
+    attrs["extractor"] = forms.ChoiceField(
+        choices=[(e, f"{e} - {get_extractor(e).description}") for e in extractor_names()],
+        help_text="Feature extractor; a change (or new parameters) re-computes the embeddings in the background.")
+    attrs["generated"] = generated
+    attrs["Meta"] = type("Meta", (ProjectConfigForm.Meta,), {})
+    return type("ProjectForm", (ProjectConfigForm,), attrs)
+
+
+# ----------------------------------------------------------------------------- import / export
+class ImportForm(forms.Form):
+    zip_file = forms.FileField(required=False, label="Zip of images",
+                               help_text="Recursive; jpg, png, webp, bmp, tiff.")
+    folder = forms.CharField(required=False, label="Or a folder on the server",
+                             help_text="Absolute path readable by the worker.")
+    manifest_file = forms.FileField(required=False, label="Manifest (CSV or JSON)",
+                                    help_text="Columns/keys: image (path relative to the zip/folder), optional label.")
+    manifest_url = forms.CharField(required=False, label="Or a manifest path or URL",
+                                   help_text="A server path, file:// or http(s):// URL.")
+    embeddings = forms.FileField(required=False, label="Embeddings (.npy)",
+                                 help_text="One float row per manifest row (or per image in sorted path order).")
+    class_folders = forms.BooleanField(required=False, label="Read <class>/<file> folders as labels")
+    labels_as = forms.ChoiceField(
+        choices=[("ground_truth", "ground truth (kept apart, for evaluation)"),
+                 ("prelabels", "pre-labels (count as annotations)")],
+        initial="ground_truth", label="Use labels as")
+
+    def clean(self):
+        data = super().clean()
+        if not (data.get("zip_file") or data.get("folder") or data.get("manifest_file") or data.get("manifest_url")):
+            raise forms.ValidationError("give a zip, a folder, or a manifest that lists the images")
+        if data.get("zip_file") and data.get("folder"):
+            raise forms.ValidationError("give either a zip or a folder, not both")
+        if data.get("manifest_file") and data.get("manifest_url"):
+            raise forms.ValidationError("give either a manifest file or a manifest path/URL, not both")
+        folder = data.get("folder")
+        if folder and not Path(folder).is_dir():
+            self.add_error("folder", f"{folder!r} is not a folder on the server")
+        for key in ("zip_file", "manifest_file", "embeddings"):
+            f = data.get(key)
+            if f is not None and f.size > settings.LOUPE_MAX_UPLOAD_BYTES:
+                self.add_error(key, f"{f.name} is {f.size} bytes, more than LOUPE_MAX_UPLOAD_BYTES="
+                                    f"{settings.LOUPE_MAX_UPLOAD_BYTES}")
+        if data.get("labels_as") not in LABELS_AS:
+            self.add_error("labels_as", f"choose one of {list(LABELS_AS)}")
+        return data
+
+
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(choices=[(k, v[1]) for k, v in FORMATS.items()], initial="label_studio")
+    predictions = forms.BooleanField(required=False, label="Include model predictions for unlabeled items")

@@ -1,0 +1,50 @@
+"""Reads of the labels an item ends up with (exports, statistics, review).
+
+The *final label* of an item: among its current annotation rows that carry a label (actions
+``label`` and ``correct``), a reviewer's correction wins over annotators' labels, and among rows of
+the same kind the latest wins.  Undo and skip rows carry no label, so an undone label is no label.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable
+
+from .models import Annotation
+
+LABEL_ACTIONS = (Annotation.Action.LABEL, Annotation.Action.CORRECT)
+
+
+@dataclass(frozen=True)
+class FinalLabel:
+    label: str
+    annotator: str
+    annotator_id: int
+    annotation_id: int
+    action: str
+    created_at: datetime
+    n_annotations: int  # how many current labeled rows the item has (agreement context)
+
+
+def final_labels(item_ids: Iterable[int]) -> dict[int, FinalLabel]:
+    """item id -> its final label, for the items that have one.  One query."""
+    ids = list(item_ids)
+    if not ids:
+        return {}
+    rows = (
+        Annotation.objects.filter(item_id__in=ids, is_current=True, action__in=LABEL_ACTIONS)
+        .exclude(label="")
+        .order_by("item_id", "id")
+        .values_list("item_id", "label", "annotator__username", "annotator_id", "id", "action", "created_at")
+    )
+    out: dict[int, FinalLabel] = {}
+    counts: dict[int, int] = {}
+    for item_id, label, user, user_id, ann_id, action, created in rows:
+        counts[item_id] = counts.get(item_id, 0) + 1
+        prev = out.get(item_id)
+        # Rows come oldest first: a later row replaces an earlier one unless it would put a plain
+        # label over a correction.
+        if prev is not None and prev.action == Annotation.Action.CORRECT and action != Annotation.Action.CORRECT:
+            continue
+        out[item_id] = FinalLabel(label, user, user_id, ann_id, action, created, 0)
+    return {k: FinalLabel(**{**v.__dict__, "n_annotations": counts[k]}) for k, v in out.items()}

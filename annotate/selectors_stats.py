@@ -1,0 +1,154 @@
+"""Dashboard statistics (reads only).
+
+Learning curve (DESIGN.md, "audit"): every round serves a uniform random share of its batch
+(``QueueEntry.is_audit``) together with the prediction of the model current at that moment
+(``predicted_label``).  Once an audit item has a label, comparing the two is a prequential test of
+that model (Dawid 1984): the item was never in its training set and was drawn uniformly from the
+pool, so the share of agreements estimates the model's accuracy on the unlabeled data.  Points are
+grouped by the round whose model made the prediction and plotted against the number of labels that
+model was trained on (``Round.labeled_count``), with a 95 % Wilson score interval (Wilson 1927).
+Actively chosen items never count: they are biased towards hard cases by design.
+"""
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Count
+from django.db.models.functions import TruncHour
+from django.utils import timezone
+
+from .models import Annotation, Item, Job, Project, QueueEntry, Round
+from .selectors_labels import LABEL_ACTIONS, final_labels
+
+HOURS = 24
+ROUNDS_SHOWN = 30
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion (Wilson 1927, eq. for p±)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def learning_curve(*, project: Project) -> list[dict[str, Any]]:
+    """One point per round that served audit items which have been labeled since."""
+    entries = list(
+        QueueEntry.objects.filter(project=project, is_audit=True, state=QueueEntry.State.DONE, round__isnull=False)
+        .exclude(predicted_label="")
+        .values_list("item_id", "predicted_label", "round_id")
+    )
+    if not entries:
+        return []
+    labels = final_labels({e[0] for e in entries})
+    per_round: dict[int, list[int]] = {}
+    for item_id, predicted, round_id in entries:
+        fl = labels.get(item_id)
+        if fl is None:
+            continue  # undone or skipped since: no label to compare with
+        acc = per_round.setdefault(round_id, [0, 0])
+        acc[0] += int(fl.label == predicted)
+        acc[1] += 1
+    rounds = {r.pk: r for r in Round.objects.filter(pk__in=per_round)}
+    points = []
+    for round_id, (correct, n) in per_round.items():
+        rnd = rounds[round_id]
+        lo, hi = wilson_interval(correct, n)
+        points.append({"round": rnd.number, "labels": rnd.labeled_count, "n": n, "correct": correct,
+                       "accuracy": correct / n, "lo": lo, "hi": hi})
+    points.sort(key=lambda p: (p["labels"], p["round"]))
+    return points
+
+
+def label_distribution(*, project: Project) -> list[dict[str, Any]]:
+    """Items per final label, in the project's class order (then any label no longer a class)."""
+    counts: dict[str, int] = {}
+    ids = list(Item.objects.filter(project=project).values_list("pk", flat=True))
+    for a in range(0, len(ids), 5000):
+        for fl in final_labels(ids[a:a + 5000]).values():
+            counts[fl.label] = counts.get(fl.label, 0) + 1
+    order = list(project.classes) + sorted(set(counts) - set(project.classes))
+    return [{"label": c, "count": counts.get(c, 0)} for c in order]
+
+
+def labels_per_annotator(*, project: Project) -> list[dict[str, Any]]:
+    """Current labels (and corrections) per person, most first."""
+    rows = (
+        Annotation.objects.filter(item__project=project, is_current=True, action__in=LABEL_ACTIONS)
+        .values("annotator__username").annotate(n=Count("id")).order_by("-n", "annotator__username")
+    )
+    return [{"annotator": r["annotator__username"], "labels": r["n"]} for r in rows]
+
+
+def labels_per_hour(*, project: Project, hours: int = HOURS, now=None) -> list[dict[str, Any]]:
+    """Label events (labels and corrections, including ones undone later) per hour, last ``hours`` hours."""
+    now = now or timezone.now()
+    end = now.replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=hours - 1)
+    rows = (
+        Annotation.objects.filter(item__project=project, action__in=LABEL_ACTIONS, created_at__gte=start)
+        .annotate(hour=TruncHour("created_at")).values("hour").annotate(n=Count("id"))
+    )
+    by_hour = {r["hour"]: r["n"] for r in rows}
+    return [{"hour": (start + timedelta(hours=h)).isoformat(), "labels": by_hour.get(start + timedelta(hours=h), 0)}
+            for h in range(hours)]
+
+
+def _seconds(a, b) -> float | None:
+    return (b - a).total_seconds() if a and b else None
+
+
+def round_rows(*, project: Project, limit: int = ROUNDS_SHOWN) -> list[dict[str, Any]]:
+    rounds = list(Round.objects.filter(project=project).order_by("-number")[:limit])
+    return [{
+        "number": r.number, "status": r.status, "strategy": r.strategy, "reason": r.reason,
+        "labeled_count": r.labeled_count, "batch_size": r.batch_size, "timings": r.timings,
+        "wait_s": _seconds(r.created_at, r.started_at), "run_s": _seconds(r.started_at, r.finished_at),
+        "failure": r.failure, "finished_at": r.finished_at.isoformat() if r.finished_at else None,
+    } for r in reversed(rounds)]
+
+
+def training_status(*, project: Project) -> dict[str, Any]:
+    rnd = Round.objects.filter(project=project).order_by("-number").first()
+    if rnd is None:
+        return {"status": "none", "round": None, "progress": 0.0, "message": "no round yet", "failure": ""}
+    return {"status": rnd.status, "round": rnd.number, "progress": rnd.progress, "message": rnd.progress_message,
+            "failure": rnd.failure, "strategy": rnd.strategy}
+
+
+def project_stats(*, project: Project) -> dict[str, Any]:
+    """Everything the dashboard shows, as one JSON-able dict (also the ``stats.updated`` payload)."""
+    curve = learning_curve(project=project)
+    n_audit = sum(p["n"] for p in curve)
+    correct = sum(p["correct"] for p in curve)
+    distribution = label_distribution(project=project)
+    jobs = Job.objects.filter(project=project).order_by("-created_at")[:5]
+    return {
+        "project": project.pk,
+        "generated_at": timezone.now().isoformat(),
+        "classes": list(project.classes),
+        "totals": {
+            "items": Item.objects.filter(project=project).count(),
+            "embedded": Item.objects.filter(project=project, row__isnull=False).count(),
+            "labeled": sum(d["count"] for d in distribution),
+            "pending": QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count(),
+            "leased": QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED).count(),
+        },
+        "audit": {"n": n_audit, "correct": correct, "accuracy": (correct / n_audit) if n_audit else None},
+        "learning_curve": curve,
+        "label_distribution": distribution,
+        "per_annotator": labels_per_annotator(project=project),
+        "per_hour": labels_per_hour(project=project),
+        "rounds": round_rows(project=project),
+        "training": training_status(project=project),
+        "jobs": [{"id": str(j.pk), "kind": j.kind, "status": j.status, "progress": j.progress,
+                  "message": j.message, "error": j.error,
+                  "download": f"/jobs/{j.pk}/download" if j.result_file and j.status == Job.Status.DONE else None}
+                 for j in jobs],
+    }

@@ -1,0 +1,677 @@
+"""Importing images into a project: folder or zip, optional manifest, labels and embeddings.
+
+An import either lands whole or not at all, apart from files it reports as skipped:
+
+1. *Plan*: list the candidate files (folder walk or zip listing; zip entries that escape the
+   target folder and archives over ``LOUPE_MAX_UPLOAD_BYTES`` reject the whole import), read the
+   manifest (CSV / JSON / Label Studio / COCO; a path, ``file://`` or ``http(s)://`` URL), check
+   every label against the project's classes and the embedding matrix's shape and values.  Any
+   problem here raises :class:`ImportRejected` before a byte is written.
+2. *Stage*: each file is size-checked, hashed (SHA-256), verified with Pillow (``verify`` then a
+   full ``load``) and written to a staging folder.  Unreadable files and duplicates are reported
+   by name and skipped.
+3. *Commit*: in one transaction the items, pre-labels, classes and the new embedding version are
+   written and the staged files moved to their content-addressed place; if anything fails the
+   moved files and the new embedding file are removed again.  The staging folder always goes.
+
+Re-running an import is safe: files whose checksum the project already has are skipped.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import stat
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from .. import storage
+from ..models import Annotation, Item, Job, Project
+from . import jobs as job_services
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+# Pillow format name -> file extension we store the image under.
+FORMAT_EXT = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tiff"}
+LABELS_AS = ("ground_truth", "prelabels")
+URL_TIMEOUT_S = 15
+IMPORT_USERNAME = "loupe-import"
+_MAX_REPORTED_SKIPS = 1000
+
+
+class ImportRejected(ValueError):
+    """The import as a whole cannot go ahead; the message names the problem.  Nothing was written."""
+
+
+@dataclass
+class ImportOptions:
+    """What to import.  Paths are on the server; the admin page saves uploads first.
+
+    source      : a folder or a .zip of images ("" when the manifest alone lists the images).
+    manifest    : CSV/JSON manifest: a path, file:// or http(s):// URL ("" for none).
+    embeddings  : .npy matrix, one row per manifest row (or per image file in sorted path order).
+    class_folders : read ``<class>/<file>`` (the first folder under the root) as the label.
+    labels_as   : "ground_truth" (kept apart, for evaluation) or "prelabels" (annotations).
+    """
+
+    source: str = ""
+    manifest: str = ""
+    embeddings: str = ""
+    class_folders: bool = False
+    labels_as: str = "ground_truth"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ImportOptions":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known - {"cleanup_dir"})
+        if unknown:
+            raise ImportRejected(f"unknown import option(s) {unknown}; allowed: {sorted(known)}")
+        opts = cls(**{k: v for k, v in data.items() if k in known})
+        if opts.labels_as not in LABELS_AS:
+            raise ImportRejected(f"labels_as={opts.labels_as!r} is not one of {list(LABELS_AS)}")
+        if not opts.source and not opts.manifest:
+            raise ImportRejected("nothing to import: give a folder or zip of images, or a manifest listing images")
+        if opts.embeddings and not os.path.isfile(opts.embeddings):
+            raise ImportRejected(f"embeddings file {opts.embeddings!r} does not exist")
+        if opts.source and not os.path.exists(opts.source):
+            raise ImportRejected(f"source {opts.source!r} does not exist (a folder or a .zip of images)")
+        return opts
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class _Entry:
+    name: str  # relative POSIX path (or URL) used in reports and as Item.original_name
+    read: Callable[[int], bytes]  # read(limit) -> at most limit bytes
+    size: int | None = None
+    label: str = ""
+    emb_row: int | None = None
+
+
+@dataclass
+class ImportResult:
+    imported: int = 0
+    already_present: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped_count: int = 0
+    classes: list[str] = field(default_factory=list)
+    new_classes: list[str] = field(default_factory=list)
+    embedding_version: int | None = None
+    embedding_job: str | None = None
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped_count += 1
+        if len(self.skipped) < _MAX_REPORTED_SKIPS:
+            self.skipped.append({"name": name, "reason": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# ----------------------------------------------------------------------------- sources
+def _safe_member_name(name: str) -> str:
+    """Normalise a zip member name; raise ImportRejected if it escapes the target folder."""
+    raw = name.replace("\\", "/")
+    p = PurePosixPath(raw)
+    if raw.startswith("/") or (len(raw) > 1 and raw[1] == ":") or ".." in p.parts:
+        raise ImportRejected(f"zip entry {name!r} escapes the target folder; the archive is rejected")
+    return str(PurePosixPath(*[part for part in p.parts if part not in ("", ".")]))
+
+
+def _zip_entries(path: str) -> tuple[list[_Entry], zipfile.ZipFile]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ImportRejected(f"{os.path.basename(path)!r} is not a readable zip archive: {exc}") from None
+    infos = [i for i in zf.infolist() if not i.is_dir()]
+    total = sum(i.file_size for i in infos)
+    limit = settings.LOUPE_MAX_UPLOAD_BYTES
+    if total > limit:
+        zf.close()
+        raise ImportRejected(
+            f"the zip would unpack to {total} bytes, more than LOUPE_MAX_UPLOAD_BYTES={limit}; the archive is rejected"
+        )
+    entries = []
+    for info in infos:
+        name = _safe_member_name(info.filename)
+        if name.startswith("__MACOSX/"):
+            continue
+        is_link = stat.S_ISLNK(info.external_attr >> 16)
+
+        def read(lim: int, info=info, is_link=is_link) -> bytes:
+            if is_link:
+                raise OSError("a symbolic link, not a file")
+            with zf.open(info) as fh:  # reads at most lim bytes, whatever the header claims
+                return fh.read(lim)
+
+        entries.append(_Entry(name=name, read=read, size=info.file_size))
+    return entries, zf
+
+
+def _folder_entries(root: str) -> list[_Entry]:
+    base = Path(root).resolve()
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            full = Path(dirpath) / fn
+            rel = full.relative_to(base).as_posix()
+
+            def read(lim: int, full=full) -> bytes:
+                if full.is_symlink():
+                    raise OSError("a symbolic link, not a file")
+                with open(full, "rb") as fh:
+                    return fh.read(lim)
+
+            try:
+                size = full.lstat().st_size
+            except OSError:
+                size = None
+            entries.append(_Entry(name=rel, read=read, size=size))
+    return entries
+
+
+def _fetch(ref: str, limit: int, *, what: str) -> bytes:
+    """Bytes of a path, file:// or http(s):// URL, at most ``limit``; ImportRejected naming the failure."""
+    scheme = urllib.parse.urlsplit(ref).scheme.lower()
+    try:
+        if scheme in ("http", "https"):
+            req = urllib.request.Request(ref, headers={"User-Agent": "Loupe-import"})
+            with urllib.request.urlopen(req, timeout=URL_TIMEOUT_S) as resp:  # noqa: S310 (scheme checked)
+                data = resp.read(limit + 1)
+        elif scheme == "file":
+            with open(urllib.request.url2pathname(urllib.parse.urlsplit(ref).path), "rb") as fh:
+                data = fh.read(limit + 1)
+        elif scheme == "":
+            with open(ref, "rb") as fh:
+                data = fh.read(limit + 1)
+        else:
+            raise ImportRejected(f"{what} {ref!r}: unsupported scheme {scheme!r}; use a path, file:// or http(s)://")
+    except urllib.error.HTTPError as exc:
+        raise ImportRejected(f"cannot fetch {what} {ref!r}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise ImportRejected(f"cannot fetch {what} {ref!r}: {exc.reason}") from None
+    except TimeoutError:
+        raise ImportRejected(f"cannot fetch {what} {ref!r}: no answer within {URL_TIMEOUT_S} s") from None
+    except OSError as exc:
+        raise ImportRejected(f"cannot read {what} {ref!r}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ImportRejected(f"{what} {ref!r} is larger than the limit of {limit} bytes")
+    return data
+
+
+# ----------------------------------------------------------------------------- manifests
+_IMAGE_KEYS = ("image", "path", "file", "filename", "file_name", "image_path")
+_LABEL_KEYS = ("label", "class", "category", "choice")
+_LS_LOCAL_PREFIX = "/data/local-files/?d="
+
+
+def _clean_ref(ref: str) -> str:
+    ref = ref.strip()
+    if ref.startswith(_LS_LOCAL_PREFIX):
+        ref = urllib.parse.unquote(ref[len(_LS_LOCAL_PREFIX):])
+    return ref
+
+
+def _ls_label(task: dict) -> str:
+    """The last annotation's choice of a Label Studio task (or its first prediction's)."""
+    for key in ("annotations", "completions", "predictions"):
+        for ann in reversed(task.get(key) or []):
+            for res in ann.get("result") or []:
+                choices = (res.get("value") or {}).get("choices") or []
+                if choices:
+                    return str(choices[0])
+    return ""
+
+
+def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
+    """(image reference, label or "") rows of a CSV or JSON manifest, in file order.
+
+    JSON may be a list of objects with an image key and optional label key (also Label Studio
+    JSON_MIN), a list of Label Studio tasks (``data.image`` + annotation choices), or a COCO-style
+    classification file (``images``, ``categories``, ``annotations`` with ``category_id``).
+    """
+    text = data.decode("utf-8-sig", errors="strict") if data else ""
+    stripped = text.lstrip()
+    rows: list[tuple[str, str]] = []
+    if stripped.startswith(("[", "{")):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImportRejected(f"manifest {name!r} is not valid JSON: {exc}") from None
+        if isinstance(doc, dict) and "images" in doc:
+            cats = {c["id"]: str(c["name"]) for c in doc.get("categories", [])}
+            lab = {}
+            for ann in doc.get("annotations", []):
+                if ann.get("category_id") not in cats:
+                    raise ImportRejected(f"manifest {name!r}: annotation {ann.get('id')} names an unknown category_id")
+                lab[ann["image_id"]] = cats[ann["category_id"]]
+            for img in doc["images"]:
+                rows.append((_clean_ref(str(img.get("file_name") or img.get("path") or "")), lab.get(img.get("id"), "")))
+        elif isinstance(doc, list):
+            for i, obj in enumerate(doc):
+                if not isinstance(obj, dict):
+                    raise ImportRejected(f"manifest {name!r}: entry {i} is not an object")
+                if isinstance(obj.get("data"), dict):
+                    ref = obj["data"].get("image") or next(
+                        (v for v in obj["data"].values() if isinstance(v, str)), "")
+                    rows.append((_clean_ref(str(ref)), _ls_label(obj)))
+                    continue
+                key = next((k for k in _IMAGE_KEYS if obj.get(k)), None)
+                if key is None:
+                    raise ImportRejected(f"manifest {name!r}: entry {i} has none of the keys {list(_IMAGE_KEYS)}")
+                lkey = next((k for k in _LABEL_KEYS if k in obj), None)
+                label = obj.get(lkey) if lkey else ""
+                if isinstance(label, dict):  # JSON_MIN with several choices: {"choices": [...]}
+                    label = (label.get("choices") or [""])[0]
+                rows.append((_clean_ref(str(obj[key])), "" if label is None else str(label)))
+        else:
+            raise ImportRejected(f"manifest {name!r}: expected a JSON list of images or a COCO file")
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        key = next((k for k in _IMAGE_KEYS if k in fields), None)
+        if key is None:
+            raise ImportRejected(
+                f"manifest {name!r}: the CSV header {reader.fieldnames} has no image column (one of {list(_IMAGE_KEYS)})"
+            )
+        lkey = next((k for k in _LABEL_KEYS if k in fields), None)
+        original = dict(zip(fields, reader.fieldnames or []))
+        for row in reader:
+            ref = (row.get(original[key]) or "").strip()
+            if not ref:
+                continue
+            rows.append((_clean_ref(ref), (row.get(original[lkey]) or "").strip() if lkey else ""))
+    if not rows:
+        raise ImportRejected(f"manifest {name!r} lists no images")
+    return rows
+
+
+# ----------------------------------------------------------------------------- checks
+def check_image(data: bytes) -> tuple[str, int, int]:
+    """(extension, width, height) of valid image bytes; ValueError with the reason otherwise."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+            im.verify()
+        with Image.open(io.BytesIO(data)) as im:  # verify() leaves the image unusable; reopen to decode
+            im.load()
+            width, height = im.size
+    except UnidentifiedImageError:
+        raise ValueError("not an image Pillow can identify") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"rejected as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ValueError(f"corrupt image ({exc})") from None
+    if fmt not in FORMAT_EXT:
+        raise ValueError(f"format {fmt} is not allowed (allowed: jpg, png, webp, bmp, tiff)")
+    return FORMAT_EXT[fmt], width, height
+
+
+def _import_user(job_user):
+    if job_user is not None:
+        return job_user
+    User = get_user_model()
+    user, created = User.objects.get_or_create(username=IMPORT_USERNAME, defaults={"is_active": False})
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def _plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], list[tuple[str, str]], Any]:
+    """Candidate entries (with labels and embedding rows) and non-image files; ImportRejected on bad input."""
+    closer = None
+    entries: list[_Entry] = []
+    ignored: list[tuple[str, str]] = []
+    if opts.source:
+        if os.path.isdir(opts.source):
+            entries = _folder_entries(opts.source)
+        elif zipfile.is_zipfile(opts.source):
+            entries, closer = _zip_entries(opts.source)
+        else:
+            raise ImportRejected(f"source {os.path.basename(opts.source)!r} is neither a folder nor a zip archive")
+    by_name = {e.name: e for e in entries}
+
+    if opts.manifest:
+        data = _fetch(opts.manifest, settings.LOUPE_MAX_UPLOAD_BYTES, what="manifest")
+        rows = parse_manifest(data, os.path.basename(urllib.parse.urlsplit(opts.manifest).path) or opts.manifest)
+        man_dir = None
+        if urllib.parse.urlsplit(opts.manifest).scheme in ("", "file"):
+            path = (urllib.request.url2pathname(urllib.parse.urlsplit(opts.manifest).path)
+                    if opts.manifest.startswith("file:") else opts.manifest)
+            man_dir = os.path.dirname(os.path.abspath(path))
+        listed: list[_Entry] = []
+        for ref, label in rows:
+            scheme = urllib.parse.urlsplit(ref).scheme.lower()
+            if opts.source:
+                key = _safe_member_name(ref) if not scheme else ref
+                e = by_name.get(key)
+                if e is None:
+                    e = _Entry(name=key, read=_missing(key, "not found in the source folder/zip"))
+                listed.append(_Entry(name=e.name, read=e.read, size=e.size, label=label))
+            elif scheme in ("http", "https", "file"):
+                listed.append(_Entry(name=ref, read=lambda lim, ref=ref: _fetch(ref, lim, what="image"), label=label))
+            else:
+                full = ref if os.path.isabs(ref) else os.path.join(man_dir or ".", ref)
+                listed.append(_Entry(name=ref, read=_file_reader(full), size=_size(full), label=label))
+        if opts.source:
+            listed_names = {e.name for e in listed}
+            for e in entries:
+                if e.name not in listed_names and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS:
+                    ignored.append((e.name, "not listed in the manifest"))
+        entries = listed
+    else:
+        images = []
+        for e in entries:
+            if Path(e.name).suffix.lower() in IMAGE_EXTENSIONS:
+                images.append(e)
+            else:
+                ignored.append((e.name, "not an image file (allowed: jpg, png, webp, bmp, tiff)"))
+        entries = images
+        if opts.class_folders:
+            for e in entries:
+                parts = PurePosixPath(e.name).parts
+                e.label = parts[0] if len(parts) > 1 else ""
+
+    if not entries:
+        raise ImportRejected("no images found to import (allowed: jpg, png, webp, bmp, tiff)")
+
+    # Labels: every label must be a class of the project (a project without classes takes them all).
+    labels = sorted({e.label for e in entries if e.label})
+    if project.classes:
+        unknown = [lab for lab in labels if lab not in project.classes]
+        if unknown:
+            first = next(e for e in entries if e.label == unknown[0])
+            raise ImportRejected(
+                f"unknown class {unknown[0]!r} (for {first.name!r})"
+                + (f" and {len(unknown) - 1} more ({unknown[1:6]})" if len(unknown) > 1 else "")
+                + f"; the project's classes are {project.classes}"
+            )
+    for i, e in enumerate(entries):
+        e.emb_row = i
+    return entries, ignored, closer
+
+
+def _missing(name: str, reason: str):
+    def read(lim: int) -> bytes:
+        raise FileNotFoundError(reason)
+
+    return read
+
+
+def _file_reader(full: str):
+    def read(lim: int) -> bytes:
+        with open(full, "rb") as fh:
+            return fh.read(lim)
+
+    return read
+
+
+def _size(full: str) -> int | None:
+    try:
+        return os.stat(full).st_size
+    except OSError:
+        return None
+
+
+def _load_embeddings(project: Project, opts: ImportOptions, n_rows: int) -> np.ndarray | None:
+    from selection.extractors import check_matrix  # noqa: PLC0415
+
+    if not opts.embeddings:
+        if project.extractor == "precomputed" and project.embedding_file and project.items.filter(row__isnull=False).exists():
+            raise ImportRejected(
+                "this project uses precomputed embeddings; an import into it must supply an embeddings .npy for its images"
+            )
+        return None
+    try:
+        X = np.load(opts.embeddings, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ImportRejected(f"cannot read embeddings {os.path.basename(opts.embeddings)!r}: {exc}") from None
+    try:
+        X = check_matrix(X, n_rows, name=f"embeddings {os.path.basename(opts.embeddings)!r}")
+    except ValueError as exc:
+        raise ImportRejected(f"{exc} (rows follow the manifest, or the image files in sorted path order)") from None
+    has_rows = project.items.filter(row__isnull=False).exists()
+    if has_rows and project.embedding_file:
+        if project.extractor != "precomputed":
+            raise ImportRejected(
+                f"the project's embeddings come from extractor {project.extractor!r}; an import with its own embeddings "
+                "needs a project with precomputed embeddings (or no embeddings yet)"
+            )
+        if project.embedding_dim != X.shape[1]:
+            raise ImportRejected(
+                f"embeddings have {X.shape[1]} columns but the project's embeddings have {project.embedding_dim}"
+            )
+    return X
+
+
+# ----------------------------------------------------------------------------- the import
+def import_images(
+    *, project: Project, options: ImportOptions, user=None, job_id: str | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> ImportResult:
+    """Run an import (see the module docstring).  Raises ImportRejected, leaving the database unchanged."""
+    progress = progress or (lambda f, m: None)
+    project = Project.objects.get(pk=project.pk)  # the caller's copy may be stale
+    result = ImportResult()
+    entries, ignored, closer = _plan(project, options)
+    try:
+        for name, reason in ignored:
+            result.skip(name, reason)
+        X = _load_embeddings(project, options, len(entries))
+        progress(0.05, f"checking {len(entries)} files")
+        staging = storage.project_dir(project) / "staging" / (job_id or uuid.uuid4().hex)
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            staged = _stage(project, entries, staging, result, progress)
+            return _commit(project, options, staged, X, staging, result, user, progress)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        if closer is not None:
+            closer.close()
+
+
+@dataclass
+class _Staged:
+    entry: _Entry
+    checksum: str
+    ext: str
+    width: int
+    height: int
+
+
+def _stage(project, entries, staging: Path, result: ImportResult, progress) -> list[_Staged]:
+    limit = settings.LOUPE_MAX_IMAGE_BYTES
+    existing = set(Item.objects.filter(project=project).values_list("checksum", flat=True))
+    seen: dict[str, str] = {}
+    staged: list[_Staged] = []
+    n = len(entries)
+    for k, e in enumerate(entries):
+        if k % 20 == 0:
+            progress(0.05 + 0.8 * k / n, f"checked {k}/{n} files")
+        if e.size is not None and e.size > limit:
+            result.skip(e.name, f"larger than LOUPE_MAX_IMAGE_BYTES={limit} bytes")
+            continue
+        try:
+            data = e.read(limit + 1)
+        except (OSError, ImportRejected) as exc:
+            result.skip(e.name, f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
+            continue
+        if len(data) > limit:
+            result.skip(e.name, f"larger than LOUPE_MAX_IMAGE_BYTES={limit} bytes")
+            continue
+        checksum = hashlib.sha256(data).hexdigest()
+        if checksum in existing:
+            result.already_present += 1
+            continue
+        if checksum in seen:
+            result.skip(e.name, f"duplicate of {seen[checksum]!r} (same SHA-256)")
+            continue
+        try:
+            ext, width, height = check_image(data)
+        except ValueError as exc:
+            result.skip(e.name, str(exc))
+            continue
+        seen[checksum] = e.name
+        (staging / (checksum + ext)).write_bytes(data)
+        staged.append(_Staged(e, checksum, ext, width, height))
+    progress(0.85, f"{len(staged)} new images checked")
+    return staged
+
+
+def _commit(project, opts, staged, X, staging, result, user, progress) -> ImportResult:
+    moved: list[Path] = []
+    new_emb: Path | None = None
+    try:
+        with transaction.atomic():
+            project = Project.objects.select_for_update().get(pk=project.pk)
+            # A concurrent import may have landed the same files meanwhile.
+            taken = set(Item.objects.filter(project=project, checksum__in=[s.checksum for s in staged])
+                        .values_list("checksum", flat=True))
+            if taken:
+                result.already_present += len(taken)
+                staged = [s for s in staged if s.checksum not in taken]
+            labels = sorted({s.entry.label for s in staged if s.entry.label})
+            if not project.classes and labels:
+                project.classes = labels
+                result.new_classes = labels
+            result.classes = list(project.classes)
+
+            rows = None
+            if X is not None and staged:
+                new_emb, rows = _write_embeddings(project, X, [s.entry.emb_row for s in staged])
+                result.embedding_version = project.embedding_version
+
+            items = []
+            for k, s in enumerate(staged):
+                rel = f"projects/{project.pk}/images/{s.checksum[:2]}/{s.checksum}{s.ext}"
+                items.append(Item(
+                    project=project, file=rel, original_name=s.entry.name[:500], checksum=s.checksum,
+                    width=s.width, height=s.height, row=None if rows is None else rows[k],
+                    ground_truth=s.entry.label if opts.labels_as == "ground_truth" else "",
+                ))
+            Item.objects.bulk_create(items, batch_size=1000)
+            if opts.labels_as == "prelabels":
+                annotator = _import_user(user)
+                created = {i.checksum: i for i in Item.objects.filter(project=project, checksum__in=[s.checksum for s in staged])}
+                Annotation.objects.bulk_create(
+                    [Annotation(item=created[s.checksum], annotator=annotator, action=Annotation.Action.LABEL,
+                                label=s.entry.label) for s in staged if s.entry.label],
+                    batch_size=1000,
+                )
+            project.save()
+            progress(0.95, "moving files into place")
+            for s in staged:
+                dest = storage.media_path(f"projects/{project.pk}/images/{s.checksum[:2]}/{s.checksum}{s.ext}")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if not dest.exists():
+                    os.replace(staging / (s.checksum + s.ext), dest)
+                    moved.append(dest)
+            result.imported = len(staged)
+    except BaseException:
+        for p in moved:
+            p.unlink(missing_ok=True)
+        if new_emb is not None:
+            new_emb.unlink(missing_ok=True)
+        raise
+    progress(1.0, f"imported {result.imported} images")
+    return result
+
+
+def _write_embeddings(project: Project, X: np.ndarray, emb_rows: list[int]) -> tuple[Path, list[int]]:
+    """Write the next precomputed version: the old rows followed by the new ones.  Updates ``project``."""
+    old = None
+    n_old = 0
+    if project.embedding_file and project.items.filter(row__isnull=False).exists():
+        old = storage.load_embeddings(project)
+        n_old = old.shape[0]
+    version = project.embedding_version + 1
+    rel = storage.embedding_relpath(project, "precomputed", version)
+    path = storage.media_path(rel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_old + len(emb_rows), X.shape[1]))
+    for a in range(0, n_old, 8192):
+        b = min(a + 8192, n_old)
+        out[a:b] = old[a:b]
+    idx = np.asarray(emb_rows, dtype=np.int64)
+    for a in range(0, len(idx), 8192):
+        out[n_old + a:n_old + a + 8192] = X[idx[a:a + 8192]]
+    out.flush()
+    del out
+    project.extractor = "precomputed"
+    project.extractor_params = {}
+    project.embedding_version = version
+    project.embedding_file = rel
+    project.embedding_dim = int(X.shape[1])
+    return path, list(range(n_old, n_old + len(emb_rows)))
+
+
+# ----------------------------------------------------------------------------- job entry points
+def import_request(*, project: Project, options: dict[str, Any], user=None) -> Job:
+    """Validate the options, create the import Job and enqueue it after commit."""
+    opts = ImportOptions.from_dict(options)
+    job = job_services.job_create(project=project, kind=Job.Kind.IMPORT,
+                                  params={**opts.as_dict(), **({"cleanup_dir": options["cleanup_dir"]}
+                                                              if options.get("cleanup_dir") else {})}, user=user)
+    job_services.job_enqueue(job=job)
+    return job
+
+
+def import_execute(*, job_id: str) -> Job:
+    """Run an import job (called by the Celery task).  A rejected import fails the job with its reason."""
+    job = Job.objects.select_related("project", "created_by").get(pk=job_id)
+    job_services.job_start(job=job)
+    cleanup = job.params.get("cleanup_dir")
+    try:
+        opts = ImportOptions.from_dict({k: v for k, v in job.params.items() if k != "cleanup_dir"})
+        result = import_images(project=job.project, options=opts, user=job.created_by, job_id=str(job.pk),
+                               progress=job_services.progress_reporter(job))
+        if result.imported and not opts.embeddings and job.project.extractor != "precomputed":
+            from .embeddings import embedding_request  # noqa: PLC0415
+
+            emb_job = embedding_request(project=Project.objects.get(pk=job.project_id), user=job.created_by)
+            result.embedding_job = str(emb_job.pk)
+    except ImportRejected as exc:
+        return job_services.job_fail(job=job, error=str(exc))
+    except Exception as exc:
+        log.exception("import job %s failed", job.pk)
+        job_services.job_fail(job=job, error=f"import failed: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if cleanup:
+            shutil.rmtree(storage.media_path(cleanup), ignore_errors=True)
+    message = f"imported {result.imported} images"
+    if result.already_present:
+        message += f", {result.already_present} already present"
+    if result.skipped_count:
+        message += f", skipped {result.skipped_count}"
+    job = job_services.job_finish(job=job, result=result.as_dict(), message=message)
+    job_services.stats_push(project_id=job.project_id)
+    return job
+
+
+def iter_skips(result: dict[str, Any]) -> Iterator[str]:
+    for s in result.get("skipped", []):
+        yield f"{s['name']}: {s['reason']}"

@@ -1,0 +1,125 @@
+"""Background job bookkeeping (import, embedding, export): create, progress, finish, fail.
+
+Progress is written to the Job row and pushed to the project's group through
+``annotate.realtime.send_job_progress`` (the only module that talks to browsers).  Progress
+writes are throttled so a job over 100k items does not turn into 100k UPDATEs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import Job, Project
+
+log = logging.getLogger(__name__)
+
+_MIN_INTERVAL_S = 0.5
+
+
+def _push(job: Job) -> None:
+    from .. import realtime  # noqa: PLC0415  (lazy: realtime imports channels)
+
+    realtime.send_job_progress(job)
+
+
+def job_create(*, project: Project | None, kind: str, params: dict[str, Any], user=None) -> Job:
+    if kind not in Job.Kind.values:
+        raise ValueError(f"job kind {kind!r} is not one of {Job.Kind.values}")
+    return Job.objects.create(project=project, kind=kind, params=params, created_by=user)
+
+
+def job_enqueue(*, job: Job) -> None:
+    """Send the job's Celery task after the surrounding transaction commits."""
+    from ..tasks import jobs as tasks  # noqa: PLC0415
+
+    task = {Job.Kind.IMPORT: tasks.import_run, Job.Kind.EXPORT: tasks.export_run,
+            Job.Kind.EMBED: tasks.embedding_compute}[job.kind]
+    job_id = str(job.pk)
+    transaction.on_commit(lambda: task.delay(job_id))
+
+
+def job_start(*, job: Job) -> Job:
+    job.status = Job.Status.RUNNING
+    job.progress = 0.0
+    job.error = ""
+    job.message = "started"
+    job.save(update_fields=["status", "progress", "error", "message"])
+    _push(job)
+    return job
+
+
+def progress_reporter(job: Job, *, start: float = 0.0, end: float = 1.0) -> Callable[[float, str], None]:
+    """A ``progress(fraction, message)`` callback mapping [0, 1] onto [start, end] of the job.
+
+    Writes go through ``Job.objects.filter(...).update`` (not ``save``) so they are safe to make
+    from inside a transaction the job will roll back: the row update is rolled back too, but the
+    push has reached the browser, which is all progress is for.
+    """
+    last = [0.0]
+
+    def report(fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        value = start + (end - start) * min(max(float(fraction), 0.0), 1.0)
+        if fraction < 1.0 and now - last[0] < _MIN_INTERVAL_S:
+            return
+        last[0] = now
+        job.progress = value
+        job.message = message[:500]
+        Job.objects.filter(pk=job.pk).update(progress=value, message=job.message)
+        _push(job)
+
+    return report
+
+
+def job_finish(*, job: Job, result: dict[str, Any], result_file: str = "", message: str = "done") -> Job:
+    job.status = Job.Status.DONE
+    job.progress = 1.0
+    job.result = result
+    job.result_file = result_file
+    job.message = message[:500]
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "progress", "result", "result_file", "message", "finished_at"])
+    _push(job)
+    return job
+
+
+def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> Job:
+    job.status = Job.Status.FAILED
+    job.error = error
+    job.message = error.splitlines()[0][:500] if error else "failed"
+    if result is not None:
+        job.result = result
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "error", "message", "result", "finished_at"])
+    _push(job)
+    return job
+
+
+def job_payload(job: Job) -> dict[str, Any]:
+    """JSON view of a job for the status API."""
+    return {
+        "id": str(job.pk),
+        "project": job.project_id,
+        "kind": job.kind,
+        "status": job.status,
+        "progress": job.progress,
+        "message": job.message,
+        "error": job.error,
+        "result": job.result,
+        "download": f"/jobs/{job.pk}/download" if job.result_file and job.status == Job.Status.DONE else None,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def stats_push(*, project_id: int) -> None:
+    """Push fresh dashboard statistics (``stats.updated``) to the project's group."""
+    from .. import realtime  # noqa: PLC0415
+    from ..selectors_stats import project_stats  # noqa: PLC0415
+
+    project = Project.objects.get(pk=project_id)
+    realtime.send_stats_updated(project_id, project_stats(project=project))

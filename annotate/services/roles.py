@@ -1,0 +1,97 @@
+"""Roles mapped on Django groups and permissions, kept in sync with ``Membership.role``.
+
+The per-project rule lives in ``annotate.permissions`` (a Membership row per project and user).
+This module mirrors it onto Django's auth system so that Django admin works for project admins
+without being superusers:
+
+- group "Loupe annotators": ``annotate.label_project``
+- group "Loupe reviewers": + ``annotate.review_project`` and view rights on items and annotations
+- group "Loupe admins": + ``annotate.configure_project`` and the admin model permissions
+  (change projects, manage memberships, view items/rounds/jobs/queue/annotations)
+
+A user is in the group of every role they hold in some project, and staff (may open admin) while
+they are admin of at least one project.  Admin pages then show only the projects they administer
+(``annotate.admin``).  Call :func:`membership_sync` after any change of memberships; the service
+functions here do so themselves.
+"""
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+from django.db import transaction
+
+from ..models import Membership, Project
+
+GROUPS = {
+    Membership.Role.ANNOTATOR: "Loupe annotators",
+    Membership.Role.REVIEWER: "Loupe reviewers",
+    Membership.Role.ADMIN: "Loupe admins",
+}
+CUSTOM = {
+    "label_project": "Can label items of projects they belong to",
+    "review_project": "Can see and correct others' labels",
+    "configure_project": "Can configure projects, import and export",
+}
+_ROLE_PERMS = {
+    Membership.Role.ANNOTATOR: ["annotate.label_project"],
+    Membership.Role.REVIEWER: ["annotate.label_project", "annotate.review_project", "annotate.view_item",
+                               "annotate.view_annotation"],
+    Membership.Role.ADMIN: [
+        "annotate.label_project", "annotate.review_project", "annotate.configure_project",
+        "annotate.view_project", "annotate.change_project",
+        "annotate.view_membership", "annotate.add_membership", "annotate.change_membership",
+        "annotate.delete_membership",
+        "annotate.view_item", "annotate.view_round", "annotate.view_job", "annotate.view_queueentry",
+        "annotate.view_annotation",
+    ],
+}
+
+
+def _perm(codename_full: str) -> Permission:
+    app, codename = codename_full.split(".")
+    if codename in CUSTOM:
+        ct = ContentType.objects.get_for_model(Project)
+        perm, _ = Permission.objects.get_or_create(codename=codename, content_type=ct,
+                                                   defaults={"name": CUSTOM[codename]})
+        return perm
+    return Permission.objects.get(content_type__app_label=app, codename=codename)
+
+
+def role_groups_ensure() -> dict[str, Group]:
+    """Create the three groups and their permissions (idempotent)."""
+    out = {}
+    for role, name in GROUPS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.set([_perm(p) for p in _ROLE_PERMS[role]])
+        out[role] = group
+    return out
+
+
+def membership_sync(*, user) -> None:
+    """Put ``user`` in exactly the Loupe groups of the roles they hold; staff iff admin somewhere."""
+    groups = role_groups_ensure()
+    roles = set(Membership.objects.filter(user=user).values_list("role", flat=True))
+    for role, group in groups.items():
+        if role in roles:
+            user.groups.add(group)
+        else:
+            user.groups.remove(group)
+    staff = user.is_superuser or Membership.Role.ADMIN in roles
+    if user.is_staff != staff:
+        user.is_staff = staff
+        user.save(update_fields=["is_staff"])
+
+
+@transaction.atomic
+def membership_set(*, project: Project, user, role: str) -> Membership:
+    if role not in Membership.Role.values:
+        raise ValueError(f"role {role!r} is not one of {Membership.Role.values}")
+    m, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    membership_sync(user=user)
+    return m
+
+
+@transaction.atomic
+def membership_remove(*, project: Project, user) -> None:
+    Membership.objects.filter(project=project, user=user).delete()
+    membership_sync(user=user)

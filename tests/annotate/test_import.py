@@ -1,0 +1,301 @@
+"""Imports: folders, zips, manifests (path, file://, http://), labels, embeddings, bad input."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+from datakit import (class_tree, db_snapshot, image_bytes, make_project, make_user, media_files, write_tree,
+                     write_zip)
+
+from annotate import storage
+from annotate.models import Annotation, Item, Job
+from annotate.services.imports import ImportOptions, ImportRejected, import_execute, import_images, import_request
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def media(tmp_path, settings):
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = root
+    return root
+
+
+def run(project, **opts):
+    return import_images(project=project, options=ImportOptions.from_dict(opts))
+
+
+def test_folder_with_class_folders_as_ground_truth_imports_every_format(media, tmp_path):
+    files = class_tree(n_per_class=5)  # png, jpg, webp, bmp, tiff in both classes
+    src = write_tree(tmp_path / "src", files)
+    (src / "dog" / "nested").mkdir()
+    (src / "dog" / "nested" / "deep.png").write_bytes(image_bytes(99))  # recursive
+    project = make_project(classes=())
+    res = run(project, source=str(src), class_folders=True, labels_as="ground_truth")
+    assert res.imported == 11 and res.skipped_count == 0
+    project.refresh_from_db()
+    assert project.classes == ["cat", "dog"]
+    items = {i.original_name: i for i in Item.objects.filter(project=project)}
+    assert set(items) == set(files) | {"dog/nested/deep.png"}
+    for name, data in files.items():
+        item = items[name]
+        assert item.ground_truth == name.split("/")[0]
+        assert item.checksum == hashlib.sha256(data).hexdigest()
+        stored = storage.media_path(item.file)
+        assert stored.read_bytes() == data and (item.width, item.height) == (8, 8)
+    assert not Annotation.objects.exists()  # ground truth is kept apart from annotations
+    assert not (storage.project_dir(project) / "staging").exists() or not any(
+        (storage.project_dir(project) / "staging").iterdir())
+
+
+def test_zip_with_prelabels_creates_annotations_and_rerun_is_idempotent(media, tmp_path):
+    files = class_tree(n_per_class=2, classes=("a", "b"))
+    z = write_zip(tmp_path / "in.zip", files)
+    user = make_user("admin1")
+    project = make_project(classes=("a", "b"))
+    res = import_images(project=project, options=ImportOptions(source=str(z), class_folders=True,
+                                                               labels_as="prelabels"), user=user)
+    assert res.imported == 4
+    labels = {a.item.original_name: a.label for a in Annotation.objects.select_related("item")}
+    assert labels == {name: name.split("/")[0] for name in files}
+    assert set(Annotation.objects.values_list("annotator__username", flat=True)) == {"admin1"}
+    before = db_snapshot(project)
+    again = import_images(project=project, options=ImportOptions(source=str(z), class_folders=True,
+                                                                 labels_as="prelabels"), user=user)
+    assert again.imported == 0 and again.already_present == 4
+    assert db_snapshot(project) == before
+
+
+def test_corrupt_and_non_image_files_are_reported_by_name_and_skipped(media, tmp_path):
+    good = image_bytes(1)
+    src = write_tree(tmp_path / "src", {
+        "ok.png": good,
+        "broken.jpg": image_bytes(2, ".jpg")[:40],  # truncated JPEG
+        "fake.png": b"this is text pretending to be a png",
+        "notes.txt": b"hello",
+        "copy.png": good,  # same bytes as ok.png
+    })
+    project = make_project()
+    res = run(project, source=str(src))
+    assert res.imported == 1
+    reasons = {s["name"]: s["reason"] for s in res.skipped}
+    # Files are visited in sorted order: copy.png comes first, so ok.png is the duplicate.
+    assert set(reasons) == {"broken.jpg", "fake.png", "notes.txt", "ok.png"}
+    assert "corrupt" in reasons["broken.jpg"] or "identify" in reasons["broken.jpg"]
+    assert "identify" in reasons["fake.png"]
+    assert "not an image file" in reasons["notes.txt"]
+    assert reasons["ok.png"] == "duplicate of 'copy.png' (same SHA-256)"
+    assert Item.objects.count() == 1
+
+
+def test_path_traversing_zip_is_rejected_and_changes_nothing(media, tmp_path):
+    project = make_project()
+    run(project, source=str(write_zip(tmp_path / "ok.zip", {"cat/x.png": image_bytes(5)})))
+    before, files_before = db_snapshot(project), media_files(media)
+    evil = write_zip(tmp_path / "evil.zip", {"cat/y.png": image_bytes(6), "../../escape.png": image_bytes(7)})
+    with pytest.raises(ImportRejected, match=r"zip entry '../../escape.png' escapes the target folder"):
+        run(project, source=str(evil))
+    abs_evil = write_zip(tmp_path / "abs.zip", {"/etc/evil.png": image_bytes(8)})
+    with pytest.raises(ImportRejected, match="escapes the target folder"):
+        run(project, source=str(abs_evil))
+    assert db_snapshot(project) == before and media_files(media) == files_before
+    assert not (tmp_path / "escape.png").exists()
+
+
+def test_size_limits_reject_zip_bombs_and_skip_huge_images(media, tmp_path, settings):
+    project = make_project()
+    settings.LOUPE_MAX_UPLOAD_BYTES = 5000
+    bomb = write_zip(tmp_path / "bomb.zip", {"a.png": image_bytes(1), "zeros.bin": b"\0" * 100_000})
+    with pytest.raises(ImportRejected, match="would unpack to .* more than LOUPE_MAX_UPLOAD_BYTES=5000"):
+        run(project, source=str(bomb))
+    settings.LOUPE_MAX_UPLOAD_BYTES = 10**9
+    settings.LOUPE_MAX_IMAGE_BYTES = 300
+    big = image_bytes(2, size=64)
+    assert len(big) > 300
+    res = run(project, source=str(write_tree(tmp_path / "s", {"small.png": image_bytes(3, size=2), "big.png": big})))
+    assert res.imported == 1 and res.skipped == [{"name": "big.png",
+                                                  "reason": "larger than LOUPE_MAX_IMAGE_BYTES=300 bytes"}]
+
+
+def _csv(rows):
+    return "image,label\n" + "".join(f"{a},{b}\n" for a, b in rows)
+
+
+def test_csv_manifest_with_labels_against_a_folder(media, tmp_path):
+    files = {f"x/{i}.png": image_bytes(i) for i in range(4)}
+    src = write_tree(tmp_path / "src", files)
+    man = tmp_path / "m.csv"
+    man.write_text(_csv([("x/2.png", "dog"), ("x/0.png", "cat"), ("x/missing.png", "cat")]))
+    project = make_project()
+    res = run(project, source=str(src), manifest=str(man))
+    assert res.imported == 2
+    gt = dict(Item.objects.values_list("original_name", "ground_truth"))
+    assert gt == {"x/2.png": "dog", "x/0.png": "cat"}
+    reasons = {s["name"]: s["reason"] for s in res.skipped}
+    assert "not found" in reasons["x/missing.png"]
+    assert reasons["x/1.png"] == "not listed in the manifest"
+
+
+def test_json_manifest_without_source_resolves_paths_next_to_it(media, tmp_path):
+    write_tree(tmp_path / "imgs", {"a.png": image_bytes(1), "b.jpg": image_bytes(2, ".jpg")})
+    man = tmp_path / "list.json"
+    man.write_text(json.dumps([{"image": "imgs/a.png", "label": "cat"}, {"path": "imgs/b.jpg", "class": "dog"}]))
+    project = make_project()
+    res = run(project, manifest=man.as_uri(), labels_as="prelabels")  # a file:// URL
+    assert res.imported == 2
+    assert dict(Annotation.objects.values_list("item__original_name", "label")) == {"imgs/a.png": "cat",
+                                                                                   "imgs/b.jpg": "dog"}
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_manifest_and_images_over_http(media, http_dir):
+    root, base = http_dir
+    write_tree(root, {"i/a.png": image_bytes(1), "i/b.png": image_bytes(2)})
+    (root / "m.csv").write_text(_csv([(f"{base}/i/a.png", "cat"), (f"{base}/i/b.png", "dog")]))
+    project = make_project()
+    res = run(project, manifest=f"{base}/m.csv")
+    assert res.imported == 2
+    assert sorted(Item.objects.values_list("ground_truth", flat=True)) == ["cat", "dog"]
+    with pytest.raises(ImportRejected, match=r"cannot fetch manifest .*/nope.csv.*HTTP 404"):
+        run(project, manifest=f"{base}/nope.csv")
+    with pytest.raises(ImportRejected, match="cannot fetch manifest 'http://127.0.0.1:9/m.csv'"):
+        run(project, manifest="http://127.0.0.1:9/m.csv")  # nothing listens on port 9
+
+
+def test_unknown_class_in_manifest_is_rejected_and_changes_nothing(media, tmp_path):
+    src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.png": image_bytes(2)})
+    man = tmp_path / "m.csv"
+    man.write_text(_csv([("a.png", "cat"), ("b.png", "zebra")]))
+    project = make_project()
+    before, files = db_snapshot(project), media_files(media)
+    with pytest.raises(ImportRejected, match=r"unknown class 'zebra' \(for 'b.png'\); the project's classes are"):
+        run(project, source=str(src), manifest=str(man))
+    assert db_snapshot(project) == before and media_files(media) == files
+
+
+def test_embeddings_aligned_with_manifest_set_rows_and_a_new_version(media, tmp_path):
+    src = write_tree(tmp_path / "src", {f"{i}.png": image_bytes(i) for i in range(3)})
+    src.joinpath("bad.png").write_bytes(b"junk")
+    man = tmp_path / "m.csv"
+    man.write_text(_csv([("2.png", ""), ("bad.png", ""), ("0.png", ""), ("1.png", "")]))
+    X = np.arange(12, dtype=np.float32).reshape(4, 3) + 0.5
+    np.save(tmp_path / "e.npy", X)
+    project = make_project()
+    res = run(project, source=str(src), manifest=str(man), embeddings=str(tmp_path / "e.npy"))
+    assert res.imported == 3 and [s["name"] for s in res.skipped] == ["bad.png"]
+    project.refresh_from_db()
+    assert (project.extractor, project.embedding_version, project.embedding_dim) == ("precomputed", 1, 3)
+    E = storage.load_embeddings(project)
+    manifest_row = {"2.png": 0, "0.png": 2, "1.png": 3}
+    for item in Item.objects.filter(project=project):
+        np.testing.assert_array_equal(E[item.row], X[manifest_row[item.original_name]])
+    # A second import appends rows in a new version; the old rows keep their values.
+    src2 = write_tree(tmp_path / "src2", {"9.png": image_bytes(9)})
+    np.save(tmp_path / "e2.npy", np.full((1, 3), 7.0, dtype=np.float32))
+    run(project, source=str(src2), embeddings=str(tmp_path / "e2.npy"))
+    project.refresh_from_db()
+    E2 = storage.load_embeddings(project)
+    assert project.embedding_version == 2 and E2.shape == (4, 3)
+    assert np.array_equal(E2[Item.objects.get(original_name="9.png").row], [7, 7, 7])
+    assert np.array_equal(E2[:3], E)
+
+
+@pytest.mark.parametrize("matrix, message", [
+    (np.zeros((3, 2), np.float32), "has 3 rows but 2 images need one row each"),
+    (np.zeros(2, np.float32), "must be a 2-D"),
+    (np.array([[1.0, np.nan], [0.0, 1.0]]), "NaN or inf in 1 row"),
+    (np.array([[1.0, 2.0], [np.inf, 1.0]]), "NaN or inf in 1 row.*first at row 1"),
+])
+def test_bad_embeddings_are_rejected_and_change_nothing(media, tmp_path, matrix, message):
+    src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.png": image_bytes(2)})
+    np.save(tmp_path / "e.npy", matrix)
+    project = make_project()
+    before, files = db_snapshot(project), media_files(media)
+    with pytest.raises(ImportRejected, match=message):
+        run(project, source=str(src), embeddings=str(tmp_path / "e.npy"))
+    assert db_snapshot(project) == before and media_files(media) == files
+
+
+def test_embedding_dimension_must_match_the_project(media, tmp_path):
+    project = make_project()
+    np.save(tmp_path / "e.npy", np.ones((1, 4), np.float32))
+    run(project, source=str(write_tree(tmp_path / "a", {"a.png": image_bytes(1)})), embeddings=str(tmp_path / "e.npy"))
+    np.save(tmp_path / "e5.npy", np.ones((1, 5), np.float32))
+    before = db_snapshot(project)
+    with pytest.raises(ImportRejected, match="embeddings have 5 columns but the project's embeddings have 4"):
+        run(project, source=str(write_tree(tmp_path / "b", {"b.png": image_bytes(2)})), embeddings=str(tmp_path / "e5.npy"))
+    assert db_snapshot(project) == before
+
+
+def test_failure_while_moving_files_rolls_back_rows_and_files(media, tmp_path, monkeypatch):
+    import annotate.services.imports as imports
+
+    src = write_tree(tmp_path / "src", {f"{i}.png": image_bytes(i) for i in range(4)})
+    project = make_project()
+    before, files = db_snapshot(project), media_files(media)
+    real_replace, calls = imports.os.replace, []
+
+    def flaky(a, b):
+        calls.append(a)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(imports.os, "replace", flaky)
+    with pytest.raises(OSError, match="No space left"):
+        run(project, source=str(src))
+    assert db_snapshot(project) == before and media_files(media) == files
+
+
+def test_import_job_records_progress_result_and_queues_embedding(media, tmp_path, django_capture_on_commit_callbacks,
+                                                                  monkeypatch):
+    pushed = []
+    monkeypatch.setattr("annotate.services.jobs._push", lambda job: pushed.append((job.status, job.progress)))
+    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
+    src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.txt": b"x"})
+    project = make_project()
+    user = make_user("boss")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job = import_request(project=project, options={"source": str(src)}, user=user)
+    assert len(callbacks) == 1 and job.status == Job.Status.QUEUED
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        job = import_execute(job_id=str(job.pk))
+    assert job.status == Job.Status.DONE and job.result["imported"] == 1
+    assert job.result["skipped"] == [{"name": "b.txt", "reason": "not an image file (allowed: jpg, png, webp, bmp, tiff)"}]
+    emb = Job.objects.get(pk=job.result["embedding_job"])
+    assert emb.kind == Job.Kind.EMBED and emb.params["extractor"] == "pixels" and len(callbacks) == 1
+    assert pushed[0][0] == Job.Status.RUNNING and pushed[-1] == (Job.Status.DONE, 1.0)
+
+    bad = import_request(project=project, options={"source": str(write_zip(tmp_path / "e.zip", {"../x.png": b""}))})
+    before = db_snapshot(project)
+    bad = import_execute(job_id=str(bad.pk))
+    assert bad.status == Job.Status.FAILED and "escapes the target folder" in bad.error
+    assert db_snapshot(project) == before
+
+
+def test_bad_options_are_named(media, tmp_path):
+    with pytest.raises(ImportRejected, match="labels_as='maybe' is not one of"):
+        ImportOptions.from_dict({"source": str(tmp_path), "labels_as": "maybe"})
+    with pytest.raises(ImportRejected, match="nothing to import"):
+        ImportOptions.from_dict({})
+    with pytest.raises(ImportRejected, match="does not exist"):
+        ImportOptions.from_dict({"source": str(tmp_path / "nope")})
