@@ -35,12 +35,17 @@ def open_item_ids(*, project: Project, states=QueueEntry.OPEN) -> QuerySet:
     return QueueEntry.objects.filter(project=project, state__in=states).values("item_id")
 
 
-def pool_items(*, project: Project) -> QuerySet[Item]:
-    """Items a round may pick: an embedding row, no current label or skip, not in the open queue."""
+def pool_items(*, project: Project, include_pending: bool = False) -> QuerySet[Item]:
+    """Items a round may pick: an embedding row, no current label or skip, and not in the open queue.
+
+    ``include_pending=True`` also admits items whose entry is still pending (not leased): a new round
+    supersedes those entries, so it re-scores their items with the new model (services/rounds.py).
+    """
+    states = (QueueEntry.State.LEASED,) if include_pending else QueueEntry.OPEN
     return (
         Item.objects.filter(project=project, row__isnull=False)
         .exclude(pk__in=decided_item_ids(project=project))
-        .exclude(pk__in=open_item_ids(project=project))
+        .exclude(pk__in=open_item_ids(project=project, states=states))
     )
 
 

@@ -7,14 +7,16 @@ unique constraint backs the check) and enqueues ``annotate.tasks.round_run`` aft
 ``round_execute`` (run by the task) trains the head and writes the next batch:
 
 1. load the embeddings, the labeled rows and their labels, and the pool: items with no current
-   label or skip, and not in the open queue;
+   label or skip that nobody holds a lease on.  Items still pending from an earlier round are in
+   the pool: this round supersedes their entries (step 4), so the new model re-scores them
+   rather than leaving them out of this round and in a stale queue;
 2. fit the logistic head (warm start from the previous round's saved weights when their shape
    still fits), predict the pool;
 3. draw the audit share uniformly from the pool (``Project.audit_rate``, stochastic rounding so
    the expected share is exact), pick the rest with the project's strategy (its own cold start
    handles the no-label case), and put the audit items at random ranks among the others;
 4. in ONE transaction: supersede the project's still-pending entries of earlier rounds
-   (state ``expired``; their items return to the pool of the next round), create this round's
+   (state ``expired``; whichever of their items the strategy picks again get a fresh entry), create this round's
    entries with the prediction of the model just trained, mark the round done.  Leased entries
    are never touched: whoever holds one keeps it and can label it;
 5. after commit, push ``round.status`` and ``queue.updated``.
@@ -202,7 +204,8 @@ def _execute(rnd: Round, project: Project) -> Round:
     lab_items = [i for i, lab in labels.items() if i in row_of and lab in class_index]
     lab_rows = np.array([row_of[i] for i in lab_items], dtype=np.int64)
     y = np.array([class_index[labels[i]] for i in lab_items], dtype=np.int64)
-    pool_ids = np.array(sorted(selectors.pool_items(project=project).values_list("id", flat=True)), dtype=np.int64)
+    pool_ids = np.array(sorted(selectors.pool_items(project=project, include_pending=True)
+                               .values_list("id", flat=True)), dtype=np.int64)
     pool_rows = np.array([row_of[i] for i in pool_ids], dtype=np.int64)
     timings["load"] = time.perf_counter() - t0
     metrics: dict[str, Any] = {"labeled": int(len(y)), "pool": int(len(pool_ids)),
