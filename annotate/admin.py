@@ -57,6 +57,14 @@ def _save_upload(project: Project, upload, folder: str) -> str:
     return rel
 
 
+def _normalised(extractor: str, params: dict) -> dict:
+    """Stored extractor parameters with defaults filled in ({} and the defaults mean the same)."""
+    try:
+        return embedding_services.extractor_validate(name=extractor, params=params)
+    except ValueError:
+        return params
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -168,7 +176,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                 params[name] = _save_upload(obj, upload, "extractors")
             obj.extractor_params = params
             obj.save(update_fields=["extractor_params", "updated_at"])
-        changed = old is not None and (old["extractor"] != obj.extractor or old["extractor_params"] != obj.extractor_params)
+        changed = old is not None and (old["extractor"] != obj.extractor or
+                                       _normalised(old["extractor"], old["extractor_params"]) != obj.extractor_params)
         if changed and obj.items.exists():
             try:
                 job = embedding_services.embedding_request(project=obj, user=request.user)

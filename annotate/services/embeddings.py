@@ -51,6 +51,9 @@ def embedding_request(*, project: Project, user=None, extractor: str | None = No
     name = extractor or project.extractor
     get_extractor(name)  # ValueError for an unknown name
     checked = extractor_validate(name=name, params=params if params is not None else project.extractor_params)
+    if name == "precomputed" and not checked.get("path"):
+        raise ValueError("this project's embeddings were imported (precomputed): import a new matrix, "
+                         "or choose another extractor to compute them")
     job = job_services.job_create(project=project, kind=Job.Kind.EMBED,
                                   params={"extractor": name, "params": checked}, user=user)
     job_services.job_enqueue(job=job)

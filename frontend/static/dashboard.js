@@ -1,0 +1,161 @@
+// Project dashboard: draws the statistics and keeps them live over the project's WebSocket.
+//
+// Configuration comes from data-* attributes on #dashboard (project id, CSRF token, admin flag);
+// the first statistics are embedded in the page (json_script "stats-data").  Messages handled:
+//   stats.updated -> redraw everything from msg.stats
+//   round.status  -> training status at once; when a round ends, fetch fresh statistics
+//   job.progress  -> the job list (progress bar, error, download link)
+//   queue.updated -> fetch fresh statistics (throttled)
+
+import {barChart, lineChart} from "./charts.js";
+import {LiveSocket} from "./ws.js";
+
+const root = document.getElementById("dashboard");
+const projectId = root.dataset.projectId;
+const csrf = root.dataset.csrf;
+let stats = JSON.parse(document.getElementById("stats-data").textContent);
+const jobs = new Map((stats.jobs || []).map((j) => [j.id, j]));
+
+const $ = (sel) => root.querySelector(sel);
+const pct = (v) => `${Math.round(v * 100)}%`;
+
+function setText(sel, text) {
+  const el = $(sel);
+  if (el) el.textContent = text;
+}
+
+function renderTotals(s) {
+  const t = s.totals;
+  setText("[data-stat=items]", t.items);
+  setText("[data-stat=labeled]", t.labeled);
+  setText("[data-stat=pending]", t.pending);
+  setText("[data-stat=audit]", s.audit.accuracy === null ? "–" : `${pct(s.audit.accuracy)} (n=${s.audit.n})`);
+}
+
+function renderTraining(tr) {
+  const box = $("#training");
+  box.dataset.state = tr.status;
+  const label = {none: "no round yet", queued: "queued", running: "running", done: "done", failed: "failed"};
+  setText("#training-state", tr.round ? `Round ${tr.round}: ${label[tr.status] || tr.status}` : label.none);
+  setText("#training-message", tr.status === "failed" ? tr.failure : tr.message || "");
+  const bar = $("#training-progress");
+  bar.hidden = tr.status !== "running" && tr.status !== "queued";
+  bar.value = tr.progress || 0;
+}
+
+function renderJobs() {
+  const list = $("#jobs");
+  const rows = [...jobs.values()].slice(0, 6);
+  list.replaceChildren(...rows.map((j) => {
+    const li = document.createElement("li");
+    li.dataset.state = j.status;
+    li.dataset.jobId = j.id;
+    const what = document.createElement("span");
+    what.textContent = `${j.kind} · ${j.status}`;
+    li.append(what);
+    if (j.status === "running" || j.status === "queued") {
+      const p = document.createElement("progress");
+      p.max = 1;
+      p.value = j.progress || 0;
+      li.append(p);
+    }
+    const msg = document.createElement("span");
+    msg.className = j.status === "failed" ? "error" : "muted";
+    msg.textContent = j.status === "failed" ? j.error : j.message || "";
+    li.append(msg);
+    if (j.download || (j.status === "done" && j.has_result)) {
+      const a = document.createElement("a");
+      a.href = j.download || `/jobs/${j.id}/download`;
+      a.textContent = "download";
+      a.className = "download";
+      li.append(a);
+    }
+    return li;
+  }));
+  $("#jobs-empty").hidden = rows.length > 0;
+}
+
+function render(s) {
+  stats = s;
+  renderTotals(s);
+  renderTraining(s.training);
+  lineChart($("#chart-curve"), {
+    points: s.learning_curve.map((p) => ({x: p.labels, y: p.accuracy, lo: p.lo, hi: p.hi,
+      title: `round ${p.round}: ${p.correct}/${p.n} audit items right (${pct(p.accuracy)}) with ${p.labels} labels`})),
+    xLabel: "labels the model was trained on", yLabel: "audit accuracy", format: pct,
+    emptyText: "no audit items labeled yet",
+  });
+  $("#chart-curve").dataset.points = s.learning_curve.length;
+  barChart($("#chart-distribution"), {bars: s.label_distribution.map((d) => ({label: d.label, value: d.count})),
+    yLabel: "items", emptyText: "no labels yet"});
+  barChart($("#chart-annotators"), {bars: s.per_annotator.map((d) => ({label: d.annotator, value: d.labels})),
+    yLabel: "labels", emptyText: "no labels yet"});
+  barChart($("#chart-hours"), {bars: s.per_hour.map((d) => ({label: new Date(d.hour).getHours() + "h", value: d.labels,
+    title: `${new Date(d.hour).toLocaleString()}: ${d.labels} labels`})), yLabel: "labels / hour", labelEvery: 3,
+    emptyText: "no labels in the last 24 hours"});
+  barChart($("#chart-rounds"), {bars: s.rounds.map((r) => ({label: r.number, value: +(r.run_s || 0).toFixed(2),
+    cls: r.status, title: `round ${r.number} (${r.strategy}, ${r.status}): ${(r.run_s || 0).toFixed(2)} s` +
+      (r.timings ? " — " + Object.entries(r.timings).map(([k, v]) => `${k} ${(+v).toFixed(2)}`).join(", ") : "") +
+      (r.failure ? ` — ${r.failure}` : "")})), yLabel: "seconds", emptyText: "no rounds yet"});
+  for (const j of s.jobs || []) jobs.set(j.id, {...jobs.get(j.id), ...j});
+  renderJobs();
+  setText("#updated", new Date(s.generated_at).toLocaleTimeString());
+}
+
+let fetching = null;
+let again = false;
+async function refresh() {
+  if (fetching) { again = true; return; }
+  fetching = fetch(`/api/projects/${projectId}/stats`, {headers: {Accept: "application/json"}})
+    .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`stats: HTTP ${r.status}`))))
+    .then(render)
+    .catch((e) => console.warn(e))
+    .finally(() => {
+      fetching = null;
+      if (again) { again = false; setTimeout(refresh, 1000); }
+    });
+}
+
+function onMessage(msg) {
+  if (msg.type === "stats.updated") {
+    render(msg.stats);
+  } else if (msg.type === "round.status") {
+    renderTraining({status: msg.round.status, round: msg.round.number, progress: msg.round.progress,
+                    message: msg.round.message, failure: msg.round.failure});
+    if (msg.round.status === "done" || msg.round.status === "failed") refresh();
+  } else if (msg.type === "job.progress") {
+    const j = msg.job;
+    jobs.delete(j.id);
+    const ordered = new Map([[j.id, {...j, download: j.status === "done" && j.has_result ? `/jobs/${j.id}/download` : null}],
+                             ...jobs]);
+    jobs.clear();
+    for (const [k, v] of ordered) jobs.set(k, v);
+    renderJobs();
+    if (j.status === "done") refresh();
+  } else if (msg.type === "queue.updated") {
+    refresh();
+  }
+}
+
+const light = $("#live");
+new LiveSocket(`/ws/projects/${projectId}/`, {
+  onMessage,
+  onOpen: (reconnected) => { if (reconnected) refresh(); },
+  onState: (state) => { light.dataset.state = state; light.title = `live updates: ${state}`; },
+});
+
+for (const form of root.querySelectorAll("form[data-export]")) {
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = {format: form.elements.format.value, predictions: form.elements.predictions.checked};
+    const r = await fetch(`/api/projects/${projectId}/exports`, {
+      method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": csrf}, body: JSON.stringify(body),
+    });
+    const data = await r.json();
+    if (!r.ok) { alert(data.error || `export failed (HTTP ${r.status})`); return; }
+    onMessage({type: "job.progress", job: {...data, has_result: false}});
+  });
+}
+
+window.addEventListener("resize", () => render(stats));
+render(stats);

@@ -1,0 +1,68 @@
+// Review page: list labeled items with who labeled them; a reviewer corrects a label in place.
+const root = document.getElementById("review");
+const projectId = root.dataset.projectId;
+const csrf = root.dataset.csrf;
+const classes = JSON.parse(document.getElementById("classes-data").textContent);
+const grid = document.getElementById("items");
+const filters = root.querySelector(".filters");
+let page = 1;
+let pages = 1;
+
+function card(it) {
+  const el = document.createElement("div");
+  el.className = "review-card";
+  el.dataset.itemId = it.item_id;
+  el.dataset.corrected = it.corrected;
+  const img = document.createElement("img");
+  img.src = it.image_url;
+  img.alt = it.name;
+  img.loading = "lazy";
+  const who = document.createElement("div");
+  who.className = "who muted";
+  who.textContent = it.labels.map((l) => `${l.annotator}: ${l.label}${l.action === "correct" ? " (correction)" : ""}`).join(" · ");
+  const sel = document.createElement("select");
+  sel.name = "label";
+  for (const c of classes) {
+    const o = document.createElement("option");
+    o.value = o.textContent = c;
+    o.selected = c === it.label;
+    sel.append(o);
+  }
+  const status = document.createElement("span");
+  status.className = "saved";
+  sel.addEventListener("change", async () => {
+    status.textContent = "saving…";
+    const r = await fetch(`/api/projects/${projectId}/review/correct`, {
+      method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
+      body: JSON.stringify({item_id: it.item_id, label: sel.value}),
+    });
+    const data = await r.json();
+    if (r.ok) {
+      status.textContent = `corrected to ${data.label}`;
+      el.dataset.corrected = "true";
+    } else {
+      status.textContent = "";
+      sel.value = it.label;
+      alert(data.error || `HTTP ${r.status}`);
+    }
+  });
+  el.append(img, who, sel, status);
+  return el;
+}
+
+async function load() {
+  const q = new URLSearchParams({page, annotator: filters.querySelector("[name=annotator]").value,
+                                 label: filters.querySelector("[name=label]").value});
+  const r = await fetch(`/api/projects/${projectId}/review/items?${q}`);
+  const data = await r.json();
+  if (!r.ok) { grid.textContent = data.error; return; }
+  pages = data.pages;
+  grid.replaceChildren(...data.items.map(card));
+  document.getElementById("count").textContent = `${data.count} labeled items`;
+  document.getElementById("page").textContent = `page ${data.page} of ${data.pages}`;
+}
+
+filters.addEventListener("change", () => { page = 1; load(); });
+root.querySelector("[data-page=prev]").addEventListener("click", () => { if (page > 1) { page -= 1; load(); } });
+root.querySelector("[data-page=next]").addEventListener("click", () => { if (page < pages) { page += 1; load(); } });
+load();

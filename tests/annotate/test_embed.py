@@ -1,0 +1,91 @@
+"""Embedding jobs: a new version per run, rows in id order, caches invalidated, bad extractors named."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datakit import image_bytes, make_project, write_tree
+from PIL import Image
+
+from annotate import storage
+from annotate.models import Item, Job
+from annotate.services.embeddings import embedding_execute, embedding_request, embeddings_compute
+from annotate.services.imports import ImportOptions, import_images
+from selection.extractors import make_extractor
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project(tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(12)})
+    p = make_project()
+    import_images(project=p, options=ImportOptions(source=str(src)))
+    return p
+
+
+def test_pixels_embedding_sets_rows_and_matches_the_extractor(project):
+    version = embeddings_compute(project=project, extractor="pixels", params={"size": 8, "dim": 5})
+    project.refresh_from_db()
+    assert (version, project.embedding_version, project.embedding_dim, project.extractor) == (1, 1, 5, "pixels")
+    assert project.embedding_file == storage.embedding_relpath(project, "pixels", 1)
+    E = storage.load_embeddings(project)
+    items = list(Item.objects.filter(project=project).order_by("pk"))
+    assert [i.row for i in items] == list(range(12))
+    # Independent path: run the library extractor on the stored files in id order.
+    imgs = [Image.open(storage.media_path(i.file)).convert("RGB") for i in items]
+    ref = make_extractor("pixels", {"size": 8, "dim": 5}).extract(lambda k: imgs[k], len(imgs))
+    np.testing.assert_allclose(E, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_changing_the_extractor_writes_a_new_version_and_drops_caches(project):
+    embeddings_compute(project=project, extractor="pixels", params={"size": 8, "dim": 5})
+    cache = storage.cache_dir(project) / "cluster-margin" / "pixels-v1"
+    cache.mkdir(parents=True)
+    (cache / "clusters.npy").write_bytes(b"x")
+    embeddings_compute(project=project, extractor="pixels", params={"size": 8, "dim": 3, "color": "gray"})
+    embeddings_compute(project=project, extractor="pixels", params={"size": 6, "dim": 2})
+    project.refresh_from_db()
+    assert project.embedding_version == 3 and project.embedding_dim == 2
+    assert not cache.exists()
+    files = sorted(p.name for p in (storage.project_dir(project) / "embeddings").glob("*.npy"))
+    assert files == ["pixels-v2.npy", "pixels-v3.npy"]  # the previous version is kept for a running round
+    assert storage.load_embeddings(project).shape == (12, 2)
+
+
+def test_torch_extractor_through_the_job(project, tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
+    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
+    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # (B, 3*2*2)
+    rel = f"projects/{project.pk}/extractors/m.pt"
+    storage.media_path(rel).parent.mkdir(parents=True)
+    torch.jit.script(model).save(str(storage.media_path(rel)))
+    job = embedding_request(project=project, extractor="torch",
+                            params={"path": rel, "size": 8, "device": "cpu", "normalize": "unit"})
+    job = embedding_execute(job_id=str(job.pk))
+    assert job.status == Job.Status.DONE, job.error
+    project.refresh_from_db()
+    assert (project.extractor, project.embedding_dim) == ("torch", 12)
+    E = storage.load_embeddings(project)
+    first = Item.objects.filter(project=project).order_by("pk").first()
+    img = np.asarray(Image.open(storage.media_path(first.file)).convert("RGB").resize((8, 8), Image.Resampling.BILINEAR),
+                     dtype=np.float64) / 255.0
+    ref = img.reshape(2, 4, 2, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1).reshape(-1)  # 4x4 average pools
+    np.testing.assert_allclose(E[first.row], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_extractor_requests_are_named(project, monkeypatch):
+    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
+    with pytest.raises(ValueError, match="unknown extractor 'clip'"):
+        embedding_request(project=project, extractor="clip", params={})
+    with pytest.raises(ValueError, match="'dim'=0 is below the minimum"):
+        embedding_request(project=project, extractor="pixels", params={"dim": 0})
+    with pytest.raises(ValueError, match="needs a model file"):
+        embedding_request(project=project, extractor="torch", params={})
+    job = embedding_request(project=project, extractor="torch", params={"path": "projects/none.pt", "device": "cpu"})
+    job = embedding_execute(job_id=str(job.pk))
+    assert job.status == Job.Status.FAILED and "'none.pt' is not a loadable TorchScript model" in job.error
+    project.refresh_from_db()
+    assert project.embedding_version == 0
