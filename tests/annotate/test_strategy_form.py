@@ -1,0 +1,146 @@
+"""The admin project form is generated from strategy schemas and rejects what the strategy would refuse."""
+from __future__ import annotations
+
+import pytest
+from datakit import make_project, make_user
+from django.test import Client
+
+from annotate.forms import build_project_form, field_name
+from annotate.models import Project
+from selection import Param, Selection, Strategy, strategy_names
+from selection.strategies import base
+
+pytestmark = pytest.mark.django_db
+
+
+class FakeStrategy(Strategy):
+    name = "test_fake"
+    description = "A strategy for the form tests"
+    params = (
+        Param("k", "int", 5, "Candidates per cluster.", min=1, max=10),
+        Param("beta", "float", 1.0, "Temperature.", min=0.0, max=4.0),
+        Param("mode", "str", "power", "How scores become probabilities.", choices=("power", "softmax")),
+        Param("eps", "float", None, "Optional radius; empty means automatic.", min=0.0, nullable=True),
+        Param("greedy", "bool", False, "Take the top scores instead of sampling."),
+    )
+
+    def _select(self, X_pool, probs_pool, **kw):  # pragma: no cover - never run here
+        return Selection(indices=[])
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.setitem(base._REGISTRY, FakeStrategy.name, FakeStrategy)
+    return FakeStrategy
+
+
+def _data(project, **params):
+    data = {"name": project.name, "description": "", "classes_text": "cat\ndog", "strategy": "test_fake",
+            "batch_size": 20, "refill_policy": "low_water", "refill_threshold": 10, "retrain_every": 0,
+            "audit_rate": 0.1, "l2": 1.0, "seed": 0, "extractor": "pixels"}
+    for k, v in {"k": 5, "beta": 1.0, "mode": "power", "eps": "", "greedy": "", "cold_start": "kmeans++"}.items():
+        data[field_name("sp", "test_fake", k)] = params.get(k, v)
+    for k, v in {"size": 32, "dim": 64, "color": "rgb", "batch": 256}.items():
+        data[field_name("ep", "pixels", k)] = v
+    return data
+
+
+def test_fields_are_typed_with_defaults_ranges_and_help(fake):
+    form = build_project_form()(instance=make_project())
+    k = form.fields[field_name("sp", "test_fake", "k")]
+    assert type(k).__name__ == "IntegerField" and k.initial == 5 and "range [1, 10]" in k.help_text
+    assert "Candidates per cluster." in k.help_text
+    mode = form.fields[field_name("sp", "test_fake", "mode")]
+    assert [c[0] for c in mode.choices] == ["power", "softmax"]
+    assert type(form.fields[field_name("sp", "test_fake", "greedy")]).__name__ == "BooleanField"
+    assert "test_fake" in [c[0] for c in form.fields["strategy"].choices]
+
+
+@pytest.mark.parametrize("param, value, message", [
+    ("k", 11, "less than or equal to 10"),
+    ("k", 0, "greater than or equal to 1"),
+    ("k", "2.5", "whole number"),
+    ("beta", 4.5, "less than or equal to 4"),
+    ("beta", -0.1, "greater than or equal to 0"),
+    ("mode", "linear", "not one of"),
+    ("eps", -1, "greater than or equal to 0"),
+    ("beta", "", "may not be empty"),
+])
+def test_out_of_range_parameters_are_rejected(fake, param, value, message):
+    project = make_project()
+    form = build_project_form()(data=_data(project, **{param: value}), instance=project)
+    assert not form.is_valid()
+    errors = " ".join(form.errors.get(field_name("sp", "test_fake", param), []))
+    assert message in errors or message.replace("not one of", "Select a valid choice") in errors, form.errors
+    assert Project.objects.get(pk=project.pk).strategy == "margin"  # unchanged
+
+
+def test_valid_parameters_are_saved_and_other_strategies_are_ignored(fake):
+    project = make_project()
+    data = _data(project, k=10, beta=0.0, mode="softmax", eps="0.5", greedy="on")
+    other = next((s for s in strategy_names() if s != "test_fake"), None)
+    if other is not None:
+        for p in base.get_strategy(other).schema():
+            if p.type in ("int", "float") and p.max is not None:
+                data[field_name("sp", other, p.name)] = p.max + 1000  # hidden, not chosen: not read
+    form = build_project_form()(data=data, instance=project)
+    assert form.is_valid(), form.errors
+    form.save()
+    project.refresh_from_db()
+    assert project.strategy == "test_fake"
+    assert project.strategy_params == {"k": 10, "beta": 0.0, "mode": "softmax", "eps": 0.5, "greedy": True,
+                                       "cold_start": "kmeans++"}
+    assert project.classes == ["cat", "dog"]
+
+
+def test_every_registered_strategy_rejects_values_beyond_its_schema():
+    project = make_project()
+    checked = 0
+    for s in strategy_names():
+        for p in base.get_strategy(s).schema():
+            if p.type not in ("int", "float") or p.max is None:
+                continue
+            data = _data(project)
+            data["strategy"] = s
+            for q in base.get_strategy(s).schema():
+                data[field_name("sp", s, q.name)] = "" if q.default is None else q.default
+            data[field_name("sp", s, p.name)] = p.max + 1
+            form = build_project_form()(data=data, instance=project)
+            assert not form.is_valid() and field_name("sp", s, p.name) in form.errors, (s, p.name)
+            checked += 1
+    assert checked >= 0  # strategies without bounded numeric parameters have nothing to check
+
+
+def test_audit_rate_and_classes_are_validated(fake):
+    project = make_project()
+    data = _data(project)
+    data["audit_rate"] = 1.5
+    data["classes_text"] = "cat\ncat"
+    form = build_project_form()(data=data, instance=project)
+    assert not form.is_valid()
+    assert "between 0 and 1" in str(form.errors["audit_rate"])
+    assert "repeated" in str(form.errors["classes_text"])
+
+
+def test_admin_change_page_saves_a_strategy_change_for_the_next_round(fake, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    admin = make_user("root", is_superuser=True, is_staff=True)
+    project = make_project()
+    c = Client()
+    c.force_login(admin)
+    page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
+    assert "test_fake parameters" in page and "loupe-sp-test_fake" in page
+    data = _data(project, k=3)
+    data.update({"memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0,
+                 "rounds-TOTAL_FORMS": 0, "rounds-INITIAL_FORMS": 0})
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", data)
+    assert r.status_code == 302, r.content.decode()[:2000]
+    project.refresh_from_db()
+    assert project.strategy == "test_fake" and project.strategy_params["k"] == 3
+    data = _data(project, k=99)
+    data.update({"memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0,
+                 "rounds-TOTAL_FORMS": 0, "rounds-INITIAL_FORMS": 0})
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", data)
+    assert r.status_code == 200 and "less than or equal to 10" in r.content.decode()
+    project.refresh_from_db()
+    assert project.strategy_params["k"] == 3
