@@ -4,17 +4,17 @@ Objective (the same minimiser as scikit-learn's ``LogisticRegression(C=1/l2)``):
 
     L(W, b) = sum_i CE(softmax(W x_i + b), y_i) + (l2 / 2) * ||W||_F^2
 
-The intercept ``b`` is not penalised, except for classes that do not occur in ``y``:
-their unpenalised intercept would run off to -inf (the loss keeps falling as their
-probability goes to 0), so for those classes the intercept carries the same L2 penalty,
-which keeps the problem bounded and the probabilities of unseen classes small but finite.
+The intercept ``b`` is not penalised.  Classes that do not occur in ``y`` are left out of
+the fit (their unpenalised intercept would run off to -inf: the loss keeps falling as their
+probability goes to 0, and the optimiser crawls along that direction); like scikit-learn,
+which only knows the classes it saw, the head gives them probability 0: coefficients 0 and
+the intercept :data:`ABSENT_LOGIT`.  A later fit that sees them starts them from zero.
 
 The solver works in standardised coordinates (x' = (x - m) / s, column means m and
-s_j^2 = var_j + 4 l2 / n, m = 0 without an intercept): W' = W diag(s), b' = b + W m, with the penalty
-rewritten as sum_j ||W'_{:,j}||^2 / s_j^2.  That is the same objective and minimiser, only
-better conditioned (raw digits pixels otherwise need thousands of L-BFGS steps).  The
-absent-class intercept penalty applies to b' (a regulariser for an ill-posed case, not part
-of the sklearn-equivalent objective).
+s_j^2 = var_j + 4 l2 / n, m = 0 without an intercept): W' = W diag(s), b' = b + W m, with the
+penalty rewritten as sum_j ||W'_{:,j}||^2 / s_j^2.  That is the same objective and minimiser,
+only better conditioned (s_j balances the Hessian diagonal; raw digits pixels otherwise need
+thousands of L-BFGS steps).
 
 Solver: full-batch L-BFGS (strong Wolfe line search) up to ``minibatch_threshold`` rows;
 beyond that a few epochs of mini-batch Adam on the same objective (the penalty spread over
@@ -32,6 +32,9 @@ import numpy as np
 from .backend import to_torch, torch_device
 
 _DTYPES = ("float32", "float64")
+
+#: intercept of classes absent from the training labels: exp(-1e4) is 0 in any float type
+ABSENT_LOGIT = -1.0e4
 
 
 class LogisticHead:
@@ -140,7 +143,12 @@ class LogisticHead:
         c = int(self.n_classes)
         if y_np.min() < 0 or y_np.max() >= c:
             raise ValueError(f"y has class indices outside [0, {c}): min {y_np.min()}, max {y_np.max()}")
-        yt = torch.as_tensor(y_np.astype(np.int64), device=dev)
+        counts = np.bincount(y_np, minlength=c)
+        present = np.flatnonzero(counts > 0)
+        cp = len(present)
+        remap = np.full(c, -1, dtype=np.int64)
+        remap[present] = np.arange(cp)
+        yt = torch.as_tensor(remap[y_np], device=dev)
 
         # standardised coordinates (module docstring): a diagonal preconditioner, exact
         mean = Xt.mean(dim=0) if self.fit_intercept else torch.zeros(d, device=dev, dtype=dt)
@@ -149,57 +157,57 @@ class LogisticHead:
         scale = (((Xt - mean) ** 2).mean(dim=0) + 4.0 * self.l2 / n).sqrt()
         scale = torch.where(scale > 1e-12 * (1 + mean.abs()), scale, torch.ones_like(scale))
         Xs = (Xt - mean) / scale
-        self._inv_s2 = 1.0 / scale**2
+        inv_s2 = 1.0 / scale**2
 
-        W = torch.zeros((c, d), device=dev, dtype=dt)
-        b = torch.zeros((c,), device=dev, dtype=dt)
+        W = torch.zeros((cp, d), device=dev, dtype=dt)
+        b = torch.zeros((cp,), device=dev, dtype=dt)
         if warm_start is not None:
-            coef = np.asarray(warm_start["coef"])
+            coef = np.asarray(warm_start["coef"], dtype=np.float64)
             if coef.shape != (c, d):
                 raise ValueError(f"warm_start coef has shape {coef.shape}; expected {(c, d)}")
-            W0 = torch.as_tensor(coef, device=dev, dtype=dt)
-            b0 = torch.zeros((c,), device=dev, dtype=dt)
+            icpt = np.zeros(c)
             if self.fit_intercept and "intercept" in warm_start:
-                icpt = np.asarray(warm_start["intercept"])
+                icpt = np.asarray(warm_start["intercept"], dtype=np.float64)
                 if icpt.shape != (c,):
                     raise ValueError(f"warm_start intercept has shape {icpt.shape}; expected {(c,)}")
-                b0 = torch.as_tensor(icpt, device=dev, dtype=dt)
+            coef, icpt = coef[present].copy(), icpt[present].copy()
+            fresh = icpt <= ABSENT_LOGIT / 2  # classes the previous fit had not seen
+            coef[fresh], icpt[fresh] = 0.0, 0.0
+            W0 = torch.as_tensor(coef, device=dev, dtype=dt)
             W = (W0 * scale).clone()
-            b = (b0 + W0 @ mean).clone()
+            b = (torch.as_tensor(icpt, device=dev, dtype=dt) + W0 @ mean).clone()
         W.requires_grad_(True)
         b.requires_grad_(self.fit_intercept)
-        present = np.bincount(y_np, minlength=c) > 0
-        # intercepts of absent classes get the L2 penalty too (see module docstring)
-        absent = torch.as_tensor(~present, device=dev, dtype=dt)
 
-        if n <= self.minibatch_threshold:
-            self.n_iter_ = self._fit_lbfgs(torch, Xs, yt, W, b, absent)
+        if cp < 2:
+            self.n_iter_, self.solver_ = 0, "single-class"  # softmax over one class is constant
+        elif n <= self.minibatch_threshold:
+            self.n_iter_ = self._fit_lbfgs(torch, Xs, yt, W, b, inv_s2)
             self.solver_ = "lbfgs"
         else:
-            self.n_iter_ = self._fit_minibatch(torch, Xs, yt, W, b, absent)
+            self.n_iter_ = self._fit_minibatch(torch, Xs, yt, W, b, inv_s2)
             self.solver_ = "minibatch-adam"
-        del self._inv_s2
         with torch.no_grad():
             W_raw = W / scale
             b_raw = b - W_raw @ mean
-        self.coef_ = W_raw.cpu().numpy().astype(np.float64)
-        self.intercept_ = (b_raw.cpu().numpy().astype(np.float64) if self.fit_intercept
-                           else np.zeros(c, dtype=np.float64))
+        self.coef_ = np.zeros((c, d), dtype=np.float64)
+        self.coef_[present] = W_raw.cpu().numpy()
+        self.intercept_ = np.full(c, ABSENT_LOGIT, dtype=np.float64)
+        self.intercept_[present] = b_raw.cpu().numpy() if self.fit_intercept else 0.0
+        self.classes_seen_ = present
         self.n_features_in_ = d
         return self
 
-    def _objective(self, torch, Xt, yt, W, b, absent, n_total: int):
+    def _objective(self, torch, Xt, yt, W, b, inv_s2, n_total: int):
         """Per-row objective on a (possibly partial) set: mean CE + penalty / n_total."""
         logits = Xt @ W.T
         if self.fit_intercept:
             logits = logits + b
         ce = torch.nn.functional.cross_entropy(logits, yt, reduction="sum")
-        pen = 0.5 * self.l2 * (W * W * self._inv_s2).sum()
-        if self.fit_intercept:
-            pen = pen + 0.5 * self.l2 * (absent * b * b).sum()
+        pen = 0.5 * self.l2 * (W * W * inv_s2).sum()
         return ce / len(yt), pen / n_total
 
-    def _fit_lbfgs(self, torch, Xt, yt, W, b, absent) -> int:
+    def _fit_lbfgs(self, torch, Xt, yt, W, b, inv_s2) -> int:
         n = len(yt)
         params = [W, b] if self.fit_intercept else [W]
         # The objective is divided by n so that ``tol`` does not depend on the set size.
@@ -211,7 +219,7 @@ class LogisticHead:
 
         def closure():
             opt.zero_grad()
-            ce, pen = self._objective(torch, Xt, yt, W, b, absent, n)
+            ce, pen = self._objective(torch, Xt, yt, W, b, inv_s2, n)
             loss = ce + pen
             loss.backward()
             return loss
@@ -220,7 +228,7 @@ class LogisticHead:
         state = opt.state[opt._params[0]]
         return int(state.get("n_iter", 0))
 
-    def _fit_minibatch(self, torch, Xt, yt, W, b, absent) -> int:
+    def _fit_minibatch(self, torch, Xt, yt, W, b, inv_s2) -> int:
         n = len(yt)
         params = [W, b] if self.fit_intercept else [W]
         opt = torch.optim.Adam(params, lr=self.lr)
@@ -235,7 +243,7 @@ class LogisticHead:
             for s in range(steps_per_epoch):
                 rows = perm[s * self.batch_rows:(s + 1) * self.batch_rows]
                 opt.zero_grad()
-                ce, pen = self._objective(torch, Xt[rows], yt[rows], W, b, absent, n)
+                ce, pen = self._objective(torch, Xt[rows], yt[rows], W, b, inv_s2, n)
                 (ce + pen).backward()
                 opt.step()
                 sched.step()

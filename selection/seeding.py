@@ -82,13 +82,16 @@ def d2_seeding(
     first: int | None = None,
     greedy: bool = False,
     init_min: Any = None,
+    picked_dist: list | None = None,
 ) -> np.ndarray:
     """Pick ``k`` of ``n`` points one at a time from their squared distance to the chosen set.
 
     ``greedy=False``: D^2 sampling (k-means++); ``greedy=True``: farthest point (k-center).
     ``first``: index of the first centre (default: uniform random, or the farthest from
     ``init_min`` when given).  ``init_min``: (n,) squared distances to points that already
-    count as centres (e.g. the labeled set).  Returns (k,) int64 host indices, unique.
+    count as centres (e.g. the labeled set).  ``picked_dist``: if a list, receives each pick's
+    squared distance to the centres before it (NaN for a first pick with no reference).
+    Returns (k,) int64 host indices, unique.
     """
     chosen = np.empty(k, dtype=np.int64)
     taken = xp.zeros(n, dtype=bool)
@@ -116,6 +119,8 @@ def d2_seeding(
                 if bool(taken[j]) or float(md[j]) <= 0:  # only through rounding at a boundary
                     j = int(md.argmax())
         chosen[t] = j
+        if picked_dist is not None:
+            picked_dist.append(float("nan") if min_d is None else float(min_d[j]))
         taken[j] = True
         if t + 1 < k:
             d = xp.asarray(sq_dist_to(j), dtype=xp.float64)

@@ -17,7 +17,9 @@ batch is a diversity seed over the pool embeddings (``cold_start`` parameter: k-
 by default, or k-center greedy, or random).  When some classes have not been seen yet
 (fewer distinct labels than ``probs_pool.shape[1]``), half of the batch (rounded up) is
 spent on the seed, placed far from the labeled points (k-center greedy from the labeled
-set), to find the missing classes, and the rest on the strategy.  ``random`` ignores both.
+set), to find the missing classes, and the rest on the strategy.  ``random`` ignores both;
+strategies that never look at probabilities (``needs_probs = False``, e.g. ``coreset``) only
+use the seed when nothing is labeled, since they explore by construction.
 """
 from __future__ import annotations
 
@@ -164,13 +166,13 @@ class Strategy:
         n_seen = 0 if y_labeled is None else len(np.unique(to_numpy(y_labeled)))
         n_lab = 0 if y_labeled is None else len(y_labeled)
 
-        cold_all = self.uses_cold_start and (n_lab == 0 or probs_pool is None)
+        cold_all = self.uses_cold_start and (n_lab == 0 or (probs_pool is None and self.needs_probs))
         if probs_pool is None and self.needs_probs and not self.uses_cold_start:
             raise ValueError(f"strategy {self.name!r} needs probs_pool (class probabilities of the pool)")
         if cold_all:
             idx = self._seed(X_pool, None, batch_size, rng)
             sel = Selection(idx, None, {"cold_start": "all"})
-        elif self.uses_cold_start and n_classes is not None and n_seen < n_classes:
+        elif self.uses_cold_start and self.needs_probs and n_classes is not None and n_seen < n_classes:
             n_seed = (batch_size + 1) // 2
             seed_idx = self._seed(X_pool, X_labeled, n_seed, rng)
             keep = np.ones(len(X_pool), dtype=bool)
