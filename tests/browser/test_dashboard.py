@@ -1,0 +1,107 @@
+"""Browser: the dashboard updates live (no reload) when rounds finish, including one started from admin.
+
+A real Loupe (``loupe_serve``: Daphne + embedded worker, its own SQLite and MEDIA_ROOT) serves the
+digits demo.  Headless Chromium keeps the dashboard open while labels are posted over the JSON API
+(a token, as another annotator would) and while an admin clicks "Start a round now" in a second tab.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.support import CHROMIUM, launch_chromium, need
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _chromium_ok() -> tuple[bool, str]:
+    import os
+
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return False, "playwright is not installed"
+    if not os.path.exists(CHROMIUM):
+        return False, f"Chromium is not at {CHROMIUM} (LOUPE_CHROMIUM)"
+    return True, ""
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
+    ok, why = _chromium_ok()
+    need(ok, why)
+    from playwright.sync_api import sync_playwright
+
+    srv = start_server(demo=dict(limit=150, batch_size=10, refill_threshold=3))
+    srv.manage("shell", "-c", "from annotate.models import Project; Project.objects.update(audit_rate=1.0)")
+    truth = json.loads(srv.manage("shell", "--no-imports", "-c", "import json; from annotate.models import Item; "
+                                  "print(json.dumps({i: g for i, g in Item.objects.values_list('id', 'ground_truth')}))"))
+    token = srv.token("admin")
+
+    def label_round(n: int) -> int:
+        status, data = srv.api(token, "/api/projects/1/lease", {"n": n})
+        assert status == 200, data
+        for it in data["items"]:
+            status, res = srv.api(token, "/api/projects/1/label",
+                                  {"item_id": it["item_id"], "label": truth[str(it["item_id"])]})
+            assert status == 201, res
+        return len(data["items"])
+
+    def round_status(number: int) -> str | None:
+        _, data = srv.api(token, "/api/projects/1/stats")
+        return next((r["status"] for r in data["rounds"] if r["number"] == number), None)
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p, CHROMIUM)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(srv.url + "/accounts/login/")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", "admin-pw-123")
+        page.click("button[type=submit]")
+        page.goto(srv.url + "/projects/1/")
+        page.wait_for_selector("#live[data-state=open]", timeout=15000)
+        page.evaluate("window.__noReload = 'still here'")
+        assert page.get_attribute("#chart-curve", "data-points") == "0"
+        assert page.text_content("[data-stat=labeled]").strip() == "0"
+
+        # Round 1 (cold start) is in the queue; labeling it makes the worker run round 2, whose
+        # audit items carry the predictions of a trained model; labeling those runs round 3.
+        assert label_round(10) == 10
+        _wait(lambda: round_status(2) == "done", 60, "round 2")
+        page.wait_for_function("document.querySelector('#training-state').textContent.includes('Round 2')",
+                               timeout=15000)
+        label_round(10)
+        _wait(lambda: round_status(3) == "done", 60, "round 3")
+        # The learning curve gets its first point and the counters move, without a reload.
+        page.wait_for_function("Number(document.querySelector('#chart-curve').dataset.points) >= 1", timeout=15000)
+        page.wait_for_function("Number(document.querySelector('[data-stat=labeled]').textContent) >= 19",
+                               timeout=15000)
+        assert page.locator("#chart-curve svg circle.dot").count() >= 1
+        assert page.locator("#chart-distribution svg rect.bar").count() >= 2
+
+        # An admin starts a round from Django admin in another tab; the dashboard shows it finish.
+        admin = context.new_page()  # same session (logged in)
+        admin.goto(srv.url + "/admin/annotate/project/1/change/")
+        admin.click("text=Start a round now")
+        admin.wait_for_selector("text=round 4 queued", timeout=15000)
+        page.wait_for_function("document.querySelector('#training-state').textContent.includes('Round 4: done')",
+                               timeout=30000)
+        page.wait_for_function("document.querySelectorAll('#chart-rounds svg rect.bar').length >= 4", timeout=15000)
+        assert page.evaluate("window.__noReload") == "still here"
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
