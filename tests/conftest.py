@@ -199,14 +199,19 @@ def start_server(tmp_path_factory):
     servers: list[LoupeServer] = []
 
     def start(*, env: dict[str, str] | None = None, demo: dict | None = None, worker: bool = False,
-              serve_args: tuple[str, ...] = ()) -> LoupeServer:
+              daphne: bool = False, serve_args: tuple[str, ...] = ()) -> LoupeServer:
+        """``worker``: also run ``celery -A config worker``; ``daphne``: serve with the plain daphne CLI
+        (production) instead of ``manage.py loupe_serve``."""
         var_dir = tmp_path_factory.mktemp("loupe-server")
         srv = LoupeServer(var_dir, env or {})
         servers.append(srv)
         srv.setup_demo(**(demo or {}))
         if worker:
             srv.start_worker()
-        srv.start(*serve_args)
+        if daphne:
+            srv.start_daphne()
+        else:
+            srv.start(*serve_args)
         return srv
 
     yield start

@@ -164,6 +164,15 @@ class LoupeServer:
         proc.wait_for_log("Loupe is serving", timeout)
         self.server = proc
 
+    def start_daphne(self, timeout: float = 60) -> None:
+        """The production web process: ``daphne config.asgi:application`` (no worker inside)."""
+        daphne = str(Path(PYTHON).with_name("daphne"))
+        proc = Proc([daphne, "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"], self.env,
+                    self.var_dir / "daphne.log")
+        self.procs.append(proc)
+        proc.wait_for_log("Listening on TCP address", timeout)
+        self.server = proc
+
     def start_worker(self, timeout: float = 90) -> Proc:
         return start_celery_worker(self.env, self.var_dir / "worker.log", timeout=timeout, procs=self.procs)
 
