@@ -1,0 +1,49 @@
+# Loupe: the two commands are `make run` (the embedded default) and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test serve demo migrate check screenshot
+
+# A virtualenv with Python 3.11, made once.
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Requirements are installed again only when a requirements file changes.
+$(VENV)/.requirements: requirements.txt | $(PY)
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.requirements-dev: requirements-dev.txt $(VENV)/.requirements
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $@
+
+migrate: $(VENV)/.requirements
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py loupe_demo
+
+## run: venv + requirements, migrate, demo project, admin user, serve http://127.0.0.1:8000
+run: demo
+	$(PY) manage.py loupe_admin
+	$(PY) manage.py loupe_serve --host $(HOST) --port $(PORT)
+
+## serve: only serve (after `make run` once)
+serve: $(VENV)/.requirements
+	$(PY) manage.py loupe_serve --host $(HOST) --port $(PORT)
+
+## test: the whole suite (tests needing PostgreSQL/Redis/Chromium skip with a reason when those are absent)
+test: $(VENV)/.requirements-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: $(VENV)/.requirements
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+## screenshot: refresh docs/img/labeling.png from the browser test
+screenshot: $(VENV)/.requirements-dev
+	LOUPE_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser/test_label_browser.py -q
