@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 
 # The worker can import every task module, and the selection library imports without Django.
-"$PY" -c "import config.celery, annotate.tasks, selection"
+"$PY" -c "import os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); import django; django.setup(); import config.celery, annotate.tasks, selection"
 # Django's system checks (URLs, models, admin, templates).
 "$PY" manage.py check --fail-level WARNING
 # Every model change has its migration (the entrypoint only applies migrations, never writes them).

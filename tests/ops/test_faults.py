@@ -1,0 +1,293 @@
+"""Faults (issue 6, items 2 and 3): a worker killed mid-round, a round that fails, closed tabs, retries.
+
+The worker tests run a real ``celery -A config worker`` subprocess on PostgreSQL with the Redis
+broker and kill it with SIGKILL.  To kill it *inside* the round's write transaction (the worst
+moment), the test holds a row lock on one of the pending queue entries the write must expire:
+the worker blocks in the middle of its transaction, the test sees it waiting in
+``pg_stat_activity``, and kills it there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from ops_support import (
+    REDIS_URL,
+    WorkerProcess,
+    app_env,
+    database_url,
+    need_postgres_db,
+    need_service,
+    run_app_code,
+    wait_for,
+)
+
+BROKER = f"{REDIS_URL}/9"
+
+
+# --------------------------------------------------------------------------- worker fixtures
+@pytest.fixture(scope="module")
+def ops_media(tmp_path_factory):
+    return tmp_path_factory.mktemp("ops-faults-media")
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, django_db_blocker, ops_media, tmp_path_factory):
+    """One real worker for the module (Redis broker, the test database, the module's media folder)."""
+    with django_db_blocker.unblock():
+        need_postgres_db()
+        need_service("Redis", "127.0.0.1", 6379)
+        env = app_env(broker_url=BROKER, media_root=ops_media)
+    _purge(env)
+    w = WorkerProcess(env, tmp_path_factory.mktemp("ops-faults-logs") / "worker.log").start()
+    yield w
+    w.stop()
+
+
+def _purge(env):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "celery", "-A", "config", "purge", "-f", "-Q", "gpu,cpu"],
+                   env=env, cwd=str(os.path.dirname(os.path.dirname(os.path.dirname(__file__)))),
+                   capture_output=True, timeout=60)
+
+
+def _enqueue_round(env, project_id: int) -> int:
+    """The web side asks for a round (a separate app process with the real broker configured)."""
+    out = run_app_code(
+        "from annotate.models import Project\n"
+        "from annotate.services.rounds import round_request\n"
+        f"r = round_request(project=Project.objects.get(pk={project_id}), reason='ops-test')\n"
+        "print('ROUND', r.pk)\n", env)
+    return int(out.split("ROUND")[1].split()[0])
+
+
+
+
+def _annotators_hold_items(project, add_member):
+    """Two annotators: one holds leases (a tab left open), one labeled an item."""
+    from annotate.services.annotations import annotation_submit
+    from annotate.services.queue import queue_lease
+
+    holder = add_member(project, f"holder-{project.pk}")
+    labeler = add_member(project, f"labeler-{project.pk}")
+    queue_lease(project=project, user=holder, n=3)
+    done = queue_lease(project=project, user=labeler, n=1)[0]
+    annotation_submit(project=project, user=labeler, item_id=done.item_id, label="cat", client_id=uuid.uuid4())
+    return holder, labeler
+
+
+def _snapshot(project):
+    from annotate.models import Annotation, QueueEntry
+
+    leased = sorted(QueueEntry.objects.filter(project=project, state="leased")
+                    .values_list("id", "item_id", "leased_by_id", "lease_expires_at", "round_id"))
+    anns = sorted(Annotation.objects.filter(item__project=project).values_list("id", "item_id", "annotator_id",
+                                                                               "action", "label", "is_current"))
+    return leased, anns
+
+
+def _lock_waiters(dbname: str) -> list[tuple[int, str]]:
+    """(pid, query) of the backends of the test database waiting for a row lock."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pid, query FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+                    [dbname])
+        return cur.fetchall()
+
+
+def _waiting_write(dbname: str):
+    """The worker's backend blocked on our row lock inside the round's write (expiring pending entries)."""
+    return next((w for w in _lock_waiters(dbname) if w[1].startswith('UPDATE "annotate_queueentry"')), None)
+
+
+# --------------------------------------------------------------------------- item 2: worker killed
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_inside_the_round_write_loses_nothing_and_the_round_is_rerun(
+        worker, ops_media, settings, make_project, make_round, add_member):
+    import psycopg
+
+    from annotate.models import QueueEntry, Round
+
+    settings.MEDIA_ROOT = ops_media
+    project = make_project(name="kill-mid-write", n_items=60, batch_size=8, strategy="random")
+    r1 = make_round(project)  # round 1 here (cold start), so there is a queue to hold
+    assert r1.status == "done", r1.failure
+    holder, labeler = _annotators_hold_items(project, add_member)
+    before = _snapshot(project)
+    pending_r1 = list(QueueEntry.objects.filter(round=r1, state="pending").values_list("id", flat=True))
+    assert pending_r1
+
+    dbname = connection.settings_dict["NAME"]
+    lock = psycopg.connect(database_url(), autocommit=False)
+    try:
+        # Hold one pending entry: the round's write blocks on it inside its transaction.
+        lock.execute("SELECT id FROM annotate_queueentry WHERE id = %s FOR UPDATE", [pending_r1[0]])
+        r2 = _enqueue_round(worker.env, project.pk)
+        waiting = wait_for(lambda: _waiting_write(dbname), 90, "the round's write to block on the row lock")
+        children = worker.children()
+        assert len(children) == 1
+        os.kill(children[0], signal.SIGKILL)  # the pool process dies inside the transaction
+        # acks_late + reject_on_worker_lost: the message returns and a new pool process re-runs the
+        # round
+        # (the dead attempt's backend still holds the round row until our lock goes, so the re-run
+        # waits at its first update of the round).  Meanwhile nothing of the killed attempt is visible:
+        wait_for(lambda: any(pid != waiting[0] for pid, _ in _lock_waiters(dbname)), 90,
+                 "the re-run to start and wait for the round row")
+        assert os.getpgid(worker.proc.pid) and worker.children() and worker.children() != children
+        mid = Round.objects.get(pk=r2)
+        assert mid.status == "running"
+        assert not QueueEntry.objects.filter(round_id=r2).exists(), "the killed attempt left entries behind"
+        assert set(QueueEntry.objects.filter(round=r1, state="pending").values_list("id", flat=True)) == set(pending_r1)
+        assert _snapshot(project) == before
+    finally:
+        lock.rollback()
+        lock.close()
+
+    done = wait_for(lambda: Round.objects.filter(pk=r2, status__in=["done", "failed"]).first(), 90, "round 2")
+    assert done.status == "done", done.failure
+    assert done.attempts == 2
+    entries = list(QueueEntry.objects.filter(round=done).values_list("item_id", flat=True))
+    assert len(entries) == len(set(entries)) == 8
+    # The annotators' queue is untouched: the same leases, same holders, same expiry; same labels.
+    assert _snapshot(project) == before
+    held = {i for _, i, *_ in before[0]}
+    assert not held & set(entries)
+    # The rest of round 1 was superseded exactly once, by the round that finished.
+    assert not QueueEntry.objects.filter(round=r1, state="pending").exists()
+    assert "WorkerLostError" in worker.log() or "SIGKILL" in worker.log()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_round_that_fails_is_marked_failed_with_its_reason_and_writes_nothing(
+        worker, ops_media, settings, make_project, make_round, add_member):
+    from annotate import storage
+    from annotate.models import QueueEntry, Round
+
+    settings.MEDIA_ROOT = ops_media
+    project = make_project(name="fails", n_items=30, batch_size=5, strategy="random")
+    r1 = make_round(project)
+    _annotators_hold_items(project, add_member)
+    before = _snapshot(project)
+    pending = set(QueueEntry.objects.filter(round=r1, state="pending").values_list("id", flat=True))
+    storage.media_path(project.embedding_file).unlink()  # the embeddings vanish (a bad volume, say)
+    r2 = _enqueue_round(worker.env, project.pk)
+    rnd = wait_for(lambda: Round.objects.filter(pk=r2, status__in=["done", "failed"]).first(), 90, "round 2")
+    assert rnd.status == "failed"
+    assert "FileNotFoundError" in rnd.failure, rnd.failure
+    assert rnd.finished_at is not None
+    assert not QueueEntry.objects.filter(round=rnd).exists()
+    assert set(QueueEntry.objects.filter(round=r1, state="pending").values_list("id", flat=True)) == pending
+    assert _snapshot(project) == before
+    # A failed round frees the project: the next request may start a new one.
+    assert not Round.objects.filter(project=project, status__in=Round.ACTIVE).exists()
+
+
+# --------------------------------------------------------------------------- item 3: annotator faults
+def _api(client: Client, project, action: str, body: dict):
+    return client.post(f"/api/projects/{project.pk}/{action}", data=json.dumps(body), content_type="application/json")
+
+
+@pytest.mark.django_db
+def test_closed_tab_leases_expire_and_return_to_the_queue(settings, make_project, add_member):
+    from annotate.models import Annotation, QueueEntry
+
+    settings.LOUPE_LEASE_SECONDS = 1
+    project = make_project(name="closed-tab", n_items=6)
+    QueueEntry.objects.bulk_create([QueueEntry(project=project, item=it, rank=k)
+                                    for k, it in enumerate(project.items.all()[:4])])
+    gone, other = add_member(project, "gone"), add_member(project, "other")
+    tab = Client()
+    tab.force_login(gone)
+    got = _api(tab, project, "lease", {"n": 4}).json()["items"]
+    assert len(got) == 4
+    c2 = Client()
+    c2.force_login(other)
+    assert _api(c2, project, "lease", {"n": 4}).json()["items"] == []  # all held by the closed tab
+    time.sleep(1.2)  # the tab is closed: no renewals, the leases run out
+    back = _api(c2, project, "lease", {"n": 4}).json()["items"]
+    assert sorted(i["item_id"] for i in back) == sorted(i["item_id"] for i in got)
+    assert set(QueueEntry.objects.filter(state="leased").values_list("leased_by_id", flat=True)) == {other.pk}
+    # The first tab comes back late: its label on an item now held by another is refused, nothing stored.
+    late = _api(tab, project, "label", {"item_id": got[0]["item_id"], "label": "cat", "client_id": str(uuid.uuid4())})
+    assert late.status_code == 409
+    assert not Annotation.objects.filter(annotator=gone).exists()
+
+
+@pytest.mark.django_db
+def test_label_submitted_twice_after_a_timeout_is_stored_once(make_project, add_member):
+    from annotate.models import Annotation, QueueEntry
+
+    project = make_project(name="retry", n_items=3)
+    QueueEntry.objects.bulk_create([QueueEntry(project=project, item=it, rank=k)
+                                    for k, it in enumerate(project.items.all())])
+    user = add_member(project, "retrier")
+    c = Client()
+    c.force_login(user)
+    item_id = _api(c, project, "lease", {"n": 1}).json()["items"][0]["item_id"]
+    body = {"item_id": item_id, "label": "dog", "client_id": str(uuid.uuid4()), "time_ms": 1200}
+    first = _api(c, project, "label", body)
+    retry = _api(c, project, "label", body)  # the answer to the first was lost; the page retries
+    assert first.status_code == 201 and retry.status_code == 200
+    assert retry.json()["annotation"]["id"] == first.json()["annotation"]["id"]
+    assert Annotation.objects.filter(annotator=user, item_id=item_id).count() == 1
+    # A double submit without the idempotency key is refused and stores nothing either.
+    again = _api(c, project, "label", {"item_id": item_id, "label": "dog"})
+    assert again.status_code == 409
+    assert Annotation.objects.filter(annotator=user, item_id=item_id).count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_of_one_label_are_stored_once(make_project, add_member):
+    """Two copies of one submit racing on PostgreSQL (the retry overtakes the slow original)."""
+    from django.db import close_old_connections
+
+    from annotate.models import Annotation, QueueEntry
+    from annotate.services.annotations import annotation_submit
+    from annotate.services.errors import Conflict
+    from annotate.services.queue import queue_lease
+
+    need_postgres_db()
+    project = make_project(name="race", n_items=3)
+    QueueEntry.objects.bulk_create([QueueEntry(project=project, item=it, rank=k)
+                                    for k, it in enumerate(project.items.all())])
+    user = add_member(project, "racer")
+    item_id = queue_lease(project=project, user=user, n=1)[0].item_id
+    cid = uuid.uuid4()
+    barrier = threading.Barrier(4)
+    results, errors = [], []
+
+    def submit():
+        try:
+            barrier.wait()
+            results.append(annotation_submit(project=project, user=user, item_id=item_id, label="fox",
+                                             client_id=cid).created)
+        except Conflict as exc:  # allowed: "changed by a concurrent request"
+            errors.append(str(exc))
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results.count(True) == 1, (results, errors)
+    assert Annotation.objects.filter(annotator=user, item_id=item_id).count() == 1
