@@ -390,9 +390,8 @@ def _plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], list[tup
                 ignored.append((e.name, "not an image file (allowed: jpg, png, webp, bmp, tiff)"))
         entries = images
         if opts.class_folders:
-            for e in entries:
-                parts = PurePosixPath(e.name).parts
-                e.label = parts[0] if len(parts) > 1 else ""
+            for e, label in zip(entries, class_labels([e.name for e in entries])):
+                e.label = label
 
     if not entries:
         raise ImportRejected("no images found to import (allowed: jpg, png, webp, bmp, tiff)")
@@ -411,6 +410,19 @@ def _plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], list[tup
     for i, e in enumerate(entries):
         e.emb_row = i
     return entries, ignored, closer
+
+
+def class_labels(names: list[str]) -> list[str]:
+    """The ``<class>`` of each ``<class>/<file>`` path ("" for files at the top).
+
+    Folders that wrap everything (``shapes/cat/1.png``, ``shapes/dog/2.png``: a zip made from a
+    folder) are skipped, so the class is the first folder where the paths differ.
+    """
+    parts = [PurePosixPath(n).parts for n in names]
+    k = 0
+    while parts and all(len(p) > k + 2 for p in parts) and len({p[k] for p in parts}) == 1:
+        k += 1
+    return [p[k] if len(p) > k + 1 else "" for p in parts]
 
 
 def _missing(name: str, reason: str):

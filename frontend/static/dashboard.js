@@ -29,7 +29,8 @@ function renderTotals(s) {
   setText("[data-stat=items]", t.items);
   setText("[data-stat=labeled]", t.labeled);
   setText("[data-stat=pending]", t.pending);
-  setText("[data-stat=audit]", s.audit.accuracy === null ? "–" : `${pct(s.audit.accuracy)} (n=${s.audit.n})`);
+  setText("[data-stat=audit]", s.audit.accuracy === null ? "–" : pct(s.audit.accuracy));
+  setText("[data-stat=audit-n]", s.audit.n ? `audit accuracy (n=${s.audit.n})` : "audit accuracy");
 }
 
 function renderTraining(tr) {

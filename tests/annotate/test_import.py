@@ -72,6 +72,18 @@ def test_zip_with_prelabels_creates_annotations_and_rerun_is_idempotent(media, t
     assert db_snapshot(project) == before
 
 
+def test_class_folders_skip_a_folder_that_wraps_everything(media, tmp_path):
+    from annotate.services.imports import class_labels
+
+    assert class_labels(["top/cat/1.png", "top/dog/2.png", "top/dog/sub/3.png"]) == ["cat", "dog", "dog"]
+    assert class_labels(["cat/1.png", "x.png"]) == ["cat", ""]
+    assert class_labels(["a/b/1.png"]) == ["b"]
+    z = write_zip(tmp_path / "wrapped.zip", {f"export/{k}": v for k, v in class_tree(2).items()})
+    project = make_project(classes=())
+    run(project, source=str(z), class_folders=True)
+    assert sorted(set(Item.objects.values_list("ground_truth", flat=True))) == ["cat", "dog"]
+
+
 def test_corrupt_and_non_image_files_are_reported_by_name_and_skipped(media, tmp_path):
     good = image_bytes(1)
     src = write_tree(tmp_path / "src", {
