@@ -22,7 +22,7 @@ import numpy as np
 from tests.support import need
 
 REDIS_URL = os.environ.get("LOUPE_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-AMQP_URL = os.environ.get("LOUPE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+AMQP_URL = os.environ.get("LOUPE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def reachable(host: str, port: int) -> bool:
