@@ -1,0 +1,66 @@
+"""Rademacher (Hutchinson) estimates of f(z) = tr(Sigma_z^-1 H_p) and its gradient.
+
+Two estimators share the solver ([AFIRAL] Sec. III-C uses Hutchinson probes with CG):
+
+``two-sided`` (the paper's form): Rademacher V (s, k, d) in parameter space,
+    W = Sigma^-1 V,  Y = Sigma^-1 H_p V          (2s solves)
+    f ~ mean_j <H_p v_j, w_j>,   g_i ~ -mean_j (Y_j x_i)^T Gamma_i (W_j x_i),
+  unbiased because E[v v^T] = I and tr(H_p Sigma^-1 H_i Sigma^-1) = tr(Sigma^-1 H_p Sigma^-1 H_i).
+
+``factored`` (default): H_p = F F^T with F = n^-1/2 [L_i (x) x_i]_i and L_i L_i^T = Gamma_i, so
+    tr(Sigma^-1 H_p) = tr(F^T Sigma^-1 F)
+  is a trace over the pool's n(c-1) coordinates; Hutchinson with Rademacher xi there gives the
+  right-hand sides r_j = F xi_j (one O(n k d) product each), W = Sigma^-1 R  (s solves) and
+    f ~ mean_j <r_j, w_j>,   g_i ~ -mean_j (W_j x_i)^T Gamma_i (W_j x_i).
+  Half the solves; every gradient estimate is <= 0 like the true gradient; and with the probes
+  held fixed over RELAX, f-hat is itself a convex function of z whose exact gradient is g-hat,
+  so mirror descent with step control decreases it monotonically.
+
+L_i = diag(u) (I - beta u u^T), u = sqrt(q_i), beta = 1 / (1 + sqrt(q_ic)) satisfies
+L_i L_i^T = diag(u)(I - u u^T)diag(u) = Gamma_i because (I - beta u u^T)^2 = I - u u^T when
+|u|^2 = 1 - q_ic.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from .kron import hp_matvec, row_chunks
+
+ESTIMATORS = ("factored", "two-sided")
+
+
+def rademacher(rng, shape, dtype, xp):
+    """+-1 entries from the NumPy Generator ``rng`` (drawn on the host: same draws on CPU and GPU)."""
+    import numpy as np  # noqa: PLC0415
+
+    a = rng.integers(0, 2, size=shape, dtype=np.int8).astype(dtype) * 2 - 1
+    return xp.asarray(a)
+
+
+def gamma_sqrt_apply(Q, qc, Xi):
+    """L_i xi for each row: Q (n, k), qc (n,), Xi (n, s, k) -> (n, s, k) with L_i L_i^T = Gamma_i."""
+    xp = get_array_module(Q)
+    u = xp.sqrt(xp.maximum(Q, 0))[:, None, :]
+    beta = (1.0 / (1.0 + xp.sqrt(xp.maximum(qc, 0))))[:, None, None]
+    uxi = (u * Xi).sum(axis=-1, keepdims=True)
+    return u * (Xi - beta * u * uxi)
+
+
+def factored_probes(prob, s: int, rng):
+    """R (s, k, d): r_j = F xi_j with Rademacher xi_j in R^{n (c-1)}; E[r r^T] = H_p."""
+    xp = prob.xp
+    k, d, n = prob.k, prob.d, prob.n_pool
+    R = xp.zeros((s * k, d), dtype=prob.dtype)
+    Xp, Qp, qcp = prob.Xp, prob.Qp, prob.qcp
+    for sl in row_chunks(n, s * k):
+        rows = sl.stop - sl.start
+        Xi = rademacher(rng, (rows, s, k), prob.dtype, xp)
+        LXi = gamma_sqrt_apply(Qp[sl], qcp[sl], Xi)          # (rows, s, k)
+        R += LXi.reshape(rows, s * k).T @ Xp[sl]
+    R *= 1.0 / float(n) ** 0.5
+    return R.reshape(s, k, d)
+
+
+def two_sided_probes(prob, s: int, rng):
+    """(V, H_p V), V (s, k, d) Rademacher in parameter space."""
+    V = rademacher(rng, (s, prob.k, prob.d), prob.dtype, prob.xp)
+    return V, hp_matvec(prob, V)

@@ -1,0 +1,163 @@
+"""ROUND: follow-the-regularised-leader with the l1/2 regulariser ([FIRAL] Alg. 2, after [AZ17]).
+
+Given the relaxed z*, let Sigma* = H_o + sum_i z*_i H_i + lambda I and whiten by it:
+H~_i = W H_i W^T with W Sigma* W^T = I, and C = W (H_o + lambda I) W^T.  Pick b points one at a
+time; the loss played at step t is F_t = H~_{i_t} + C / b, so that after b steps
+sum_t F_t = W Sigma_S W^T with Sigma_S = H_o + lambda I + sum_{i in S} H_i (the matrix whose
+smallest eigenvalue the regret bound controls, and tr(Sigma_S^-1 H_p) <= f(z*) / lambda_min).
+At step t ([AZ17] Thm. 3.2 / Lemma for the l1/2 regulariser w(A) = -2 tr A^{1/2}):
+
+    A_t = (nu_t I + eta sum_{s<t} F_s)^{-2},   nu_t such that tr A_t = 1,
+    i_t = argmax_{i not chosen}  <A_t, F_i> / (1 + 2 eta <A_t^{1/2}, F_i>),  F_i = H~_i + C/b.
+
+Two implementations:
+``round_dense``: the whitened matrices are dense (p x p, p = (c-1) d) - exact FIRAL.
+``round_blockdiag`` ([AFIRAL] Sec. III-D): Sigma* and every H_i are replaced by their c-1
+diagonal d x d blocks, so W, the accumulated sum and A_t are block diagonal.  The sum gets a
+rank-one update per block per step (block a of H~_i is q_ia (1 - q_ia) (W_a x_i)(W_a x_i)^T);
+nu_t couples the blocks through tr A_t = 1, so each step takes one batched eigendecomposition
+of the c-1 accumulated d x d blocks (O(c d^3), which gives nu_t and both A_t and A_t^{1/2}) and
+scores every pool point with one GEMM X [R_1 ... R_k] (R_a = W_a^T V_a, O(n c d^2)):
+<A_t, H~_i> = sum_a q_ia(1-q_ia) sum_j f(mu_aj) (x_i^T R_a)_j^2.  A Sherman-Morrison update of
+(nu I + B_a)^-1 would not help: nu_t shifts every eigenvalue each step, a full-rank change.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..backend import get_array_module, to_numpy
+from .dense import dense_fisher, dense_quad, point_fisher
+from .kron import block_diag, row_chunks
+
+
+def solve_nu(mu) -> float:
+    """nu > -min(mu) with sum_j (nu + mu_j)^-2 = 1 (host float64).
+
+    Newton on psi(nu) = (sum (nu + mu)^-2)^(-1/2), which is increasing and concave (a power
+    mean of nu + mu with exponent -2), so Newton from a point with psi < 1 rises
+    monotonically to the root.
+    """
+    mu = np.asarray(to_numpy(mu), dtype=np.float64).ravel()
+    nu = -float(mu.min()) + 0.5  # the smallest term alone is 4 > 1, so psi < 1 here
+    for _ in range(200):
+        t = nu + mu
+        phi = float(np.sum(t ** -2.0))
+        psi = phi ** -0.5
+        dpsi = phi ** -1.5 * float(np.sum(t ** -3.0))
+        step = (1.0 - psi) / dpsi
+        nu += step
+        if abs(1.0 - psi) < 1e-12 or abs(step) < 1e-14 * max(1.0, abs(nu)):
+            break
+    return nu
+
+
+def default_eta(p: int) -> float:
+    """eta = sqrt(p): at the end of ROUND eta * sum F_t ~ eta I (the whitened Sigma_S), and nu
+    starts at sqrt(p); eta ~ sqrt(p) keeps both terms of nu I + eta sum F comparable so A_t
+    reacts to the points already picked (eta << sqrt(p) degenerates to a trace ranking)."""
+    return math.sqrt(p)
+
+
+def _sym_inv_sqrt(S):
+    xp = get_array_module(S)
+    ev, E = xp.linalg.eigh(S)
+    return (E * ev ** -0.5) @ E.T
+
+
+def round_dense(prob, z, b: int, eta: float | None = None, *, progress=None):
+    """Exact FIRAL ROUND on dense p x p matrices. Returns (indices into the pool, info)."""
+    xp = prob.xp
+    p = prob.p
+    eta = default_eta(p) if eta is None else float(eta)
+    eye = xp.eye(p, dtype=prob.dtype)
+    Sig = dense_fisher(prob.X, prob.Q, prob.weights(z)) + prob.lam * eye
+    S = _sym_inv_sqrt(Sig)                                    # W = Sigma*^-1/2
+    Ho = prob.lam * eye
+    if prob.n_lab:
+        Ho = Ho + dense_fisher(prob.Xo, prob.Qo)
+    C = S @ Ho @ S
+    B = xp.zeros((p, p), dtype=prob.dtype)
+    n = prob.n_pool
+    taken = np.zeros(n, dtype=bool)
+    chosen, gains = [], []
+    for t in range(b):
+        mu, V = xp.linalg.eigh(B)
+        nu = solve_nu(mu)
+        t_mu = xp.asarray(nu + to_numpy(mu), dtype=prob.dtype)
+        A = (V * t_mu ** -2) @ V.T
+        Ah = (V * t_mu ** -1) @ V.T
+        s1, s2 = dense_quad(prob.Xp, prob.Qp, [S @ A @ S, S @ Ah @ S])
+        num = s1 + float((A * C).sum()) / b
+        den = 1 + 2 * eta * (s2 + float((Ah * C).sum()) / b)
+        ratio = to_numpy(num / den).astype(np.float64)
+        ratio[taken] = -np.inf
+        i = int(np.argmax(ratio))
+        chosen.append(i)
+        gains.append(float(ratio[i]))
+        taken[i] = True
+        Hi = point_fisher(prob.Xp[i], prob.Qp[i])
+        B += eta * (S @ Hi @ S + C / b)
+        B = 0.5 * (B + B.T)
+        if progress is not None:
+            progress((t + 1) / b, f"ROUND {t + 1}/{b}")
+    lam_min = float(xp.linalg.eigvalsh(B)[0]) / eta
+    return np.asarray(chosen, dtype=np.int64), {"eta": eta, "gains": gains,
+                                                 "whitened_lambda_min": lam_min}
+
+
+def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
+                    return_state: bool = False):
+    """Approx-FIRAL ROUND on the c-1 diagonal d x d blocks. Returns (pool indices, info).
+
+    ``return_state`` adds info["state"] = (Linv, B): the whitening blocks and the accumulated
+    blocks eta * sum_t F_t after the last step (for tests).
+    """
+    xp = prob.xp
+    k, d, n = prob.k, prob.d, prob.n_pool
+    eta = default_eta(prob.p) if eta is None else float(eta)
+    eye = xp.eye(d, dtype=prob.dtype)
+    D = block_diag(prob.X, prob.Q, prob.weights(z)) + prob.lam * eye   # blocks of Sigma*
+    Linv = xp.linalg.inv(xp.linalg.cholesky(D))                       # W_a = L_a^-1
+    Ho = prob.lam * xp.broadcast_to(eye, (k, d, d))
+    if prob.n_lab:
+        Ho = Ho + block_diag(prob.Xo, prob.Qo)
+    C = Linv @ Ho @ Linv.transpose(0, 2, 1)                            # whitened H_o + lam I
+    G = prob.Qp * (1 - prob.Qp)                                        # (n, k) block weights
+    Xp = prob.Xp
+    B = xp.zeros((k, d, d), dtype=prob.dtype)
+    taken = np.zeros(n, dtype=bool)
+    chosen, gains = [], []
+    scores = xp.empty(n, dtype=prob.dtype)
+    for t in range(b):
+        mu, V = xp.linalg.eigh(B)                                      # (k, d), (k, d, d)
+        nu = solve_nu(mu)
+        t_mu = nu + mu
+        F = xp.stack([t_mu ** -2, t_mu ** -1], axis=-1)                # (k, d, 2): A and A^1/2
+        CV = ((V * (C @ V)).sum(axis=1))                               # diag(V_a^T C_a V_a)
+        cA = float((F[..., 0] * CV).sum()) / b
+        cAh = float((F[..., 1] * CV).sum()) / b
+        R = (Linv.transpose(0, 2, 1) @ V)                              # (k, d, d)
+        Rm = R.transpose(1, 0, 2).reshape(d, k * d)
+        for sl in row_chunks(n, k * d):
+            P = (Xp[sl] @ Rm).reshape(-1, k, d)                        # x_i^T R_a
+            P *= P
+            Sq = (P.transpose(1, 0, 2) @ F)                            # (k, rows, 2)
+            num = (G[sl] * Sq[..., 0].T).sum(axis=1) + cA
+            den = 1 + 2 * eta * ((G[sl] * Sq[..., 1].T).sum(axis=1) + cAh)
+            scores[sl] = num / den
+        ratio = to_numpy(scores).astype(np.float64)
+        ratio[taken] = -np.inf
+        i = int(np.argmax(ratio))
+        chosen.append(i)
+        gains.append(float(ratio[i]))
+        taken[i] = True
+        u = Linv @ Xp[i]                                               # (k, d): W_a x_i
+        B += eta * (G[i][:, None, None] * (u[:, :, None] * u[:, None, :]) + C / b)
+        if progress is not None:
+            progress((t + 1) / b, f"ROUND {t + 1}/{b}")
+    info = {"eta": eta, "gains": gains}
+    if return_state:
+        info["state"] = (Linv, B)
+    return np.asarray(chosen, dtype=np.int64), info

@@ -1,0 +1,135 @@
+"""FIRAL (``firal_exact``) and Approx-FIRAL (``firal``) as registered strategies.
+
+Both minimise the Fisher information ratio tr(Sigma_S^-1 H_p) of the chosen batch S: RELAX
+(mirror descent on a continuous relaxation z) then ROUND (FTRL with the l1/2 regulariser).
+``firal_exact`` forms the dense (c-1)d x (c-1)d matrices (small problems, float64, refuses past
+``memory_budget_mb``); ``firal`` is matrix-free (Kronecker products, Hutchinson, PCG,
+block-diagonal ROUND) and runs on NumPy or CuPy.  See :mod:`selection.firal`.
+
+lambda: the ``lam`` parameter when set, else ``SelectionContext.l2`` (the head's L2 strength:
+the head minimises sum CE + (l2/2)||W||^2, whose Hessian is sum_i H_i + l2 I), else 1.0 (the
+head's default).  Device: the ``device`` parameter when set, else ``SelectionContext.device``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..firal.approx import approx_firal
+from ..firal.exact import exact_firal
+from ..firal.hutchinson import ESTIMATORS
+from ..firal.problem import make_problem
+from ..firal.relax import STEP_RULES
+from ..params import Param
+from .base import Selection, Strategy, register
+
+_COMMON = (
+    Param("lam", "float", None, "lambda of Sigma_z = H_o + sum z_i H_i + lambda I; empty = the head's "
+          "L2 strength from the round (SelectionContext.l2), or 1.0 without one.",
+          min=1e-8, max=1e8, nullable=True),
+    Param("intercept", "bool", True, "Append a constant 1 feature (the head fits an intercept)."),
+    Param("round_eta", "float", None, "ROUND's FTRL learning rate eta; empty = sqrt((c-1) d') "
+          "(see selection.firal.round.default_eta).", min=1e-6, max=1e6, nullable=True),
+    Param("device", "str", None, "cpu, cuda or auto; empty = the worker's SELECTION_DEVICE "
+          "(SelectionContext.device).", choices=("cpu", "cuda", "auto"), nullable=True),
+)
+
+
+def _lam(params, context) -> tuple[float, str]:
+    if params["lam"] is not None:
+        return float(params["lam"]), "param"
+    if context is not None and context.l2 is not None:
+        return float(context.l2), "context.l2"
+    return 1.0, "default"
+
+
+def _problem(params, context, X_pool, probs_pool, X_labeled, probs_labeled, dtype):
+    device = params["device"] or (context.device if context is not None else "cpu") or "cpu"
+    dev = backend.resolve_device(device)
+    lam, lam_source = _lam(params, context)
+    move = (lambda a: None if a is None else backend.asarray(a, dev))
+    prob = make_problem(move(X_pool), move(probs_pool), move(X_labeled), move(probs_labeled),
+                        lam=lam, intercept=params["intercept"], dtype=dtype)
+    return prob, {"lam": lam, "lam_source": lam_source, "device": dev, "dtype": dtype,
+                  "n_labeled_in_fisher": prob.n_lab, "p": prob.p}
+
+
+def _progress(context):
+    return None if context is None else context.progress
+
+
+@register
+class FiralExact(Strategy):
+    name = "firal_exact"
+    description = ("Exact FIRAL (Chen & Biros 2023): dense Fisher matrices, for small problems "
+                   "(refuses past memory_budget_mb; use 'firal' then).")
+    params = _COMMON + (
+        Param("relax_iters", "int", 50, "Maximum RELAX (mirror descent) iterations.", min=1, max=10000),
+        Param("relax_tol", "float", 1e-5, "Stop RELAX when a step lowers f by less than this (relative).",
+              min=0.0, max=1.0),
+        Param("step_rule", "str", "adaptive", "Mirror-descent step rule (selection.firal.relax).",
+              choices=STEP_RULES),
+        Param("step_size", "float", 1.0, "Mirror-descent step eta (normalised by max |g| unless "
+              "step_rule='constant').", min=1e-6, max=1e6),
+        Param("memory_budget_mb", "int", 2048, "Refuse problems whose dense working set exceeds this.",
+              min=1, max=10**7),
+    )
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        p = self.params_
+        prob, info = _problem(p, context, X_pool, probs_pool, X_labeled, probs_labeled, "float64")
+        idx, _z, run = exact_firal(
+            prob, batch_size, relax_iters=p["relax_iters"], step=p["step_size"],
+            step_rule=p["step_rule"], relax_tol=p["relax_tol"], eta=p["round_eta"],
+            memory_budget=p["memory_budget_mb"] << 20, progress=_progress(context))
+        return Selection(idx, np.asarray(_gains(run, idx)), {**info, **_clean(run)})
+
+
+@register
+class Firal(Strategy):
+    name = "firal"
+    description = ("Approx-FIRAL (Chen, Wen & Biros 2024): matrix-free FIRAL with Hutchinson "
+                   "estimates, block-Jacobi PCG and a block-diagonal ROUND; NumPy or CuPy.")
+    params = _COMMON + (
+        Param("probes", "int", 10, "Hutchinson probes s per RELAX iteration.", min=1, max=1024),
+        Param("probe_resample", "bool", True, "Draw fresh probes every RELAX iteration (unbiased "
+              "steps; noise averages out) instead of holding them fixed (a biased surrogate)."),
+        Param("estimator", "str", "factored", "Hutchinson form: 'factored' (s solves, trace over "
+              "the pool's factor of H_p) or 'two-sided' (the paper's, 2s solves).", choices=ESTIMATORS),
+        Param("cg_rtol", "float", 1e-2, "PCG relative residual tolerance.", min=1e-10, max=0.5),
+        Param("cg_maxiter", "int", 100, "PCG iteration cap per solve.", min=1, max=100000),
+        Param("relax_iters", "int", 20, "RELAX (mirror descent) iterations.", min=1, max=10000),
+        Param("relax_tol", "float", 0.0, "Stop RELAX when a step lowers the estimated f by less "
+              "than this (relative); 0 = run all iterations.", min=0.0, max=1.0),
+        Param("step_rule", "str", "normalized", "Mirror-descent step rule (selection.firal.relax); "
+              "'adaptive' needs probe_resample=false.", choices=STEP_RULES),
+        Param("step_size", "float", 2.0, "Mirror-descent step eta (normalised by max |g| unless "
+              "step_rule='constant').", min=1e-6, max=1e6),
+        Param("dtype", "str", "float32", "Floating point type of the computation.",
+              choices=("float32", "float64")),
+    )
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        p = self.params_
+        if p["probe_resample"] and p["step_rule"] == "adaptive":
+            raise ValueError("parameter 'step_rule'='adaptive' needs probe_resample=false (it "
+                             "compares objective estimates made with the same probes)")
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        p = self.params_
+        prob, info = _problem(p, context, X_pool, probs_pool, X_labeled, probs_labeled, p["dtype"])
+        idx, _z, run = approx_firal(
+            prob, batch_size, probes=p["probes"], estimator=p["estimator"],
+            resample=p["probe_resample"], cg_rtol=p["cg_rtol"], cg_maxiter=p["cg_maxiter"],
+            relax_iters=p["relax_iters"], step=p["step_size"], step_rule=p["step_rule"],
+            relax_tol=p["relax_tol"], eta=p["round_eta"], rng=rng, progress=_progress(context))
+        return Selection(idx, np.asarray(_gains(run, idx)), {**info, **_clean(run)})
+
+
+def _gains(run, idx):
+    return run.pop("round_gains", [np.nan] * len(idx))
+
+
+def _clean(run):
+    return {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in run.items()}
