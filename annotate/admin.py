@@ -256,11 +256,12 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
     def import_view(self, request, project_id):
         project = self._project(request, project_id)
-        form = ImportForm(request.POST or None, request.FILES or None)
+        form = ImportForm(request.POST or None, request.FILES or None, user=request.user)
         if request.method == "POST" and form.is_valid():
             d = form.cleaned_data
             upload_dir = f"uploads/{uuid.uuid4().hex}"
-            options = {"class_folders": d["class_folders"], "labels_as": d["labels_as"], "cleanup_dir": upload_dir}
+            options = {"class_folders": d["class_folders"], "labels_as": d["labels_as"], "cleanup_dir": upload_dir,
+                       "server_paths": request.user.is_superuser}
 
             def keep(upload) -> str:
                 dest = storage.media_path(f"{upload_dir}/{Path(upload.name).name}")

@@ -240,6 +240,22 @@ class ImportForm(forms.Form):
                  ("prelabels", "pre-labels (count as annotations)")],
         initial="ground_truth", label="Use labels as")
 
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        if user is not None and not user.is_superuser:
+            # Only superusers may point the server at its own files (a folder, a path or file:// URL).
+            del self.fields["folder"]
+            self.fields["manifest_url"].label = "Or a manifest URL"
+            self.fields["manifest_url"].help_text = "An http(s):// URL."
+
+    def clean_manifest_url(self) -> str:
+        url = (self.cleaned_data.get("manifest_url") or "").strip()
+        if url and self.user is not None and not self.user.is_superuser and not url.lower().startswith(
+                ("http://", "https://")):
+            raise forms.ValidationError("only http(s):// URLs are allowed; upload the manifest file instead")
+        return url
+
     def clean(self):
         data = super().clean()
         if not (data.get("zip_file") or data.get("folder") or data.get("manifest_file") or data.get("manifest_url")):

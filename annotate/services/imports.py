@@ -68,6 +68,9 @@ class ImportOptions:
     embeddings  : .npy matrix, one row per manifest row (or per image file in sorted path order).
     class_folders : read ``<class>/<file>`` (the first folder under the root) as the label.
     labels_as   : "ground_truth" (kept apart, for evaluation) or "prelabels" (annotations).
+    server_paths : whether a manifest may name files on the server (absolute paths, ``..``,
+                  ``file://``).  Off for imports started by project admins who are not superusers:
+                  their manifest may only name files inside the uploaded zip/folder or http(s) URLs.
     """
 
     source: str = ""
@@ -75,6 +78,7 @@ class ImportOptions:
     embeddings: str = ""
     class_folders: bool = False
     labels_as: str = "ground_truth"
+    server_paths: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ImportOptions":
@@ -370,6 +374,9 @@ def _plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], list[tup
                 if e is None:
                     e = _Entry(name=key, read=_missing(key, "not found in the source folder/zip"))
                 listed.append(_Entry(name=e.name, read=e.read, size=e.size, label=label))
+            elif not opts.server_paths and (scheme == "file" or os.path.isabs(ref) or ".." in PurePosixPath(ref).parts):
+                raise ImportRejected(f"manifest entry {ref!r} names a file on the server; only paths inside the "
+                                     "uploaded zip or http(s) URLs are allowed here")
             elif scheme in ("http", "https", "file"):
                 listed.append(_Entry(name=ref, read=lambda lim, ref=ref: _fetch(ref, lim, what="image"), label=label))
             else:

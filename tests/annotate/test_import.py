@@ -311,3 +311,44 @@ def test_bad_options_are_named(media, tmp_path):
         ImportOptions.from_dict({})
     with pytest.raises(ImportRejected, match="does not exist"):
         ImportOptions.from_dict({"source": str(tmp_path / "nope")})
+
+
+def test_without_server_paths_a_manifest_may_not_reach_outside(media, tmp_path):
+    write_tree(tmp_path / "secret", {"s.png": image_bytes(3)})
+    src = write_tree(tmp_path / "src", {"a.png": image_bytes(1)})
+    project = make_project()
+    for ref in [str(tmp_path / "secret" / "s.png"), "../secret/s.png", (tmp_path / "secret" / "s.png").as_uri()]:
+        man = tmp_path / "m.csv"
+        man.write_text(_csv([("a.png", "cat"), (ref, "cat")]))
+        with pytest.raises(ImportRejected, match="names a file on the server"):
+            run(project, manifest=str(man), server_paths=False)
+    assert not Item.objects.exists()
+    man.write_text(_csv([("a.png", "cat")]))
+    assert run(project, source=str(src), manifest=str(man), server_paths=False).imported == 1
+
+
+def test_admin_import_page_for_a_project_admin_offers_uploads_only(media, tmp_path):
+    from datakit import add_member
+    from django.test import Client
+
+    project = make_project()
+    boss = make_user("boss")
+    add_member(project, boss, "admin")
+    c = Client()
+    c.force_login(boss)
+    page = c.get(f"/admin/annotate/project/{project.pk}/import/").content.decode()
+    assert 'name="zip_file"' in page and 'name="folder"' not in page
+    r = c.post(f"/admin/annotate/project/{project.pk}/import/", {"manifest_url": "/etc/passwd",
+                                                                 "labels_as": "ground_truth"})
+    assert r.status_code == 200 and "only http(s):// URLs are allowed" in r.content.decode()
+    assert not Job.objects.exists()
+    z = write_zip(tmp_path / "up.zip", {"cat/a.png": image_bytes(1)})
+    with open(z, "rb") as fh:
+        r = c.post(f"/admin/annotate/project/{project.pk}/import/", {"zip_file": fh, "class_folders": "on",
+                                                                     "labels_as": "ground_truth"})
+    assert r.status_code == 302
+    job = Job.objects.get()
+    assert job.params["server_paths"] is False and job.params["class_folders"] is True
+    job = import_execute(job_id=str(job.pk))
+    assert job.status == Job.Status.DONE and job.result["imported"] == 1
+    assert not storage.media_path(job.params["cleanup_dir"]).exists()  # the upload is removed afterwards
