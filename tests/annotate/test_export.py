@@ -214,3 +214,28 @@ def test_export_job_writes_a_file_and_reports_progress(labeled, monkeypatch, dja
     assert pushed[0] == Job.Status.RUNNING and pushed[-1] == Job.Status.DONE
     with pytest.raises(ValueError, match="export format 'xml' is not one of"):
         export_request(project=project, fmt="xml")
+
+
+def test_management_commands_import_embed_and_export(media, tmp_path):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    src = write_tree(tmp_path / "src", class_tree(n_per_class=3))
+    call_command("import_images", "cmdproj", str(src), "--create", "--class-folders", "--labels-as", "prelabels",
+                 "--no-embed")
+    project = type(make_project()).objects.get(name="cmdproj")
+    assert project.classes == ["cat", "dog"] and project.items.count() == 6
+    call_command("embed_project", "cmdproj", "--extractor", "pixels", "--param", "size=8", "--param", "dim=3")
+    project.refresh_from_db()
+    assert project.embedding_dim == 3 and storage.load_embeddings(project).shape == (6, 3)
+    out = tmp_path / "x.csv"
+    call_command("export_project", str(project.pk), "--format", "csv", "--out", str(out))
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["image"]: r["label"] for r in rows} == {name: name.split("/")[0] for name in class_tree(3)}
+    with pytest.raises(CommandError, match="escapes the target folder"):
+        from datakit import write_zip
+
+        call_command("import_images", "cmdproj", str(write_zip(tmp_path / "bad.zip", {"../a.png": b"x"})))
+    with pytest.raises(CommandError, match="no project 'nope'"):
+        call_command("export_project", "nope", "--format", "csv", "--out", str(out))
