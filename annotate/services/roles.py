@@ -43,6 +43,7 @@ _ROLE_PERMS = {
         "annotate.delete_membership",
         "annotate.view_item", "annotate.view_round", "annotate.view_job", "annotate.view_queueentry",
         "annotate.view_annotation",
+        "auth.view_user",  # to pick members in the membership inline (user autocomplete)
     ],
 }
 

@@ -129,3 +129,16 @@ def test_project_admins_see_only_their_projects_in_django_admin(world):
     listing = c.get("/admin/annotate/project/").content.decode()
     assert project.name in listing and ">other<" not in listing
     assert client_for(users["reviewer"]).get("/admin/annotate/project/").status_code == 302  # not staff
+
+
+def test_project_admin_can_add_a_member_through_admin(world):
+    project, users, _, _ = world
+    newbie = make_user("newbie")
+    c = client_for(users["admin"])
+    r = c.get("/admin/autocomplete/", {"term": "new", "app_label": "annotate", "model_name": "membership",
+                                       "field_name": "user"})
+    assert r.status_code == 200 and any(x["text"] == "newbie" for x in r.json()["results"])
+    r = c.post("/admin/annotate/membership/add/", {"project": project.pk, "user": newbie.pk, "role": "reviewer"})
+    assert r.status_code == 302, r.content.decode()[:500]
+    newbie.refresh_from_db()
+    assert set(newbie.groups.values_list("name", flat=True)) == {GROUPS["reviewer"]}
