@@ -62,7 +62,8 @@ class SelectionContext:
 
     X_all      : (N, d) every item's embedding (for strategies that precompute over the whole
                  set once, e.g. Cluster-Margin's clustering, cached per ``embedding_version``).
-    pool_index : (n_pool,) int64, the row of ``X_all`` for each pool row.
+    pool_index : (n_pool,) int64, the row of ``X_all`` for each pool row (None with ``X_all``
+                 given: the pool is ``X_all`` itself).
     cache_dir  : a folder where a strategy may keep per-embedding-version caches.
     embedding_version : a string that changes whenever the embeddings change.
     l2         : the head's L2 strength (lambda in FIRAL's Fisher matrices).
@@ -218,7 +219,8 @@ class Strategy:
 
 def _subset_context(ctx: SelectionContext, rows: np.ndarray) -> SelectionContext:
     if ctx.pool_index is None:
-        return SelectionContext(**{**ctx.__dict__, "pool_index": None})
+        # X_all without pool_index means the pool is X_all itself, row for row
+        return SelectionContext(**{**ctx.__dict__, "pool_index": None if ctx.X_all is None else rows})
     return SelectionContext(**{**ctx.__dict__, "pool_index": np.asarray(to_numpy(ctx.pool_index))[rows]})
 
 
