@@ -1,0 +1,146 @@
+"""Data sets for simulation and benchmarks: digits, a Gaussian-mixture generator, user ``.npy`` files.
+
+Every loader returns a :class:`Dataset` with ``X`` (n, d) float32 embeddings and ``y`` (n,)
+int64 labels in ``[0, c)``.  :func:`load_dataset` parses the ``--data`` argument of the CLIs:
+
+- ``digits``: scikit-learn's bundled 8x8 digit images (1797 x 64, 10 classes), pixels / 16;
+- ``gmm`` or ``gmm:n=20000,c=10,d=64,imbalance=10,spread=2,seed=0``: :func:`gaussian_mixture`;
+- ``npy:EMB.npy,LABELS.npy`` (or two paths): :func:`load_npy`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Dataset:
+    """X : (n, d) float32; y : (n,) int64 in [0, c); class_names : c names."""
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+def digits() -> Dataset:
+    """scikit-learn's bundled digits (no download): 1797 images of 8x8 pixels in [0, 1]."""
+    from sklearn.datasets import load_digits  # noqa: PLC0415
+
+    X, y = load_digits(return_X_y=True)
+    return Dataset("digits", (X / 16.0).astype(np.float32), y.astype(np.int64), [str(k) for k in range(10)])
+
+
+def gaussian_mixture(
+    n: int = 10_000,
+    c: int = 10,
+    d: int = 64,
+    *,
+    imbalance: float = 1.0,
+    spread: float = 2.0,
+    seed: int = 0,
+) -> Dataset:
+    """Synthetic embeddings: one Gaussian per class.
+
+    x = mu_y + e, e ~ N(0, I_d); class means mu_k ~ N(0, (spread^2 / d) I_d), so two class means
+    lie about ``spread * sqrt(2)`` noise standard deviations apart whatever d is (larger spread:
+    easier).  Class priors fall geometrically from the first to the last class, the largest
+    ``imbalance`` times the smallest (1 = balanced).  Every class gets at least one point.
+    """
+    for name, v, lo in (("n", n, 1), ("c", c, 2), ("d", d, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name}={v!r} must be an int >= {lo}")
+    if n < c:
+        raise ValueError(f"n={n} must be at least c={c} so every class has a point")
+    if not (np.isfinite(imbalance) and imbalance >= 1):
+        raise ValueError(f"imbalance={imbalance!r} must be >= 1 (ratio of largest to smallest class)")
+    if not (np.isfinite(spread) and spread > 0):
+        raise ValueError(f"spread={spread!r} must be > 0")
+    rng = np.random.default_rng(seed)
+    prior = imbalance ** (-np.arange(c) / max(c - 1, 1))
+    prior /= prior.sum()
+    y = np.concatenate([np.arange(c), rng.choice(c, size=n - c, p=prior)])
+    rng.shuffle(y)
+    mu = rng.standard_normal((c, d)) * (spread / np.sqrt(d))
+    X = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 1 << 16):  # chunks keep the float64 temporaries small at n = 1M
+        yy = y[s:s + (1 << 16)]
+        X[s:s + len(yy)] = mu[yy] + rng.standard_normal((len(yy), d))
+    name = f"gmm(n={n},c={c},d={d},imbalance={imbalance:g},spread={spread:g},seed={seed})"
+    return Dataset(name, X, y.astype(np.int64), [f"class{k}" for k in range(c)])
+
+
+def load_npy(embeddings: str, labels: str) -> Dataset:
+    """User data: ``embeddings`` a (n, d) numeric ``.npy``; ``labels`` a (n,) ``.npy`` of ints or strings.
+
+    String (or non-contiguous integer) labels are mapped to ``0..c-1`` in sorted order; the
+    originals become ``class_names``.  Raises ``ValueError`` naming the file and the problem.
+    """
+    X = _load(embeddings, "embeddings")
+    y = _load(labels, "labels")
+    if X.ndim != 2:
+        raise ValueError(f"embeddings file {embeddings!r} must hold a 2-D (n, d) array; got shape {X.shape}")
+    if X.dtype.kind not in "fiu":
+        raise ValueError(f"embeddings file {embeddings!r} must be numeric; got dtype {X.dtype}")
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).any(axis=1).sum())
+        raise ValueError(f"embeddings file {embeddings!r} has NaN or inf in {bad} rows")
+    if y.ndim != 1:
+        raise ValueError(f"labels file {labels!r} must hold a 1-D (n,) array; got shape {y.shape}")
+    if len(y) != len(X):
+        raise ValueError(f"labels file {labels!r} has {len(y)} labels but the embeddings have {len(X)} rows")
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y).all() and np.all(y == np.round(y))):
+            raise ValueError(f"labels file {labels!r} holds non-integer numbers; use ints or strings")
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iuUSO":
+        raise ValueError(f"labels file {labels!r} must hold ints or strings; got dtype {y.dtype}")
+    names, yi = np.unique(y, return_inverse=True)
+    if len(names) < 2:
+        raise ValueError(f"labels file {labels!r} has only {len(names)} distinct class(es); at least 2 are needed")
+    base = os.path.splitext(os.path.basename(embeddings))[0]
+    return Dataset(f"npy:{base}", X.astype(np.float32), yi.astype(np.int64), [str(v) for v in names])
+
+
+def _load(path: str, what: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise ValueError(f"{what} file {path!r} does not exist")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"{what} file {path!r} is not a plain .npy array ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{what} file {path!r} cannot be read as .npy ({exc})") from None
+
+
+_GMM_KEYS = {"n": int, "c": int, "d": int, "imbalance": float, "spread": float, "seed": int}
+
+
+def load_dataset(spec: str) -> Dataset:
+    """Parse a ``--data`` value (module docstring) and load it."""
+    spec = spec.strip()
+    if spec == "digits":
+        return digits()
+    if spec == "gmm" or spec.startswith("gmm:"):
+        kw = {}
+        for part in filter(None, spec[4:].split(",")):
+            key, _, val = part.partition("=")
+            if key not in _GMM_KEYS or not val:
+                raise ValueError(f"--data gmm: bad option {part!r}; use key=value with keys {sorted(_GMM_KEYS)}")
+            try:
+                kw[key] = _GMM_KEYS[key](val)
+            except ValueError:
+                raise ValueError(f"--data gmm: {key}={val!r} is not a valid {_GMM_KEYS[key].__name__}") from None
+        return gaussian_mixture(**kw)
+    if spec.startswith("npy:"):
+        paths = spec[4:].split(",")
+        if len(paths) != 2:
+            raise ValueError(f"--data npy: expects 'npy:EMBEDDINGS.npy,LABELS.npy'; got {spec!r}")
+        return load_npy(*paths)
+    raise ValueError(f"--data {spec!r} is not 'digits', 'gmm[:key=value,...]' or 'npy:EMB.npy,LABELS.npy'")
