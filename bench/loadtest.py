@@ -414,7 +414,7 @@ def cmd_count(args) -> None:
     rounds = list(Round.objects.filter(project_id=pid).values_list("status", "timings"))
     out = {
         "stored_labels": len(stored), "acked": len(acked), "acked_replays": sum(1 for a in acked.values() if not a["created"]),
-        "unacked": len(unacked), "lost": len(lost), "mismatched": len(mismatched), "unexpected": len(unexpected),
+        "unacked": len(unacked), "unacked_stored": sum(1 for c in unacked if c in stored), "lost": len(lost), "mismatched": len(mismatched), "unexpected": len(unexpected),
         "duplicate_client_ids": dup_client, "duplicate_item_annotator": dup_item_user,
         "items_labeled_by_two": two_annotators, "items_open_twice": open_twice, "items_granted_to_two": granted_twice,
         "rounds": dict(Counter(s for s, _ in rounds)),
@@ -499,6 +499,13 @@ def _create_db(args) -> None:
     with psycopg.connect(f"{args.pg_url.rstrip('/')}/postgres", autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{args.db_name}"')
+
+
+def _drop_db(args) -> None:
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(f"{args.pg_url.rstrip('/')}/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{args.db_name}" WITH (FORCE)')
 
 
 def table(rows: list[tuple], head: tuple) -> str:
@@ -595,6 +602,8 @@ def cmd_run(args) -> None:
         2 * cpu["wall_s"], cpu, log.get("cpu_s"))
     print(report)
     (work / "report.md").write_text(report + "\n")
+    if args.drop_db:
+        _drop_db(args)
     bad = [k for k in ("lost", "mismatched", "unexpected", "duplicate_client_ids", "duplicate_item_annotator",
                        "items_labeled_by_two", "items_open_twice", "items_granted_to_two") if counts[k]]
     if bad:
@@ -635,6 +644,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--settings", default="config.settings", help="DJANGO_SETTINGS_MODULE of the server side")
     p.add_argument("--web-processes", type=int, default=1, help="Daphne processes sharing the listening socket")
+    p.add_argument("--drop-db", action="store_true", help="drop the database at the end")
     p.add_argument("--setup")
     p.add_argument("--log")
     p.add_argument("--out")
