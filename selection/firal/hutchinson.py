@@ -32,7 +32,11 @@ def rademacher(rng, shape, dtype, xp):
     """+-1 entries from the NumPy Generator ``rng`` (drawn on the host: same draws on CPU and GPU)."""
     import numpy as np  # noqa: PLC0415
 
-    a = rng.integers(0, 2, size=shape, dtype=np.int8).astype(dtype) * 2 - 1
+    size = int(np.prod(shape))
+    bits = np.unpackbits(rng.integers(0, 256, size=(size + 7) // 8, dtype=np.uint8))[:size]
+    a = bits.astype(dtype).reshape(shape)
+    a *= 2
+    a -= 1
     return xp.asarray(a)
 
 

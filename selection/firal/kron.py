@@ -24,11 +24,13 @@ def row_chunks(n: int, width: int):
         yield slice(start, min(n, start + rows))
 
 
-def gamma_apply(Q, U):
-    """Gamma_i u for each row: Q (n, k), U (n, s, k) -> (n, s, k) (a new array)."""
-    q = Q[:, None, :]
-    qu = (U * q).sum(axis=-1, keepdims=True)
-    return q * (U - qu)
+def gamma_apply(Q, U, out=None):
+    """Gamma_i u for each row: Q (n, k), U (n, s, k) -> (n, s, k); ``out=U`` works in place."""
+    xp = get_array_module(Q, U)
+    qu = xp.matmul(U, Q[:, :, None])            # (n, s, 1): <q_i, u>
+    out = xp.subtract(U, qu, out=out)
+    out *= Q[:, None, :]
+    return out
 
 
 def fisher_matvec(X, Q, w, V, *, out=None):
@@ -45,7 +47,7 @@ def fisher_matvec(X, Q, w, V, *, out=None):
     for sl in row_chunks(X.shape[0], s * k):
         Xc = X[sl]
         U = (Xc @ Vm.T).reshape(-1, s, k)          # U_i = V x_i for every probe
-        R = gamma_apply(Q[sl], U)                    # per-point class mixing
+        R = gamma_apply(Q[sl], U, out=U)             # per-point class mixing
         if w is not None:
             R *= w[sl][:, None, None]
         acc += R.reshape(-1, s * k).T @ Xc           # back-projection

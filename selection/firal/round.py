@@ -108,9 +108,11 @@ def round_dense(prob, z, b: int, eta: float | None = None, *, progress=None):
 
 
 def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
-                    return_state: bool = False):
+                    return_state: bool = False, candidates: int = 0):
     """Approx-FIRAL ROUND on the c-1 diagonal d x d blocks. Returns (pool indices, info).
 
+    ``candidates`` > 0 scores only the ``candidates`` pool points with the largest relaxed
+    weight z*_i (at least b of them) instead of the whole pool.
     ``return_state`` adds info["state"] = (Linv, B): the whitening blocks and the accumulated
     blocks eta * sum_t F_t after the last step (for tests).
     """
@@ -126,6 +128,12 @@ def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
     C = Linv @ Ho @ Linv.transpose(0, 2, 1)                            # whitened H_o + lam I
     G = prob.Qp * (1 - prob.Qp)                                        # (n, k) block weights
     Xp = prob.Xp
+    cand = None
+    if candidates and candidates < n:
+        zh = np.asarray(to_numpy(z), dtype=np.float64)
+        cand = np.sort(np.argpartition(-zh, max(candidates, b) - 1)[:max(candidates, b)])
+        ci = xp.asarray(cand)
+        G, Xp, n = G[ci], Xp[ci], len(cand)
     B = xp.zeros((k, d, d), dtype=prob.dtype)
     taken = np.zeros(n, dtype=bool)
     chosen, gains = [], []
@@ -157,7 +165,9 @@ def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
         B += eta * (G[i][:, None, None] * (u[:, :, None] * u[:, None, :]) + C / b)
         if progress is not None:
             progress((t + 1) / b, f"ROUND {t + 1}/{b}")
-    info = {"eta": eta, "gains": gains}
+    info = {"eta": eta, "gains": gains, "candidates": n}
+    if cand is not None:
+        chosen = cand[np.asarray(chosen, dtype=np.int64)].tolist()
     if return_state:
         info["state"] = (Linv, B)
     return np.asarray(chosen, dtype=np.int64), info

@@ -76,4 +76,4 @@ def test_hutchinson_trace_and_gradient_converge_to_exact(estimator):
         errs.append((np.mean(fe), np.mean(ge)))
     (f8, g8), (f128, g128), (f2k, g2k) = errs
     assert g2k < g128 < g8 and f2k < f8
-    assert f2k < 0.01 and g2k < 0.05
+    assert f2k < 0.02 and g2k < 0.05
