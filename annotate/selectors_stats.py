@@ -15,8 +15,7 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count
-from django.db.models.functions import TruncHour
+from django.db.models import Case, Count, IntegerField, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from .models import Annotation, Item, Job, Project, QueueEntry, Round
@@ -67,12 +66,22 @@ def learning_curve(*, project: Project) -> list[dict[str, Any]]:
 
 
 def label_distribution(*, project: Project) -> list[dict[str, Any]]:
-    """Items per final label, in the project's class order (then any label no longer a class)."""
-    counts: dict[str, int] = {}
-    ids = list(Item.objects.filter(project=project).values_list("pk", flat=True))
-    for a in range(0, len(ids), 5000):
-        for fl in final_labels(ids[a:a + 5000]).values():
-            counts[fl.label] = counts.get(fl.label, 0) + 1
+    """Items per final label, in the project's class order (then any label no longer a class).
+
+    One grouped query: each item's final label (``selectors_labels``: a current correction first,
+    else the latest current label) is a correlated subquery over the (item, is_current) index.
+    """
+    final = (
+        Annotation.objects.filter(item=OuterRef("pk"), is_current=True, action__in=LABEL_ACTIONS)
+        .exclude(label="")
+        .annotate(corr=Case(When(action=Annotation.Action.CORRECT, then=Value(1)), default=Value(0),
+                            output_field=IntegerField()))
+        .order_by("-corr", "-id")
+        .values("label")[:1]
+    )
+    rows = (Item.objects.filter(project=project).annotate(final=Subquery(final)).exclude(final=None)
+            .values("final").annotate(n=Count("id")).order_by())
+    counts = {r["final"]: r["n"] for r in rows}
     order = list(project.classes) + sorted(set(counts) - set(project.classes))
     return [{"label": c, "count": counts.get(c, 0)} for c in order]
 
@@ -87,17 +96,20 @@ def labels_per_annotator(*, project: Project) -> list[dict[str, Any]]:
 
 
 def labels_per_hour(*, project: Project, hours: int = HOURS, now=None) -> list[dict[str, Any]]:
-    """Label events (labels and corrections, including ones undone later) per hour, last ``hours`` hours."""
+    """Label events (labels and corrections, including ones undone later) per hour, last ``hours`` hours.
+
+    One query with a filtered count per hour: plain range comparisons, so no per-row date function
+    (SQLite evaluates ``TruncHour`` in Python, row by row).
+    """
     now = now or timezone.now()
     end = now.replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=hours - 1)
-    rows = (
-        Annotation.objects.filter(item__project=project, action__in=LABEL_ACTIONS, created_at__gte=start)
-        .annotate(hour=TruncHour("created_at")).values("hour").annotate(n=Count("id"))
-    )
-    by_hour = {r["hour"]: r["n"] for r in rows}
-    return [{"hour": (start + timedelta(hours=h)).isoformat(), "labels": by_hour.get(start + timedelta(hours=h), 0)}
-            for h in range(hours)]
+    edges = [start + timedelta(hours=h) for h in range(hours + 1)]
+    counts = Annotation.objects.filter(
+        item__project=project, action__in=LABEL_ACTIONS, created_at__gte=start, created_at__lt=edges[-1],
+    ).aggregate(**{f"h{h}": Count("id", filter=Q(created_at__gte=edges[h], created_at__lt=edges[h + 1]))
+                   for h in range(hours)})
+    return [{"hour": edges[h].isoformat(), "labels": counts[f"h{h}"]} for h in range(hours)]
 
 
 def _seconds(a, b) -> float | None:

@@ -76,6 +76,12 @@ def test_learning_curve_counts_only_labeled_audit_items_with_a_prediction(make_p
         assert p["lo"] <= p["accuracy"] <= p["hi"]
     assert stats["audit"]["n"] == sum(n for _, n in expected.values())
     dist = {d["label"]: d["count"] for d in stats["label_distribution"]}
+    from collections import Counter
+
+    from annotate.selectors_labels import final_labels
+
+    reference = Counter(f.label for f in final_labels([i.pk for i in items]).values())
+    assert {k: v for k, v in dist.items() if v} == dict(reference)  # SQL grouping == the Python rule
     assert sum(dist.values()) == stats["totals"]["labeled"] == Annotation.objects.filter(
         action="label", item__project=project).values("item").distinct().count()
     per = {d["annotator"]: d["labels"] for d in stats["per_annotator"]}

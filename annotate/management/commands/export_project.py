@@ -12,6 +12,23 @@ from annotate.services.exports import FORMATS, export_write
 from .import_images import _project
 
 
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process in MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this program's own address space.
+    (``ru_maxrss`` would also count the parent's memory at fork time: Linux carries the old address
+    space's high-water mark across ``exec``.)  Elsewhere ``ru_maxrss`` (KiB on Linux/BSD).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class Command(BaseCommand):
     help = "Export a project's labels: " + ", ".join(FORMATS)
 
@@ -25,7 +42,7 @@ class Command(BaseCommand):
         project = _project(o["project"])
         t0 = time.perf_counter()
         n = export_write(project=project, fmt=o["format"], path=Path(o["out"]), predictions=o["predictions"])
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mib = peak_rss_mib()
         self.stdout.write(self.style.SUCCESS(
             f"wrote {n} records to {o['out']} ({Path(o['out']).stat().st_size} bytes) in "
             f"{time.perf_counter() - t0:.1f} s; peak RSS of this process {peak_mib:.0f} MiB"))
