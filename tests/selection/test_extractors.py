@@ -105,3 +105,20 @@ def test_torch_bad_model_file_is_a_clear_error(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="'bad.pt' is not a loadable TorchScript model"):
         make_extractor("torch", {"path": str(tmp_path / "bad.pt"), "device": "cpu"}).extract(lambda i: None, 1)
+
+
+@pytest.mark.gpu
+def test_torchscript_on_cuda_matches_cpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten())
+    path = tmp_path / "m.pt"
+    torch.jit.script(model).save(str(path))
+    imgs, _ = _images(9, size=16, seed=5)
+    params = {"path": str(path), "size": 16, "batch": 4}
+    cpu = make_extractor("torch", {**params, "device": "cpu"}).extract(lambda i: imgs[i], 9)
+    gpu = make_extractor("torch", {**params, "device": "cuda"}).extract(lambda i: imgs[i], 9)
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-4, atol=1e-5)
