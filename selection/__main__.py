@@ -1,0 +1,31 @@
+"""``python -m selection {simulate,bench} ...``: the library's command-line tools."""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m selection {simulate,bench} [options]
+
+  simulate   oracle active-learning loop: learning curves (CSV, table, PNG)
+  bench      time and peak memory per strategy over n, c, d, b   (bench firal: FIRAL's own bench)
+
+Run 'python -m selection <command> --help' for the options."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "simulate":
+        from .simulate import main as run  # noqa: PLC0415
+    elif cmd == "bench":
+        from .bench import main as run  # noqa: PLC0415
+    else:
+        print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return run(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
