@@ -120,6 +120,7 @@ class ImportResult:
     new_classes: list[str] = field(default_factory=list)
     embedding_version: int | None = None
     embedding_job: str | None = None
+    embedding_error: str = ""
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped_count += 1
@@ -670,8 +671,12 @@ def import_execute(*, job_id: str) -> Job:
         if result.imported and not opts.embeddings and job.project.extractor != "precomputed":
             from .embeddings import embedding_request  # noqa: PLC0415
 
-            emb_job = embedding_request(project=Project.objects.get(pk=job.project_id), user=job.created_by)
-            result.embedding_job = str(emb_job.pk)
+            try:
+                emb_job = embedding_request(project=Project.objects.get(pk=job.project_id), user=job.created_by)
+            except ValueError as exc:  # the import stands; the admin fixes the extractor and re-embeds
+                result.embedding_error = f"embeddings not computed: {exc}"
+            else:
+                result.embedding_job = str(emb_job.pk)
     except ImportRejected as exc:
         return job_services.job_fail(job=job, error=str(exc))
     except Exception as exc:
@@ -686,6 +691,8 @@ def import_execute(*, job_id: str) -> Job:
         message += f", {result.already_present} already present"
     if result.skipped_count:
         message += f", skipped {result.skipped_count}"
+    if result.embedding_error:
+        message += f"; {result.embedding_error}"
     job = job_services.job_finish(job=job, result=result.as_dict(), message=message)
     job_services.stats_push(project_id=job.project_id)
     return job

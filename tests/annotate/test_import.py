@@ -352,3 +352,14 @@ def test_admin_import_page_for_a_project_admin_offers_uploads_only(media, tmp_pa
     job = import_execute(job_id=str(job.pk))
     assert job.status == Job.Status.DONE and job.result["imported"] == 1
     assert not storage.media_path(job.params["cleanup_dir"]).exists()  # the upload is removed afterwards
+
+
+def test_import_stands_when_the_embedding_job_cannot_be_queued(media, tmp_path, monkeypatch):
+    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
+    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
+    project = make_project(extractor="torch")  # no model file uploaded yet
+    job = import_request(project=project, options={"source": str(write_tree(tmp_path / "s", {"a.png": image_bytes(1)}))})
+    job = import_execute(job_id=str(job.pk))
+    assert job.status == Job.Status.DONE and job.result["imported"] == 1
+    assert "embeddings not computed: extractor 'torch' needs a model file" in job.message
+    assert Item.objects.filter(project=project).count() == 1
