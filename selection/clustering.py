@@ -46,7 +46,8 @@ Scalable path (n > ``exact_max_n``), memory O(n d + K^2):
    cluster.
 
 What the approximation cannot do: split a cell.  Clusters smaller than a cell (about n / K
-points) are out of reach; ask for coarser clusters or a larger K.
+points) are out of reach: a cut by count asking for more than K clusters returns the K cells
+(``info["resolution_capped"]``), and a small eps returns cells rather than splitting them.
 """
 from __future__ import annotations
 
@@ -329,7 +330,9 @@ def average_linkage_clusters(
         if progress:
             progress(0.5, f"average linkage over {K} cells")
         if n_clusters is not None and n_clusters > K:
-            raise ValueError(f"n_clusters={n_clusters} exceeds the {K} coarse cells; raise n_coarse or ask for fewer")
+            # finer than the cells can resolve: the cells themselves are the finest clustering on offer
+            info.update(n_clusters_requested=n_clusters, resolution_capped=True)
+            n_clusters = K
         D = cell_distances(mu, s, d_eff if spread_correction else None)
         A, B, H = upgma_nn_chain(D, counts)
         del D

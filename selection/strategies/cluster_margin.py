@@ -82,7 +82,8 @@ class ClusterMargin(Strategy):
         Param("eps", "float", None, "Cut the average-linkage tree at this Euclidean distance (the paper's "
               "epsilon). Leave empty to cut by target_cluster_size instead.", min=1e-12, nullable=True),
         Param("target_cluster_size", "float", 20.0, "Mean cluster size wanted: the tree is cut into "
-              "round(N / size) clusters (used when eps is empty).", min=1.0, max=1e7),
+              "round(N / size) clusters (used when eps is empty). Above exact_max_n points at most n_coarse "
+              "clusters can be formed, so the mean size is then at least N / n_coarse.", min=1.0, max=1e7),
         Param("km_ratio", "float", 10.0, "k_m / b: how many lowest-margin candidates per batch slot "
               "(the paper's k_m; sources use 1.25 and 10).", min=1.0, max=1000.0),
         Param("exact_max_n", "int", 10_000, "Largest set clustered with exact HAC (needs ~8 n^2 bytes); "

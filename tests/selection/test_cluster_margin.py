@@ -168,3 +168,10 @@ def test_pool_index_must_match():
     with pytest.raises(ValueError, match="pool_index"):
         make_strategy("cluster_margin", {}).select(X[:40], P, X_labeled=X[40:43], y_labeled=np.arange(3),
                                                    batch_size=5, context=ctx)
+
+
+def test_count_finer_than_the_cells_returns_the_cells():
+    X, _ = _mixture(2000, 4, 5, 3.0, 9)
+    lab, info = average_linkage_clusters(X, n_clusters=500, exact_max_n=100, n_coarse=100)
+    assert info["resolution_capped"] and info["n_clusters_requested"] == 500
+    assert info["n_clusters"] == info["n_cells"] == lab.max() + 1
