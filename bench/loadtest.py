@@ -568,9 +568,14 @@ def cmd_run(args) -> None:
             daphnes.append(subprocess.Popen(
                 [PY, "-m", "daphne", "--fd", str(fd), "config.asgi:application"], pass_fds=(fd,),
                 cwd=ROOT, env=env, stdout=logs["daphne"], stderr=subprocess.STDOUT))
+        # torch's intra-op threads: on a small machine shared with the web process, OpenMP threads
+        # that spin while their core runs Daphne make a 0.1 s fit take seconds (docs/bench-load.md).
+        worker_env = dict(env)
+        if args.worker_threads:
+            worker_env.update(OMP_NUM_THREADS=str(args.worker_threads), MKL_NUM_THREADS=str(args.worker_threads))
         worker = subprocess.Popen([PY, "-m", "celery", "-A", "config", "worker", "-Q", "gpu,cpu", "-c", "1",
                                    "-n", f"load-{os.getpid()}@%h", "--loglevel", "WARNING"],
-                                  cwd=ROOT, env=env, stdout=logs["worker"], stderr=subprocess.STDOUT)
+                                  cwd=ROOT, env=worker_env, stdout=logs["worker"], stderr=subprocess.STDOUT)
         _wait_http(port, daphnes)
         time.sleep(args.warmup)
         print(f"{args.web_processes} daphne process(es) on 127.0.0.1:{port}, worker pid {worker.pid}; "
@@ -618,7 +623,8 @@ def _common(args) -> list[str]:
             "--strategy", args.strategy, "--lease-n", str(args.lease_n), "--submit-timeout", str(args.submit_timeout),
             "--pg-url", args.pg_url, "--db-name", args.db_name, "--redis-url", args.redis_url,
             "--broker-url", args.broker_url, "--workdir", args.workdir,
-            "--web-processes", str(args.web_processes), "--settings", args.settings]
+            "--web-processes", str(args.web_processes), "--settings", args.settings,
+            "--worker-threads", str(args.worker_threads)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -630,8 +636,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--think-min", type=float, default=0.5, help="seconds an annotator looks at an image, at least")
     p.add_argument("--think-max", type=float, default=1.5)
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--refill-threshold", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--refill-threshold", type=int, default=300)
     p.add_argument("--strategy", default="margin")
     p.add_argument("--lease-n", type=int, default=4)
     p.add_argument("--submit-timeout", type=float, default=5.0)
@@ -643,6 +649,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--settings", default="config.settings", help="DJANGO_SETTINGS_MODULE of the server side")
+    p.add_argument("--worker-threads", type=int, default=1,
+                   help="OMP_NUM_THREADS for the Celery worker (0: leave torch's default)")
     p.add_argument("--web-processes", type=int, default=1, help="Daphne processes sharing the listening socket")
     p.add_argument("--drop-db", action="store_true", help="drop the database at the end")
     p.add_argument("--setup")

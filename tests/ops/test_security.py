@@ -370,20 +370,40 @@ def test_rule7_project_configuration_is_admin_only(world):
     assert a.name == "A" and a.batch_size == 10
 
 
-@pytest.mark.xfail(strict=True, reason="issue 5: a project admin (not a superuser) may import from any server "
-                   "folder or file:// / http(s):// manifest URL (local file read, SSRF); restrict these to "
-                   "superusers or an allow-listed import root")
 def test_rule7_server_side_import_sources_are_superuser_only(world):
+    """A project admin (not a superuser) cannot point an import at the server's own files."""
     from annotate.models import Job
 
     c = client_for(world["admin"])
     before = Job.objects.filter(kind=Job.Kind.IMPORT).count()
-    resp = c.post(f"/admin/annotate/project/{world['a'].pk}/import/",
-                  {"folder": "/etc", "labels_as": "ground_truth"})
-    assert resp.status_code in (200, 403)
-    resp = c.post(f"/admin/annotate/project/{world['a'].pk}/import/",
-                  {"manifest_url": "file:///etc/passwd", "labels_as": "ground_truth"})
-    assert resp.status_code in (200, 403)
+    for data in ({"folder": "/etc"}, {"manifest_url": "file:///etc/passwd"}, {"manifest_url": "/etc/passwd"}):
+        resp = c.post(f"/admin/annotate/project/{world['a'].pk}/import/", {**data, "labels_as": "ground_truth"})
+        assert resp.status_code in (200, 403), f"{data}: {resp.status_code}"
+    assert Job.objects.filter(kind=Job.Kind.IMPORT).count() == before
+    # A superuser may (the right user gets through the same door).
+    from django.contrib.auth import get_user_model
+
+    root = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123456")
+    resp = client_for(root).post(f"/admin/annotate/project/{world['a'].pk}/import/",
+                                 {"folder": str(Path(__file__).parent), "labels_as": "ground_truth"})
+    assert resp.status_code == 302 and Job.objects.filter(kind=Job.Kind.IMPORT).count() == before + 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 5: a project admin's http(s) manifest URL may name a loopback, "
+                   "private or link-local address (SSRF: the worker fetches http://127.0.0.1:..., "
+                   "http://169.254.169.254/...); refuse such hosts for non-superusers (resolve the host and "
+                   "reject ipaddress.ip_address(..).is_global == False) in ImportForm.clean_manifest_url and "
+                   "again in imports._fetch")
+def test_rule7_manifest_urls_of_admins_cannot_reach_internal_addresses(world):
+    from annotate.models import Job
+
+    c = client_for(world["admin"])
+    before = Job.objects.filter(kind=Job.Kind.IMPORT).count()
+    for url in ("http://127.0.0.1:6379/manifest.csv", "http://169.254.169.254/latest/meta-data/",
+                "http://localhost:5432/x.csv"):
+        resp = c.post(f"/admin/annotate/project/{world['a'].pk}/import/",
+                      {"manifest_url": url, "labels_as": "ground_truth"})
+        assert resp.status_code in (200, 403), f"{url}: {resp.status_code}"
     assert Job.objects.filter(kind=Job.Kind.IMPORT).count() == before
 
 
