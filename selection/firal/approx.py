@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from ..backend import to_numpy
 from .hutchinson import ESTIMATORS, factored_probes, two_sided_probes
 from .kron import block_diag, point_quad, sigma_matvec
 from .pcg import BlockJacobi, pcg
@@ -19,13 +20,15 @@ from .round import round_blockdiag
 class ApproxOracle:
     """Hutchinson estimates of (f, g): probes drawn once (``resample=False``) or per call.
 
-    Each call: block-Jacobi preconditioner from the diagonal blocks of Sigma_z (O(n c d^2)),
-    one batched PCG solve (warm-started from the previous call's solution when the probes are
-    fixed: z moves little between mirror-descent steps), then the per-point gradient estimate (O(n s c d)).
+    Each call: block-Jacobi preconditioner from the diagonal blocks of Sigma_z (see
+    :meth:`precond_blocks`), one batched PCG solve (warm-started from the previous call's
+    solution when the probes are fixed: z moves little between mirror-descent steps), then
+    the per-point gradient estimate (O(n s c d)).
     """
 
     def __init__(self, prob, *, probes: int, rng, estimator: str = "factored",
-                 cg_rtol: float = 1e-3, cg_maxiter: int = 100, resample: bool = False):
+                 cg_rtol: float = 1e-3, cg_maxiter: int = 100, resample: bool = False,
+                 precond_rows: int = 0):
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator={estimator!r} is not one of {list(ESTIMATORS)}")
         self.prob, self.s, self.estimator = prob, probes, estimator
@@ -33,7 +36,9 @@ class ApproxOracle:
         self.rng, self.resample = rng, resample
         self._draw()
         self.W = None
-        self.b_over_n = None
+        self.precond_rows = precond_rows
+        self.pre_rng = np.random.default_rng(rng.integers(2**63)) if precond_rows else None
+        self.trace_h = (prob.X * prob.X).sum(axis=1) * (prob.Q * (1 - prob.Q)).sum(axis=1)
         self.cg_iterations: list[int] = []
         self.cg_matvecs = 0
         self.cg_unconverged = 0
@@ -47,19 +52,33 @@ class ApproxOracle:
             self.rhs = self.prob.xp.concatenate([V, HV])
             self.fvec = HV
 
+    def precond_blocks(self, w):
+        """Diagonal blocks of sum_i w_i H_i for the block-Jacobi preconditioner.
+
+        Exact (O(n c d^2)) up to ``precond_rows`` rows; beyond, an unbiased importance sample
+        of ``precond_rows`` rows drawn with probability proportional to w_i tr(H_i)
+        (= w_i |x_i|^2 sum_a q_ia (1 - q_ia)), reweighted by 1 / (m p_i): the blocks then cost
+        O(m c d^2) whatever n is.  Only the preconditioner is sampled, so CG still solves with
+        the exact Sigma_z; a 1/sqrt(m) error in the blocks only costs CG iterations.
+        """
+        prob = self.prob
+        xp = prob.xp
+        n = w.shape[0]
+        m = self.precond_rows
+        if not m or n <= m:
+            return block_diag(prob.X, prob.Q, w)
+        imp = np.asarray(to_numpy(w * self.trace_h), dtype=np.float64)
+        pr = imp / imp.sum()
+        idx = np.sort(self.pre_rng.choice(n, size=m, replace=True, p=pr))
+        scale = xp.asarray(1.0 / (m * pr[idx]), dtype=prob.dtype)
+        ii = xp.asarray(idx)
+        return block_diag(prob.X[ii], prob.Q[ii], w[ii] * scale)
+
     def solve(self, z):
         prob = self.prob
         xp = prob.xp
         w = prob.weights(z)
-        # Preconditioner blocks from the rows that carry weight: after a few mirror-descent
-        # steps z is concentrated on a few hundred points, and a row with z_i below 1e-3 of
-        # the uniform weight changes a block by < 0.1% of what all such rows could add.  Only
-        # the preconditioner is truncated (it affects CG's speed, not the solution).
-        keep = xp.nonzero(w >= 1e-3 * self.b_over_n)[0]
-        if int(keep.shape[0]) < w.shape[0]:
-            D = block_diag(prob.X[keep], prob.Q[keep], w[keep])
-        else:
-            D = block_diag(prob.X, prob.Q, w)
+        D = self.precond_blocks(w)
         D += prob.lam * xp.eye(prob.d, dtype=prob.dtype)
         W, info = pcg(lambda V: sigma_matvec(prob, w, V), self.rhs, BlockJacobi.from_blocks(D),
                       x0=self.W, rtol=self.cg_rtol, maxiter=self.cg_maxiter)
@@ -70,8 +89,6 @@ class ApproxOracle:
 
     def __call__(self, z):
         prob = self.prob
-        if self.b_over_n is None:
-            self.b_over_n = float(z.sum()) / z.shape[0]
         if self.resample and self.W is not None:
             self._draw()
             self.W = None
@@ -92,7 +109,7 @@ def approx_firal(prob, b: int, *, probes: int = 10, estimator: str = "factored",
                  resample: bool = True, cg_rtol: float = 1e-2, cg_maxiter: int = 100,
                  relax_iters: int = 20, step: float = 2.0, step_rule: str = "normalized",
                  relax_tol: float = 0.0, eta: float | None = None, round_candidates: int = 2000,
-                 rng=None, progress=None):
+                 precond_rows: int = 4096, rng=None, progress=None):
     """Approx-FIRAL. Returns (pool indices, relaxed z, info).
 
     ``resample=True`` (default) draws fresh probes at every RELAX iteration: each gradient is
@@ -118,7 +135,7 @@ def approx_firal(prob, b: int, *, probes: int = 10, estimator: str = "factored",
     xp = prob.xp
     t0 = time.perf_counter()
     oracle = ApproxOracle(prob, probes=probes, rng=rng, estimator=estimator, cg_rtol=cg_rtol,
-                          cg_maxiter=cg_maxiter, resample=resample)
+                          cg_maxiter=cg_maxiter, resample=resample, precond_rows=precond_rows)
     relax_progress = None if progress is None else (lambda f, m: progress(0.6 * f, m))
     z, rinfo = mirror_descent(oracle, prob.n_pool, b, xp=xp, dtype=prob.dtype, iters=relax_iters,
                               step=step, step_rule=step_rule, tol=relax_tol, average=resample,

@@ -1,6 +1,8 @@
 """``python -m selection bench firal``: time and peak memory of ``firal_exact`` vs ``firal``.
 
-Every case runs in its own subprocess so that its peak resident memory (``ru_maxrss``) and
+Wall time and the process's CPU time (user + system) are both shown: on a shared machine the
+wall time includes waiting for a core, while with one BLAS thread (``--threads 1``) the CPU
+time is what the run costs.  Every case runs in its own subprocess so that its peak resident memory (``ru_maxrss``) and
 its traced peak allocation (``tracemalloc``, which sees NumPy's buffers) belong to that case
 alone.  Prints a Markdown table; ``--json`` also writes the raw rows.
 
@@ -54,6 +56,7 @@ def _worker(spec: dict) -> dict:
     strat = make_strategy(spec["strategy"], params)
     if spec.get("trace"):
         tracemalloc.start()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     try:
         sel = strat.select(Xp, Pp, X_labeled=Xo, probs_labeled=Po, y_labeled=yo,
@@ -62,12 +65,14 @@ def _worker(spec: dict) -> dict:
     except ValueError as exc:  # firal_exact over budget
         return {"status": "refused", "error": str(exc)}
     seconds = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     traced = tracemalloc.get_traced_memory()[1] if spec.get("trace") else None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     info = sel.info
     its = info.get("cg_iterations") or []
     return {
-        "status": "ok", "seconds": seconds,
+        "status": "ok", "seconds": seconds, "cpu_seconds": cpu,
         "relax_seconds": info.get("relax_seconds"), "round_seconds": info.get("round_seconds"),
         "oracle_calls": info.get("relax_oracle_calls"),
         "cg_total": info.get("cg_iterations_total"),
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rows = []
-    head = ("| n | c | d | b | strategy | total s | RELAX s | ROUND s | RELAX calls | CG its "
+    head = ("| n | c | d | b | strategy | total s (CPU s) | RELAX s | ROUND s | RELAX calls | CG its "
             "total (mean/max per solve) | peak RSS MiB (before) | traced MiB | exact/approx time "
             "| same batch |")
     print(head)
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cg = "-" if r["cg_total"] is None else (
                 f"{r['cg_total']} ({r['cg_mean']:.1f}/{r['cg_max']})")
-            print(f"| {n} | {c} | {d} | {b} | {strat} | {_fmt(r['seconds'])} | "
+            print(f"| {n} | {c} | {d} | {b} | {strat} | {_fmt(r['seconds'])} "
+                  f"({_fmt(r['cpu_seconds'])}) | "
                   f"{_fmt(r['relax_seconds'])} | {_fmt(r['round_seconds'])} | "
                   f"{_fmt(r['oracle_calls'])} | {cg} | {r['peak_rss_mb']:.0f} "
                   f"({r['rss_before_mb']:.0f}) | {_fmt(r['traced_peak_mb'], 0)} | {ratio} | {same} |",

@@ -43,10 +43,12 @@ def rademacher(rng, shape, dtype, xp):
 def gamma_sqrt_apply(Q, qc, Xi):
     """L_i xi for each row: Q (n, k), qc (n,), Xi (n, s, k) -> (n, s, k) with L_i L_i^T = Gamma_i."""
     xp = get_array_module(Q)
-    u = xp.sqrt(xp.maximum(Q, 0))[:, None, :]
-    beta = (1.0 / (1.0 + xp.sqrt(xp.maximum(qc, 0))))[:, None, None]
-    uxi = (u * Xi).sum(axis=-1, keepdims=True)
-    return u * (Xi - beta * u * uxi)
+    u = xp.sqrt(xp.maximum(Q, 0))
+    beta = 1.0 / (1.0 + xp.sqrt(xp.maximum(qc, 0)))
+    c = xp.einsum("nsk,nk->ns", Xi, u) * beta[:, None]          # beta <u, xi>
+    out = Xi - c[:, :, None] * u[:, None, :]
+    out *= u[:, None, :]
+    return out
 
 
 def factored_probes(prob, s: int, rng):

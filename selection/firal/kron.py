@@ -24,12 +24,15 @@ def row_chunks(n: int, width: int):
         yield slice(start, min(n, start + rows))
 
 
-def gamma_apply(Q, U, out=None):
-    """Gamma_i u for each row: Q (n, k), U (n, s, k) -> (n, s, k); ``out=U`` works in place."""
+def gamma_apply(Q, U, out=None, scale=None):
+    """Gamma_i u for each row: Q (n, k), U (n, s, k) -> (n, s, k); ``out=U`` works in place.
+
+    ``scale`` (n,) multiplies row i by scale_i (fused into the last pass).
+    """
     xp = get_array_module(Q, U)
-    qu = xp.matmul(U, Q[:, :, None])            # (n, s, 1): <q_i, u>
-    out = xp.subtract(U, qu, out=out)
-    out *= Q[:, None, :]
+    qu = xp.einsum("nsk,nk->ns", U, Q)           # <q_i, u> without an (n, s, k) temporary
+    out = xp.subtract(U, qu[:, :, None], out=out)
+    out *= (Q if scale is None else Q * scale[:, None])[:, None, :]
     return out
 
 
@@ -47,9 +50,7 @@ def fisher_matvec(X, Q, w, V, *, out=None):
     for sl in row_chunks(X.shape[0], s * k):
         Xc = X[sl]
         U = (Xc @ Vm.T).reshape(-1, s, k)          # U_i = V x_i for every probe
-        R = gamma_apply(Q[sl], U, out=U)             # per-point class mixing
-        if w is not None:
-            R *= w[sl][:, None, None]
+        R = gamma_apply(Q[sl], U, out=U, scale=None if w is None else w[sl])  # class mixing
         acc += R.reshape(-1, s * k).T @ Xc           # back-projection
     return acc.reshape(s, k, d)
 

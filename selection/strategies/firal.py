@@ -105,6 +105,9 @@ class Firal(Strategy):
               "'adaptive' needs probe_resample=false.", choices=STEP_RULES),
         Param("step_size", "float", 2.0, "Mirror-descent step eta (normalised by max |g| unless "
               "step_rule='constant').", min=1e-6, max=1e6),
+        Param("round_candidates", "int", 2000, "ROUND scores the max(this, 10b) pool points with "
+              "the largest relaxed weight z (RELAX leaves z concentrated); 0 = the whole pool.",
+              min=0, max=10**9),
         Param("dtype", "str", "float32", "Floating point type of the computation.",
               choices=("float32", "float64")),
     )
@@ -123,7 +126,8 @@ class Firal(Strategy):
             prob, batch_size, probes=p["probes"], estimator=p["estimator"],
             resample=p["probe_resample"], cg_rtol=p["cg_rtol"], cg_maxiter=p["cg_maxiter"],
             relax_iters=p["relax_iters"], step=p["step_size"], step_rule=p["step_rule"],
-            relax_tol=p["relax_tol"], eta=p["round_eta"], rng=rng, progress=_progress(context))
+            relax_tol=p["relax_tol"], eta=p["round_eta"], round_candidates=p["round_candidates"],
+            rng=rng, progress=_progress(context))
         return Selection(idx, np.asarray(_gains(run, idx)), {**info, **_clean(run)})
 
 
