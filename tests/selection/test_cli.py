@@ -77,3 +77,16 @@ def test_bench_case_reports_time_and_memory():
 def test_module_entry_point_usage():
     out = subprocess.run([sys.executable, "-m", "selection"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "simulate" in out.stdout and "bench" in out.stdout
+
+
+def test_labels_saved_is_measured_at_randoms_final_accuracy():
+    rows = []
+    for seed in (0, 1):
+        for n, a_r, a_s in [(10, 0.5, 0.5), (20, 0.6, 0.8), (30, 0.7, 0.9)]:
+            rows.append({"strategy": "random", "seed": seed, "n_labeled": n, "accuracy": a_r})
+            rows.append({"strategy": "smart", "seed": seed, "n_labeled": n, "accuracy": a_s})
+    table = simulate.summary_table(rows)
+    smart = next(ln for ln in table.splitlines() if ln.startswith("| smart"))
+    # random ends at 0.7 with 30 labels; smart reaches 0.7 at 10 + (0.2 / 0.3) * 10 = 16.7 labels -> 44% saved
+    assert "| 17 | 44% |" in smart
+    assert "labels to reach 0.700" in table
