@@ -265,8 +265,8 @@ async def annotator(idx: int, user: dict, cfg: dict, log: dict, stop_at: float, 
                         ws_msgs[json.loads(raw).get("type", "?")] += 1
                     except ValueError:
                         ws_msgs["bad-json"] += 1
-            except Exception:  # noqa: BLE001 - closed at the end or by the server
-                ws_msgs["closed"] += 1
+            except Exception as exc:  # noqa: BLE001 - closed by the server or a keepalive timeout
+                ws_msgs[f"closed: {type(exc).__name__} {getattr(exc, 'rcvd', None) or ''}".strip()] += 1
 
         ws_task = asyncio.create_task(read_ws())
         log["ws_connected"] += 1
