@@ -254,6 +254,13 @@ class ImportForm(forms.Form):
         if url and self.user is not None and not self.user.is_superuser and not url.lower().startswith(
                 ("http://", "https://")):
             raise forms.ValidationError("only http(s):// URLs are allowed; upload the manifest file instead")
+        if url and self.user is not None and not self.user.is_superuser:
+            from .services.imports import ImportRejected, check_public_url  # noqa: PLC0415
+
+            try:
+                check_public_url(url, what="manifest URL")
+            except ImportRejected as exc:
+                raise forms.ValidationError(str(exc)) from None
         return url
 
     def clean(self):

@@ -21,10 +21,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import ipaddress
 import json
 import logging
 import os
 import shutil
+import socket
 import stat
 import urllib.error
 import urllib.parse
@@ -194,13 +196,47 @@ def _folder_entries(root: str) -> list[_Entry]:
     return entries
 
 
-def _fetch(ref: str, limit: int, *, what: str) -> bytes:
-    """Bytes of a path, file:// or http(s):// URL, at most ``limit``; ImportRejected naming the failure."""
+def check_public_url(url: str, *, what: str = "URL") -> None:
+    """Refuse a URL whose host resolves to a loopback, private, link-local or otherwise non-global
+    address (server-side request forgery: the worker must not become a way into the internal network)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ImportRejected(f"{what} {url!r}: only http(s):// URLs with a host name are allowed here")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme.lower() == "https" else 80),
+                                   proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ImportRejected(f"{what} {url!r}: cannot resolve host {parts.hostname!r} ({exc})") from None
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not ip.is_global:
+            raise ImportRejected(
+                f"{what} {url!r}: host {parts.hostname!r} is {ip}, not a public address; "
+                "only superusers may import from internal addresses"
+            )
+
+
+class _PublicRedirects(urllib.request.HTTPRedirectHandler):
+    """Re-check every redirect target: a public host must not bounce the worker to an internal one."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_public_url(newurl, what="redirect")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch(ref: str, limit: int, *, what: str, public_only: bool = False) -> bytes:
+    """Bytes of a path, file:// or http(s):// URL, at most ``limit``; ImportRejected naming the failure.
+
+    ``public_only``: http(s) only, to public addresses (imports started by non-superusers).
+    """
     scheme = urllib.parse.urlsplit(ref).scheme.lower()
     try:
+        if public_only:
+            check_public_url(ref, what=what)
         if scheme in ("http", "https"):
             req = urllib.request.Request(ref, headers={"User-Agent": "Loupe-import"})
-            with urllib.request.urlopen(req, timeout=URL_TIMEOUT_S) as resp:  # noqa: S310 (scheme checked)
+            opener = urllib.request.build_opener(_PublicRedirects) if public_only else urllib.request.build_opener()
+            with opener.open(req, timeout=URL_TIMEOUT_S) as resp:  # scheme checked above
                 data = resp.read(limit + 1)
         elif scheme == "file":
             with open(urllib.request.url2pathname(urllib.parse.urlsplit(ref).path), "rb") as fh:
@@ -357,9 +393,14 @@ def _plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], list[tup
         else:
             raise ImportRejected(f"source {os.path.basename(opts.source)!r} is neither a folder nor a zip archive")
     by_name = {e.name: e for e in entries}
+    uploads = str(storage.media_path("uploads")) + os.sep
+    if opts.source and not opts.server_paths and not os.path.abspath(opts.source).startswith(uploads):
+        raise ImportRejected("only an uploaded zip may be the source here (server folders need a superuser)")
 
     if opts.manifest:
-        data = _fetch(opts.manifest, settings.LOUPE_MAX_UPLOAD_BYTES, what="manifest")
+        manifest_is_upload = os.path.abspath(opts.manifest).startswith(uploads)
+        data = _fetch(opts.manifest, settings.LOUPE_MAX_UPLOAD_BYTES, what="manifest",
+                      public_only=not opts.server_paths and not manifest_is_upload)
         rows = parse_manifest(data, os.path.basename(urllib.parse.urlsplit(opts.manifest).path) or opts.manifest)
         man_dir = None
         if urllib.parse.urlsplit(opts.manifest).scheme in ("", "file"):
@@ -379,7 +420,9 @@ def _plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], list[tup
                 raise ImportRejected(f"manifest entry {ref!r} names a file on the server; only paths inside the "
                                      "uploaded zip or http(s) URLs are allowed here")
             elif scheme in ("http", "https", "file"):
-                listed.append(_Entry(name=ref, read=lambda lim, ref=ref: _fetch(ref, lim, what="image"), label=label))
+                listed.append(_Entry(name=ref, read=lambda lim, ref=ref: _fetch(ref, lim, what="image",
+                                                                             public_only=not opts.server_paths),
+                                      label=label))
             else:
                 full = ref if os.path.isabs(ref) else os.path.join(man_dir or ".", ref)
                 listed.append(_Entry(name=ref, read=_file_reader(full), size=_size(full), label=label))

@@ -313,15 +313,32 @@ def test_bad_options_are_named(media, tmp_path):
         ImportOptions.from_dict({"source": str(tmp_path / "nope")})
 
 
-def test_without_server_paths_a_manifest_may_not_reach_outside(media, tmp_path):
+def test_without_server_paths_a_manifest_may_not_reach_outside(media, tmp_path, http_dir):
     write_tree(tmp_path / "secret", {"s.png": image_bytes(3)})
-    src = write_tree(tmp_path / "src", {"a.png": image_bytes(1)})
+    up = media / "uploads" / "u1"
+    up.mkdir(parents=True)
+    src = write_zip(up / "src.zip", {"a.png": image_bytes(1)})
     project = make_project()
+    man = up / "m.csv"
     for ref in [str(tmp_path / "secret" / "s.png"), "../secret/s.png", (tmp_path / "secret" / "s.png").as_uri()]:
-        man = tmp_path / "m.csv"
         man.write_text(_csv([("a.png", "cat"), (ref, "cat")]))
         with pytest.raises(ImportRejected, match="names a file on the server"):
             run(project, manifest=str(man), server_paths=False)
+    # Server paths as the source or the manifest itself, and URLs of internal hosts, are refused too.
+    with pytest.raises(ImportRejected, match="only an uploaded zip may be the source"):
+        run(project, source=str(tmp_path / "secret"), server_paths=False)
+    outside = tmp_path / "m2.csv"
+    outside.write_text(_csv([("a.png", "cat")]))
+    with pytest.raises(ImportRejected, match="only http\\(s\\):// URLs"):
+        run(project, source=str(src), manifest=str(outside), server_paths=False)
+    root, base = http_dir
+    write_tree(root, {"i/a.png": image_bytes(5)})
+    (root / "m.csv").write_text(_csv([(f"{base}/i/a.png", "cat")]))
+    with pytest.raises(ImportRejected, match="is 127.0.0.1, not a public address"):
+        run(project, manifest=f"{base}/m.csv", server_paths=False)
+    man.write_text(_csv([(f"{base}/i/a.png", "cat")]))
+    res = run(project, manifest=str(man), server_paths=False)  # an uploaded manifest naming an internal URL
+    assert res.imported == 0 and "not a public address" in res.skipped[0]["reason"]
     assert not Item.objects.exists()
     man.write_text(_csv([("a.png", "cat")]))
     assert run(project, source=str(src), manifest=str(man), server_paths=False).imported == 1
@@ -341,6 +358,9 @@ def test_admin_import_page_for_a_project_admin_offers_uploads_only(media, tmp_pa
     r = c.post(f"/admin/annotate/project/{project.pk}/import/", {"manifest_url": "/etc/passwd",
                                                                  "labels_as": "ground_truth"})
     assert r.status_code == 200 and "only http(s):// URLs are allowed" in r.content.decode()
+    r = c.post(f"/admin/annotate/project/{project.pk}/import/", {"manifest_url": "http://169.254.169.254/x.csv",
+                                                                 "labels_as": "ground_truth"})
+    assert r.status_code == 200 and "not a public address" in r.content.decode()
     assert not Job.objects.exists()
     z = write_zip(tmp_path / "up.zip", {"cat/a.png": image_bytes(1)})
     with open(z, "rb") as fh:
