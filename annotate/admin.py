@@ -81,9 +81,22 @@ class RoundInline(admin.TabularInline):
               "metric_summary", "created_at", "finished_at", "failure"]
     readonly_fields = fields
     verbose_name_plural = "round history (newest first)"
+    shown = 50
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def get_formset(self, request, obj=None, **kwargs):
+        self._project = obj  # inline instances are made per request
+        return super().get_formset(request, obj, **kwargs)
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        project = getattr(self, "_project", None)
+        if project is not None:  # only the latest rounds; the full list is under Rounds
+            last = qs.filter(project=project).order_by("-number").values_list("number", flat=True).first() or 0
+            qs = qs.filter(number__gt=last - self.shown)
+        return qs
 
     @admin.display(description="timings (s)")
     def timing_summary(self, obj):

@@ -144,3 +144,22 @@ def test_admin_change_page_saves_a_strategy_change_for_the_next_round(fake, sett
     assert r.status_code == 200 and "less than or equal to 10" in r.content.decode()
     project.refresh_from_db()
     assert project.strategy_params["k"] == 3
+
+
+def test_round_history_inline_shows_the_latest_rounds_with_their_details(settings, tmp_path):
+    from annotate.models import Round
+
+    settings.MEDIA_ROOT = tmp_path
+    admin = make_user("root2", is_superuser=True, is_staff=True)
+    project = make_project()
+    Round.objects.bulk_create([
+        Round(project=project, number=n, status="done", strategy="margin", params={"cold_start": "kcenter"},
+              labeled_count=10 * n, timings={"train": 0.25, "select": 0.5}, metrics={"train_accuracy": 0.875})
+        for n in range(1, 61)])
+    Round.objects.filter(project=project, number=60).update(status="failed", failure="out of memory on the GPU")
+    c = Client()
+    c.force_login(admin)
+    page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
+    assert "round history" in page.lower() and "out of memory on the GPU" in page
+    assert "train 0.25, select 0.50" in page and "train_accuracy 0.875" in page and "kcenter" in page
+    assert "round 60 (failed)" in page and "round 11 (done)" in page and "round 10 (done)" not in page
