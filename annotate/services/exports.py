@@ -5,7 +5,10 @@ their final labels (``selectors_labels.final_labels``) and, optionally, the late
 prediction; each writer appends a chunk at a time to the output file.  Formats:
 
 - ``label_studio``: Label Studio JSON tasks (``data.image``, ``annotations[].result`` of type
-  ``choices``, ``predictions`` for unlabeled items when asked).
+  ``choices``, ``predictions`` for unlabeled items when asked), for a labeling config of
+  ``<Image name="image" value="$image"/><Choices name="choice" toName="image">...</Choices>``.
+  ``completed_by`` is left out (Label Studio wants one of its own user ids there and assigns the
+  importing user); the Loupe annotator travels as ``loupe_annotator``.
 - ``json_min``: Label Studio JSON_MIN (one flat object per labeled item).
 - ``csv``: one row per item: image, label, annotator, timestamps, (prediction, confidence).
 - ``coco``: COCO-style classification (``images``, ``categories``, ``annotations`` with ``category_id``).
@@ -165,7 +168,7 @@ def _write_label_studio(project, chunks, fh, predictions: bool) -> int:
             if r.label:
                 task["annotations"].append({
                     "id": r.annotation_id,
-                    "completed_by": r.annotator,
+                    "loupe_annotator": r.annotator,
                     "result": [_ls_choice(r.label)],
                     "created_at": _iso(r.labeled_at),
                     "updated_at": _iso(r.labeled_at),

@@ -68,7 +68,7 @@ def test_label_studio_json(labeled, tmp_path):
             got[unquote(t["data"]["image"][len(LS_LOCAL_PREFIX):])] = res["value"]["choices"][0]
     assert got == expected
     corrected = next(t for t in tasks if unquote(t["data"]["image"]).endswith("imgs/3.png"))
-    assert corrected["annotations"][0]["completed_by"] == "rev"
+    assert corrected["annotations"][0]["loupe_annotator"] == "rev"
 
 
 def test_json_min(labeled, tmp_path):
