@@ -13,6 +13,7 @@ import {LiveSocket} from "./ws.js";
 const root = document.getElementById("dashboard");
 const projectId = root.dataset.projectId;
 const csrf = root.dataset.csrf;
+const isAdmin = root.dataset.admin === "true";  // downloads are for project admins
 let stats = JSON.parse(document.getElementById("stats-data").textContent);
 const jobs = new Map((stats.jobs || []).map((j) => [j.id, j]));
 
@@ -64,7 +65,7 @@ function renderJobs() {
     msg.className = j.status === "failed" ? "error" : "muted";
     msg.textContent = j.status === "failed" ? j.error : j.message || "";
     li.append(msg);
-    if (j.download || (j.status === "done" && j.has_result)) {
+    if (isAdmin && (j.download || (j.status === "done" && j.has_result))) {
       const a = document.createElement("a");
       a.href = j.download || `/jobs/${j.id}/download`;
       a.textContent = "download";
