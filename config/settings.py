@@ -143,7 +143,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("LOUPE_CHANNEL_PREFIX", "loupe")},
+            # redis-py >= 8 defaults socket_timeout to 5 s, the same as channels_redis' blocking
+            # BZPOPMIN (5 s): an idle consumer's read then times out and the WebSocket dies.  Reads
+            # must be allowed to outlast the BZPOPMIN wait (tests/integration idles past it).
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "prefix": env_str("LOUPE_CHANNEL_PREFIX", "loupe"),
+            },
         }
     }
 else:

@@ -5,7 +5,8 @@ Rows: ``make_user``, ``make_project`` (with a small clustered embedding matrix a
 Services: ``postgres_url``, ``pg_database`` (a fresh PostgreSQL database per call, dropped after),
 ``redis_url`` (a Redis database index of its own), ``chromium_path``; each skips with a reason when
 the service is missing, or fails when ``LOUPE_REQUIRE_SERVICES=1``.
-Processes: ``start_server`` (a Loupe server subprocess, see ``tests/support.py``).
+Processes: ``start_server`` (a Loupe server subprocess: migrate, demo, then loupe_serve or daphne, optionally
+with a worker), ``celery_worker_process`` (a ``celery -A config worker`` subprocess).
 Helpers that are not fixtures live in ``tests/support.py``.
 """
 from __future__ import annotations
@@ -217,3 +218,19 @@ def start_server(tmp_path_factory):
     yield start
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture
+def celery_worker_process(tmp_path):
+    """Factory: ``celery_worker_process(env)`` starts ``celery -A config worker -Q gpu,cpu`` (solo pool)
+    with ``env`` on top of the test environment and waits until it is ready; stopped at teardown."""
+    from tests.support import _base_env, start_celery_worker
+
+    procs: list = []
+
+    def start(env: dict[str, str]):
+        return start_celery_worker(_base_env(env), tmp_path / f"worker-{len(procs)}.log", procs=procs)
+
+    yield start
+    for proc in procs:
+        proc.stop()

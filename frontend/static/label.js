@@ -20,6 +20,7 @@ const state = {
   done: new Set(),      // item ids labeled/skipped here whose request may still be in flight
   chain: Promise.resolve(),
   leasing: null,
+  leaseAgain: false,
   round: null,
 };
 
@@ -150,7 +151,11 @@ function preload(item) {
 
 // ------------------------------------------------------------------ queue
 function lease() {
-  if (state.leasing) return state.leasing;
+  if (state.leasing) {
+    // A lease is in flight; it may have been answered before the newest queue existed: ask again after it.
+    state.leaseAgain = true;
+    return state.leasing;
+  }
   state.leasing = (async () => {
     try {
       const data = await callRetrying("lease", {n: PREFETCH});
@@ -167,6 +172,10 @@ function lease() {
       toast(`Could not get items: ${err.message}`, "error");
     } finally {
       state.leasing = null;
+      if (state.leaseAgain) {
+        state.leaseAgain = false;
+        lease();
+      }
     }
   })();
   return state.leasing;
@@ -260,5 +269,8 @@ const sock = new LiveSocket(root.dataset.ws, {
   onState: (s) => { $("conn").dataset.state = s; },
 });
 window.loupeSocket = sock;
+
+// Safety net while there is nothing to show: ask again now and then (the WebSocket usually says first).
+setInterval(() => { if (!state.current && document.visibilityState === "visible") lease(); }, 20000);
 
 lease();

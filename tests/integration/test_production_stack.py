@@ -11,6 +11,7 @@ import pytest
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.celery, pytest.mark.slow]
 
 BATCH, THRESHOLD = 12, 6
+IDLE_S = 8
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -56,6 +57,9 @@ def test_labels_over_http_trigger_a_worker_round_whose_push_reaches_the_websocke
                     messages.append(msg)
 
             reader = asyncio.create_task(read())
+            # Stay idle longer than channels_redis' 5 s BZPOPMIN: the consumer must survive an idle socket
+            # (redis-py 8 defaults socket_timeout to 5 s, which once killed idle consumers).
+            await asyncio.sleep(IDLE_S)
             labeled = 0
             # Label until the refill policy starts round 2 (pending below THRESHOLD).
             while True:
