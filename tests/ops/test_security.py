@@ -389,12 +389,9 @@ def test_rule7_server_side_import_sources_are_superuser_only(world):
     assert resp.status_code == 302 and Job.objects.filter(kind=Job.Kind.IMPORT).count() == before + 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 5: a project admin's http(s) manifest URL may name a loopback, "
-                   "private or link-local address (SSRF: the worker fetches http://127.0.0.1:..., "
-                   "http://169.254.169.254/...); refuse such hosts for non-superusers (resolve the host and "
-                   "reject ipaddress.ip_address(..).is_global == False) in ImportForm.clean_manifest_url and "
-                   "again in imports._fetch")
 def test_rule7_manifest_urls_of_admins_cannot_reach_internal_addresses(world):
+    """No SSRF through imports: a project admin's manifest URL may not name a loopback, private or
+    link-local host (the worker would fetch it)."""
     from annotate.models import Job
 
     c = client_for(world["admin"])
