@@ -148,10 +148,11 @@ class LoupeServer:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
         return out.stdout
 
-    def setup_demo(self, *, limit: int = 300, batch_size: int = 20, refill_threshold: int = 10) -> None:
+    def setup_demo(self, *, limit: int | None = 300, batch_size: int = 20, refill_threshold: int = 10) -> None:
+        """Migrate, build the digits demo (the first ``limit`` digits; None: all 1,797), add an admin."""
         self.manage("migrate", "-v0")
-        self.manage("loupe_demo", "--limit", str(limit), "--batch-size", str(batch_size),
-                    "--refill-threshold", str(refill_threshold))
+        self.manage("loupe_demo", *(["--limit", str(limit)] if limit is not None else []),
+                    "--batch-size", str(batch_size), "--refill-threshold", str(refill_threshold))
         self.manage("loupe_admin", "--username", "admin", "--password", "admin-pw-123")
 
     def token(self, username: str = "admin") -> str:

@@ -23,7 +23,7 @@ def server(tmp_path_factory):
 
     srv = LoupeServer(tmp_path_factory.mktemp("embedded"), {})
     try:
-        srv.setup_demo(limit=300, batch_size=BATCH, refill_threshold=THRESHOLD)
+        srv.setup_demo(limit=None, batch_size=BATCH, refill_threshold=THRESHOLD)  # the whole demo, as README shows
         srv.start()
         yield srv
     finally:
