@@ -239,3 +239,49 @@ def test_management_commands_import_embed_and_export(media, tmp_path):
         call_command("import_images", "cmdproj", str(write_zip(tmp_path / "bad.zip", {"../a.png": b"x"})))
     with pytest.raises(CommandError, match="no project 'nope'"):
         call_command("export_project", "nope", "--format", "csv", "--out", str(out))
+
+
+def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
+    """Import with embeddings -> a round -> label over the JSON API -> export -> import elsewhere."""
+    from django.test import Client
+
+    from annotate.services.rounds import round_execute, round_request
+
+    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
+    files = class_tree(n_per_class=6, classes=("cat", "dog"))
+    names = sorted(files)
+    src = write_tree(tmp_path / "orig", files)
+    man = tmp_path / "m.csv"
+    man.write_text("image\n" + "\n".join(names) + "\n")
+    X = np.random.default_rng(0).normal(size=(len(names), 5)).astype(np.float32)
+    np.save(tmp_path / "e.npy", X)
+    first = make_project(name="first", classes=("cat", "dog"), batch_size=8, audit_rate=0.25)
+    import_images(project=first, options=ImportOptions(source=str(src), manifest=str(man),
+                                                       embeddings=str(tmp_path / "e.npy")))
+    labeler = make_user("labeler")
+    from datakit import add_member
+
+    add_member(first, labeler, "annotator")
+    rnd = round_request(project=first, reason="test")
+    round_execute(round_id=rnd.pk)
+    c = Client()
+    c.force_login(labeler)
+    leased = c.post(f"/api/projects/{first.pk}/lease", {"n": 8}, content_type="application/json").json()["items"]
+    assert len(leased) == 8
+    truth = {}
+    for it in leased:
+        item = Item.objects.get(pk=it["item_id"])
+        label = item.original_name.split("/")[0]
+        r = c.post(f"/api/projects/{first.pk}/label", {"item_id": item.pk, "label": label},
+                   content_type="application/json")
+        assert r.status_code == 201, r.content
+        truth[item.checksum] = label
+    for fmt in ("imagefolder", "label_studio"):
+        job = export_execute(job_id=str(export_request(project=first, fmt=fmt).pk))
+        out = storage.media_path(job.result_file)
+        second = make_project(name=f"second-{fmt}", classes=())
+        opts = (ImportOptions(source=str(out), class_folders=True, labels_as="prelabels") if fmt == "imagefolder"
+                else ImportOptions(source=str(src), manifest=str(out), labels_as="prelabels"))
+        import_images(project=second, options=opts)
+        got = dict(Annotation.objects.filter(item__project=second).values_list("item__checksum", "label"))
+        assert got == truth, fmt
