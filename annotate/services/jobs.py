@@ -123,3 +123,20 @@ def stats_push(*, project_id: int) -> None:
 
     project = Project.objects.get(pk=project_id)
     realtime.send_stats_updated(project_id, project_stats(project=project))
+
+
+def jobs_resume_orphans() -> list[str]:
+    """Re-enqueue jobs left queued or running by a previous process.
+
+    For the embedded mode only (the memory broker loses its tasks when the process stops); with a
+    real broker the tasks are still there (``acks_late``).  Every job kind is safe to run again: an
+    import skips what already landed (checksums), an export writes a new file, an embedding a new
+    version.
+    """
+    ids = []
+    for job in Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]):
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED, progress=0.0, message="resumed")
+        with transaction.atomic():
+            job_enqueue(job=job)
+        ids.append(str(job.pk))
+    return ids

@@ -63,3 +63,17 @@ def test_export_and_import_jobs_push_progress_and_stats(make_user, make_project,
     assert any(m["type"] == "job.progress" and m["job"]["id"] == str(job2.pk) and m["job"]["status"] == "done"
                for m in import_msgs)
     assert Job.objects.get(pk=job2.pk).result["imported"] == 1
+
+
+def test_orphaned_jobs_are_re_enqueued(make_project, monkeypatch):
+    from annotate.services.jobs import jobs_resume_orphans
+
+    sent = []
+    monkeypatch.setattr("annotate.tasks.jobs.export_run.delay", lambda job_id: sent.append(job_id))
+    project = make_project(n_items=3)
+    running = Job.objects.create(project=project, kind=Job.Kind.EXPORT, status=Job.Status.RUNNING, progress=0.4,
+                                 params={"format": "csv"})
+    Job.objects.create(project=project, kind=Job.Kind.EXPORT, status=Job.Status.DONE, params={"format": "csv"})
+    assert jobs_resume_orphans() == [str(running.pk)] and sent == [str(running.pk)]
+    running.refresh_from_db()
+    assert running.status == Job.Status.QUEUED and running.progress == 0.0
