@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Exists, OuterRef
@@ -16,7 +17,7 @@ from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.shortcuts import render
 
 from . import storage
-from .api import api_view
+from .api import api_view, authenticate
 from .models import Annotation, Item, Job, Membership
 from .permissions import has_role, project_for, role_of
 from .selectors_labels import LABEL_ACTIONS, final_labels
@@ -144,8 +145,14 @@ def job_status(request: HttpRequest, job_id):
     return JsonResponse(job_payload(_job_for(request, job_id)))
 
 
-@login_required
 def job_download(request: HttpRequest, job_id):
+    """The export file, for project admins; a browser session or ``Authorization: Token <key>``."""
+    if request.headers.get("Authorization"):
+        failed = authenticate(request)
+        if failed is not None:
+            return failed
+    elif not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
     job = _job_for(request, job_id)
     if job.kind != Job.Kind.EXPORT or job.status != Job.Status.DONE or not job.result_file:
         raise Http404(f"job {job_id} has no file to download")

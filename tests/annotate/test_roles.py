@@ -142,3 +142,16 @@ def test_project_admin_can_add_a_member_through_admin(world):
     assert r.status_code == 302, r.content.decode()[:500]
     newbie.refresh_from_db()
     assert set(newbie.groups.values_list("name", flat=True)) == {GROUPS["reviewer"]}
+
+
+def test_download_with_an_api_token(world):
+    from annotate.services.tokens import token_create
+
+    project, users, _, job = world
+    _, key = token_create(user=users["admin"])
+    r = Client().get(f"/jobs/{job.pk}/download", HTTP_AUTHORIZATION=f"Token {key}")
+    assert r.status_code == 200 and b"".join(r.streaming_content).startswith(b"image,label")
+    r = Client().get(f"/jobs/{job.pk}/download", HTTP_AUTHORIZATION="Token nope")
+    assert r.status_code == 401
+    _, key2 = token_create(user=users["reviewer"])
+    assert Client().get(f"/jobs/{job.pk}/download", HTTP_AUTHORIZATION=f"Token {key2}").status_code == 403
