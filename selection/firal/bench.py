@@ -38,6 +38,29 @@ def make_data(n: int, c: int, d: int, m: int, seed: int, dtype: str):
     return X[m:], P[m:], X[:m], P[:m], y[:m]
 
 
+def batch_fir(spec: dict, batches: dict) -> dict:
+    """Exact FIR tr(Sigma_S^-1 H_p) (dense, float64) of each batch, and of 5 random batches."""
+    import numpy as np  # noqa: PLC0415
+
+    from .dense import dense_fisher  # noqa: PLC0415
+    from .problem import make_problem  # noqa: PLC0415
+
+    Xp, Pp, Xo, Po, _ = make_data(spec["n"], spec["c"], spec["d"], spec["m"], spec["seed"], "float64")
+    prob = make_problem(Xp, Pp, Xo, Po, lam=1.0)
+    Hp = dense_fisher(prob.Xp, prob.Qp) / prob.n_pool
+    base = dense_fisher(prob.Xo, prob.Qo) + np.eye(prob.p)
+
+    def fir(S):
+        S = np.asarray(S)
+        return float(np.trace(np.linalg.solve(base + dense_fisher(prob.Xp[S], prob.Qp[S]), Hp)))
+
+    out = {k: fir(v) for k, v in batches.items()}
+    rng = np.random.default_rng(spec["seed"])
+    out["random"] = float(np.mean([fir(rng.choice(spec["n"], spec["b"], replace=False))
+                                   for _ in range(5)]))
+    return out
+
+
 def _worker(spec: dict) -> dict:
     import resource  # noqa: PLC0415
     import tracemalloc  # noqa: PLC0415
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     head = ("| n | c | d | b | strategy | total s (CPU s) | RELAX s | ROUND s | RELAX calls | CG its "
             "total (mean/max per solve) | peak RSS MiB (before) | traced MiB | exact/approx time "
-            "| same batch |")
+            "| same batch | FIR firal / exact / random |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for n, c, d, b in itertools.product(args.n, args.c, args.d, args.b):
@@ -155,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
             res[strat] = r
             rows.append({**spec, **r})
         for strat, r in res.items():
-            ratio = same = "-"
+            ratio = same = firs = "-"
             if strat == "firal_exact" and r["status"] == "ok" and res.get("firal", {}).get("status") == "ok":
                 ratio = f"{r['seconds'] / res['firal']['seconds']:.1f}x"
                 same = f"{len(set(r['indices']) & set(res['firal']['indices']))}/{b}"
+                fr = batch_fir(spec, {"firal": res["firal"]["indices"], "exact": r["indices"]})
+                rows[-1]["fir"] = fr
+                firs = f"{fr['firal']:.4g} / {fr['exact']:.4g} / {fr['random']:.4g}"
             if r["status"] != "ok":
                 msg = r["status"] + (f": {r.get('error')}" if r.get("error") else "")
-                print(f"| {n} | {c} | {d} | {b} | {strat} | {msg[:160]} |" + " |" * 9)
+                print(f"| {n} | {c} | {d} | {b} | {strat} | {msg[:160]} |" + " |" * 10)
                 continue
             cg = "-" if r["cg_total"] is None else (
                 f"{r['cg_total']} ({r['cg_mean']:.1f}/{r['cg_max']})")
@@ -169,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({_fmt(r['cpu_seconds'])}) | "
                   f"{_fmt(r['relax_seconds'])} | {_fmt(r['round_seconds'])} | "
                   f"{_fmt(r['oracle_calls'])} | {cg} | {r['peak_rss_mb']:.0f} "
-                  f"({r['rss_before_mb']:.0f}) | {_fmt(r['traced_peak_mb'], 0)} | {ratio} | {same} |",
+                  f"({r['rss_before_mb']:.0f}) | {_fmt(r['traced_peak_mb'], 0)} | {ratio} | {same} | {firs} |",
                   flush=True)
     if args.json:
         with open(args.json, "w") as fh:
