@@ -44,6 +44,7 @@ from . import jobs as job_services
 log = logging.getLogger(__name__)
 
 CHUNK = 2000
+EXPORTS_KEPT = 20  # finished export files kept per project; older ones are deleted
 FORMATS = {
     "label_studio": ("json", "Label Studio JSON"),
     "json_min": ("json", "Label Studio JSON_MIN"),
@@ -353,6 +354,18 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "project"
 
 
+def _prune(project: Project, *, keep: int) -> None:
+    """Delete the files of all but the newest ``keep`` finished exports of the project."""
+    old = (Job.objects.filter(project=project, kind=Job.Kind.EXPORT, status=Job.Status.DONE)
+           .exclude(result_file="").order_by("-created_at")[keep:])
+    for job in old:
+        try:
+            storage.media_path(job.result_file).unlink(missing_ok=True)
+        except ValueError:
+            pass  # a path outside MEDIA_ROOT was never ours to delete
+        Job.objects.filter(pk=job.pk).update(result_file="", message=f"{job.message} (file removed: newer exports)"[:500])
+
+
 def export_request(*, project: Project, fmt: str, predictions: bool = False, user=None) -> Job:
     if fmt not in FORMATS:
         raise ValueError(f"export format {fmt!r} is not one of {sorted(FORMATS)}")
@@ -383,6 +396,7 @@ def export_execute(*, job_id: str) -> Job:
         job_services.job_fail(job=job, error=f"export failed: {type(exc).__name__}: {exc}")
         raise
     rel = str(path.relative_to(Path(storage.media_path("."))))
+    _prune(project, keep=EXPORTS_KEPT - 1)
     return job_services.job_finish(
         job=job, result={"records": n, "format": fmt, "filename": path.name, "bytes": path.stat().st_size},
         result_file=rel, message=f"{FORMATS[fmt][1]}: {n} records",

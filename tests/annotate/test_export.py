@@ -285,3 +285,17 @@ def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
         import_images(project=second, options=opts)
         got = dict(Annotation.objects.filter(item__project=second).values_list("item__checksum", "label"))
         assert got == truth, fmt
+
+
+def test_only_the_newest_export_files_are_kept(labeled, monkeypatch):
+    import annotate.services.exports as exports
+
+    project, _, _ = labeled
+    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
+    monkeypatch.setattr(exports, "EXPORTS_KEPT", 2)
+    jobs = [export_execute(job_id=str(export_request(project=project, fmt="csv").pk)) for _ in range(3)]
+    for j in jobs:
+        j.refresh_from_db()
+    assert jobs[0].result_file == "" and "file removed" in jobs[0].message
+    assert all(storage.media_path(j.result_file).is_file() for j in jobs[1:])
+    assert len(list(storage.exports_dir(project).glob("*.csv"))) == 2
