@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from .dense import dense_fisher, dense_quad
 from .kron import CHUNK_ELEMS
 from .relax import mirror_descent
