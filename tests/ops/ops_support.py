@@ -89,9 +89,9 @@ def app_env(*, broker_url: str, media_root, redis_url: str = "", extra: dict | N
 class WorkerProcess:
     """A real ``celery -A config worker`` subprocess: prefork pool with one child, as compose runs it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, queues: str = "gpu,cpu"):
+    def __init__(self, env: dict[str, str], log_path: Path, queues: str = "gpu,cpu", name: str | None = None):
         self.env, self.log_path, self.queues = env, Path(log_path), queues
-        self.name = f"ops-{os.getpid()}-{int(time.time() * 1000) % 10**8}@%h"
+        self.name = name or f"ops-{os.getpid()}-{int(time.time() * 1000) % 10**8}@%h"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90.0) -> "WorkerProcess":

@@ -62,6 +62,25 @@ def _enqueue_round(env, project_id: int) -> int:
     return int(out.split("ROUND")[1].split()[0])
 
 
+def _compose_worker_healthcheck(env, hostname: str) -> int:
+    import subprocess
+
+    import yaml
+
+    from ops_support import ROOT
+
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    test = compose["services"]["worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    command = test[1].replace("$$", "$")  # compose's escape for a literal $
+    import os
+    import sys
+
+    path = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])  # celery on PATH, as in the image
+    return subprocess.run(["sh", "-c", command], cwd=ROOT, env={**env, "HOSTNAME": hostname, "PATH": path},
+                          capture_output=True, timeout=60).returncode
+
+
 class GroupListener:
     """Joins a project's group on the Redis channel layer (in a thread) and collects what arrives."""
 
@@ -121,8 +140,13 @@ def test_worker_runs_a_round_enqueued_by_the_app(broker, media, make_project, ma
     _purge(env)
     project = make_project(name=f"broker-{broker}", n_items=40, batch_size=6, strategy="margin")
     r1 = make_round(project)
-    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    host = f"ops-{secrets.token_hex(4)}"  # the container's $HOSTNAME in compose
+    worker = WorkerProcess(env, tmp_path / "worker.log", name=f"cpu@{host}").start()
     try:
+        # compose.yaml's health check of the worker, verbatim, answers for this node and no other.
+        assert _compose_worker_healthcheck(env, host) == 0
+        if broker == "redis":  # once is enough: a node that does not exist fails it (after its 10 s timeout)
+            assert _compose_worker_healthcheck(env, host + "-gone") != 0
         with GroupListener(layer_url, prefix, realtime.group_name(project.pk)) as listener:
             rid = _enqueue_round(env, project.pk)
             rnd = wait_for(lambda: Round.objects.filter(pk=rid, status__in=["done", "failed"]).first(), 120,

@@ -357,3 +357,24 @@ def test_web_health_check_fails_when_nothing_listens():
         port = s.getsockname()[1]
     out = subprocess.run([PY, str(DOCKER / "healthcheck.py"), f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "unreachable" in out.stdout
+
+
+def test_web_health_check_url_answers_200_in_production_mode(compose, tmp_path):
+    """What docker/healthcheck.py asks for (localhost, /admin/login/, X-Forwarded-Proto: https) gets a
+    200 from the app under compose's production environment, even with SECURE_SSL_REDIRECT on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_", "REDIS_URL"))}
+    env.update(_environment(compose["services"]["web"]))
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", REDIS_URL="", CELERY_BROKER_URL="memory://",
+               LOUPE_VAR_DIR=str(tmp_path), MEDIA_ROOT=str(tmp_path / "media"), SECURE_SSL_REDIRECT="1",
+               DJANGO_SETTINGS_MODULE="config.settings")
+    code = (
+        "import django; django.setup(); from django.test import Client; c = Client();"
+        "ok = c.get('/admin/login/', HTTP_HOST='localhost:8000', HTTP_X_FORWARDED_PROTO='https');"
+        "plain = c.get('/admin/login/', HTTP_HOST='localhost:8000');"
+        "print(ok.status_code, plain.status_code)"
+    )
+    out = subprocess.run([PY, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    ok, plain = out.stdout.split()[-2:]
+    assert ok == "200"
+    assert plain == "301"  # without the proxy's header the redirect to https would fail the check
