@@ -29,15 +29,19 @@ ESTIMATORS = ("factored", "two-sided")
 
 
 def rademacher(rng, shape, dtype, xp):
-    """+-1 entries from the NumPy Generator ``rng`` (drawn on the host: same draws on CPU and GPU)."""
+    """+-1 entries from the NumPy Generator ``rng``.
+
+    The random bytes are drawn on the host (so CPU and GPU runs see the same probes) and only
+    the packed bits (1/32 of the float32 array) travel to the device, where they are unpacked.
+    """
     import numpy as np  # noqa: PLC0415
 
     size = int(np.prod(shape))
-    bits = np.unpackbits(rng.integers(0, 256, size=(size + 7) // 8, dtype=np.uint8))[:size]
-    a = bits.astype(dtype).reshape(shape)
+    packed = xp.asarray(rng.integers(0, 256, size=(size + 7) // 8, dtype=np.uint8))
+    a = xp.unpackbits(packed)[:size].astype(dtype).reshape(shape)
     a *= 2
     a -= 1
-    return xp.asarray(a)
+    return a
 
 
 def gamma_sqrt_apply(Q, qc, Xi):
