@@ -105,7 +105,10 @@ def _instructions(text: str, keyword: str) -> list[str]:
 
 
 def test_compose_names_the_full_stack(compose):
-    assert set(compose["services"]) == {"db", "redis", "web", "worker", "gpu-worker"}
+    assert set(compose["services"]) == {"db", "redis", "web", "worker", "gpu-worker", "rabbitmq"}
+    # RabbitMQ is the optional second broker: only with `--profile rabbitmq`.
+    assert compose["services"]["rabbitmq"]["profiles"] == ["rabbitmq"]
+    assert all("profiles" not in s for n, s in compose["services"].items() if n != "rabbitmq")
     assert compose["services"]["db"]["image"].startswith("postgres:")
     assert compose["services"]["redis"]["image"].startswith("redis:")
 
@@ -152,7 +155,8 @@ def test_every_routed_queue_has_a_consumer_and_the_issue_routes_hold(compose, se
     assert routes["annotate.tasks.embedding_compute"]["queue"] == "gpu"
     assert routes["annotate.tasks.import_run"]["queue"] == "cpu"
     assert routes["annotate.tasks.export_run"]["queue"] == "cpu"
-    consumed = {_option(_command(s), "--queues", "-Q") for s in compose["services"].values() if "command" in s}
+    consumed = {_option(_command(s), "--queues", "-Q") for n, s in compose["services"].items()
+                if n in ("web", "worker", "gpu-worker")}
     routed = {r["queue"] for r in routes.values()} | {settings.CELERY_TASK_DEFAULT_QUEUE}
     assert routed <= consumed, f"queues {routed - consumed} have no worker in compose.yaml"
 
@@ -186,7 +190,7 @@ def test_all_app_services_share_one_production_configuration(compose):
     web = envs["web"]
     assert web["LOUPE_PRODUCTION"] == "1"
     assert web["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in web["DATABASE_URL"]
-    assert web["CELERY_BROKER_URL"].startswith("redis://redis:6379/")
+    assert web["CELERY_BROKER_URL"].startswith("redis://redis:6379/")  # the default; RabbitMQ by .env
     assert web["REDIS_URL"].startswith("redis://redis:6379/")
     # Broker and channel layer on different Redis databases: neither can flush the other's keys.
     assert web["CELERY_BROKER_URL"] != web["REDIS_URL"]
