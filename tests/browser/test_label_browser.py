@@ -17,10 +17,18 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 BATCH, THRESHOLD = 20, 10
 
 
+def _need_browser():
+    from tests.support import CHROMIUM, need
+
+    need(Path(CHROMIUM).exists(), f"Chromium is not installed at {CHROMIUM} (LOUPE_CHROMIUM)")
+    return pytest.importorskip("playwright.sync_api")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from tests.support import LoupeServer
 
+    _need_browser()  # before the (slow) server start
     srv = LoupeServer(tmp_path_factory.mktemp("embedded"), {})
     try:
         srv.setup_demo(limit=None, batch_size=BATCH, refill_threshold=THRESHOLD)  # the whole demo, as README shows
@@ -32,10 +40,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
-    from tests.support import CHROMIUM, need
+    from tests.support import CHROMIUM
 
-    need(Path(CHROMIUM).exists(), f"Chromium is not installed at {CHROMIUM} (LOUPE_CHROMIUM)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = _need_browser()
     with sync_api.sync_playwright() as p:
         browser = launch_chromium(p, CHROMIUM)
         pg = browser.new_page(viewport={"width": 1100, "height": 860})
