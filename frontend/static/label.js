@@ -270,6 +270,19 @@ const sock = new LiveSocket(root.dataset.ws, {
 });
 window.loupeSocket = sock;
 
+// Leaving the page hands the items not labeled yet back to the queue at once (instead of after the
+// lease expires), so teammates can have them.  keepalive lets the request outlive the page.
+window.addEventListener("pagehide", () => {
+  const ids = state.queue.map((i) => i.item_id);
+  if (state.current) ids.push(state.current.item_id);
+  if (!ids.length) return;
+  fetch(API + "release", {
+    method: "POST", keepalive: true, credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "X-CSRFToken": csrfToken()},
+    body: JSON.stringify({item_ids: ids}),
+  }).catch(() => {});
+});
+
 // Safety net while there is nothing to show: ask again now and then (the WebSocket usually says first).
 setInterval(() => { if (!state.current && document.visibilityState === "visible") lease(); }, 20000);
 

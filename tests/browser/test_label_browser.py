@@ -139,3 +139,21 @@ def test_undo_and_help_by_keyboard(page):
     page.keyboard.press("Escape")
     assert not page.is_visible("#help")
     assert page.evaluate("window.__noReload") is True
+
+
+def test_leaving_the_page_hands_its_leases_back(page, server):
+    import time
+
+    token = server.token("admin")
+
+    def leased() -> int:
+        code, body = server.api(token, "/api/projects/1/status")
+        assert code == 200
+        return body["progress"]["leased"]
+
+    assert leased() > 0
+    page.goto(f"{server.url}/")  # pagehide on the labeling page
+    deadline = time.time() + 10
+    while leased() and time.time() < deadline:
+        time.sleep(0.2)
+    assert leased() == 0
