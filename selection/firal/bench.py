@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", nargs="+", default=["firal", "firal_exact"],
                     choices=("firal", "firal_exact"))
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    ap.add_argument("--repeats", type=int, default=1, help="runs per case; the median is shown")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs per case; the median run is shown, with [min-max] wall seconds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=600, help="seconds per run")
     ap.add_argument("--budget-mb", type=int, default=2048, help="firal_exact memory budget")
@@ -191,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cg = "-" if r["cg_total"] is None else (
                 f"{r['cg_total']} ({r['cg_mean']:.1f}/{r['cg_max']})")
+            spread = (f" [{min(r['times']):.2f}-{max(r['times']):.2f}]"
+                      if len(r["times"]) > 1 else "")
             print(f"| {n} | {c} | {d} | {b} | {strat} | {_fmt(r['seconds'])} "
-                  f"({_fmt(r['cpu_seconds'])}) | "
+                  f"({_fmt(r['cpu_seconds'])}){spread} | "
                   f"{_fmt(r['relax_seconds'])} | {_fmt(r['round_seconds'])} | "
                   f"{_fmt(r['oracle_calls'])} | {cg} | {r['peak_rss_mb']:.0f} "
                   f"({r['rss_before_mb']:.0f}) | {_fmt(r['traced_peak_mb'], 0)} | {ratio} | {same} | {firs} |",
