@@ -314,6 +314,14 @@ def average_linkage_clusters(
         X = X.astype(np.float64)
     n = X.shape[0]
     _validate_cut(eps, n_clusters, n)
+    from .seeding import single_threaded_blas  # noqa: PLC0415
+
+    with single_threaded_blas():
+        return _clusters(X, eps, n_clusters, exact_max_n, n_coarse, spread_correction, random_state, progress)
+
+
+def _clusters(X, eps, n_clusters, exact_max_n, n_coarse, spread_correction, random_state, progress):
+    n = X.shape[0]
     t0 = time.perf_counter()
     info: dict[str, Any] = {"n": n}
     if n <= exact_max_n:

@@ -29,11 +29,15 @@ def badge_factors(X, probs, bias: bool = True):
     """The two Kronecker factors of the gradient embedding: A (n, c) = p - onehot(argmax p), Xb (n, d')."""
     xp = get_array_module(X)
     n = X.shape[0]
+    # float32 embeddings keep float32 factors: the per-step products are memory-bound, and
+    # float32 rounding (~1e-7 |g|^2) does not matter for D^2 sampling; float64 stays float64.
+    dt = xp.float32 if X.dtype == xp.float32 else xp.float64
     A = xp.asarray(probs, dtype=xp.float64).copy()
     A[xp.arange(n), A.argmax(axis=1)] -= 1.0
-    Xb = xp.asarray(X, dtype=xp.float64)
+    A = A.astype(dt, copy=False)
+    Xb = xp.asarray(X, dtype=dt)
     if bias:
-        Xb = xp.concatenate([Xb, xp.ones((n, 1), dtype=xp.float64)], axis=1)
+        Xb = xp.concatenate([Xb, xp.ones((n, 1), dtype=dt)], axis=1)
     return A, Xb
 
 
@@ -55,12 +59,17 @@ class Badge(Strategy):
     def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
         xp = get_array_module(X_pool)
         A, Xb = badge_factors(X_pool, probs_pool, self.params_["bias_feature"])
-        na = (A * A).sum(axis=1)
-        nx = (Xb * Xb).sum(axis=1)
-        sq = na * nx  # |g_i|^2
+        na = (A * A).sum(axis=1, dtype=xp.float64)
+        nx = (Xb * Xb).sum(axis=1, dtype=xp.float64)
+        sq = na * nx  # |g_i|^2, float64
 
         def sq_dist_to(j: int):
-            return xp.maximum(sq + sq[j] - 2.0 * (A @ A[j]) * (Xb @ Xb[j]), 0.0)
+            d = (A @ A[j]).astype(xp.float64)
+            d *= Xb @ Xb[j]
+            d *= -2.0
+            d += sq
+            d += sq[j]
+            return xp.maximum(d, 0.0, out=d)
 
         first = int(sq.argmax())
         idx = d2_seeding(X_pool.shape[0], batch_size, sq_dist_to, rng, xp=xp, first=first)

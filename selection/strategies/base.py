@@ -226,6 +226,10 @@ def _subset_context(ctx: SelectionContext, rows: np.ndarray) -> SelectionContext
 
 # --------------------------------------------------------------------- validation
 def _finite(xp, a) -> bool:
+    # One float64 reduction instead of an elementwise mask: NaN/inf propagate into the sum, and
+    # float32 data cannot overflow a float64 sum; a non-finite sum is re-checked exactly.
+    if a.size == 0 or bool(xp.isfinite(a.sum(dtype=xp.float64))):
+        return True
     return bool(xp.isfinite(a).all())
 
 
@@ -284,11 +288,11 @@ def check_inputs(X_pool, probs_pool, X_labeled, probs_labeled, y_labeled, batch_
 
 
 def _check_probs(xp, p, name: str) -> None:
-    if not _finite(xp, p):
+    sums = p.sum(axis=1, dtype=xp.float64)  # NaN/inf in a row make its sum non-finite
+    if not bool(xp.isfinite(sums).all()) and not bool(xp.isfinite(p).all()):
         raise ValueError(f"{name} contains NaN or inf")
-    if bool((p < 0).any()):
+    if bool(p.min() < 0):
         raise ValueError(f"{name} has negative entries")
-    sums = p.sum(axis=1)
     if bool((xp.abs(sums - 1) > 1e-3).any()):
         raise ValueError(f"{name} rows must sum to 1 (max deviation {float(xp.abs(sums - 1).max()):.3g})")
 
