@@ -128,6 +128,30 @@ def _child(spec: dict, timeout: float) -> dict:
     return out
 
 
+def _combine(reps: list[dict]) -> dict:
+    """Median of the timings over repeats (and the fastest), the largest memory peaks."""
+    import statistics  # noqa: PLC0415
+
+    bad = [r for r in reps if "error" in r]
+    if bad:
+        return bad[0]
+    out = dict(reps[0])
+    for k in ("seconds", "round_s", "cluster_s", "wall_s"):
+        vals = [r[k] for r in reps if r.get(k) is not None]
+        if vals:
+            out[k] = statistics.median(vals)
+    if len(reps) > 1:
+        out["min_s"] = min(r["seconds"] for r in reps)
+        if any("round_s" in r for r in reps):
+            out["min_round_s"] = min(r["round_s"] for r in reps)
+    for k in ("traced_MiB", "rss_GiB"):
+        vals = [r[k] for r in reps if r.get(k) is not None]
+        if vals:
+            out[k] = max(vals)
+    out["repeats"] = len(reps)
+    return out
+
+
 def _fmt(v, nd=3):
     if v is None or v == "":
         return ""
@@ -137,8 +161,8 @@ def _fmt(v, nd=3):
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["strategy", "n", "c", "d", "b", "seconds", "round_s", "cluster_s", "clusters", "traced_MiB", "rss_GiB",
-            "error"]
+    cols = ["strategy", "n", "c", "d", "b", "seconds", "min_s", "round_s", "min_round_s", "cluster_s", "clusters",
+            "traced_MiB", "rss_GiB", "error"]
     cols = [c for c in cols if any(r.get(c) not in (None, "") for r in rows)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -158,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-nb", type=float, default=2e8,
                    help="skip badge/coreset cases with n*b above this (their cost is O(n b (c+d)))")
     p.add_argument("--timeout", type=float, default=600, help="seconds per case (default 600)")
+    p.add_argument("--repeat", type=int, default=1, help="run each case this many times (fresh processes); "
+                   "report the median time, the fastest (min_s) and the largest memory peaks")
     p.add_argument("--quick", action="store_true", help="small grid: n 10k/100k, c 10, d 64, b 100/1000")
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     p.add_argument("--_case", help=argparse.SUPPRESS)
@@ -193,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, (s, n, c, d, b) in enumerate(grid):
         spec = {"strategy": s, "n": n, "c": c, "d": d, "b": b, "m": args.m, "params": params.get(s, {})}
         print(f"[{i + 1}/{len(grid)}] {s} n={n} c={c} d={d} b={b}", file=sys.stderr, flush=True)
-        row = _child(spec, args.timeout)
+        row = _combine([_child(spec, args.timeout) for _ in range(args.repeat)])
         rows.append(row)
         print("    " + ", ".join(f"{k}={_fmt(row.get(k))}" for k in
                                  ("seconds", "round_s", "cluster_s", "traced_MiB", "rss_GiB", "error") if k in row),
