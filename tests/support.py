@@ -208,3 +208,60 @@ def start_celery_worker(env: dict[str, str], log: Path, *, timeout: float = 90, 
 def launch_chromium(playwright, path: str):
     return playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
 
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail naming ``what``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def label_until_next_round_is_pushed(srv: LoupeServer, token: str, project_id: int, *, max_labels: int,
+                                     idle_s: float = 0.0, timeout: float = 120.0) -> tuple[int, list[dict]]:
+    """Over a real WebSocket (token auth), stay idle ``idle_s``, then lease + label items one by one over
+    HTTP until the refill policy starts the next round, and wait for its ``queue.updated``.
+    Returns (labels posted, every message received, each with ``_received_ms``)."""
+    import asyncio  # noqa: PLC0415
+
+    import websockets  # noqa: PLC0415
+
+    code, body = srv.api(token, f"/api/projects/{project_id}/status")
+    assert code == 200, body
+    start_round = body["progress"]["round"]["number"]
+
+    async def scenario():
+        messages: list[dict] = []
+        headers = {"Authorization": f"Token {token}", "Origin": srv.url}
+        async with websockets.connect(f"{srv.ws_url}/ws/projects/{project_id}/", additional_headers=headers) as ws:
+            async def read():
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    msg["_received_ms"] = time.time() * 1000
+                    messages.append(msg)
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(idle_s)
+            labeled = 0
+            while True:
+                code, body = await asyncio.to_thread(srv.api, token, f"/api/projects/{project_id}/lease", {"n": 1})
+                assert code == 200 and body["items"], body
+                item = body["items"][0]["item_id"]
+                code, body = await asyncio.to_thread(
+                    srv.api, token, f"/api/projects/{project_id}/label", {"item_id": item, "label": "7"})
+                assert code == 201, body
+                labeled += 1
+                if body["progress"]["round"]["number"] > start_round:
+                    break
+                assert labeled <= max_labels, "no round was started"
+            deadline = time.time() + timeout
+            while time.time() < deadline and not any(m["type"] == "queue.updated" for m in messages):
+                await asyncio.sleep(0.05)
+            reader.cancel()
+            return labeled, messages
+
+    return asyncio.run(scenario())

@@ -1,12 +1,11 @@
 """Production wiring: PostgreSQL + Redis (broker and channel layer) + `daphne config.asgi:application`
 + a separate `celery -A config worker -Q gpu,cpu` process.  Labels posted over HTTP make the worker
 run a round; the new queue is in the database and the worker's push arrives over a real WebSocket."""
-import asyncio
-import json
 import secrets
-import time
 
 import pytest
+
+from tests.support import label_until_next_round_is_pushed, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.celery, pytest.mark.slow]
 
@@ -14,19 +13,9 @@ BATCH, THRESHOLD = 12, 6
 IDLE_S = 8
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_labels_over_http_trigger_a_worker_round_whose_push_reaches_the_websocket(pg_database, redis_url,
                                                                                   start_server):
-    websockets = pytest.importorskip("websockets")
+    pytest.importorskip("websockets")
     import psycopg
 
     db_url = pg_database()
@@ -46,40 +35,9 @@ def test_labels_over_http_trigger_a_worker_round_whose_push_reaches_the_websocke
     first = wait_for(lambda: (p := status())["round"] and p["round"]["status"] == "done" and p, 90, "round 1")
     assert first["pending"] == BATCH
 
-    async def scenario():
-        messages = []
-        headers = {"Authorization": f"Token {token}", "Origin": srv.url}
-        async with websockets.connect(f"{srv.ws_url}/ws/projects/{pid}/", additional_headers=headers) as ws:
-            async def read():
-                async for raw in ws:
-                    msg = json.loads(raw)
-                    msg["_received_ms"] = time.time() * 1000
-                    messages.append(msg)
-
-            reader = asyncio.create_task(read())
-            # Stay idle longer than channels_redis' 5 s BZPOPMIN: the consumer must survive an idle socket
-            # (redis-py 8 defaults socket_timeout to 5 s, which once killed idle consumers).
-            await asyncio.sleep(IDLE_S)
-            labeled = 0
-            # Label until the refill policy starts round 2 (pending below THRESHOLD).
-            while True:
-                code, body = await asyncio.to_thread(srv.api, token, f"/api/projects/{pid}/lease", {"n": 1})
-                assert code == 200 and body["items"], body
-                item = body["items"][0]["item_id"]
-                code, body = await asyncio.to_thread(
-                    srv.api, token, f"/api/projects/{pid}/label", {"item_id": item, "label": "7"})
-                assert code == 201, body
-                labeled += 1
-                if body["progress"]["round"]["number"] == 2:
-                    break
-                assert labeled <= BATCH, "no round was started"
-            deadline = time.time() + 120
-            while time.time() < deadline and not any(m["type"] == "queue.updated" for m in messages):
-                await asyncio.sleep(0.1)
-            reader.cancel()
-            return labeled, messages
-
-    labeled, messages = asyncio.run(scenario())
+    # Stay idle longer than channels_redis' 5 s BZPOPMIN first: the consumer must survive an idle socket
+    # (redis-py 8 defaults socket_timeout to 5 s, which once killed idle consumers).
+    labeled, messages = label_until_next_round_is_pushed(srv, token, pid, max_labels=BATCH, idle_s=IDLE_S)
     pushed = [m for m in messages if m["type"] == "queue.updated"]
     assert pushed, f"no queue.updated arrived; got {[m['type'] for m in messages]}"
     assert pushed[0]["round"] == 2 and pushed[0]["added"] == BATCH
