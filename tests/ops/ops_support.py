@@ -25,6 +25,14 @@ REDIS_URL = os.environ.get("LOUPE_TEST_REDIS_URL", "redis://127.0.0.1:6379").rst
 AMQP_URL = os.environ.get("LOUPE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
+def redis_db_url() -> str:
+    """A Redis URL on a database index drawn at random (1-15), so that two test sessions running at
+    once on one machine rarely share a broker queue (a worker of one would take the other's tasks)."""
+    import secrets  # noqa: PLC0415
+
+    return f"{REDIS_URL}/{secrets.randbelow(15) + 1}"
+
+
 def reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):

@@ -14,25 +14,23 @@ import signal
 import threading
 import time
 import uuid
-from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test import Client
-from django.utils import timezone
 
 from ops_support import (
-    REDIS_URL,
     WorkerProcess,
     app_env,
     database_url,
     need_postgres_db,
     need_service,
+    redis_db_url,
     run_app_code,
     wait_for,
 )
 
-BROKER = f"{REDIS_URL}/9"
+BROKER = redis_db_url()
 
 
 # --------------------------------------------------------------------------- worker fixtures

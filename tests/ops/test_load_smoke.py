@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_support import REDIS_URL, need_service
+from ops_support import need_service, redis_db_url
 from tests.support import PG_ADMIN_URL, need, postgres_available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_ten_annotators_for_a_few_seconds_lose_and_duplicate_nothing(tmp_path):
         [sys.executable, "bench/loadtest.py", "run", "--annotators", "10", "--duration", "8", "--items", "600",
          "--batch-size", "60", "--refill-threshold", "40", "--think-min", "0.05", "--think-max", "0.3",
          "--warmup", "1", "--pg-url", pg, "--db-name", db, "--drop-db",
-         "--redis-url", f"{REDIS_URL}/12", "--broker-url", f"{REDIS_URL}/12", "--workdir", str(tmp_path)],
+         "--redis-url", redis_db_url(), "--broker-url", redis_db_url(), "--workdir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     counts = json.loads((tmp_path / "count.json").read_text())
