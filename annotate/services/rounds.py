@@ -18,7 +18,8 @@ unique constraint backs the check) and enqueues ``annotate.tasks.round_run`` aft
 4. in ONE transaction: supersede the project's still-pending entries of earlier rounds
    (state ``expired``; whichever of their items the strategy picks again get a fresh entry), create this round's
    entries with the prediction of the model just trained, mark the round done.  Leased entries
-   are never touched: whoever holds one keeps it and can label it;
+   are never touched: whoever holds one keeps it and can label it.  Picked items that were leased,
+   labeled or skipped while the round trained are left out (read inside this transaction);
 5. after commit, push ``round.status`` and ``queue.updated``.
 
 A re-run of a round (tasks are ``acks_late``, so a worker lost mid-round runs it again) starts
@@ -313,14 +314,16 @@ def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings
             .exclude(round=locked)
             .update(state=QueueEntry.State.EXPIRED)
         )
-        # An item picked from the pool may have been leased meanwhile (undo re-leases items): skip it.
-        open_now = set(
+        # The pool was read before training: since then an item may have been leased (it was pending),
+        # or leased and already labeled or skipped.  Both are read here, after the supersede, and skipped.
+        taken = set(
             QueueEntry.objects.filter(project=project, state__in=QueueEntry.OPEN).values_list("item_id", flat=True)
         )
+        taken |= set(selectors.decided_item_ids(project=project).values_list("item_id", flat=True))
         entries = []
         for rank, (pos, score, is_audit) in enumerate(chosen):
             item_id = int(pool_ids[pos])
-            if item_id in open_now:
+            if item_id in taken:
                 continue
             pred, conf = "", None
             if probs_pool is not None:

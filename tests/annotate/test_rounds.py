@@ -188,3 +188,27 @@ def test_a_failing_round_is_marked_failed_with_the_reason(make_project):
     assert rnd.status == Round.Status.FAILED and "no-such-strategy" in rnd.failure
     assert not QueueEntry.objects.exists()
     assert round_maybe_request(project=project) is None  # no immediate retry after a failure
+
+
+def test_an_item_labeled_while_the_round_trains_is_not_queued_again(make_project, user, monkeypatch):
+    """The pool is read before training; an item leased and labeled in the meantime must not be queued."""
+    project = make_project(n_items=12, batch_size=12, members=[(user, Membership.Role.ANNOTATOR)],
+                           strategy="random")
+    first = round_request(project=project, reason="t")
+    round_execute(round_id=first.pk)
+    label_leased(project, user, 2)  # labels exist, so the next round trains a head
+    rnd = round_request(project=project, reason="t")
+    labeled_meanwhile = []
+    real_write = rounds_service._write
+
+    def write_after_a_label(*args, **kwargs):
+        # Between reading the pool and writing: someone leases a pending item and labels it.
+        labeled_meanwhile.extend(label_leased(project, user, 1))
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(rounds_service, "_write", write_after_a_label)
+    round_execute(round_id=rnd.pk)
+    item = labeled_meanwhile[0].item_id
+    assert not QueueEntry.objects.filter(round=rnd, item_id=item).exists()
+    assert QueueEntry.objects.filter(round=rnd).count() == 12 - 2 - 1
+    assert not QueueEntry.objects.filter(item_id=item, state__in=QueueEntry.OPEN).exists()
