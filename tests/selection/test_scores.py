@@ -39,7 +39,7 @@ def test_scores_keep_float32_and_match_float64():
 
 def test_margin_against_full_sort_over_chunks(monkeypatch):
     import selection.scores as sc
-    monkeypatch.setattr(sc, "_CHUNK", 7)  # exercise the chunk boundaries
+    monkeypatch.setattr(sc, "_rows", lambda p: 7)  # exercise the chunk boundaries
     rng = np.random.default_rng(1)
     p = rng.dirichlet(np.ones(5), size=50)
     srt = np.sort(p, axis=1)
