@@ -318,11 +318,6 @@ def _register_hook_strategy():
             return Selection(np.arange(batch_size, dtype=np.int64), None, {})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 2: round _write() skips items that are open now but not items "
-                   "labeled since the pool was read (rounds re-score pending items), so an item leased and "
-                   "labeled during a round is queued again and labeled by a second annotator; fix: in _write, "
-                   "also skip items with a current label/skip (selectors.decided_item_ids) read inside the "
-                   "write transaction after the supersede UPDATE")
 @pytest.mark.django_db(transaction=True)
 def test_item_labeled_while_a_round_runs_is_not_queued_again(make_project, make_round, add_member):
     """Found by the load test (docs/bench-load.md): 4 items labeled by two annotators in 2 minutes."""
