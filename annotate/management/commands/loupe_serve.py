@@ -63,6 +63,7 @@ class Command(BaseCommand):
         from twisted.internet import reactor  # noqa: PLC0415  - the asyncio reactor daphne installed
 
         from annotate import realtime  # noqa: PLC0415
+        from annotate.services.jobs import jobs_resume_orphans  # noqa: PLC0415
         from annotate.services.rounds import rounds_resume_orphans  # noqa: PLC0415
 
         embedded = settings.LOUPE_EMBEDDED_WORKER
@@ -71,6 +72,10 @@ class Command(BaseCommand):
             resumed = rounds_resume_orphans()
             if resumed:
                 self.stdout.write(f"re-enqueued {len(resumed)} round(s) left over from a previous run")
+            # The memory broker lost whatever import/export/embedding jobs the last process held.
+            jobs = jobs_resume_orphans()
+            if jobs:
+                self.stdout.write(f"re-enqueued {len(jobs)} job(s) left over from a previous run")
             mode = "embedded worker thread, memory broker"
         elif embedded:
             mode = "no worker (rounds will wait)"
