@@ -87,7 +87,7 @@ class ClusterMargin(Strategy):
         Param("km_ratio", "float", 10.0, "k_m / b: how many lowest-margin candidates per batch slot "
               "(the paper's k_m; sources use 1.25 and 10).", min=1.0, max=1000.0),
         Param("exact_max_n", "int", 10_000, "Largest set clustered with exact HAC (needs ~8 n^2 bytes); "
-              "above it a k-means coarsening is clustered instead.", min=2, max=60_000),
+              "above it a k-means coarsening is clustered instead (40k needs ~13 GB).", min=2, max=40_000),
         Param("n_coarse", "int", 4096, "Number of k-means cells on the scalable path (K^2 * 8 bytes of "
               "memory); clusters smaller than N / n_coarse points cannot be resolved.", min=16, max=10_000),
         Param("cluster_seed", "int", 0, "Seed of the coarsening (fixed so the cached clustering is stable).",
