@@ -71,8 +71,45 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def database_from_url(name: str, url: str) -> dict:
-    """Django DATABASES entry from ``sqlite:///path`` or ``postgres://user:pw@host:port/db``."""
+#: libpq connection parameters that take integers (the others are passed on as strings).
+_PG_INT_OPTIONS = frozenset({
+    "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+    "tcp_user_timeout", "port",
+})
+#: Options Django's PostgreSQL backend reads itself: booleans.
+_PG_BOOL_OPTIONS = frozenset({"server_side_binding"})
+
+
+def _typed_pg_options(name: str, url: str, query: str) -> dict:
+    """The URL's query string as typed connection options (``?connect_timeout=5&sslmode=require``)."""
+    options: dict = {}
+    for key, raw in parse_qsl(query, keep_blank_values=True):
+        if key == "pool":
+            raise ImproperlyConfigured(
+                f"{name}={url!r}: set the connection pool with DB_POOL (and DB_POOL_MIN_SIZE / DB_POOL_MAX_SIZE), "
+                "not in the URL")
+        if key in _PG_INT_OPTIONS:
+            try:
+                options[key] = int(raw)
+            except ValueError:
+                raise ImproperlyConfigured(f"{name}={url!r}: option {key}={raw!r} is not an integer") from None
+        elif key in _PG_BOOL_OPTIONS:
+            low = raw.strip().lower()
+            if low not in _TRUE | _FALSE:
+                raise ImproperlyConfigured(f"{name}={url!r}: option {key}={raw!r} is not a boolean (1/0, true/false)")
+            options[key] = low in _TRUE
+        else:
+            options[key] = raw
+    return options
+
+
+def database_from_url(name: str, url: str, *, conn_max_age: int = 0, pool: dict | None = None) -> dict:
+    """Django DATABASES entry from ``sqlite:///path`` or ``postgres://user:pw@host:port/db``.
+
+    PostgreSQL only: ``conn_max_age`` (seconds a connection is kept open after a request; 0 closes it
+    after each) and ``pool`` (psycopg_pool options such as ``{"min_size": 2, "max_size": 8}``: Django
+    5.1+'s connection pool, which needs ``conn_max_age=0``).  See ``database_settings``.
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
@@ -96,7 +133,13 @@ def database_from_url(name: str, url: str) -> dict:
         db = unquote(parts.path.lstrip("/"))
         if not db:
             raise ImproperlyConfigured(f"{name}={url!r} names no database (postgres://user@host:5432/dbname)")
-        options = dict(parse_qsl(parts.query))
+        options = _typed_pg_options(name, url, parts.query)
+        if pool is not None:
+            if conn_max_age:
+                raise ImproperlyConfigured(
+                    f"DB_CONN_MAX_AGE={conn_max_age} cannot be combined with DB_POOL: pooled connections go back to "
+                    "the pool after each request; set DB_CONN_MAX_AGE=0 or turn DB_POOL off")
+            options["pool"] = dict(pool)
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": db,
@@ -105,8 +148,38 @@ def database_from_url(name: str, url: str) -> dict:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "OPTIONS": options,
-            "CONN_MAX_AGE": 0,
+            "CONN_MAX_AGE": conn_max_age,
+            # A kept connection is checked before a request reuses it (a restarted server, a dropped socket).
+            "CONN_HEALTH_CHECKS": conn_max_age > 0,
         }
     raise ImproperlyConfigured(
         f"{name}={url!r} has an unsupported scheme {scheme!r}; use sqlite:///file.db or postgres://user@host/db"
     )
+
+
+def database_settings(url_name: str = "DATABASE_URL", default_url: str = "") -> dict:
+    """``DATABASES["default"]`` from ``DATABASE_URL`` and the connection variables:
+
+    - ``DB_CONN_MAX_AGE`` (seconds, default 0): keep a connection for later requests of the same
+      thread.  Right for Celery workers and WSGI; NOT for Daphne: Django runs each ASGI request's
+      sync code in a thread of its own, so a kept connection is never reused and lingers until the
+      thread is collected.  Use the pool there.
+    - ``DB_POOL`` (default off): Django's psycopg connection pool (needs ``psycopg-pool``), one per
+      process, shared by all its threads; each request borrows a connection and gives it back.
+      ``DB_POOL_MIN_SIZE`` (default 2), ``DB_POOL_MAX_SIZE`` (default 8; requests beyond it wait up to
+      ``DB_POOL_TIMEOUT`` seconds, default 10).  Meant for the web processes: a Celery prefork
+      worker would inherit a pool opened before the fork; give workers DB_CONN_MAX_AGE instead.
+    """
+    url = env_str(url_name, default_url)
+    conn_max_age = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+    pool = None
+    if env_bool("DB_POOL", False):
+        if not urlsplit(url).scheme.lower().startswith(("postgres", "pgsql")):
+            raise ImproperlyConfigured(f"DB_POOL=1 needs a PostgreSQL {url_name}; got {url!r}")
+        min_size = env_int("DB_POOL_MIN_SIZE", 2, minimum=0)
+        max_size = env_int("DB_POOL_MAX_SIZE", max(8, min_size), minimum=1)
+        if max_size < min_size:
+            raise ImproperlyConfigured(f"DB_POOL_MAX_SIZE={max_size} must be at least DB_POOL_MIN_SIZE={min_size}")
+        pool = {"min_size": min_size, "max_size": max_size,
+                "timeout": env_float("DB_POOL_TIMEOUT", 10.0, minimum=0.1)}
+    return database_from_url(url_name, url, conn_max_age=conn_max_age, pool=pool)

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from .env import (
-    database_from_url,
+    database_settings,
     env_bool,
     env_choice,
     env_float,
@@ -84,7 +84,8 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'loupe.sqlite3'}")
 if DATABASE_URL.startswith("sqlite:"):
     VAR_DIR.mkdir(parents=True, exist_ok=True)  # a bare checkout has no var/ yet; SQLite won't create it
-DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
+# Connection reuse: DB_CONN_MAX_AGE (workers) or DB_POOL (Daphne); see config/env.py database_settings.
+DATABASES = {"default": database_settings("DATABASE_URL", DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --------------------------------------------------------------------------- auth
@@ -132,6 +133,12 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis broker: a task delivered to a worker that vanished (machine or container gone; a killed pool
+# process is caught by reject_on_worker_lost) is delivered again after this many seconds.  Must be
+# longer than the longest task (a round, an embedding job), or a slow task would run twice.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 
 # --------------------------------------------------------------------------- Channels
 REDIS_URL = env_str("REDIS_URL", "")

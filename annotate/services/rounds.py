@@ -96,25 +96,37 @@ def round_enqueue(rnd: Round) -> None:
     transaction.on_commit(lambda: _push_status(round_id))
 
 
-def round_maybe_request(*, project: Project) -> Round | None:
-    """Apply the project's refill policy: start a round when the queue runs low (or every N labels)."""
+def round_maybe_request(*, project: Project, pending: int | None = None) -> Round | None:
+    """Apply the project's refill policy: start a round when the queue runs low (or every N labels).
+
+    Runs after every label, so the common case costs one indexed ``COUNT``: with the queue above
+    the threshold (and no every-N policy) nothing else is read.  ``pending``: the project's pending
+    entry count when the caller has just read it.  The dearer checks (active or recently failed
+    round, the pool's ``EXISTS``) only run when a round may start.
+    """
+    if pending is None:
+        pending = selectors.pending_count(project=project)
+    low = pending < project.refill_threshold
+    every_n = project.refill_policy == Project.Refill.EVERY_N and project.retrain_every > 0
+    if not low and not every_n:
+        return None
     if selectors.active_round(project=project) is not None:
         return None
     last = selectors.last_round(project=project)
     if last is not None and last.status == Round.Status.FAILED and last.finished_at:
         if timezone.now() - last.finished_at < RETRY_AFTER_FAILURE:
             return None
-    if not selectors.pool_items(project=project).exists():
-        return None  # nothing left to pick
-    pending = QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
-    if pending < project.refill_threshold:
-        return round_request(project=project, reason="low_water")
-    if project.refill_policy == Project.Refill.EVERY_N and project.retrain_every > 0:
+    if low:
+        reason = "low_water"
+    else:
         labeled = selectors.current_labels(project=project).values("item_id").distinct().count()
         since = labeled - (last.labeled_count if last is not None else 0)
-        if since >= project.retrain_every:
-            return round_request(project=project, reason="every_n")
-    return None
+        if since < project.retrain_every:
+            return None
+        reason = "every_n"
+    if not selectors.pool_items(project=project).exists():
+        return None  # nothing left to pick
+    return round_request(project=project, reason=reason)
 
 
 # --------------------------------------------------------------------------- executing

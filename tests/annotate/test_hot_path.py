@@ -1,0 +1,164 @@
+"""The labeling hot path: what one submit costs in SQL, and that the cheap reads agree with plain ones.
+
+The per-submit query count is pinned as an upper bound (docs/bench-load.md: the submit's
+cost under load was mostly queries for the response), so a change that adds queries to
+``POST /label`` fails here instead of silently slowing every label.
+"""
+import json
+import uuid
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from annotate import selectors
+from annotate.models import Annotation, Item, Membership, QueueEntry, Round
+from annotate.services.annotations import annotation_submit
+from annotate.services.queue import queue_lease
+from annotate.services.rounds import round_maybe_request
+
+pytestmark = pytest.mark.django_db
+
+#: SQL statements one ``POST /label`` may run (session, user, project + membership, the label
+#: itself in a savepoint (2 of the 13 are SAVEPOINT/RELEASE), one progress query, one round query).
+#: It was 23 before the hot path was trimmed.
+MAX_QUERIES_PER_SUBMIT = 13
+
+
+@pytest.fixture
+def labeling(make_user, make_project, make_round):
+    user = make_user("ann")
+    other = make_user("bob")
+    project = make_project(members=[(user, Membership.Role.ANNOTATOR), (other, Membership.Role.ANNOTATOR)],
+                           n_items=40, batch_size=20, refill_threshold=3)
+    make_round(project)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    client.get(f"/projects/{project.pk}/label/")  # the csrftoken cookie, as the page gets it
+    return project, user, other, client
+
+
+def post(client, url, body):
+    return client.post(url, data=json.dumps(body), content_type="application/json",
+                       HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value)
+
+
+def reference_progress(project, user):
+    """The progress counts, each by its own plain query (the independent reference)."""
+    labels = Annotation.objects.filter(item__project=project, is_current=True,
+                                       action__in=[Annotation.Action.LABEL, Annotation.Action.CORRECT])
+    rounds = Round.objects.filter(project=project)
+    active = rounds.filter(status__in=[Round.Status.QUEUED, Round.Status.RUNNING]).order_by("-number").first()
+    rnd = active or rounds.order_by("-number").first()
+    return {
+        "total": Item.objects.filter(project=project).count(),
+        "labeled": len(set(labels.values_list("item_id", flat=True))),
+        "pending": QueueEntry.objects.filter(project=project, state="pending").count(),
+        "leased": QueueEntry.objects.filter(project=project, state="leased").count(),
+        "mine": labels.filter(annotator=user).count(),
+        "round_number": rnd.number if rnd else None,
+    }
+
+
+def test_a_submit_runs_at_most_the_pinned_number_of_queries(labeling):
+    project, user, _other, client = labeling
+    base = f"/api/projects/{project.pk}/"
+    items = post(client, base + "lease", {"n": 4}).json()["items"]
+    counts = []
+    for it in items[:3]:
+        with CaptureQueriesContext(connection) as ctx:
+            r = post(client, base + "label", {"item_id": it["item_id"], "label": "cat",
+                                             "client_id": str(uuid.uuid4())})
+        assert r.status_code == 201, r.content
+        counts.append(len(ctx.captured_queries))
+    sql = "\n".join(q["sql"] for q in ctx.captured_queries)
+    assert max(counts) <= MAX_QUERIES_PER_SUBMIT, f"{counts} queries per submit; the last one ran:\n{sql}"
+    # A replay (same client_id) is no dearer than a first submit.
+    with CaptureQueriesContext(connection) as ctx:
+        r = post(client, base + "label", {"item_id": items[3]["item_id"], "label": "dog", "client_id": "0" * 32})
+        again = post(client, base + "label", {"item_id": items[3]["item_id"], "label": "dog", "client_id": "0" * 32})
+    assert r.status_code == 201 and again.status_code == 200 and again.json()["created"] is False
+    assert len(ctx.captured_queries) <= 2 * MAX_QUERIES_PER_SUBMIT
+
+
+def test_the_label_response_progress_matches_plain_counts(labeling):
+    project, user, other, client = labeling
+    base = f"/api/projects/{project.pk}/"
+    for e in queue_lease(project=project, user=other, n=3)[:2]:  # someone else's labels and leases
+        annotation_submit(project=project, user=other, item_id=e.item_id, label="fox")
+    items = post(client, base + "lease", {"n": 5}).json()["items"]
+    for k, it in enumerate(items[:4]):
+        body = {"item_id": it["item_id"], "client_id": str(uuid.uuid4())}
+        r = post(client, base + ("skip" if k == 1 else "label"), body if k == 1 else {**body, "label": "dog"})
+        assert r.status_code == 201, r.content
+        got = r.json()["progress"]
+        ref = reference_progress(project, user)
+        assert {k: got[k] for k in ("total", "labeled", "pending", "leased", "mine")} == {
+            k: ref[k] for k in ("total", "labeled", "pending", "leased", "mine")}
+        assert got["round"]["number"] == ref["round_number"]
+    ref = reference_progress(project, user)
+    assert ref["mine"] == 3 and ref["labeled"] == 5 and ref["leased"] == 1 + 1  # bob's third lease + my fifth
+    status = client.get(base + "status").json()["progress"]
+    assert {k: status[k] for k in ("total", "labeled", "pending", "leased", "mine")} == {
+        k: ref[k] for k in ("total", "labeled", "pending", "leased", "mine")}
+
+
+def test_progress_of_an_empty_project_counts_zero(make_project, make_user):
+    project = make_project(n_items=0)
+    progress = selectors.project_progress(project=project, user=make_user("x"))
+    assert progress == {"total": 0, "labeled": 0, "pending": 0, "leased": 0, "mine": 0, "round": None}
+
+
+def test_current_round_prefers_an_active_round_over_a_newer_finished_one(make_project):
+    project = make_project()
+    Round.objects.create(project=project, number=1, status=Round.Status.RUNNING, strategy="margin")
+    Round.objects.create(project=project, number=2, status=Round.Status.DONE, strategy="margin")
+    assert selectors.current_round(project=project).number == 1
+    Round.objects.filter(project=project, number=1).update(status=Round.Status.FAILED)
+    assert selectors.current_round(project=project).number == 2
+
+
+def test_a_label_that_empties_the_queue_starts_a_round_and_the_response_shows_it(labeling, monkeypatch):
+    project, user, _other, client = labeling
+    from annotate.tasks import rounds as task_module
+
+    monkeypatch.setattr(task_module.round_run, "delay", lambda round_id: None)
+    base = f"/api/projects/{project.pk}/"
+    pending = QueueEntry.objects.filter(project=project, state="pending").count()
+    items = post(client, base + "lease", {"n": pending - 2}).json()["items"]  # 2 pending left, threshold 3
+    r = post(client, base + "label", {"item_id": items[0]["item_id"], "label": "cat"})
+    assert r.status_code == 201
+    assert r.json()["progress"]["round"]["number"] == 2 and r.json()["progress"]["round"]["status"] == "queued"
+    assert Round.objects.filter(project=project, status="queued").count() == 1
+
+
+def test_the_refill_policy_is_unchanged_by_passing_the_pending_count(make_project, make_round, make_user):
+    user = make_user("ann")
+    project = make_project(n_items=30, batch_size=6, refill_threshold=3, members=[(user, Membership.Role.ANNOTATOR)])
+    make_round(project)
+    queue_lease(project=project, user=user, n=4)  # 2 pending: below the threshold
+    # A caller's stale, high pending count wins (it is the caller's read); the real one starts a round.
+    assert round_maybe_request(project=project, pending=5) is None
+    assert round_maybe_request(project=project, pending=2) is not None
+
+
+def test_training_labels_let_a_reviewers_correction_win(make_project, make_user):
+    """``labeled_item_labels`` (what rounds train on) follows ``selectors_labels.final_labels``:
+    a reviewer's correction wins even over a later plain label, as in exports and statistics."""
+    ann, rev, late = make_user("ann"), make_user("rev"), make_user("late")
+    project = make_project(n_items=6)
+    items = list(Item.objects.filter(project=project).order_by("id"))
+
+    def row(item, user, action, label):
+        return Annotation.objects.create(item=item, annotator=user, action=action, label=label, is_current=True)
+
+    row(items[0], ann, "label", "cat")
+    row(items[0], rev, "correct", "dog")  # correction after the label
+    row(items[0], late, "label", "fox")  # a later plain label does not beat the correction
+    row(items[1], ann, "label", "cat")
+    row(items[1], late, "label", "fox")  # two plain labels: the latest wins
+    row(items[2], ann, "skip", "")  # a skip is no label
+    row(items[3], ann, "undo", "")  # an undone label is no label
+    got = selectors.labeled_item_labels(project=project)
+    assert got == {items[0].pk: "dog", items[1].pk: "fox"}
