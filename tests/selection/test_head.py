@@ -103,3 +103,16 @@ def test_bad_inputs_raise():
         LogisticHead(2).fit(X, np.array([0, 1]))
     with pytest.raises(RuntimeError, match="not fitted"):
         LogisticHead(2).predict_proba(X)
+
+
+@pytest.mark.gpu
+def test_cuda_head_matches_cpu(digits):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    X, y = digits
+    X = X / 16
+    cpu = LogisticHead(10, l2=1.0, dtype="float64").fit(X, y)
+    gpu = LogisticHead(10, l2=1.0, dtype="float64", device="cuda").fit(X, y)
+    assert np.abs(gpu.predict_proba(X) - cpu.predict_proba(X)).max() < 1e-4
