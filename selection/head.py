@@ -4,7 +4,13 @@ Objective (the same minimiser as scikit-learn's ``LogisticRegression(C=1/l2)``):
 
     L(W, b) = sum_i CE(softmax(W x_i + b), y_i) + (l2 / 2) * ||W||_F^2
 
-The intercept ``b`` is not penalised.  Classes that do not occur in ``y`` are left out of
+The intercept ``b`` is not penalised.  With exactly two classes seen, scikit-learn (like every
+binary logistic regression) fits ONE weight vector w = w_1 - w_0 with penalty (l2/2)||w||^2,
+whereas the symmetric softmax penalty (l2/2)(||w_0||^2 + ||w_1||^2) is minimised at
+w_0 = -w_1 and equals (l2/4)||w||^2 - half as strong.  The head therefore doubles the penalty
+on the symmetric parameters when two classes are present, so that its probabilities equal
+``LogisticRegression(C=1/l2)``'s for c = 2 as well (and the reference-class parametrisation
+used by FIRAL sees exactly lambda = l2).  Classes that do not occur in ``y`` are left out of
 the fit (their unpenalised intercept would run off to -inf: the loss keeps falling as their
 probability goes to 0, and the optimiser crawls along that direction); like scikit-learn,
 which only knows the classes it saw, the head gives them probability 0: coefficients 0 and
@@ -174,11 +180,14 @@ class LogisticHead:
         remap[present] = np.arange(cp)
         yt = torch.as_tensor(remap[y_np], device=dev)
 
+        # binary: the symmetric softmax needs twice the penalty to equal the one-vector binary
+        # objective of scikit-learn (module docstring)
+        self.l2_effective_ = float(self.l2) * (2.0 if cp == 2 else 1.0)
         # standardised coordinates (module docstring): a diagonal preconditioner, exact
         mean = Xt.mean(dim=0) if self.fit_intercept else torch.zeros(d, device=dev, dtype=dt)
         # s_j^2 = var_j + 4 l2 / n balances the Hessian diagonal of the per-row objective
         # (~ var_j / 4 from the data, l2 / n from the penalty) to about 1/4 in every column.
-        scale = (((Xt - mean) ** 2).mean(dim=0) + 4.0 * self.l2 / n).sqrt()
+        scale = (((Xt - mean) ** 2).mean(dim=0) + 4.0 * self.l2_effective_ / n).sqrt()
         scale = torch.where(scale > 1e-12 * (1 + mean.abs()), scale, torch.ones_like(scale))
         Xs = (Xt - mean) / scale
         inv_s2 = 1.0 / scale**2
@@ -229,7 +238,7 @@ class LogisticHead:
         if self.fit_intercept:
             logits = logits + b
         ce = torch.nn.functional.cross_entropy(logits, yt, reduction="sum")
-        pen = 0.5 * self.l2 * (W * W * inv_s2).sum()
+        pen = 0.5 * self.l2_effective_ * (W * W * inv_s2).sum()
         return ce / len(yt), pen / n_total
 
     def _fit_lbfgs(self, torch, Xt, yt, W, b, inv_s2) -> int:
