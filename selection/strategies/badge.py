@@ -4,7 +4,13 @@ Uncertain Gradient Lower Bounds", ICLR 2020), for the logistic head.
 Gradient embedding (their Sec. 3): the gradient of the cross-entropy loss with respect to the
 last layer's parameters, at the model's own prediction yhat_i = argmax_k p_ik as the label:
 
-    g_i = (p_i - e_{yhat_i}) (x) x~_i        (c * d' entries; x~_i = [x_i, 1] with the bias)
+    g_i = (p_i - e_{yhat_i}) (x) x_i         (c * d entries)
+
+By default only the weights' gradient is used, as in the authors' reference code (its
+embedding has ``embDim * nLab`` entries: the penultimate features times p - e_yhat, no bias
+column), so that results are comparable with it and with the libraries that follow it.
+``bias_feature=True`` appends the intercept's gradient (x~_i = [x_i, 1]); with unit-norm
+embeddings that constant carries as much weight as all the features together.
 
 and the batch is a k-means++ seeding over the g_i (their Algorithm 1; the first centre is the
 largest gradient, as in the authors' code).  The n x c*d' matrix is never formed: with
@@ -52,8 +58,9 @@ class Badge(Strategy):
     name = "badge"
     description = "k-means++ seeding over last-layer gradient embeddings (Ash et al. 2020)."
     params = (
-        Param("bias_feature", "bool", True,
-              "Include the head's intercept in the gradient embedding (x extended by a constant 1)."),
+        Param("bias_feature", "bool", False,
+              "Include the head's intercept in the gradient embedding (x extended by a constant 1). "
+              "Off by default, as in the BADGE authors' code (weights only)."),
     )
 
     def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):

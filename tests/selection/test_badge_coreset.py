@@ -46,12 +46,30 @@ def test_badge_selection_equals_dense_kmeanspp_on_the_embedding():
     X = rng.normal(size=(200, 6))
     P = rng.dirichlet(np.ones(3), size=200)
     XL, yL = X[:3], np.array([0, 1, 2])
-    sel = make_strategy("badge", {}).select(X, P, X_labeled=XL, y_labeled=yL, batch_size=15, random_state=4)
-    G = badge_embedding(X, P)
-    first = int(np.argmax((G**2).sum(1)))
-    ref = kmeans_pp(G, 15, rng=np.random.default_rng(4), first=first)
-    np.testing.assert_array_equal(sel.indices, ref)
-    np.testing.assert_allclose(sel.scores, np.linalg.norm(G[sel.indices], axis=1))
+    for params, bias in (({}, False), ({"bias_feature": True}, True)):
+        sel = make_strategy("badge", params).select(X, P, X_labeled=XL, y_labeled=yL, batch_size=15,
+                                                    random_state=4)
+        G = badge_embedding(X, P, bias=bias)
+        first = int(np.argmax((G**2).sum(1)))
+        ref = kmeans_pp(G, 15, rng=np.random.default_rng(4), first=first)
+        np.testing.assert_array_equal(sel.indices, ref)
+        np.testing.assert_allclose(sel.scores, np.linalg.norm(G[sel.indices], axis=1))
+
+
+def test_default_embedding_is_the_reference_codes_weights_only_gradient():
+    # the authors' code builds embDim * nLab entries: block k = x * (p_k - [k == yhat]) up to sign,
+    # no intercept column; the default must measure distances in that space
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 5)) + 3.0
+    P = rng.dirichlet(np.ones(4), size=60)
+    yhat = P.argmax(1)
+    ref = np.concatenate([X * (P[:, [k]] - (yhat == k)[:, None]) for k in range(4)], axis=1)
+    assert make_strategy("badge", {}).params_["bias_feature"] is False
+    np.testing.assert_allclose(badge_embedding(X, P, bias=False), ref, atol=1e-12)
+    sel = make_strategy("badge", {}).select(X, P, X_labeled=X[:4], y_labeled=np.arange(4), batch_size=10,
+                                            random_state=0)
+    assert sel.indices[0] == int(np.argmax(np.linalg.norm(ref, axis=1)))
+    np.testing.assert_allclose(sel.scores, np.linalg.norm(ref[sel.indices], axis=1), rtol=1e-6)
 
 
 def test_coreset_is_kcenter_from_the_labeled_set_and_scores_shrink():
