@@ -162,3 +162,45 @@ def test_training_labels_let_a_reviewers_correction_win(make_project, make_user)
     row(items[3], ann, "undo", "")  # an undone label is no label
     got = selectors.labeled_item_labels(project=project)
     assert got == {items[0].pk: "dog", items[1].pk: "fox"}
+
+
+# --------------------------------------------------------------------------- connection settings
+def test_database_url_options_are_typed_and_bad_ones_named():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.env import database_from_url
+
+    db = database_from_url("DATABASE_URL", "postgres://u:p@h:5433/d?connect_timeout=5&sslmode=require"
+                                           "&server_side_binding=true")
+    assert db["OPTIONS"] == {"connect_timeout": 5, "sslmode": "require", "server_side_binding": True}
+    assert db["CONN_MAX_AGE"] == 0 and db["PORT"] == "5433"
+    with pytest.raises(ImproperlyConfigured, match="connect_timeout='soon' is not an integer"):
+        database_from_url("DATABASE_URL", "postgres://h/d?connect_timeout=soon")
+    with pytest.raises(ImproperlyConfigured, match="DB_POOL"):
+        database_from_url("DATABASE_URL", "postgres://h/d?pool=1")
+
+
+def test_pool_and_persistent_connections_come_from_the_environment(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from config.env import database_settings
+
+    url = "postgres://h/d"
+    monkeypatch.setenv("DB_CONN_MAX_AGE", "60")
+    db = database_settings("DATABASE_URL", url)
+    assert db["CONN_MAX_AGE"] == 60 and db["CONN_HEALTH_CHECKS"] is True and "pool" not in db["OPTIONS"]
+    monkeypatch.setenv("DB_POOL", "1")
+    with pytest.raises(ImproperlyConfigured, match="DB_CONN_MAX_AGE=60 cannot be combined with DB_POOL"):
+        database_settings("DATABASE_URL", url)
+    monkeypatch.setenv("DB_CONN_MAX_AGE", "0")
+    monkeypatch.setenv("DB_POOL_MAX_SIZE", "5")
+    db = database_settings("DATABASE_URL", url)
+    assert db["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 5, "timeout": 10.0} and db["CONN_MAX_AGE"] == 0
+    monkeypatch.setenv("DB_POOL_MIN_SIZE", "6")
+    with pytest.raises(ImproperlyConfigured, match="DB_POOL_MAX_SIZE=5 must be at least DB_POOL_MIN_SIZE=6"):
+        database_settings("DATABASE_URL", url)
+    with pytest.raises(ImproperlyConfigured, match="DB_POOL=1 needs a PostgreSQL"):
+        database_settings("DATABASE_URL", "sqlite:///x.db")
+    monkeypatch.setenv("DB_POOL", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="DB_POOL='maybe' is not a boolean"):
+        database_settings("DATABASE_URL", url)
