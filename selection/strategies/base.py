@@ -15,14 +15,18 @@ unlabeled items, so a selection never contains a labeled one.
 Cold start: when nothing is labeled yet, or ``probs_pool`` is ``None`` (no model yet), the
 batch is a diversity seed over the pool embeddings (``cold_start`` parameter: k-means++
 by default, or k-center greedy, or random).  When some classes have not been seen yet
-(fewer distinct labels than ``probs_pool.shape[1]``), half of the batch (rounded up) is
-spent on the seed, placed far from the labeled points (k-center greedy from the labeled
-set), to find the missing classes, and the rest on the strategy.  ``random`` ignores both;
+(fewer distinct labels than ``probs_pool.shape[1]``), a share ``unseen_share`` of the batch
+(default one half, rounded up) is spent on the seed, placed far from the labeled points
+(k-center greedy from the labeled set), to find the missing classes, and the rest on the
+strategy.  ``unseen_share=0`` runs the strategy alone, exactly as its paper defines it (use it
+to compare with other implementations, or when a declared class may have no items at all:
+then the classes are never all seen and every batch would keep paying the share).  ``random`` ignores both;
 strategies that never look at probabilities (``needs_probs = False``, e.g. ``coreset``) only
 use the seed when nothing is labeled, since they explore by construction.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -39,6 +43,16 @@ COLD_START = Param(
     "How to pick a batch before the model can say anything (no labels yet), and the share "
     "used to look for unseen classes: k-means++ seeding, k-center greedy, or uniform random.",
     choices=("kmeans++", "kcenter", "random"),
+)
+
+UNSEEN_SHARE = Param(
+    "unseen_share",
+    "float",
+    0.5,
+    "Share of each batch spent on diversity seeding (far from the labeled points) while some "
+    "classes have no label yet; 0 runs the strategy alone, as its paper defines it.",
+    min=0.0,
+    max=1.0,
 )
 
 
@@ -137,7 +151,9 @@ class Strategy:
 
     @classmethod
     def schema(cls) -> tuple[Param, ...]:
-        return cls.params + ((COLD_START,) if cls.uses_cold_start else ())
+        if not cls.uses_cold_start:
+            return cls.params
+        return cls.params + ((COLD_START, UNSEEN_SHARE) if cls.needs_probs else (COLD_START,))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params_.items())
@@ -173,11 +189,16 @@ class Strategy:
         if cold_all:
             idx = self._seed(X_pool, None, batch_size, rng)
             sel = Selection(idx, None, {"cold_start": "all"})
-        elif self.uses_cold_start and self.needs_probs and n_classes is not None and n_seen < n_classes:
-            n_seed = (batch_size + 1) // 2
+        elif (self.uses_cold_start and self.needs_probs and n_classes is not None and n_seen < n_classes
+              and self.params_["unseen_share"] > 0):
+            n_seed = min(batch_size, max(1, math.ceil(self.params_["unseen_share"] * batch_size - 1e-9)))
             seed_idx = self._seed(X_pool, X_labeled, n_seed, rng)
-            keep = np.ones(len(X_pool), dtype=bool)
-            keep[seed_idx] = False
+            # exact copies of a seed row are left out too: the strategy part does not see the
+            # seed, and a copy of an item already queued (duplicate images) is worth nothing
+            keep = ~_copies_of(X_pool, seed_idx)
+            if int(keep.sum()) < batch_size - n_seed:  # (almost) nothing but copies: allow them
+                keep = np.ones(len(X_pool), dtype=bool)
+                keep[seed_idx] = False
             rest = np.flatnonzero(keep)
             sel_rest = self._select(
                 X_pool[rest], probs_pool[rest], X_labeled=X_labeled, probs_labeled=probs_labeled,
@@ -215,6 +236,36 @@ class Strategy:
         if how == "kcenter" or (X_labeled is not None and len(X_labeled) > 0):
             return kcenter_greedy(X_pool, k, X_labeled=X_labeled, rng=rng)
         return kmeans_pp(X_pool, k, rng=rng)
+
+
+def _copies_of(X: Any, rows: np.ndarray) -> np.ndarray:
+    """(n,) host bool: rows of ``X`` byte-for-byte equal to one of ``X[rows]`` (``rows`` included).
+
+    One matrix-vector product gives every row a fingerprint; only rows whose fingerprint is
+    within rounding of a chosen row's are compared exactly, so the cost is O(n d).
+    """
+    xp = get_array_module(X)
+    n = X.shape[0]
+    out = np.zeros(n, dtype=bool)
+    out[rows] = True
+    if len(rows) == 0 or n == len(rows):
+        return out
+    r = xp.asarray(np.random.default_rng(12345).normal(size=X.shape[1]))
+    step = 1 << 15  # float64 copies of row chunks only (a 1M x 768 float32 pool stays as it is)
+    f = np.concatenate([to_numpy(xp.asarray(X[s:s + step], dtype=xp.float64) @ r) for s in range(0, n, step)])
+    fs = np.sort(f[rows])
+    pos = np.clip(np.searchsorted(fs, f), 1, len(fs) - 1) if len(fs) > 1 else np.zeros(n, dtype=np.int64)
+    near = np.minimum(np.abs(f - fs[pos]), np.abs(f - fs[np.maximum(pos - 1, 0)]))
+    cand = np.flatnonzero((near <= 1e-9 * (np.abs(f) + 1.0)) & ~out)
+    if len(cand):
+        order = np.argsort(f[rows], kind="stable")
+        S = to_numpy(X[xp.asarray(np.asarray(rows)[order])])
+        Xc = to_numpy(X[xp.asarray(cand)])
+        for k, i in enumerate(cand):  # few: only fingerprint collisions
+            j = np.searchsorted(fs, f[i])
+            lo, hi = max(0, j - 2), min(len(fs), j + 2)
+            out[i] = bool((S[lo:hi] == Xc[k]).all(axis=1).any())
+    return out
 
 
 def _subset_context(ctx: SelectionContext, rows: np.ndarray) -> SelectionContext:

@@ -128,3 +128,39 @@ def test_context_is_accepted(tmp_path):
         sel = make_strategy(name, {}).select(X, P, X_labeled=XL, probs_labeled=PL, y_labeled=yL,
                                              batch_size=10, random_state=0, context=ctx)
         assert len(np.unique(sel.indices)) == 10
+
+
+@pytest.mark.parametrize("name", ["margin", "badge", "cluster_margin", "power"])
+def test_unseen_share_sets_the_exploration_and_zero_runs_the_bare_strategy(name):
+    X, P, XL, PL, yL = _problem()
+    yL = np.zeros_like(yL)  # only class 0 seen out of 4
+    kw = dict(X_labeled=XL, probs_labeled=PL, y_labeled=yL, batch_size=10, random_state=3)
+    sel = make_strategy(name, {"unseen_share": 0.2}).select(X, P, **kw)
+    assert sel.info["cold_start"] == "partial" and sel.info["n_seed"] == 2
+    bare = make_strategy(name, {"unseen_share": 0.0}).select(X, P, **kw)
+    assert "cold_start" not in bare.info
+    # with all classes seen the strategy gives the same batch for the same seed
+    full = make_strategy(name, {}).select(X, P, **{**kw, "y_labeled": np.arange(len(yL)) % 4})
+    np.testing.assert_array_equal(bare.indices, full.indices)
+
+
+@pytest.mark.parametrize("name", ["badge", "margin", "cluster_margin"])
+def test_exploration_share_and_strategy_share_never_pick_copies_of_each_other(name):
+    # duplicate images: 30 distinct rows, 40 copies each, only 2 of 5 classes seen
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(30, 16)).astype(np.float32) * 5 + 3
+    key = rng.permutation(np.repeat(np.arange(30), 40))
+    X = base[key]
+    Z = rng.normal(size=(30, 5)) * 2
+    P = (np.exp(Z) / np.exp(Z).sum(1, keepdims=True))[key]
+    for seed in range(5):
+        sel = make_strategy(name, {}).select(X, P, X_labeled=base[:2] + 0.5, y_labeled=np.array([0, 1]),
+                                             batch_size=12, random_state=seed)
+        seeded = key[sel.indices[:sel.info["n_seed"]]]
+        rest = key[sel.indices[sel.info["n_seed"]:]]
+        assert not set(seeded) & set(rest)
+    # a pool of copies of one row still yields a batch
+    sel = make_strategy(name, {}).select(np.repeat(base[:1], 8, axis=0), np.repeat(P[:1], 8, axis=0),
+                                         X_labeled=base[1:3], y_labeled=np.array([0, 1]), batch_size=5,
+                                         random_state=0)
+    assert len(np.unique(sel.indices)) == 5
