@@ -12,6 +12,8 @@ head's default).  Device: the ``device`` parameter when set, else ``SelectionCon
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import backend
@@ -47,6 +49,12 @@ def _problem(params, context, X_pool, probs_pool, X_labeled, probs_labeled, dtyp
     device = params["device"] or (context.device if context is not None else "cpu") or "cpu"
     dev = backend.resolve_device(device)
     lam, lam_source = _lam(params, context)
+    if X_labeled is not None and len(X_labeled) > 0 and probs_labeled is None:
+        # H_o needs the model's probabilities at the labeled points ([FIRAL] Sec. 2); without
+        # them the labeled set cannot enter Sigma_z, which changes the selection: say so
+        warnings.warn(f"FIRAL got X_labeled ({len(X_labeled)} rows) without probs_labeled: the labeled "
+                      "Fisher H_o is left out of Sigma_z; pass probs_labeled (the head's probabilities "
+                      "at the labeled points) to select as the paper does", stacklevel=4)
     move = (lambda a: None if a is None else backend.asarray(a, dev))
     prob = make_problem(move(X_pool), move(probs_pool), move(X_labeled), move(probs_labeled),
                         lam=lam, intercept=params["intercept"], dtype=dtype)

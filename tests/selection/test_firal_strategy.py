@@ -166,3 +166,12 @@ def test_fixed_probe_two_sided_variant_also_beats_random():
     fir_rand = np.mean([ref_fir(Xo, Po, Xp, Pp, rng.choice(len(Xp), 12, replace=False), 1.0)
                         for _ in range(10)])
     assert fir < 0.8 * fir_rand
+
+
+def test_labeled_points_without_their_probabilities_are_announced_not_silently_dropped():
+    Xp, Pp, Xo, Po, yo = _labeled_all_classes(n=200, seed=6)
+    with pytest.warns(UserWarning, match="probs_labeled"):
+        sel = make_strategy("firal", {}).select(Xp, Pp, X_labeled=Xo, y_labeled=yo, batch_size=5, random_state=0)
+    assert sel.info["n_labeled_in_fisher"] == 0
+    full = _run("firal", Xp, Pp, Xo, Po, yo, 5, seed=0)
+    assert full.info["n_labeled_in_fisher"] == len(Xo)
