@@ -140,6 +140,12 @@ class ProjectConfigForm(forms.ModelForm):
             value = self.cleaned_data.get(name)
             if isinstance(self.fields[name], forms.FileField):
                 continue  # uploads are stored by the admin after validation
+            if name not in self.data and p.type != "bool":
+                # Not on the submitted form at all (e.g. a parameter added to the strategy after the page
+                # was rendered, or a scripted post): the schema's default applies.  A field that was
+                # on the form and left empty is still an error below.
+                out[p.name] = p.default
+                continue
             if value in (None, "") and not p.nullable:
                 if p.type == "bool":
                     value = False

@@ -89,7 +89,7 @@ def test_valid_parameters_are_saved_and_other_strategies_are_ignored(fake):
     project.refresh_from_db()
     assert project.strategy == "test_fake"
     assert project.strategy_params == {"k": 10, "beta": 0.0, "mode": "softmax", "eps": 0.5, "greedy": True,
-                                       "cold_start": "kmeans++"}
+                                       "cold_start": "kmeans++", "unseen_share": 0.5}
     assert project.classes == ["cat", "dog"]
 
 

@@ -104,7 +104,9 @@ def test_the_queue_refreshes_after_a_round_without_a_reload(page, server):
         presses += 1
     pushes = page.evaluate("window.__pushes")
     update = next(m for m in pushes if m["type"] == "queue.updated")
-    assert update["round"] == start_round + 1 and update["added"] == BATCH
+    # Up to BATCH: an item of the superseded queue that this page leased and labeled while the round
+    # trained is left out of the new batch (it is decided), so one or two fewer may be written.
+    assert update["round"] == start_round + 1 and 0 < update["added"] <= BATCH
     assert page.evaluate("window.__noReload") is True
     page.wait_for_function(f"document.getElementById('round-indicator').dataset.round === '{update['round']}'")
     # Items of the new round come up once the ones already held are done, all without a reload.

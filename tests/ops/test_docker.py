@@ -370,7 +370,8 @@ def test_web_health_check_url_answers_200_in_production_mode(compose, tmp_path):
     env.update(_environment(compose["services"]["web"]))
     env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", REDIS_URL="", CELERY_BROKER_URL="memory://",
                LOUPE_VAR_DIR=str(tmp_path), MEDIA_ROOT=str(tmp_path / "media"), SECURE_SSL_REDIRECT="1",
-               DJANGO_SETTINGS_MODULE="config.settings")
+               DJANGO_SETTINGS_MODULE="config.settings",
+               DB_POOL="0")  # compose's web pools PostgreSQL connections; this check runs on SQLite
     code = (
         "import django; django.setup(); from django.test import Client; c = Client();"
         "ok = c.get('/admin/login/', HTTP_HOST='localhost:8000', HTTP_X_FORWARDED_PROTO='https');"
