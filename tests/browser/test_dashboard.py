@@ -7,11 +7,10 @@ digits demo.  Headless Chromium keeps the dashboard open while labels are posted
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from tests.support import CHROMIUM, launch_chromium, need
+from tests.support import CHROMIUM, launch_chromium, need, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,16 +25,6 @@ def _chromium_ok() -> tuple[bool, str]:
     if not os.path.exists(CHROMIUM):
         return False, f"Chromium is not at {CHROMIUM} (LOUPE_CHROMIUM)"
     return True, ""
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
@@ -81,11 +70,11 @@ def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
         # Round 1 (cold start) is in the queue; labeling it makes the worker run round 2, whose
         # audit items carry the predictions of a trained model; labeling those runs round 3.
         assert label_round(10) == 10
-        _wait(lambda: round_status(2) == "done", 60, "round 2")
+        wait_for(lambda: round_status(2) == "done", 60, "round 2")
         page.wait_for_function("document.querySelector('#training-state').textContent.includes('Round 2')",
                                timeout=15000)
         label_round(10)
-        _wait(lambda: round_status(3) == "done", 60, "round 3")
+        wait_for(lambda: round_status(3) == "done", 60, "round 3")
         # The learning curve gets its first point and the counters move, without a reload.
         page.wait_for_function("Number(document.querySelector('#chart-curve').dataset.points) >= 1", timeout=15000)
         page.wait_for_function("Number(document.querySelector('[data-stat=labeled]').textContent) >= 19",

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.support import need
+from tests.support import wait_for as shared_wait_for
 
 REDIS_URL = os.environ.get("LOUPE_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 AMQP_URL = os.environ.get("LOUPE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -162,10 +163,5 @@ def run_app_code(code: str, env: dict[str, str], timeout: float = 120) -> str:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """The shared poller (tests.support.wait_for), polling a little faster for the ops tests."""
+    return shared_wait_for(predicate, timeout, what, interval)
