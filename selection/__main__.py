@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m selection {simulate,bench} [options]
+USAGE = """usage: python -m selection {simulate,bench,candidates} [options]
 
   simulate   oracle active-learning loop: learning curves (CSV, table, PNG)
   bench      time and peak memory per strategy over n, c, d, b   (bench firal: FIRAL's own bench)
+  candidates simulated annotator: how often the offered candidate set holds the true class, its size
 
 Run 'python -m selection <command> --help' for the options."""
 
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         from .simulate import main as run  # noqa: PLC0415
     elif cmd == "bench":
         from .bench import main as run  # noqa: PLC0415
+    elif cmd == "candidates":
+        from .candidates_sim import main as run  # noqa: PLC0415
     else:
         print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2
