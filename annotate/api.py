@@ -132,6 +132,7 @@ def _annotation(ann: Annotation) -> dict[str, Any]:
         "item_id": ann.item_id,
         "action": ann.action,
         "label": ann.label,
+        "origin": ann.origin,
         "client_id": str(ann.client_id) if ann.client_id else None,
         "created_at": ann.created_at.isoformat(),
     }
@@ -156,17 +157,18 @@ def lease(request, project_id: int):
         # Running dry: make sure a round is on its way (the refill policy decides).
         round_maybe_request(project=project)
     return JsonResponse({
-        "items": [selectors.entry_payload(e) for e in entries],
+        "items": [selectors.entry_payload(e, project=project) for e in entries],
         "progress": selectors.project_progress(project=project, user=request.user),
     })
 
 
 def _submit(request, project_id: int, *, skip: bool):
     project = project_for(user=request.user, project_id=project_id)
-    allowed = {"item_id", "client_id", "time_ms"} | (set() if skip else {"label"})
+    allowed = {"item_id", "client_id", "time_ms"} | (set() if skip else {"label", "origin"})
     data = _fields(request.json, allowed, {"item_id"} | (set() if skip else {"label"}))
     res = annotation_submit(project=project, user=request.user, item_id=data["item_id"], label=data.get("label"),
-                            skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0))
+                            skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0),
+                            origin=data.get("origin", Annotation.Origin.MANUAL))
     # The hot path (docs/bench-load.md): one query for the counts, whose pending count also feeds
     # the refill policy, then one for the round, read after a round may have been requested.
     counts = selectors.progress_counts(project=project, user=request.user)
@@ -197,7 +199,7 @@ def undo(request, project_id: int):
     return JsonResponse({
         "undone": _annotation(res.undone),
         "annotation": _annotation(res.annotation),
-        "item": selectors.entry_payload(res.entry),
+        "item": selectors.entry_payload(res.entry, project=project),
         "created": res.created,
         "progress": selectors.project_progress(project=project, user=request.user),
     }, status=201 if res.created else 200)

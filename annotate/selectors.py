@@ -145,9 +145,13 @@ def project_progress(*, project: Project, user=None, counts: dict[str, int] | No
     return out
 
 
-def entry_payload(entry: QueueEntry) -> dict[str, Any]:
-    """What the labeling page needs to show a leased item (no prediction: it would bias the label)."""
+def entry_payload(entry: QueueEntry, *, project: Project | None = None) -> dict[str, Any]:
+    """What the labeling page needs to show a leased item.  With ``project``, also the model's candidate
+    classes and, once it is good enough, its suggestion (``services.candidates.offer``: never on audit items)."""
+    from .services.candidates import offer  # noqa: PLC0415 - services import selectors
+
     return {
+        **(offer(entry, project=project) if project is not None else {}),
         "entry_id": entry.pk,
         "item_id": entry.item_id,
         "image_url": f"/items/{entry.item_id}/image",

@@ -104,4 +104,4 @@ def coverage_and_size(top_idx: np.ndarray, sizes: np.ndarray, y: np.ndarray) -> 
     return float(inside.any(axis=1).mean()), float(sizes.mean())
 
 
-__all__ = ["top_k", "true_class_probs", "lac_threshold", "set_sizes", "coverage_and_size"]
+__all__ = ["coverage_and_size", "lac_threshold", "set_sizes", "top_k", "true_class_probs"]

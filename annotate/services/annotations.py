@@ -24,6 +24,8 @@ from .errors import BadInput, Conflict, NotFound
 from .queue import lease_seconds
 
 MAX_TIME_MS = 24 * 3600 * 1000
+#: origins a labeling request may claim (pre-labels come only from an import)
+ANNOTATOR_ORIGINS = (Annotation.Origin.MANUAL, Annotation.Origin.SUGGESTION, Annotation.Origin.CANDIDATE)
 
 
 @dataclass
@@ -84,11 +86,19 @@ def annotation_submit(
     skip: bool = False,
     client_id=None,
     time_ms=0,
+    origin: str = Annotation.Origin.MANUAL,
 ) -> SubmitResult:
-    """Store a label (or a skip) for an item leased to ``user``; the entry is then done (skipped)."""
+    """Store a label (or a skip) for an item leased to ``user``; the entry is then done (skipped).
+
+    ``origin``: how the annotator gave the label: ``manual`` (a class key, button or the type-ahead),
+    ``suggestion`` (accepted the model's guess with one key) or ``candidate`` (picked one of the model's
+    candidate classes).  It is the annotator's label either way; the origin lets quality statistics
+    separate the labels that were shown the model's answer."""
     item_id = _parse_item_id(item_id)
     cid = _parse_client_id(client_id)
     time_ms = _parse_time_ms(time_ms)
+    if origin not in ANNOTATOR_ORIGINS:
+        raise BadInput(f"origin={origin!r} is not one of {list(ANNOTATOR_ORIGINS)}")
     if skip:
         action, label = Annotation.Action.SKIP, ""
     else:
@@ -98,7 +108,7 @@ def annotation_submit(
     try:
         with transaction.atomic():
             return _submit(project=project, user=user, item_id=item_id, action=action, label=label, cid=cid,
-                           time_ms=time_ms)
+                           time_ms=time_ms, origin=origin if action == Annotation.Action.LABEL else "manual")
     except IntegrityError:
         # Two retries of one submit raced: the other one stored it.
         if cid is not None:
@@ -108,7 +118,7 @@ def annotation_submit(
         raise Conflict(f"item {item_id} was changed by a concurrent request; reload and try again") from None
 
 
-def _submit(*, project, user, item_id, action, label, cid, time_ms) -> SubmitResult:
+def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> SubmitResult:
     entry = (
         QueueEntry.objects.select_for_update()
         .filter(project=project, item_id=item_id, state=QueueEntry.State.LEASED, leased_by=user)
@@ -140,6 +150,7 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms) -> SubmitRes
         label=label,
         skipped=action == Annotation.Action.SKIP,
         time_ms=time_ms,
+        origin=origin,
         is_current=True,
         supersedes=prev,
         queue_entry=entry,

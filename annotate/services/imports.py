@@ -55,6 +55,7 @@ from .import_sources import (  # noqa: F401  (re-exported: the import API in one
     class_labels,
     parse_manifest,
 )
+from .keymap import keymap_sync
 
 log = logging.getLogger(__name__)
 
@@ -363,10 +364,11 @@ def _commit(project, opts, staged, X, staging, result, user, progress) -> Import
                 created = {i.checksum: i for i in Item.objects.filter(project=project, checksum__in=[s.checksum for s in staged])}
                 Annotation.objects.bulk_create(
                     [Annotation(item=created[s.checksum], annotator=annotator, action=Annotation.Action.LABEL,
-                                label=s.entry.label) for s in staged if s.entry.label],
+                                label=s.entry.label, origin=Annotation.Origin.PRELABEL) for s in staged if s.entry.label],
                     batch_size=1000,
                 )
             project.save()
+            keymap_sync(project=project)  # classes set by this import get their keys now, fixed from here on
             progress(0.95, "moving files into place")
             for s in staged:
                 dest = storage.media_path(f"projects/{project.pk}/images/{s.checksum[:2]}/{s.checksum}{s.ext}")

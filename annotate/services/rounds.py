@@ -44,6 +44,7 @@ from django.utils import timezone
 
 from .. import realtime, selectors, storage
 from ..models import Item, Project, QueueEntry, Round
+from . import candidates
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,7 @@ def _execute(rnd: Round, project: Project) -> Round:
     timings["load"] = time.perf_counter() - t0
     metrics: dict[str, Any] = {"labeled": int(len(y)), "pool": int(len(pool_ids)),
                                "classes_seen": int(len(np.unique(y))) if len(y) else 0}
+    metrics.update(candidates.calibration_read(project=project, labels=labels, classes=classes))
     if len(pool_rows) and pool_rows.max() >= X_all.shape[0]:
         raise ValueError(f"an item row ({pool_rows.max()}) is outside the embedding matrix ({X_all.shape[0]} rows)")
 
@@ -333,18 +335,17 @@ def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings
         )
         taken |= set(selectors.decided_item_ids(project=project).values_list("item_id", flat=True))
         entries = []
+        # The prediction, top classes and candidate-set size of each chosen item (services/candidates.py).
+        preds = ([] if probs_pool is None else candidates.entry_predictions(
+            probs_pool[[pos for pos, _, _ in chosen]], classes, metrics.get("candidate_threshold", 0.0)))
         for rank, (pos, score, is_audit) in enumerate(chosen):
             item_id = int(pool_ids[pos])
             if item_id in taken:
                 continue
-            pred, conf = "", None
-            if probs_pool is not None:
-                k = int(np.argmax(probs_pool[pos]))
-                pred, conf = classes[k], float(probs_pool[pos, k])
             entries.append(QueueEntry(
                 project=project, round=locked, item_id=item_id, rank=rank,
                 score=None if score is None or not math.isfinite(score) else score,
-                is_audit=is_audit, predicted_label=pred, predicted_confidence=conf,
+                is_audit=is_audit, **(preds[rank] if preds else {}),
             ))
         QueueEntry.objects.bulk_create(entries)
         metrics["superseded"] = int(superseded)
