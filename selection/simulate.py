@@ -260,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     from .datasets import load_dataset  # noqa: PLC0415
 
     if args.from_csv:
-        rows = read_csv(args.from_csv)
+        saved = read_csv(args.from_csv)
         os.makedirs(args.out, exist_ok=True)
-        plot(rows, os.path.join(args.out, "curves.png"), os.path.basename(os.path.dirname(args.from_csv)) or "curves")
-        print(summary_table(rows, baseline="random" if any(r["strategy"] == "random" for r in rows) else None))
+        plot(saved, os.path.join(args.out, "curves.png"), os.path.basename(os.path.dirname(args.from_csv)) or "curves")
+        print(summary_table(saved, baseline="random" if any(r["strategy"] == "random" for r in saved) else None))
         return 0
 
     for name in ("initial", "rounds", "seeds"):
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"{ds.name}: initial {args.initial}, batch {args.batch}, {args.rounds} rounds, "
              f"{args.seeds} seeds, l2={args.l2:g}")
     plot(rows, png_path, title)
-    sel_t = {}
+    sel_t: dict[str, list] = {}
     for r in rows:
         if r["select_seconds"] != "":
             sel_t.setdefault(r["strategy"], []).append(r["select_seconds"])
