@@ -118,23 +118,16 @@ def _invalidate_caches(project: Project, keep: list[str]) -> None:
             f.unlink(missing_ok=True)
 
 
-def embedding_execute(*, job_id: str) -> Job:
-    job = Job.objects.select_related("project").get(pk=job_id)
-    job_services.job_start(job=job)
-    try:
-        version = embeddings_compute(project=job.project, extractor=job.params["extractor"],
-                                     params=job.params.get("params") or {},
-                                     progress=job_services.progress_reporter(job))
-    except ValueError as exc:
-        return job_services.job_fail(job=job, error=str(exc))
-    except Exception as exc:
-        log.exception("embedding job %s failed", job.pk)
-        job_services.job_fail(job=job, error=f"embedding failed: {type(exc).__name__}: {exc}")
-        raise
+def _embed(job: Job, progress: job_services.Progress) -> job_services.JobOutcome:
+    version = embeddings_compute(project=job.project, extractor=job.params["extractor"],
+                                 params=job.params.get("params") or {}, progress=progress)
     p = Project.objects.get(pk=job.project_id)
-    job = job_services.job_finish(
-        job=job, result={"embedding_version": version, "dim": p.embedding_dim, "file": p.embedding_file},
-        message=f"embeddings version {version} ready ({p.embedding_dim} dimensions)",
+    return job_services.JobOutcome(
+        result={"embedding_version": version, "dim": p.embedding_dim, "file": p.embedding_file},
+        message=f"embeddings version {version} ready ({p.embedding_dim} dimensions)", stats_changed=True,
     )
-    job_services.stats_push(project_id=job.project_id)
-    return job
+
+
+def embedding_execute(*, job_id: str) -> Job:
+    """Run an embedding job (called by its Celery task); a bad extractor set-up fails it with the reason."""
+    return job_services.job_run(job_id=job_id, work=_embed, expected=(ValueError,))

@@ -1,15 +1,25 @@
-"""Background job bookkeeping (import, embedding, export): create, progress, finish, fail.
+"""Background jobs (import, embedding, export): create, enqueue, and run them.
+
+:func:`job_run` owns the life of a job: it marks the job started, hands the work a progress
+callback, and finishes the job with the work's :class:`JobOutcome` or fails it with the reason.
+The services only say what the work is (``import_execute``, ``export_execute``,
+``embedding_execute``).
 
 Progress is written to the Job row and pushed to the project's group through
 ``annotate.realtime.send_job_progress`` (the only module that talks to browsers).  Progress
 writes are throttled so a job over 100k items does not turn into 100k UPDATEs.
+
+Tasks import services, never the other way round: a job's task is sent by its registered name
+(:data:`JOB_TASKS`) through the Celery app's registry.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,14 +42,61 @@ def job_create(*, project: Project | None, kind: str, params: dict[str, Any], us
     return Job.objects.create(project=project, kind=kind, params=params, created_by=user)
 
 
+#: The Celery task (by its registered name, ``annotate/tasks/jobs.py``) that runs each kind of job.
+JOB_TASKS = {
+    Job.Kind.IMPORT: "annotate.tasks.import_run",
+    Job.Kind.EXPORT: "annotate.tasks.export_run",
+    Job.Kind.EMBED: "annotate.tasks.embedding_compute",
+}
+
+
+def task_enqueue(name: str, *args: Any) -> None:
+    """Send Celery task ``name`` once the surrounding transaction commits (a worker never sees a row
+    that is not committed yet)."""
+    task = current_app.tasks[name]
+    transaction.on_commit(lambda: task.delay(*args))
+
+
 def job_enqueue(*, job: Job) -> None:
     """Send the job's Celery task after the surrounding transaction commits."""
-    from ..tasks import jobs as tasks  # noqa: PLC0415
+    task_enqueue(JOB_TASKS[job.kind], str(job.pk))
 
-    task = {Job.Kind.IMPORT: tasks.import_run, Job.Kind.EXPORT: tasks.export_run,
-            Job.Kind.EMBED: tasks.embedding_compute}[job.kind]
-    job_id = str(job.pk)
-    transaction.on_commit(lambda: task.delay(job_id))
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class JobOutcome:
+    """What a job's work hands back to :func:`job_run`."""
+
+    result: dict[str, Any]
+    message: str
+    result_file: str = ""  # relative to MEDIA_ROOT (exports)
+    stats_changed: bool = False  # push fresh dashboard statistics once the job is done
+
+
+def job_run(*, job_id: str, work: Callable[[Job, Progress], JobOutcome],
+            expected: tuple[type[Exception], ...] = (ValueError,)) -> Job:
+    """Run job ``job_id``: start it, call ``work(job, progress)``, finish it with the outcome.
+
+    An ``expected`` error is the input's fault (a bad file, a missing model): the job fails with its
+    message, which names the problem, and the call returns.  Any other error fails the job with the
+    exception's type and is raised again, so the worker logs it with its traceback.
+    """
+    job = Job.objects.select_related("project", "created_by").get(pk=job_id)
+    job_start(job=job)
+    try:
+        outcome = work(job, progress_reporter(job))
+    except expected as exc:
+        return job_fail(job=job, error=str(exc))
+    except Exception as exc:
+        log.exception("%s job %s failed", job.kind, job.pk)
+        job_fail(job=job, error=f"{job.kind} failed: {type(exc).__name__}: {exc}")
+        raise
+    job = job_finish(job=job, result=outcome.result, result_file=outcome.result_file, message=outcome.message)
+    if outcome.stats_changed and job.project_id is not None:
+        stats_push(project_id=job.project_id)
+    return job
 
 
 def job_start(*, job: Job) -> Job:
@@ -52,7 +109,7 @@ def job_start(*, job: Job) -> Job:
     return job
 
 
-def progress_reporter(job: Job, *, start: float = 0.0, end: float = 1.0) -> Callable[[float, str], None]:
+def progress_reporter(job: Job, *, start: float = 0.0, end: float = 1.0) -> Progress:
     """A ``progress(fraction, message)`` callback mapping [0, 1] onto [start, end] of the job.
 
     Writes go through ``Job.objects.filter(...).update`` (not ``save``) so they are safe to make
@@ -97,23 +154,6 @@ def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> J
     job.save(update_fields=["status", "error", "message", "result", "finished_at"])
     _push(job)
     return job
-
-
-def job_payload(job: Job) -> dict[str, Any]:
-    """JSON view of a job for the status API."""
-    return {
-        "id": str(job.pk),
-        "project": job.project_id,
-        "kind": job.kind,
-        "status": job.status,
-        "progress": job.progress,
-        "message": job.message,
-        "error": job.error,
-        "result": job.result,
-        "download": f"/jobs/{job.pk}/download" if job.result_file and job.status == Job.Status.DONE else None,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
 
 
 def stats_push(*, project_id: int) -> None:

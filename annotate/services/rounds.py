@@ -44,6 +44,7 @@ from django.utils import timezone
 
 from .. import realtime, selectors, storage
 from ..models import Item, Project, QueueEntry, Round
+from .jobs import task_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,8 @@ def round_request(*, project: Project, reason: str) -> Round | None:
 
 def round_enqueue(rnd: Round) -> None:
     """Send the round's task once the current transaction commits (a worker never sees an uncommitted row)."""
-    from ..tasks.rounds import round_run  # noqa: PLC0415 - tasks import services
-
     round_id = rnd.pk
-    transaction.on_commit(lambda: round_run.delay(round_id))
+    task_enqueue("annotate.tasks.round_run", round_id)
     transaction.on_commit(lambda: _push_status(round_id))
 
 
