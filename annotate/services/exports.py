@@ -40,6 +40,7 @@ from .. import storage
 from ..models import Item, Job, Project, QueueEntry, Round
 from ..selectors_labels import final_labels
 from . import jobs as job_services
+from .failures import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -392,8 +393,7 @@ def export_execute(*, job_id: str) -> Job:
         tmp.replace(path)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        log.exception("export job %s failed", job.pk)
-        job_services.job_fail(job=job, error=f"export failed: {type(exc).__name__}: {exc}")
+        job_services.job_fail(job=job, error=internal_error(what="export", exc=exc, logger=log))
         raise
     rel = str(path.relative_to(Path(storage.media_path("."))))
     _prune(project, keep=EXPORTS_KEPT - 1)

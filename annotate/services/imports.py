@@ -38,6 +38,7 @@ from django.db import transaction
 from .. import storage
 from ..models import Annotation, Item, Job, Project
 from . import jobs as job_services
+from .failures import internal_error
 from .import_sources import (  # noqa: F401  (re-exported: the import API in one place)
     FORMAT_EXT,
     IMAGE_EXTENSIONS,
@@ -445,8 +446,7 @@ def import_execute(*, job_id: str) -> Job:
     except ImportRejected as exc:
         return job_services.job_fail(job=job, error=str(exc))
     except Exception as exc:
-        log.exception("import job %s failed", job.pk)
-        job_services.job_fail(job=job, error=f"import failed: {type(exc).__name__}: {exc}")
+        job_services.job_fail(job=job, error=internal_error(what="import", exc=exc, logger=log))
         raise
     finally:
         if cleanup:
