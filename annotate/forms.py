@@ -216,7 +216,7 @@ class ProjectConfigForm(forms.ModelForm):
         return stored != chosen
 
     def _check_uploads(self, extractor: str) -> None:
-        for name, p in self.generated.get(f"{EP}:{extractor}", []):
+        for name, _ in self.generated.get(f"{EP}:{extractor}", []):
             f = self.cleaned_data.get(name) if isinstance(self.fields[name], forms.FileField) else None
             if not f:
                 continue

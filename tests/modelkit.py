@@ -15,7 +15,7 @@ import numpy as np
 
 
 def file_reading_torchscript(dest: Path, secret: Path) -> Path:
-    import torch
+    import torch  # noqa: PLC0415  (heavy: only when a model is built)
 
     n = secret.stat().st_size
 
@@ -42,30 +42,30 @@ def file_reading_torchscript(dest: Path, secret: Path) -> Path:
 
 def tiny_hf_model(folder: Path, kind: str = "dinov2", *, image_size: int = 32, seed: int = 0) -> Path:
     """Save a tiny random ``kind`` model (dinov2, vit, clip, clip_vision, convnext) and its processor to ``folder``."""
-    import torch
-    import transformers as T
+    import torch  # noqa: PLC0415  (heavy: only when a model is built)
+    import transformers as tf  # noqa: PLC0415
 
     torch.manual_seed(seed)
     small = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                  image_size=image_size, patch_size=8)
     if kind == "dinov2":
-        model = T.Dinov2Model(T.Dinov2Config(**small))
+        model = tf.Dinov2Model(tf.Dinov2Config(**small))
     elif kind == "vit":
-        model = T.ViTModel(T.ViTConfig(**small))
+        model = tf.ViTModel(tf.ViTConfig(**small))
     elif kind == "clip":
         text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=64,
                     bos_token_id=0, eos_token_id=1, pad_token_id=1)
-        model = T.CLIPModel(T.CLIPConfig(text_config=text, vision_config=small, projection_dim=12))
+        model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=small, projection_dim=12))
     elif kind == "clip_vision":
-        model = T.CLIPVisionModelWithProjection(T.CLIPVisionConfig(**small, projection_dim=10))
+        model = tf.CLIPVisionModelWithProjection(tf.CLIPVisionConfig(**small, projection_dim=10))
     elif kind == "convnext":
-        model = T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
+        model = tf.ConvNextModel(tf.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
                                                  image_size=image_size))
     else:
         raise ValueError(kind)
     model.eval()
     model.save_pretrained(str(folder))  # safetensors by default
-    processor = T.ViTImageProcessor(size={"height": image_size, "width": image_size},
+    processor = tf.ViTImageProcessor(size={"height": image_size, "width": image_size},
                                     image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3])
     processor.save_pretrained(str(folder))
     return folder
@@ -73,7 +73,7 @@ def tiny_hf_model(folder: Path, kind: str = "dinov2", *, image_size: int = 32, s
 
 def tiny_onnx_model(dest: Path, *, size: int = 8, dynamic_batch: bool = True, seed: int = 0):
     """Export a small conv net (B, 3, size, size) -> (B, 6) to ``dest``; returns the torch module."""
-    import torch
+    import torch  # noqa: PLC0415  (heavy: only when a model is built)
 
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
@@ -87,7 +87,7 @@ def tiny_onnx_model(dest: Path, *, size: int = 8, dynamic_batch: bool = True, se
 
 
 def random_images(n: int, size: tuple[int, int] = (40, 30), seed: int = 0):
-    from PIL import Image
+    from PIL import Image  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8), "RGB")

@@ -106,7 +106,7 @@ def _resume(checkpoint: Checkpoint | None, n: int) -> tuple[int, list[np.ndarray
     if checkpoint is None:
         return 0, []
     checkpoint.open(n)
-    start, parts = 0, []
+    start, parts = 0, []  # type: tuple[int, list[np.ndarray]]
     for a, b in checkpoint.chunks():
         if a != start or b > n:
             break
@@ -151,12 +151,12 @@ def run_batched(load: Loader, n: int, *, preprocess: Preprocess, forward: Forwar
     t0 = time.monotonic()
     try:
         it = iter(spans)
-        for _ in range(workers + 1 if pool else 0):
+        for _ in range(workers + 1 if pool is not None else 0):
             span = next(it, None)
-            if span is not None:
+            if span is not None and pool is not None:
                 pending.append((span, pool.submit(prepare, *span)))
         for span in spans:
-            if pool:
+            if pool is not None:
                 (a, b), fut = pending.popleft()
                 x = fut.result()
                 nxt = next(it, None)
