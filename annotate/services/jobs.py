@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import Job, Project
+from .failures import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,9 @@ def job_run(*, job_id: str, work: Callable[[Job, Progress], JobOutcome],
     """Run job ``job_id``: start it, call ``work(job, progress)``, finish it with the outcome.
 
     An ``expected`` error is the input's fault (a bad file, a missing model): the job fails with its
-    message, which names the problem, and the call returns.  Any other error fails the job with the
-    exception's type and is raised again, so the worker logs it with its traceback.
+    message, which names the problem, and the call returns.  Any other error is unexpected: its text
+    may carry anything (a path, bytes a hostile model read), so the job shows a generic message with
+    a reference (``failures.internal_error``), the log gets the traceback, and the error is raised again.
     """
     job = Job.objects.select_related("project", "created_by").get(pk=job_id)
     job_start(job=job)
@@ -90,8 +92,8 @@ def job_run(*, job_id: str, work: Callable[[Job, Progress], JobOutcome],
     except expected as exc:
         return job_fail(job=job, error=str(exc))
     except Exception as exc:
-        log.exception("%s job %s failed", job.kind, job.pk)
-        job_fail(job=job, error=f"{job.kind} failed: {type(exc).__name__}: {exc}")
+        job_fail(job=job, error=internal_error(what=f"{job.get_kind_display().lower()} job {job.pk}", exc=exc,
+                                               logger=log))
         raise
     job = job_finish(job=job, result=outcome.result, result_file=outcome.result_file, message=outcome.message)
     if outcome.stats_changed and job.project_id is not None:
