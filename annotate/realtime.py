@@ -121,7 +121,11 @@ def _send(project_id: int, message: dict[str, Any]) -> None:
         log.debug("push %s to project %s skipped: channel layer outage", message.get("type"), project_id)
         return
     try:
-        _deliver(layer, project_id, message)
+        try:
+            _deliver(layer, project_id, message)
+        except OUTAGE_ERRORS:
+            # Once more at once: after a Redis restart the first use of a pooled connection fails.
+            _deliver(layer, project_id, message)
     except OUTAGE_ERRORS as exc:
         _outage_until = time.monotonic() + OUTAGE_BACKOFF_S
         log.warning("push %s to project %s dropped: channel layer unreachable (%s: %s)",

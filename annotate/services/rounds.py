@@ -48,9 +48,6 @@ from ..models import Item, Project, QueueEntry, Round
 
 log = logging.getLogger(__name__)
 
-#: After a failed round, wait this long before an automatic retry (a deterministic failure
-#: would otherwise start a new round after every label).
-RETRY_AFTER_FAILURE = timedelta(seconds=30)
 
 
 # --------------------------------------------------------------------------- requesting
@@ -124,7 +121,8 @@ def round_maybe_request(*, project: Project, pending: int | None = None) -> Roun
         return None
     last = selectors.last_round(project=project)
     if last is not None and last.status == Round.Status.FAILED and last.finished_at:
-        if timezone.now() - last.finished_at < RETRY_AFTER_FAILURE:
+        # Wait before an automatic retry: a deterministic failure would otherwise start a round per label.
+        if timezone.now() - last.finished_at < timedelta(seconds=settings.LOUPE_RETRY_AFTER_FAILURE_SECONDS):
             return None
     if low:
         reason = "low_water"
@@ -140,7 +138,7 @@ def round_maybe_request(*, project: Project, pending: int | None = None) -> Roun
         return round_request(project=project, reason=reason)
     except dispatch.BrokerUnavailable:
         # The label that got us here has committed and stands; the round is failed with the reason
-        # and the policy asks again after RETRY_AFTER_FAILURE.
+        # and the policy asks again after LOUPE_RETRY_AFTER_FAILURE_SECONDS.
         return None
 
 
