@@ -44,7 +44,10 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support import LoupeServer, RedisServer, start_celery_worker  # noqa: E402
+import psycopg  # noqa: E402
+import websockets  # noqa: E402
+
+from tests.support import LoupeServer, RedisServer  # noqa: E402
 
 PROJECT = 1
 
@@ -53,8 +56,6 @@ class Run:
     """The stack plus the bookkeeping of one scenario (requests, statuses, acknowledged labels)."""
 
     def __init__(self, args):
-        import psycopg
-
         self.args = args
         self.work = Path(args.workdir or tempfile.mkdtemp(prefix="loupe-faults-"))
         self.db_name = f"loupe_faults_{secrets.token_hex(4)}"
@@ -89,8 +90,6 @@ class Run:
         return code, data
 
     def sql(self, query: str, params=()) -> list[tuple]:
-        import psycopg
-
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             return conn.execute(query, params).fetchall()
 
@@ -154,8 +153,6 @@ class Run:
 
     def ws_try(self, wait_push_s: float = 0.0) -> str:
         """Open the project's WebSocket; 'open', 'push' (a push arrived within wait_push_s) or why it failed."""
-        import websockets
-
         async def go() -> str:
             headers = {"Authorization": f"Token {self.token}", "Origin": self.srv.url}
             try:
@@ -184,8 +181,6 @@ class Run:
                 "recover_s": round(recover_s, 1), **extra}
 
     def down(self) -> None:
-        import psycopg
-
         self.srv.stop()
         self.broker.kill()
         self.layer.kill()
@@ -236,8 +231,6 @@ def scenario_layer(run: Run) -> dict:
     run.wait(lambda: run.ws_try() == "open", 60, "a WebSocket after the outage", interval=0.5)
 
     async def push_after_label() -> str:
-        import websockets
-
         headers = {"Authorization": f"Token {run.token}", "Origin": run.srv.url}
         async with websockets.connect(f"{run.srv.ws_url}/ws/projects/{PROJECT}/", additional_headers=headers) as ws:
             await asyncio.to_thread(run.label_until_round_requested)
@@ -253,8 +246,6 @@ def scenario_layer(run: Run) -> dict:
 
 
 def scenario_worker(run: Run) -> dict:
-    import psycopg
-
     run.reset()
     lock = psycopg.connect(run.db_url, autocommit=False)
     held = lock.execute("SELECT id FROM annotate_queueentry WHERE project_id = %s AND state = 'pending' "

@@ -10,7 +10,7 @@ process running it):
   A running row is claimable again when its heartbeat is older than ``LOUPE_LOST_AFTER_SECONDS``, or
   at once when its worker was a process on this host that no longer exists (a killed pool process
   whose message comes back through ``reject_on_worker_lost``).
-- **heartbeat** (:class:`heartbeat`): while the task runs, a thread stamps ``heartbeat_at`` every
+- **heartbeat** (:class:`Heartbeat`): while the task runs, a thread stamps ``heartbeat_at`` every
   ``LOUPE_HEARTBEAT_SECONDS`` (long strategy steps report no progress, so beats cannot ride on it).
   If the whole worker is killed, the beats stop.
 - **sweep** (:func:`sweep`): a running row silent for ``LOUPE_LOST_AFTER_SECONDS`` is lost: it is
@@ -86,8 +86,8 @@ def claim(model, pk) -> bool:
     return True
 
 
-class heartbeat:
-    """``with heartbeat(Round, pk): ...`` stamps the row every ``LOUPE_HEARTBEAT_SECONDS`` from a thread.
+class Heartbeat:
+    """``with Heartbeat(Round, pk): ...`` stamps the row every ``LOUPE_HEARTBEAT_SECONDS`` from a thread.
 
     Only beats a row this process claimed and that is still running.  Inside a transaction (tests that
     run a round in the test's transaction) the row is invisible to the thread's own connection, so no
@@ -113,7 +113,7 @@ class heartbeat:
         finally:
             connection.close()
 
-    def __enter__(self) -> "heartbeat":
+    def __enter__(self) -> "Heartbeat":
         if not connection.in_atomic_block:
             self._thread = threading.Thread(target=self._run, name=f"loupe-heartbeat-{self.pk}", daemon=True)
             self._thread.start()
@@ -241,7 +241,7 @@ def start_sweeper(*, interval: float | None = None) -> threading.Thread | None:
             while True:
                 try:
                     sweep_safely()
-                except Exception:  # noqa: BLE001 - keep sweeping; the traceback is logged
+                except Exception:
                     log.exception("sweep failed")
                 pause.wait(every)
 

@@ -196,7 +196,7 @@ def round_execute(*, round_id: int) -> Round:
     rnd = Round.objects.select_related("project").get(pk=round_id)
     project = rnd.project
     try:
-        with liveness.heartbeat(Round, rnd.pk):
+        with liveness.Heartbeat(Round, rnd.pk):
             return _execute(rnd, project)
     except Exception as exc:  # the round is marked failed with the reason; the task logs the traceback
         log.exception("round %s of project %s failed", rnd.pk, project.pk)

@@ -11,14 +11,14 @@ from django.db import close_old_connections
 
 from ..models import Job
 from ..services.jobs import JobNotClaimed
-from ..services.liveness import heartbeat
+from ..services.liveness import Heartbeat
 
 
 def _run(execute, job_id: str) -> None:
     """Run ``execute(job_id=...)`` with a heartbeat; a copy of the task that may not claim the job does nothing."""
     close_old_connections()
     try:
-        with heartbeat(Job, job_id):
+        with Heartbeat(Job, job_id):
             execute(job_id=job_id)
     except JobNotClaimed:
         pass  # done, failed, or running on a live worker (liveness.claim logged which)

@@ -124,7 +124,7 @@ def test_the_heartbeat_thread_stamps_the_running_row(make_project, settings):
     rnd = round_request(project=make_project(), reason="t")
     assert liveness.claim(Round, rnd.pk)
     Round.objects.filter(pk=rnd.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
-    with liveness.heartbeat(Round, rnd.pk):
+    with liveness.Heartbeat(Round, rnd.pk):
         time.sleep(1.0)
     beat = Round.objects.get(pk=rnd.pk).heartbeat_at
     assert timezone.now() - beat < timedelta(seconds=1)
