@@ -8,5 +8,5 @@ class AnnotateConfig(AppConfig):
 
     def ready(self) -> None:
         # Register the Celery tasks in every process, not only in workers: services send them by
-        # name (services.jobs.task_enqueue), so the web process must know them too.
+        # name (services.dispatch.enqueue_after_commit), so the web process must know them too.
         from . import tasks  # noqa: F401, PLC0415

@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
 from ..models import Job, Project
+from . import dispatch, liveness
 from .failures import internal_error
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,26 @@ JOB_TASKS = {
 }
 
 
-def task_enqueue(name: str, *args: Any) -> None:
-    """Send Celery task ``name`` once the surrounding transaction commits (a worker never sees a row
-    that is not committed yet)."""
-    task = current_app.tasks[name]
-    transaction.on_commit(lambda: task.delay(*args))
-
-
 def job_enqueue(*, job: Job) -> None:
-    """Send the job's Celery task after the surrounding transaction commits."""
-    task_enqueue(JOB_TASKS[job.kind], str(job.pk))
+    """Send the job's Celery task after the surrounding transaction commits.
+
+    An unreachable broker fails the job with the reason and raises ``dispatch.BrokerUnavailable``
+    (503): no job stays queued for a task that was never sent.
+    """
+    job_id = str(job.pk)
+
+    def failed(reason: str) -> None:
+        Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+            status=Job.Status.FAILED, error=reason, message=reason, finished_at=timezone.now())
+        job.refresh_from_db()
+        _push(job)
+
+    dispatch.enqueue_after_commit(task=JOB_TASKS[job.kind], args=[job_id], what=f"the {job.kind} job",
+                                  on_failure=failed)
+
+
+class JobNotClaimed(Exception):
+    """This copy of the job's task must not run it: the job is done, failed, or running on a live worker."""
 
 
 Progress = Callable[[float, str], None]
@@ -78,7 +88,9 @@ class JobOutcome:
 
 def job_run(*, job_id: str, work: Callable[[Job, Progress], JobOutcome],
             expected: tuple[type[Exception], ...] = (ValueError,)) -> Job:
-    """Run job ``job_id``: start it, call ``work(job, progress)``, finish it with the outcome.
+    """Run job ``job_id``: claim and start it, call ``work(job, progress)`` under a heartbeat
+    (``liveness.Heartbeat``), finish it with the outcome.  A copy of the task that may not claim the
+    job (done, failed, or running on a live worker) does nothing and returns the job as it is.
 
     An ``expected`` error is the input's fault (a bad file, a missing model): the job fails with its
     message, which names the problem, and the call returns.  Any other error is unexpected: its text
@@ -86,9 +98,13 @@ def job_run(*, job_id: str, work: Callable[[Job, Progress], JobOutcome],
     a reference (``failures.internal_error``), the log gets the traceback, and the error is raised again.
     """
     job = Job.objects.select_related("project", "created_by").get(pk=job_id)
-    job_start(job=job)
     try:
-        outcome = work(job, progress_reporter(job))
+        job_start(job=job)
+    except JobNotClaimed:
+        return job  # liveness.claim logged why
+    try:
+        with liveness.Heartbeat(Job, job.pk):
+            outcome = work(job, progress_reporter(job))
     except expected as exc:
         return job_fail(job=job, error=str(exc))
     except Exception as exc:
@@ -102,11 +118,14 @@ def job_run(*, job_id: str, work: Callable[[Job, Progress], JobOutcome],
 
 
 def job_start(*, job: Job) -> Job:
-    job.status = Job.Status.RUNNING
+    """Claim the job for this worker (``liveness.claim``) and mark it started; ``JobNotClaimed`` if not ours."""
+    if not liveness.claim(Job, job.pk):
+        raise JobNotClaimed(str(job.pk))
+    job.refresh_from_db(fields=["status", "attempts", "heartbeat_at", "worker"])
     job.progress = 0.0
     job.error = ""
     job.message = "started"
-    job.save(update_fields=["status", "progress", "error", "message"])
+    job.save(update_fields=["progress", "error", "message"])
     _push(job)
     return job
 
@@ -177,8 +196,12 @@ def jobs_resume_orphans() -> list[str]:
     """
     ids = []
     for job in Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]):
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED, progress=0.0, message="resumed")
-        with transaction.atomic():
-            job_enqueue(job=job)
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED, progress=0.0, message="resumed",
+                                             heartbeat_at=timezone.now(), worker="")
+        try:
+            with transaction.atomic():
+                job_enqueue(job=job)
+        except dispatch.BrokerUnavailable:
+            continue  # failed with the reason
         ids.append(str(job.pk))
     return ids

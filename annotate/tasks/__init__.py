@@ -1,5 +1,5 @@
 """Celery tasks.  Task names are explicit ("annotate.tasks.<name>") so routes in settings stay stable,
-and services send them by name (``services.jobs.task_enqueue``): tasks import services, not the reverse.
+and services send them by name (``services.dispatch.enqueue_after_commit``): tasks import services, not the reverse.
 
 - ``rounds``: ``round_run`` (queue ``gpu``): train the head, select the next batch.
 - ``jobs``:   ``import_run``, ``export_run`` (queue ``cpu``), ``embedding_compute`` (queue ``gpu``).

@@ -1,7 +1,8 @@
 """Background jobs: import and export (queue ``cpu``), embeddings (queue ``gpu``).
 
 Thin wrappers: each task takes a job id and calls one service, whose job runner
-(``services.jobs.job_run``) records progress, the result or the failure on the Job row.  They are
+(``services.jobs.job_run``) claims the job, keeps its heartbeat, and records progress, the result
+or the failure on the Job row.  They are
 not retried automatically: a failed import or export fails for a reason the admin has to fix (the
 reason is on the job), and re-running it is safe.
 """
