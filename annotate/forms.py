@@ -22,7 +22,7 @@ from selection import get_strategy, strategy_names
 from selection.extractors import get_extractor, extractor_names
 from selection.params import Param
 
-from .models import Project
+from .models import Annotation, Project
 from .services.exports import FORMATS
 from .services.imports import LABELS_AS
 
@@ -125,6 +125,10 @@ class ProjectConfigForm(forms.ModelForm):
     def clean_classes_text(self) -> list[str]:
         lines = [ln.strip() for ln in (self.cleaned_data.get("classes_text") or "").splitlines()]
         classes = [ln for ln in lines if ln]
+        longest = Annotation._meta.get_field("label").max_length  # a class name is stored as a label
+        too_long = [c[:40] + "…" for c in classes if len(c) > longest]
+        if too_long:
+            raise forms.ValidationError(f"class names may be at most {longest} characters; too long: {too_long}")
         dup = sorted({c for c in classes if classes.count(c) > 1})
         if dup:
             raise forms.ValidationError(f"classes must be unique; repeated: {dup}")
