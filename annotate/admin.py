@@ -19,13 +19,14 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from . import storage
-from .forms import EP, SP, ExportForm, ImportForm, build_project_form
+from .forms import EP, SP, ExportForm, ImportForm, build_project_form, extractor_warning
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
 from .permissions import has_role
 from .services import embeddings as embedding_services
 from .services import exports as export_services
 from .services import imports as import_services
 from .services import roles as role_services
+from .services.dispatch import BrokerUnavailable
 
 
 def _admin_project_ids(user):
@@ -156,7 +157,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
     # ------------------------------------------------------------------ the generated form
     def get_form(self, request, obj=None, change=False, **kwargs):
-        kwargs["form"] = build_project_form()
+        kwargs["form"] = build_project_form(user=request.user)
         kwargs["fields"] = None
         return super().get_form(request, obj, change, **kwargs)
 
@@ -180,6 +181,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             prefix, owner = key.split(":", 1)
             if prefix == EP:
                 sets.append((f"{owner} extractor parameters", {"fields": [n for n, _ in fields],
+                                                                 "description": extractor_warning(owner),
                                                                  "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
         return sets
 
@@ -198,7 +200,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         if changed and obj.items.exists():
             try:
                 job = embedding_services.embedding_request(project=obj, user=request.user)
-            except ValueError as exc:
+            except (ValueError, BrokerUnavailable) as exc:
                 self.message_user(request, f"embeddings not recomputed: {exc}", messages.ERROR)
             else:
                 self.message_user(request, format_html(
@@ -222,7 +224,11 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         for project in queryset:
             if not self._is_admin(request, project):
                 raise PermissionDenied
-            rnd = round_request(project=project, reason="admin")
+            try:
+                rnd = round_request(project=project, reason="admin")
+            except BrokerUnavailable as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
             if rnd is None:
                 self.message_user(request, f"{project}: a round is already queued or running", messages.WARNING)
             else:
@@ -235,7 +241,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                 raise PermissionDenied
             try:
                 job = embedding_services.embedding_request(project=project, user=request.user)
-            except ValueError as exc:
+            except (ValueError, BrokerUnavailable) as exc:
                 self.message_user(request, f"{project}: {exc}", messages.ERROR)
                 continue
             self.message_user(request, format_html('{}: embedding job <a href="{}">{}</a> queued', str(project),
@@ -293,7 +299,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             options["embeddings"] = keep(d["embeddings"]) if d.get("embeddings") else ""
             try:
                 job = import_services.import_request(project=project, options=options, user=request.user)
-            except import_services.ImportRejected as exc:
+            except (import_services.ImportRejected, BrokerUnavailable) as exc:
                 form.add_error(None, str(exc))
             else:
                 return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
@@ -304,9 +310,13 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         project = self._project(request, project_id)
         form = ExportForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            job = export_services.export_request(project=project, fmt=form.cleaned_data["format"],
-                                                 predictions=form.cleaned_data["predictions"], user=request.user)
-            return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
+            try:
+                job = export_services.export_request(project=project, fmt=form.cleaned_data["format"],
+                                                     predictions=form.cleaned_data["predictions"], user=request.user)
+            except BrokerUnavailable as exc:
+                form.add_error(None, str(exc))
+            else:
+                return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
         recent = Job.objects.filter(project=project, kind=Job.Kind.EXPORT).order_by("-created_at")[:10]
         return TemplateResponse(request, "admin/annotate/project/export.html",
                                 self._context(request, project, form=form, recent=recent,

@@ -13,7 +13,11 @@ and by every consumer that connects, see :func:`set_server_loop`) and the layer 
 in-memory one, the send is handed to that loop with ``asyncio.run_coroutine_threadsafe``.  The
 Redis layer is safe from any loop and is used through ``async_to_sync``.
 
-A missing channel layer is a misconfiguration and raises ``ImproperlyConfigured``.
+A missing channel layer is a misconfiguration and raises ``ImproperlyConfigured``.  An unreachable
+one (Redis down) is an outage: pushes are best effort, sent after the write they announce has
+committed, so a failed send is logged and dropped (:func:`_send`), never turning a committed write
+into an error; browsers resync when their socket reconnects.  After a failure, sends are skipped
+for ``OUTAGE_BACKOFF_S`` so a worker does not wait on a dead Redis at every progress step.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from django.core.exceptions import ImproperlyConfigured
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
+OUTAGE_BACKOFF_S = 2.0
+_outage_until = 0.0
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
@@ -108,7 +114,45 @@ def _now_ms() -> float:
 
 
 def _send(project_id: int, message: dict[str, Any]) -> None:
-    layer = _layer()
+    """Send ``message`` to the project's group; a layer outage is logged and the message dropped."""
+    global _outage_until
+    layer = _layer()  # a missing layer is a misconfiguration: raised, not swallowed
+    if time.monotonic() < _outage_until:
+        log.debug("push %s to project %s skipped: channel layer outage", message.get("type"), project_id)
+        return
+    try:
+        try:
+            _deliver(layer, project_id, message)
+        except OUTAGE_ERRORS:
+            # Once more at once: after a Redis restart the first use of a pooled connection fails.
+            _deliver(layer, project_id, message)
+    except OUTAGE_ERRORS as exc:
+        _outage_until = time.monotonic() + OUTAGE_BACKOFF_S
+        log.warning("push %s to project %s dropped: channel layer unreachable (%s: %s)",
+                    message.get("type"), project_id, type(exc).__name__, exc)
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, asyncio.TimeoutError, TimeoutError]
+    try:
+        from redis.exceptions import RedisError  # noqa: PLC0415 - only with the Redis layer installed
+
+        errors.append(RedisError)
+    except ImportError:
+        pass
+    from channels.exceptions import ChannelFull  # noqa: PLC0415
+
+    errors.append(ChannelFull)
+    import concurrent.futures  # noqa: PLC0415
+
+    errors.append(concurrent.futures.TimeoutError)
+    return tuple(errors)
+
+
+OUTAGE_ERRORS = _outage_errors()
+
+
+def _deliver(layer, project_id: int, message: dict[str, Any]) -> None:
     group = group_name(project_id)
     loop = _server_loop
     if isinstance(layer, InMemoryChannelLayer) and loop is not None and not loop.is_closed() and loop.is_running():

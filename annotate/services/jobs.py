@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import Job, Project
+from . import dispatch, liveness
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +34,39 @@ def job_create(*, project: Project | None, kind: str, params: dict[str, Any], us
 
 
 def job_enqueue(*, job: Job) -> None:
-    """Send the job's Celery task after the surrounding transaction commits."""
+    """Send the job's Celery task after the surrounding transaction commits.
+
+    An unreachable broker fails the job with the reason and raises ``dispatch.BrokerUnavailable``
+    (503): no job stays queued for a task that was never sent.
+    """
     from ..tasks import jobs as tasks  # noqa: PLC0415
 
     task = {Job.Kind.IMPORT: tasks.import_run, Job.Kind.EXPORT: tasks.export_run,
             Job.Kind.EMBED: tasks.embedding_compute}[job.kind]
     job_id = str(job.pk)
-    transaction.on_commit(lambda: task.delay(job_id))
+
+    def failed(reason: str) -> None:
+        Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+            status=Job.Status.FAILED, error=reason, message=reason, finished_at=timezone.now())
+        job.refresh_from_db()
+        _push(job)
+
+    dispatch.enqueue_after_commit(task=task, args=[job_id], what=f"the {job.kind} job", on_failure=failed)
+
+
+class JobNotClaimed(Exception):
+    """This copy of the job's task must not run it: the job is done, failed, or running on a live worker."""
 
 
 def job_start(*, job: Job) -> Job:
-    job.status = Job.Status.RUNNING
+    """Claim the job for this worker (``liveness.claim``) and mark it started; ``JobNotClaimed`` if not ours."""
+    if not liveness.claim(Job, job.pk):
+        raise JobNotClaimed(str(job.pk))
+    job.refresh_from_db(fields=["status", "attempts", "heartbeat_at", "worker"])
     job.progress = 0.0
     job.error = ""
     job.message = "started"
-    job.save(update_fields=["status", "progress", "error", "message"])
+    job.save(update_fields=["progress", "error", "message"])
     _push(job)
     return job
 
@@ -135,8 +154,12 @@ def jobs_resume_orphans() -> list[str]:
     """
     ids = []
     for job in Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]):
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED, progress=0.0, message="resumed")
-        with transaction.atomic():
-            job_enqueue(job=job)
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED, progress=0.0, message="resumed",
+                                             heartbeat_at=timezone.now(), worker="")
+        try:
+            with transaction.atomic():
+                job_enqueue(job=job)
+        except dispatch.BrokerUnavailable:
+            continue  # failed with the reason
         ids.append(str(job.pk))
     return ids

@@ -9,27 +9,35 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import close_old_connections
 
+from ..models import Job
+from ..services.jobs import JobNotClaimed
+from ..services.liveness import Heartbeat
+
+
+def _run(execute, job_id: str) -> None:
+    """Run ``execute(job_id=...)`` with a heartbeat; a copy of the task that may not claim the job does nothing."""
+    close_old_connections()
+    try:
+        with Heartbeat(Job, job_id):
+            execute(job_id=job_id)
+    except JobNotClaimed:
+        pass  # done, failed, or running on a live worker (liveness.claim logged which)
+    finally:
+        close_old_connections()
+
 
 @shared_task(name="annotate.tasks.import_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def import_run(job_id: str) -> None:
     from ..services.imports import import_execute  # noqa: PLC0415
 
-    close_old_connections()
-    try:
-        import_execute(job_id=job_id)
-    finally:
-        close_old_connections()
+    _run(import_execute, job_id)
 
 
 @shared_task(name="annotate.tasks.export_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def export_run(job_id: str) -> None:
     from ..services.exports import export_execute  # noqa: PLC0415
 
-    close_old_connections()
-    try:
-        export_execute(job_id=job_id)
-    finally:
-        close_old_connections()
+    _run(export_execute, job_id)
 
 
 @shared_task(name="annotate.tasks.embedding_compute", acks_late=True, reject_on_worker_lost=True,
@@ -37,8 +45,4 @@ def export_run(job_id: str) -> None:
 def embedding_compute(job_id: str) -> None:
     from ..services.embeddings import embedding_execute  # noqa: PLC0415
 
-    close_old_connections()
-    try:
-        embedding_execute(job_id=job_id)
-    finally:
-        close_old_connections()
+    _run(embedding_execute, job_id)

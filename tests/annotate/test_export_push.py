@@ -69,7 +69,7 @@ def test_orphaned_jobs_are_re_enqueued(make_project, monkeypatch):
     from annotate.services.jobs import jobs_resume_orphans
 
     sent = []
-    monkeypatch.setattr("annotate.tasks.jobs.export_run.delay", lambda job_id: sent.append(job_id))
+    monkeypatch.setattr("annotate.tasks.jobs.export_run.apply_async", lambda args, **kw: sent.append(args[0]))
     project = make_project(n_items=3)
     running = Job.objects.create(project=project, kind=Job.Kind.EXPORT, status=Job.Status.RUNNING, progress=0.4,
                                  params={"format": "csv"})
