@@ -18,7 +18,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from selection import get_strategy, strategy_names
+from selection import DEFAULT_STRATEGY, get_strategy, strategy_names
 from selection.extractors import get_extractor, extractor_names
 from selection.params import Param
 
@@ -279,7 +279,8 @@ def build_project_form(user=None) -> type[ProjectConfigForm]:
             generated.setdefault(f"{EP}:{e}", []).append((name, p))
     attrs["strategy"] = forms.ChoiceField(
         choices=[(s, f"{s} - {get_strategy(s).description}".rstrip(" -")) for s in strategies],
-        help_text="Selection strategy; a change applies from the next round.")
+        initial=DEFAULT_STRATEGY,
+        help_text=f"Selection strategy ('{DEFAULT_STRATEGY}' for a new project); a change applies from the next round.")
     attrs["extractor"] = forms.ChoiceField(
         choices=[(e, f"{e} - {get_extractor(e).description}") for e in extractor_names()],
         help_text="Feature extractor; a change (or new parameters) re-computes the embeddings in the background. "
