@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET
 from . import selectors, storage
 from .api import authenticate
 from .models import Item
+from .payloads import project_ws_url
 from .permissions import project_for, projects_of, role_of
 from .services.keymap import keyed_classes
 
@@ -38,6 +39,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
         # "0" fits the image unless a class owns it (class keys always win).
         "zoom_reset_key": "" if any(k == "0" for _, k in buttons) else "0",
         "progress": selectors.project_progress(project=project, user=request.user),
+        "ws_url": project_ws_url(project.pk),
     })
 
 

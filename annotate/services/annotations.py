@@ -42,7 +42,7 @@ class UndoResult:
     created: bool
 
 
-def _parse_item_id(item_id) -> int:
+def parse_item_id(item_id) -> int:
     if isinstance(item_id, bool) or not isinstance(item_id, int) or item_id < 1:
         raise BadInput(f"item_id={item_id!r} must be a positive integer")
     return item_id
@@ -94,7 +94,7 @@ def annotation_submit(
     ``suggestion`` (accepted the model's guess with one key) or ``candidate`` (picked one of the model's
     candidate classes).  It is the annotator's label either way; the origin lets quality statistics
     separate the labels that were shown the model's answer."""
-    item_id = _parse_item_id(item_id)
+    item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
     time_ms = _parse_time_ms(time_ms)
     if origin not in ANNOTATOR_ORIGINS:
@@ -180,7 +180,7 @@ def annotation_undo(*, project: Project, user, item_id: int | None = None, clien
     again.  Repeated undos walk back through the user's earlier labels.
     """
     if item_id is not None:
-        item_id = _parse_item_id(item_id)
+        item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
     try:
         with transaction.atomic():

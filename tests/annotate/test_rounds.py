@@ -19,11 +19,11 @@ def user(make_user):
 
 @pytest.fixture
 def sent(monkeypatch):
-    """Record round_run.delay calls instead of sending them to a broker."""
+    """Record round_run sends instead of sending them to a broker."""
     calls = []
     from annotate.tasks import rounds as task_module
 
-    monkeypatch.setattr(task_module.round_run, "delay", lambda round_id: calls.append(round_id))
+    monkeypatch.setattr(task_module.round_run, "apply_async", lambda args, **kw: calls.append(args[0]))
     return calls
 
 
@@ -35,7 +35,8 @@ def label_leased(project, user, n, truth=True):
     return got
 
 
-def test_round_request_is_deduplicated_and_enqueued_after_commit(make_project, sent, django_capture_on_commit_callbacks):
+def test_round_request_is_deduplicated_and_enqueued_after_commit(make_project, sent,
+                                                                  django_capture_on_commit_callbacks):
     project = make_project()
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         first = round_request(project=project, reason="test")
