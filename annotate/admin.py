@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from . import storage
+from .admin_parts import RoundHistoryInline, job_story, keymap_rows
 from .forms import EP, SP, ExportForm, ImportForm, build_project_form, extractor_warning
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
 from .payloads import project_ws_url
@@ -73,60 +74,14 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class RoundInline(admin.TabularInline):
-    model = Round
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    ordering = ["-number"]
-    fields = ["number", "status", "reason", "strategy_used", "params", "labeled_count", "batch_size", "timing_summary",
-              "metric_summary", "created_at", "finished_at", "failure"]
-    readonly_fields = fields
-    verbose_name_plural = "round history (newest first)"
-    shown = 50
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def get_formset(self, request, obj=None, **kwargs):
-        self._project = obj  # inline instances are made per request
-        return super().get_formset(request, obj, **kwargs)
-
-    def get_queryset(self, request):
-        qs = super().get_queryset(request)
-        project = getattr(self, "_project", None)
-        if project is not None:  # only the latest rounds; the full list is under Rounds
-            last = qs.filter(project=project).order_by("-number").values_list("number", flat=True).first() or 0
-            qs = qs.filter(number__gt=last - self.shown)
-        return qs
-
-    @admin.display(description="strategy")
-    def strategy_used(self, obj):
-        return obj.strategy_used
-
-    @admin.display(description="timings (s)")
-    def timing_summary(self, obj):
-        return ", ".join(f"{k} {v:.2f}" for k, v in (obj.timings or {}).items() if isinstance(v, (int, float))) or "-"
-
-    @admin.display(description="metrics")
-    def metric_summary(self, obj):
-        parts = []
-        for k, v in (obj.metrics or {}).items():
-            if isinstance(v, float):
-                parts.append(f"{k} {v:.3g}")
-            elif isinstance(v, (int, str, bool)):
-                parts.append(f"{k} {v}")
-        return ", ".join(parts) or "-"
-
-
 @admin.register(Project)
 class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
     project_path = ""
     list_display = ["name", "strategy", "batch_size", "audit_rate", "extractor", "embedding_version", "item_count",
                     "links"]
     search_fields = ["name"]
-    inlines = [MembershipInline, RoundInline]
-    actions = ["start_round", "reembed", "export"]
+    inlines = [MembershipInline, RoundHistoryInline]
+    actions = ["start_round", "reembed", "export", "reassign_keys"]
     change_form_template = "admin/annotate/project/change_form.html"
 
     class Media:
@@ -176,6 +131,9 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                                                      "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
         sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
                                                       "retrain_every", "audit_rate", "l2", "seed"]}))
+        sets.append(("Labeling page", {"fields": ["suggestions", "suggest_min_accuracy", "candidate_coverage"],
+                                       "description": "The model's guess and its likely classes, shown to annotators "
+                                                      "(never on the random audit items)."}))
         sets.append(("Embeddings", {"fields": ["extractor"],
                                     "description": "Changing the extractor or its parameters re-embeds all items."}))
         for key, fields in form.generated.items():
@@ -249,6 +207,16 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                                                    reverse("admin:annotate_project_job", args=[project.pk, job.pk]),
                                                    str(job.pk)[:8]))
 
+    @admin.action(description="Reassign keyboard keys (from the class names)")
+    def reassign_keys(self, request, queryset):
+        from .services.keymap import keymap_reset  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            keys = keymap_reset(project=project)
+            self.message_user(request, f"{project}: keys reassigned ({', '.join(f'{k} {c}' for c, k in keys.items())})"[:500])
+
     @admin.action(description="Export labels")
     def export(self, request, queryset):
         if queryset.count() != 1:
@@ -265,6 +233,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             path("<int:project_id>/start-round/", wrap(require_POST(self.start_round_view)),
                  name="annotate_project_start_round"),
             path("<int:project_id>/reembed/", wrap(require_POST(self.reembed_view)), name="annotate_project_reembed"),
+            path("<int:project_id>/reassign-keys/", wrap(require_POST(self.reassign_keys_view)),
+                 name="annotate_project_reassign_keys"),
             path("<int:project_id>/jobs/<uuid:job_id>/", wrap(self.job_view), name="annotate_project_job"),
         ] + super().get_urls()
 
@@ -333,11 +303,22 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         self.reembed(request, Project.objects.filter(pk=project.pk))
         return HttpResponseRedirect(reverse("admin:annotate_project_change", args=[project.pk]))
 
+    def reassign_keys_view(self, request, project_id):
+        project = self._project(request, project_id)
+        self.reassign_keys(request, Project.objects.filter(pk=project.pk))
+        return HttpResponseRedirect(reverse("admin:annotate_project_change", args=[project.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        project = Project.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        extra = {"keymap": keymap_rows(project)} if project is not None else {}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
     def job_view(self, request, project_id, job_id):
         project = self._project(request, project_id)
         job = get_object_or_404(Job, pk=job_id, project=project)
         return TemplateResponse(request, "admin/annotate/project/job.html",
                                 self._context(request, project, job=job, ws_url=project_ws_url(project.pk),
+                                              story=job_story(job),
                                               title=f"{job.kind} job for {project}"))
 
 

@@ -25,6 +25,7 @@ class FinalLabel:
     action: str
     created_at: datetime
     n_annotations: int  # how many current labeled rows the item has (agreement context)
+    origin: str = Annotation.Origin.MANUAL  # manual, suggestion, candidate or prelabel (Annotation.Origin)
 
 
 def final_labels(item_ids: Iterable[int]) -> dict[int, FinalLabel]:
@@ -36,16 +37,17 @@ def final_labels(item_ids: Iterable[int]) -> dict[int, FinalLabel]:
         Annotation.objects.filter(item_id__in=ids, is_current=True, action__in=LABEL_ACTIONS)
         .exclude(label="")
         .order_by("item_id", "id")
-        .values_list("item_id", "label", "annotator__username", "annotator_id", "id", "action", "created_at")
+        .values_list("item_id", "label", "annotator__username", "annotator_id", "id", "action", "created_at",
+                     "origin")
     )
     out: dict[int, FinalLabel] = {}
     counts: dict[int, int] = {}
-    for item_id, label, user, user_id, ann_id, action, created in rows:
+    for item_id, label, user, user_id, ann_id, action, created, origin in rows:
         counts[item_id] = counts.get(item_id, 0) + 1
         prev = out.get(item_id)
         # Rows come oldest first: a later row replaces an earlier one unless it would put a plain
         # label over a correction.
         if prev is not None and prev.action == Annotation.Action.CORRECT and action != Annotation.Action.CORRECT:
             continue
-        out[item_id] = FinalLabel(label, user, user_id, ann_id, action, created, 0)
+        out[item_id] = FinalLabel(label, user, user_id, ann_id, action, created, 0, origin)
     return {k: FinalLabel(**{**v.__dict__, "n_annotations": counts[k]}) for k, v in out.items()}

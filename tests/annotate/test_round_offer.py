@@ -5,6 +5,7 @@ import pytest
 
 from annotate import selectors
 from annotate.models import Annotation, Membership, QueueEntry
+from annotate.payloads import entry_payload
 from annotate.services.annotations import annotation_submit
 from annotate.services.candidates import MIN_CALIBRATION, TOP_K, calibration_read, offer
 from annotate.services.errors import BadInput
@@ -77,7 +78,7 @@ def test_suggestions_appear_once_the_model_is_right_often_enough_and_never_on_au
     assert "suggestion" not in offer(entry, project=project)
     # The lease API hands the offer to the page.
     project.suggest_min_accuracy = 0.5
-    payload = selectors.entry_payload(entry, project=project)
+    payload = entry_payload(entry, project=project)
     assert payload["suggestion"]["label"] == entry.predicted_label and payload["item_id"] == entry.item_id
 
 
