@@ -78,7 +78,7 @@ class RoundInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     ordering = ["-number"]
-    fields = ["number", "status", "reason", "strategy", "params", "labeled_count", "batch_size", "timing_summary",
+    fields = ["number", "status", "reason", "strategy_used", "params", "labeled_count", "batch_size", "timing_summary",
               "metric_summary", "created_at", "finished_at", "failure"]
     readonly_fields = fields
     verbose_name_plural = "round history (newest first)"
@@ -98,6 +98,10 @@ class RoundInline(admin.TabularInline):
             last = qs.filter(project=project).order_by("-number").values_list("number", flat=True).first() or 0
             qs = qs.filter(number__gt=last - self.shown)
         return qs
+
+    @admin.display(description="strategy")
+    def strategy_used(self, obj):
+        return obj.strategy_used
 
     @admin.display(description="timings (s)")
     def timing_summary(self, obj):
@@ -376,13 +380,17 @@ class ItemAdmin(ProjectScoped, admin.ModelAdmin):
 
 @admin.register(Round)
 class RoundAdmin(ProjectScoped, admin.ModelAdmin):
-    list_display = ["project", "number", "status", "strategy", "labeled_count", "batch_size", "created_at",
+    list_display = ["project", "number", "status", "strategy_used", "labeled_count", "batch_size", "created_at",
                     "finished_at"]
     list_filter = ["status", "project"]
     readonly_fields = [f.name for f in Round._meta.fields]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="strategy", ordering="strategy")
+    def strategy_used(self, obj):
+        return obj.strategy_used
 
 
 @admin.register(QueueEntry)

@@ -112,6 +112,9 @@ WHITENOISE_USE_FINDERS = True  # serve frontend/static without collectstatic in 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LOUPE_UPLOAD_MAX_MEMORY", 10 * 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 LOUPE_MAX_UPLOAD_BYTES = env_int("LOUPE_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1024)
+# Every request body is refused with 413 beyond this as it arrives (config/bodylimit.py); admin uploads
+# from a logged-in session may use LOUPE_MAX_UPLOAD_BYTES.
+LOUPE_MAX_BODY_BYTES = env_int("LOUPE_MAX_BODY_BYTES", 16 * 1024**2, minimum=1024)
 LOUPE_MAX_IMAGE_BYTES = env_int("LOUPE_MAX_IMAGE_BYTES", 50 * 1024**2, minimum=1024)
 
 # --------------------------------------------------------------------------- Celery

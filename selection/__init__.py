@@ -16,7 +16,12 @@ from .strategies.base import (
     strategy_schema,
 )
 
+#: the strategy and parameters a new project gets (Project model default, admin add form, loupe_demo)
+DEFAULT_STRATEGY = "auto"
+DEFAULT_PARAMS: dict = {}
+
 __all__ = [
+    "DEFAULT_STRATEGY", "DEFAULT_PARAMS",
     "Param", "validate_params", "Selection", "SelectionContext", "Strategy",
     "get_strategy", "make_strategy", "register", "strategy_names", "strategy_schema",
 ]

@@ -167,6 +167,10 @@ def _plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], list[tup
             man_dir = os.path.dirname(os.path.abspath(path))
         listed: list[_Entry] = []
         for ref, label in rows:
+            if "\x00" in ref:  # no file system or URL takes it: name the entry, skip it, import the rest
+                shown = ref.replace("\x00", "\\x00")
+                listed.append(_Entry(name=shown, read=_missing(shown, "its path contains a NUL byte")))
+                continue
             scheme = urllib.parse.urlsplit(ref).scheme.lower()
             if opts.source:
                 key = _safe_member_name(ref) if not scheme else ref

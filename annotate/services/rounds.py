@@ -301,6 +301,8 @@ def _execute(rnd: Round, project: Project) -> Round:
             scores = sel.scores if sel.scores is not None else np.full(len(sel.indices), np.nan)
             chosen += [(int(rest[i]), float(s), False) for i, s in zip(sel.indices, scores)]
             metrics["strategy_info"] = {k: v for k, v in sel.info.items() if isinstance(v, (int, float, str, bool))}
+            if "sub_strategy" in sel.info:  # 'auto': the strategy that chose this batch (round history)
+                metrics["sub_strategy"] = str(sel.info["sub_strategy"])
         # Audit items at random ranks, so their position gives nothing away.
         slots = rng.choice(b, size=n_audit, replace=False) if n_audit else []
         active_iter = iter(chosen)

@@ -18,7 +18,7 @@ from .base import (  # noqa: F401
     strategy_schema,
 )
 
-_BUILTIN = ("random_", "uncertainty", "stochastic", "badge", "coreset", "cluster_margin", "firal")
+_BUILTIN = ("random_", "uncertainty", "stochastic", "badge", "coreset", "cluster_margin", "firal", "typiclust", "auto")
 
 for _mod in _BUILTIN:
     try:
