@@ -19,7 +19,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from . import selectors
-from .models import Annotation
+from .payloads import annotation_payload, entry_payload
 from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo
 from .services.errors import ServiceError
@@ -155,17 +155,6 @@ def _fields(data: dict[str, Any], allowed: set[str], required: set[str] = frozen
     return data
 
 
-def _annotation(ann: Annotation) -> dict[str, Any]:
-    return {
-        "id": ann.pk,
-        "item_id": ann.item_id,
-        "action": ann.action,
-        "label": ann.label,
-        "client_id": str(ann.client_id) if ann.client_id else None,
-        "created_at": ann.created_at.isoformat(),
-    }
-
-
 # --------------------------------------------------------------------------- endpoints
 @api_view("GET")
 def status(request, project_id: int):
@@ -185,7 +174,7 @@ def lease(request, project_id: int):
         # Running dry: make sure a round is on its way (the refill policy decides).
         round_maybe_request(project=project)
     return JsonResponse({
-        "items": [selectors.entry_payload(e) for e in entries],
+        "items": [entry_payload(e) for e in entries],
         "progress": selectors.project_progress(project=project, user=request.user),
     })
 
@@ -201,7 +190,7 @@ def _submit(request, project_id: int, *, skip: bool):
     counts = selectors.progress_counts(project=project, user=request.user)
     round_maybe_request(project=project, pending=counts["pending"])
     return JsonResponse({
-        "annotation": _annotation(res.annotation),
+        "annotation": annotation_payload(res.annotation),
         "created": res.created,
         "progress": selectors.project_progress(project=project, counts=counts),
     }, status=201 if res.created else 200)
@@ -224,9 +213,9 @@ def undo(request, project_id: int):
     res = annotation_undo(project=project, user=request.user, item_id=data.get("item_id"),
                           client_id=data.get("client_id"))
     return JsonResponse({
-        "undone": _annotation(res.undone),
-        "annotation": _annotation(res.annotation),
-        "item": selectors.entry_payload(res.entry),
+        "undone": annotation_payload(res.undone),
+        "annotation": annotation_payload(res.annotation),
+        "item": entry_payload(res.entry),
         "created": res.created,
         "progress": selectors.project_progress(project=project, user=request.user),
     }, status=201 if res.created else 200)
