@@ -25,7 +25,6 @@ from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo
 from .services.errors import ServiceError
 from .services.queue import queue_lease, queue_release
-from .services.rounds import round_maybe_request
 from .services.tokens import parse_authorization, token_user
 
 DEFAULT_LEASE = 6
@@ -171,9 +170,6 @@ def lease(request, project_id: int):
     project = project_for(user=request.user, project_id=project_id)
     data = _fields(request.json, {"n"})
     entries = queue_lease(project=project, user=request.user, n=data.get("n", DEFAULT_LEASE))
-    if len(entries) < data.get("n", DEFAULT_LEASE):
-        # Running dry: make sure a round is on its way (the refill policy decides).
-        round_maybe_request(project=project)
     return JsonResponse({
         "items": [entry_payload(e, project=project) for e in entries],
         "progress": selectors.project_progress(project=project, user=request.user),
@@ -187,14 +183,11 @@ def _submit(request, project_id: int, *, skip: bool):
     res = annotation_submit(project=project, user=request.user, item_id=data["item_id"], label=data.get("label"),
                             skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0),
                             origin=data.get("origin", Annotation.Origin.MANUAL))
-    # The hot path (docs/bench-load.md): one query for the counts, whose pending count also feeds
-    # the refill policy, then one for the round, read after a round may have been requested.
-    counts = selectors.progress_counts(project=project, user=request.user)
-    round_maybe_request(project=project, pending=counts["pending"])
     return JsonResponse({
         "annotation": annotation_payload(res.annotation),
         "created": res.created,
-        "progress": selectors.project_progress(project=project, counts=counts),
+        # the counts the submit read (they fed the refill policy), then the round, read after it
+        "progress": selectors.project_progress(project=project, counts=res.progress),
     }, status=201 if res.created else 200)
 
 
