@@ -167,14 +167,15 @@ def _submit(request, project_id: int, *, skip: bool):
     data = _fields(request.json, allowed, {"item_id"} | (set() if skip else {"label"}))
     res = annotation_submit(project=project, user=request.user, item_id=data["item_id"], label=data.get("label"),
                             skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0))
-    # The hot path (docs/bench-load.md): one query for the counts, whose pending count also feeds
-    # the refill policy, then one for the round, read after a round may have been requested.
+    # The hot path (docs/bench-load.md): one query for the counts and one for the current round;
+    # both feed the refill policy (the round holds the pace) and the response.
     counts = selectors.progress_counts(project=project, user=request.user)
-    round_maybe_request(project=project, pending=counts["pending"])
+    current = selectors.current_round(project=project)
+    started = round_maybe_request(project=project, pending=counts["pending"], current=current)
     return JsonResponse({
         "annotation": _annotation(res.annotation),
         "created": res.created,
-        "progress": selectors.project_progress(project=project, counts=counts),
+        "progress": selectors.project_progress(project=project, counts=counts, current=started or current),
     }, status=201 if res.created else 200)
 
 
