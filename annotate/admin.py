@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from . import storage
-from .forms import EP, SP, ExportForm, ImportForm, build_project_form
+from .forms import EP, SP, ExportForm, ImportForm, build_project_form, extractor_warning
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
 from .permissions import has_role
 from .services import embeddings as embedding_services
@@ -152,7 +152,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
     # ------------------------------------------------------------------ the generated form
     def get_form(self, request, obj=None, change=False, **kwargs):
-        kwargs["form"] = build_project_form()
+        kwargs["form"] = build_project_form(user=request.user)
         kwargs["fields"] = None
         return super().get_form(request, obj, change, **kwargs)
 
@@ -176,6 +176,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             prefix, owner = key.split(":", 1)
             if prefix == EP:
                 sets.append((f"{owner} extractor parameters", {"fields": [n for n, _ in fields],
+                                                                 "description": extractor_warning(owner),
                                                                  "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
         return sets
 

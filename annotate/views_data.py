@@ -61,7 +61,8 @@ def stats(request: HttpRequest, project_id: int):
 
 
 def _review_rows(project, *, annotator: str, label: str, page: int) -> dict[str, Any]:
-    labeled = Annotation.objects.filter(item=OuterRef("pk"), is_current=True, action__in=LABEL_ACTIONS).exclude(label="")
+    labeled = (Annotation.objects.filter(item=OuterRef("pk"), is_current=True, action__in=LABEL_ACTIONS)
+               .exclude(label=""))
     items = Item.objects.filter(project=project).filter(Exists(labeled))
     if annotator:
         items = items.filter(Exists(labeled.filter(annotator__username=annotator)))
@@ -83,7 +84,8 @@ def _review_rows(project, *, annotator: str, label: str, page: int) -> dict[str,
         fl = finals.get(item.pk)
         rows.append({
             "item_id": item.pk, "image_url": f"/items/{item.pk}/image", "name": item.original_name,
-            "label": fl.label if fl else "", "by": fl.annotator if fl else "", "corrected": bool(fl and fl.action == "correct"),
+            "label": fl.label if fl else "", "by": fl.annotator if fl else "",
+            "corrected": bool(fl and fl.action == "correct"),
             "labels": history.get(item.pk, []),
         })
     return {"count": paginator.count, "page": pg.number, "pages": paginator.num_pages, "items": rows}

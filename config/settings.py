@@ -6,7 +6,6 @@ stops start-up with ``ImproperlyConfigured`` naming the variable.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 

@@ -4,8 +4,8 @@ Arrays in, indices out; no Django, Celery or CuPy at import time.  See DESIGN.md
 """
 from __future__ import annotations
 
-from .params import Param, validate_params  # noqa: F401
-from .strategies.base import (  # noqa: F401
+from .params import Param, validate_params
+from .strategies.base import (
     Selection,
     SelectionContext,
     Strategy,

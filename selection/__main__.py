@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 USAGE = """usage: python -m selection {simulate,bench} [options]
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    run: Callable[[list[str]], int | None]
     if cmd == "simulate":
         from .simulate import main as run  # noqa: PLC0415
     elif cmd == "bench":

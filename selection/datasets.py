@@ -5,7 +5,10 @@ int64 labels in ``[0, c)``.  :func:`load_dataset` parses the ``--data`` argument
 
 - ``digits``: scikit-learn's bundled 8x8 digit images (1797 x 64, 10 classes), pixels / 16;
 - ``gmm`` or ``gmm:n=20000,c=10,d=64,imbalance=10,spread=2,seed=0``: :func:`gaussian_mixture`;
-- ``npy:EMB.npy,LABELS.npy`` (or two paths): :func:`load_npy`.
+- ``npy:EMB.npy,LABELS.npy`` (or two paths): :func:`load_npy`;
+- ``PATH.npz`` (arrays ``X`` and ``y``): :func:`load_npz`;
+- ``PATH.csv`` (a label column plus numeric features): :func:`load_csv`;
+- ``pendigits`` or the folder holding ``pendigits.tra`` / ``pendigits.tes``: :func:`pendigits`.
 """
 from __future__ import annotations
 
@@ -108,6 +111,106 @@ def load_npy(embeddings: str, labels: str) -> Dataset:
     return Dataset(f"npy:{base}", X.astype(np.float32), yi.astype(np.int64), [str(v) for v in names])
 
 
+def _as_dataset(name: str, X: np.ndarray, y: np.ndarray, where: str) -> Dataset:
+    """Check (n, d) finite numeric X and (n,) labels (ints or strings; mapped to 0..c-1 in sorted order)."""
+    if X.ndim != 2:
+        raise ValueError(f"{where}: features must form a 2-D (n, d) array; got shape {X.shape}")
+    if X.dtype.kind not in "fiu":
+        raise ValueError(f"{where}: features must be numeric; got dtype {X.dtype}")
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).any(axis=1).sum())
+        raise ValueError(f"{where}: features have NaN or inf in {bad} rows")
+    if y.ndim != 1 or len(y) != len(X):
+        raise ValueError(f"{where}: labels must be (n,) = ({len(X)},); got shape {y.shape}")
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y).all() and np.all(y == np.round(y))):
+            raise ValueError(f"{where}: labels hold non-integer numbers; use ints or strings")
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iuUSO":
+        raise ValueError(f"{where}: labels must be ints or strings; got dtype {y.dtype}")
+    names, yi = np.unique(y.astype(str) if y.dtype.kind == "O" else y, return_inverse=True)
+    if len(names) < 2:
+        raise ValueError(f"{where}: only {len(names)} distinct class(es); at least 2 are needed")
+    return Dataset(name, X.astype(np.float32), yi.astype(np.int64), [str(v) for v in names])
+
+
+def load_npz(path: str) -> Dataset:
+    """``.npz`` with arrays ``X`` (n, d) numeric and ``y`` (n,) ints or strings."""
+    if not os.path.exists(path):
+        raise ValueError(f"data file {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = sorted({"X", "y"} - set(z.files))
+            if missing:
+                raise ValueError(f"data file {path!r} lacks array(s) {missing}; it has {sorted(z.files)}")
+            X, y = z["X"], z["y"]
+    except (OSError, ValueError) as exc:
+        if "lacks array" in str(exc):
+            raise
+        raise ValueError(f"data file {path!r} is not a plain .npz of arrays X and y ({exc})") from None
+    return _as_dataset(f"npz:{os.path.splitext(os.path.basename(path))[0]}", X, y, f"data file {path!r}")
+
+
+def load_csv(path: str, label_col: str | None = None) -> Dataset:
+    """CSV with a header: one label column plus numeric feature columns.
+
+    ``label_col``: the label column's name; by default the one named ``label``, ``class``,
+    ``target`` or ``y`` (case-insensitive), else the last column.  Every other column must be numeric.
+    """
+    import csv  # noqa: PLC0415
+
+    if not os.path.exists(path):
+        raise ValueError(f"data file {path!r} does not exist")
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    if len(rows) < 3:
+        raise ValueError(f"data file {path!r}: needs a header line and at least two data rows")
+    header = [h.strip() for h in rows[0]]
+    if label_col is None:
+        named = [i for i, h in enumerate(header) if h.lower() in {"label", "class", "target", "y"}]
+        li = named[0] if len(named) == 1 else len(header) - 1
+    elif label_col in header:
+        li = header.index(label_col)
+    else:
+        raise ValueError(f"data file {path!r}: no column {label_col!r}; columns are {header}")
+    body = rows[1:]
+    bad = next((k for k, r in enumerate(body) if len(r) != len(header)), None)
+    if bad is not None:
+        raise ValueError(f"data file {path!r}: line {bad + 2} has {len(body[bad])} fields, the header {len(header)}")
+    feat = [i for i in range(len(header)) if i != li]
+    try:
+        X = np.array([[float(r[i]) for i in feat] for r in body], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"data file {path!r}: feature columns must be numeric ({exc})") from None
+    labels = np.array([r[li].strip() for r in body])
+    try:  # integer labels keep their numeric order
+        as_int = labels.astype(np.int64)
+        labels = as_int if np.all(as_int.astype(str) == labels) else labels
+    except ValueError:
+        pass
+    return _as_dataset(f"csv:{os.path.splitext(os.path.basename(path))[0]}", X, labels, f"data file {path!r}")
+
+
+def pendigits(folder: str) -> Dataset:
+    """UCI pendigits from ``folder`` (``pendigits.tra`` + ``pendigits.tes``, both used): 16 features / 100."""
+    parts = [load_csv(os.path.join(folder, f"pendigits.{ext}"), label_col="class") for ext in ("tra", "tes")]
+    X = np.concatenate([p.X for p in parts]) / 100.0  # integer pen coordinates in 0..100 -> [0, 1], as digits
+    y = np.concatenate([np.asarray(p.class_names)[p.y] for p in parts]).astype(np.int64)
+    return _as_dataset("pendigits", X, y, f"pendigits folder {folder!r}")
+
+
+def _pendigits_folder(spec: str) -> str | None:
+    if spec != "pendigits":
+        return spec if os.path.isfile(os.path.join(spec, "pendigits.tra")) else None
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for cand in (os.environ.get("LOUPE_PENDIGITS", ""), "../shared/data/pendigits",
+                 os.path.join(here, "..", "shared", "data", "pendigits")):
+        if cand and os.path.isfile(os.path.join(cand, "pendigits.tra")):
+            return cand
+    raise ValueError("--data pendigits: folder not found; pass its path (the folder holding pendigits.tra) "
+                     "or set LOUPE_PENDIGITS")
+
+
 def _load(path: str, what: str) -> np.ndarray:
     if not os.path.exists(path):
         raise ValueError(f"{what} file {path!r} does not exist")
@@ -122,11 +225,18 @@ def _load(path: str, what: str) -> np.ndarray:
 _GMM_KEYS = {"n": int, "c": int, "d": int, "imbalance": float, "spread": float, "seed": int}
 
 
-def load_dataset(spec: str) -> Dataset:
-    """Parse a ``--data`` value (module docstring) and load it."""
+def load_dataset(spec: str, *, label_col: str | None = None) -> Dataset:
+    """Parse a ``--data`` value (module docstring) and load it (``label_col``: for CSV files)."""
     spec = spec.strip()
     if spec == "digits":
         return digits()
+    folder = _pendigits_folder(spec.rstrip("/"))
+    if folder is not None:
+        return pendigits(folder)
+    if spec.lower().endswith(".npz"):
+        return load_npz(spec)
+    if spec.lower().endswith(".csv"):
+        return load_csv(spec, label_col)
     if spec == "gmm" or spec.startswith("gmm:"):
         kw = {}
         for part in filter(None, spec[4:].split(",")):
@@ -143,4 +253,5 @@ def load_dataset(spec: str) -> Dataset:
         if len(paths) != 2:
             raise ValueError(f"--data npy: expects 'npy:EMBEDDINGS.npy,LABELS.npy'; got {spec!r}")
         return load_npy(*paths)
-    raise ValueError(f"--data {spec!r} is not 'digits', 'gmm[:key=value,...]' or 'npy:EMB.npy,LABELS.npy'")
+    raise ValueError(f"--data {spec!r} is not 'digits', 'pendigits' (or its folder), PATH.csv, PATH.npz, "
+                     "'gmm[:key=value,...]' or 'npy:EMB.npy,LABELS.npy'")

@@ -27,7 +27,9 @@ from tests.support import (
     LoupeServer,
     need,
     postgres_available,
+    _base_env,
     redis_available,
+    start_celery_worker,
 )
 
 
@@ -224,8 +226,6 @@ def start_server(tmp_path_factory):
 def celery_worker_process(tmp_path):
     """Factory: ``celery_worker_process(env)`` starts ``celery -A config worker -Q gpu,cpu`` (solo pool)
     with ``env`` on top of the test environment and waits until it is ready; stopped at teardown."""
-    from tests.support import _base_env, start_celery_worker
-
     procs: list = []
 
     def start(env: dict[str, str]):

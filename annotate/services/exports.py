@@ -40,6 +40,7 @@ from .. import storage
 from ..models import Item, Job, Project, QueueEntry, Round
 from ..selectors_labels import final_labels
 from . import jobs as job_services
+from .failures import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ def export_chunks(project: Project, *, predictions: bool = False, chunk: int = C
             r = Row(pk, name or PurePosixPath(file).name, file, w, h, gt, created_at=created)
             fl = labels.get(pk)
             if fl is not None:
-                r.label, r.annotator, r.annotation_id, r.labeled_at = fl.label, fl.annotator, fl.annotation_id, fl.created_at
+                r.label, r.annotator = fl.label, fl.annotator
+                r.annotation_id, r.labeled_at = fl.annotation_id, fl.created_at
             rows.append(r)
             row_of[pk] = row
         if predictor is not None:
@@ -363,7 +365,8 @@ def _prune(project: Project, *, keep: int) -> None:
             storage.media_path(job.result_file).unlink(missing_ok=True)
         except ValueError:
             pass  # a path outside MEDIA_ROOT was never ours to delete
-        Job.objects.filter(pk=job.pk).update(result_file="", message=f"{job.message} (file removed: newer exports)"[:500])
+        message = f"{job.message} (file removed: newer exports)"[:500]
+        Job.objects.filter(pk=job.pk).update(result_file="", message=message)
 
 
 def export_request(*, project: Project, fmt: str, predictions: bool = False, user=None) -> Job:
@@ -392,8 +395,7 @@ def export_execute(*, job_id: str) -> Job:
         tmp.replace(path)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        log.exception("export job %s failed", job.pk)
-        job_services.job_fail(job=job, error=f"export failed: {type(exc).__name__}: {exc}")
+        job_services.job_fail(job=job, error=internal_error(what="export", exc=exc, logger=log))
         raise
     rel = str(path.relative_to(Path(storage.media_path("."))))
     _prune(project, keep=EXPORTS_KEPT - 1)

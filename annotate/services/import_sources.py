@@ -216,7 +216,8 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
                     raise ImportRejected(f"manifest {name!r}: annotation {ann.get('id')} names an unknown category_id")
                 lab[ann["image_id"]] = cats[ann["category_id"]]
             for img in doc["images"]:
-                rows.append((_clean_ref(str(img.get("file_name") or img.get("path") or "")), lab.get(img.get("id"), "")))
+                ref = _clean_ref(str(img.get("file_name") or img.get("path") or ""))
+                rows.append((ref, lab.get(img.get("id"), "")))
         elif isinstance(doc, list):
             for i, obj in enumerate(doc):
                 if not isinstance(obj, dict):
@@ -242,7 +243,8 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
         key = next((k for k in _IMAGE_KEYS if k in fields), None)
         if key is None:
             raise ImportRejected(
-                f"manifest {name!r}: the CSV header {reader.fieldnames} has no image column (one of {list(_IMAGE_KEYS)})"
+                f"manifest {name!r}: the CSV header {reader.fieldnames} has no image column "
+                f"(one of {list(_IMAGE_KEYS)})"
             )
         lkey = next((k for k in _LABEL_KEYS if k in fields), None)
         original = dict(zip(fields, reader.fieldnames or []))

@@ -38,6 +38,7 @@ from django.db import transaction
 from .. import storage
 from ..models import Annotation, Item, Job, Project
 from . import jobs as job_services
+from .failures import internal_error
 from .import_sources import (  # noqa: F401  (re-exported: the import API in one place)
     FORMAT_EXT,
     IMAGE_EXTENSIONS,
@@ -224,9 +225,11 @@ def _load_embeddings(project: Project, opts: ImportOptions, n_rows: int) -> np.n
     from selection.extractors import check_matrix  # noqa: PLC0415
 
     if not opts.embeddings:
-        if project.extractor == "precomputed" and project.embedding_file and project.items.filter(row__isnull=False).exists():
+        if (project.extractor == "precomputed" and project.embedding_file
+                and project.items.filter(row__isnull=False).exists()):
             raise ImportRejected(
-                "this project uses precomputed embeddings; an import into it must supply an embeddings .npy for its images"
+                "this project uses precomputed embeddings; an import into it must supply an embeddings .npy "
+                "for its images"
             )
         return None
     try:
@@ -241,7 +244,8 @@ def _load_embeddings(project: Project, opts: ImportOptions, n_rows: int) -> np.n
     if has_rows and project.embedding_file:
         if project.extractor != "precomputed":
             raise ImportRejected(
-                f"the project's embeddings come from extractor {project.extractor!r}; an import with its own embeddings "
+                f"the project's embeddings come from extractor {project.extractor!r}; "
+                "an import with its own embeddings "
                 "needs a project with precomputed embeddings (or no embeddings yet)"
             )
         if project.embedding_dim != X.shape[1]:
@@ -360,7 +364,8 @@ def _commit(project, opts, staged, X, staging, result, user, progress) -> Import
             Item.objects.bulk_create(items, batch_size=1000)
             if opts.labels_as == "prelabels":
                 annotator = _import_user(user)
-                created = {i.checksum: i for i in Item.objects.filter(project=project, checksum__in=[s.checksum for s in staged])}
+                fresh = Item.objects.filter(project=project, checksum__in=[s.checksum for s in staged])
+                created = {i.checksum: i for i in fresh}
                 Annotation.objects.bulk_create(
                     [Annotation(item=created[s.checksum], annotator=annotator, action=Annotation.Action.LABEL,
                                 label=s.entry.label) for s in staged if s.entry.label],
@@ -445,8 +450,7 @@ def import_execute(*, job_id: str) -> Job:
     except ImportRejected as exc:
         return job_services.job_fail(job=job, error=str(exc))
     except Exception as exc:
-        log.exception("import job %s failed", job.pk)
-        job_services.job_fail(job=job, error=f"import failed: {type(exc).__name__}: {exc}")
+        job_services.job_fail(job=job, error=internal_error(what="import", exc=exc, logger=log))
         raise
     finally:
         if cleanup:

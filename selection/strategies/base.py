@@ -223,7 +223,8 @@ class Strategy:
         return sel
 
     # ----------------------------------------------------------------- hooks
-    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context) -> Selection:
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng,
+                context) -> Selection:
         raise NotImplementedError
 
     def _seed(self, X_pool, X_labeled, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -127,7 +127,7 @@ class ClusterMargin(Strategy):
             random_state=p["cluster_seed"], progress=progress,
         )
         lab = lab.astype(np.int32 if lab.max() < 2**31 else np.int64)
-        if path is not None:
+        if path is not None and cache_dir:
             os.makedirs(cache_dir, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp.npy"
             np.save(tmp, lab)

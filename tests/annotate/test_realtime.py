@@ -111,7 +111,7 @@ def test_a_send_from_a_worker_thread_arrives_at_once(make_user, make_project):
         for _ in range(5):
             sent = {}
 
-            def worker():
+            def worker(sent=sent):
                 sent["t"] = time.perf_counter()
                 realtime.send_queue_updated(project.pk, round_number=1, pending=3, added=3)
 

@@ -35,7 +35,8 @@ def label_leased(project, user, n, truth=True):
     return got
 
 
-def test_round_request_is_deduplicated_and_enqueued_after_commit(make_project, sent, django_capture_on_commit_callbacks):
+def test_round_request_is_deduplicated_and_enqueued_after_commit(make_project, sent,
+                                                                  django_capture_on_commit_callbacks):
     project = make_project()
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         first = round_request(project=project, reason="test")

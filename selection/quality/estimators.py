@@ -1,0 +1,222 @@
+"""Accuracy estimates with honest intervals: the plain audit, prediction-powered inference, active testing.
+
+Notation: a model with predictions yhat and a *confidence* f(x) in [0, 1] (its estimated
+probability of being right: the max class probability, possibly recalibrated by
+:func:`fit_confidence_calibration`).  Y_i = 1[yhat(x_i) = y_i] for the n labeled audit items.
+Every function returns an :class:`AccuracyEstimate` with a two-sided (1 - alpha) interval.
+
+- :func:`audit_accuracy`: the mean of Y over audit items drawn uniformly; Wilson score
+  interval (Wilson 1927), which keeps its coverage near 0 and 1 where the Wald interval does not.
+- :func:`ppi_accuracy`: prediction-powered inference for a mean (Angelopoulos, Bates, Fannjiang,
+  Jordan & Zrnic, Science 2023, the "mean estimation" example), with the power tuning of PPI++
+  (Angelopoulos, Duchi & Zrnic 2023, eq. (3)/(6)): theta = lambda * mean_pool(f) +
+  mean_audit(Y - lambda * f), variance lambda^2 Var(f)/N + Var(Y - lambda f)/n.  Unbiased for
+  every fixed lambda; the tuned lambda = Cov(Y, f) / ((1 + n/N) Var(f)) minimises the variance.
+- :func:`difference_accuracy`: the same correction when each audit item was drawn from a finite
+  pool whose exact mean confidence is known (the app: each round's pool under the model that
+  served it).  The pool term is then exact, only the audit sample varies.
+- :func:`active_testing_accuracy`: audit items drawn *with replacement* with known probabilities
+  q (Kossen, Farquhar, Gal & Rainforth, ICML 2021, "Active Testing": sample where the loss is
+  likely, importance-weight to stay unbiased).  The Hansen-Hurwitz estimator (1943) with f as a
+  control variate: z_j = mean_pool(f) + (Y_j - f_j) / (N q_j); E[z_j] = accuracy on the pool
+  exactly, and the z_j are i.i.d., so the interval is mean(z) +- z_{alpha/2} sd(z) / sqrt(n).
+  :func:`active_testing_proposal` gives q proportional to sqrt(f (1 - f)) (the standard
+  deviation of Y - f when f is calibrated, the variance-optimal proposal) mixed with uniform, so
+  no weight exceeds 1 / floor.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import norm
+
+
+@dataclass(frozen=True)
+class AccuracyEstimate:
+    """An accuracy estimate, its (1 - alpha) interval, and what it rests on."""
+
+    estimator: str
+    value: float
+    low: float
+    high: float
+    n_labels: int
+    n_pool: int | None = None
+    alpha: float = 0.05
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def covers(self, truth: float) -> bool:
+        return self.low <= truth <= self.high
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "half_width": self.half_width}
+
+
+def _z(alpha: float) -> float:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 1)")
+    return float(norm.ppf(1 - alpha / 2))
+
+
+def _vec(a, name: str, n: int | None = None) -> np.ndarray:
+    v = np.asarray(a, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {v.shape}")
+    if n is not None and len(v) != n:
+        raise ValueError(f"{name} has {len(v)} entries; expected {n}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"{name} holds NaN or inf")
+    return v
+
+
+def _correct(correct) -> np.ndarray:
+    y = _vec(correct, "correct")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("correct must hold only 0/1 (or booleans)")
+    return y
+
+
+def _conf(f, name: str, n: int | None = None) -> np.ndarray:
+    v = _vec(f, name, n)
+    if ((v < 0) | (v > 1)).any():
+        raise ValueError(f"{name} must lie in [0, 1]")
+    return v
+
+
+def _clip(est: str, value: float, hw: float, n: int, n_pool: int | None, alpha: float) -> AccuracyEstimate:
+    # An accuracy lies in [0, 1]; clipping the interval to it never lowers coverage.
+    return AccuracyEstimate(est, float(value), float(max(0.0, value - hw)), float(min(1.0, value + hw)),
+                            n, n_pool, alpha)
+
+
+def audit_accuracy(correct, *, alpha: float = 0.05) -> AccuracyEstimate:
+    """Plain audit: correct (n,) 0/1 for items drawn uniformly; Wilson score interval."""
+    y = _correct(correct)
+    n, z = len(y), _z(alpha)
+    if n == 0:
+        return AccuracyEstimate("audit", float("nan"), 0.0, 1.0, 0, None, alpha)
+    p = y.mean()
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    hw = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return AccuracyEstimate("audit", float(p), float(centre - hw), float(centre + hw), n, None, alpha)
+
+
+def ppi_accuracy(correct, conf_labeled, conf_pool, *, alpha: float = 0.05,
+                 power_tuning: bool = True) -> AccuracyEstimate:
+    """PPI++ accuracy (module docstring).
+
+    correct : (n,) 0/1 on audit items drawn i.i.d. from the population; conf_labeled : (n,)
+    the model's confidence on them; conf_pool : (N,) its confidence on unlabeled items from the
+    same population.  ``power_tuning=False`` is the original PPI (lambda = 1).
+    """
+    y = _correct(correct)
+    n = len(y)
+    f = _conf(conf_labeled, "conf_labeled", n)
+    fp = _conf(conf_pool, "conf_pool")
+    N, z = len(fp), _z(alpha)
+    if n < 2 or N < 2:
+        raise ValueError(f"ppi_accuracy needs at least 2 audit labels and 2 pool items; got n={n}, N={N}")
+    lam = 1.0
+    if power_tuning:
+        vf = np.var(np.concatenate([f, fp]), ddof=1)
+        cov = np.cov(y, f, ddof=1)[0, 1] if n > 1 else 0.0
+        lam = float(np.clip(cov / ((1 + n / N) * vf), 0.0, 1.0)) if vf > 0 else 0.0
+    value = lam * fp.mean() + np.mean(y - lam * f)
+    var = lam * lam * np.var(fp, ddof=1) / N + np.var(y - lam * f, ddof=1) / n
+    return _clip("ppi", value, z * np.sqrt(var), n, N, alpha)
+
+
+def difference_accuracy(correct, conf_labeled, pool_mean, *, alpha: float = 0.05) -> AccuracyEstimate:
+    """Model-assisted (difference) estimate when audit item i was drawn uniformly from a finite pool.
+
+    correct, conf_labeled : (n,); pool_mean : (n,) the exact mean confidence over the pool item i
+    was drawn from, under the model whose prediction it checks.  Each z_i = pool_mean_i +
+    Y_i - f_i is unbiased for that model's accuracy on that pool, so mean(z) estimates the same
+    average as :func:`audit_accuracy` on the same items (the prequential estimand), with variance
+    Var(Y - f) / n instead of Var(Y) / n.
+    """
+    y = _correct(correct)
+    n = len(y)
+    f = _conf(conf_labeled, "conf_labeled", n)
+    m = _conf(pool_mean, "pool_mean", n)
+    if n < 2:
+        raise ValueError(f"difference_accuracy needs at least 2 audit labels; got {n}")
+    zi = m + y - f
+    return _clip("ppi", zi.mean(), _z(alpha) * np.std(zi, ddof=1) / np.sqrt(n), n, None, alpha)
+
+
+def active_testing_proposal(conf_pool, *, floor: float = 0.2) -> np.ndarray:
+    """q : (N,) sampling probabilities, (1 - floor) * sqrt(f(1-f)) / sum + floor / N.
+
+    ``floor`` in (0, 1] is the uniform share; it bounds every importance weight 1/(N q) by
+    1/floor, which keeps the CLT interval honest at small n.
+    """
+    f = _conf(conf_pool, "conf_pool")
+    if not 0 < floor <= 1:
+        raise ValueError(f"floor={floor!r} must be in (0, 1]")
+    N = len(f)
+    if N == 0:
+        raise ValueError("conf_pool is empty")
+    s = np.sqrt(f * (1 - f))
+    q = np.full(N, 1.0 / N) if s.sum() == 0 else (1 - floor) * s / s.sum() + floor / N
+    return q / q.sum()
+
+
+def active_testing_accuracy(correct, conf_labeled, q_labeled, *, pool_mean: float, n_pool: int,
+                            alpha: float = 0.05) -> AccuracyEstimate:
+    """Hansen-Hurwitz estimate with a control variate (module docstring).
+
+    correct, conf_labeled, q_labeled : (n,) for the n draws (with replacement; a repeated item
+    counts once per draw); q_labeled are the probabilities the draws were made with (from a
+    proposal over the N = ``n_pool`` items); pool_mean : mean confidence over the pool.  Pass
+    conf_labeled = 0 and pool_mean = 0 for the plain importance-weighted estimate.
+    """
+    y = _correct(correct)
+    n = len(y)
+    f = _conf(conf_labeled, "conf_labeled", n)
+    q = _vec(q_labeled, "q_labeled", n)
+    if ((q <= 0) | (q > 1)).any():
+        raise ValueError("q_labeled must lie in (0, 1]")
+    if n < 2:
+        raise ValueError(f"active_testing_accuracy needs at least 2 draws; got {n}")
+    zi = pool_mean + (y - f) / (n_pool * q)
+    return _clip("active_testing", zi.mean(), _z(alpha) * np.std(zi, ddof=1) / np.sqrt(n), n, n_pool, alpha)
+
+
+def fit_confidence_calibration(conf, correct, *, max_iter: int = 100) -> tuple[float, float]:
+    """Platt scaling of confidences: (a, b) with P(correct) = sigmoid(a * logit(f) + b).
+
+    conf, correct : (n,) out-of-fold confidences and whether the out-of-fold prediction was right
+    (labels the estimate does not otherwise use, so f stays fixed before the audit sample is
+    drawn and every estimator above stays unbiased).  Newton's method on the 2-parameter
+    logistic log-likelihood with a tiny ridge (1e-6) so separable data still converge.
+    """
+    s = _logit(_conf(conf, "conf"))
+    y = _correct(correct)
+    if len(y) != len(s):
+        raise ValueError("conf and correct differ in length")
+    A = np.column_stack([s, np.ones_like(s)])
+    w = np.array([1.0, 0.0])
+    for _ in range(max_iter):
+        p = 1 / (1 + np.exp(-(A @ w)))
+        g = A.T @ (p - y) + 1e-6 * w
+        H = (A * (p * (1 - p))[:, None]).T @ A + 1e-6 * np.eye(2)
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
+def apply_confidence_calibration(conf, ab: tuple[float, float]) -> np.ndarray:
+    """sigmoid(a * logit(f) + b) for f : (N,)."""
+    a, b = ab
+    return 1 / (1 + np.exp(-(a * _logit(np.asarray(conf, dtype=np.float64)) + b)))
+
+
+def _logit(f: np.ndarray) -> np.ndarray:
+    f = np.clip(f, 1e-6, 1 - 1e-6)
+    return np.log(f / (1 - f))
