@@ -6,9 +6,14 @@ first round 5-8 s while annotators waited (issue 14).  The worker does it before
 
 * a ``celery worker`` process: the ``worker_process_init`` signal (``config/celery.py``), which
   Celery sends in every pool process (prefork children; the solo pool sends it in the worker
-  itself), so nothing heavy is imported before a fork;
-* the embedded worker thread of ``loupe_serve``: the same signal (solo pool), and the thread calls
-  :func:`worker_warmup` before starting, too (it runs once per process; a second call returns at once).
+  itself), so nothing heavy is imported before a fork.  The warm-up runs in a thread of that
+  process (:func:`worker_warmup_in_background`): the prefork parent kills a child that has not
+  reported "up" within 4 s (``worker_proc_alive_timeout``), and on a busy machine the import
+  alone takes longer; measured: a blocking warm-up there made the parent kill and restart
+  children forever.  A task that arrives during the warm-up waits for the import lock of the
+  module being imported, so the work is never done twice;
+* the embedded worker thread of ``loupe_serve`` calls :func:`worker_warmup` before it starts
+  consuming (it runs once per process; a second call returns at once).
 
 ``LOUPE_WORKER_WARMUP=0`` turns it off (a worker that only imports and exports, for example).
 """
@@ -50,3 +55,10 @@ def worker_warmup() -> float | None:
         seconds = time.perf_counter() - t
     log.info("worker warmed up in %.2f s (torch imported, head fitted once)", seconds)
     return seconds
+
+
+def worker_warmup_in_background() -> threading.Thread:
+    """Run :func:`worker_warmup` in a daemon thread (from Celery's ``worker_process_init``)."""
+    thread = threading.Thread(target=worker_warmup, name="loupe-warmup", daemon=True)
+    thread.start()
+    return thread

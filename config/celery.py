@@ -15,7 +15,7 @@ app.autodiscover_tasks()
 
 @worker_process_init.connect
 def _warm_up_worker(**_kwargs) -> None:
-    """Import torch and fit the head once in every pool process before it takes tasks (annotate/warmup.py)."""
-    from annotate.warmup import worker_warmup  # noqa: PLC0415 - Django is set up by the worker by now
+    """Import torch and fit the head once in every pool process, in a thread (annotate/warmup.py)."""
+    from annotate.warmup import worker_warmup_in_background  # noqa: PLC0415 - Django is set up by now
 
-    worker_warmup()
+    worker_warmup_in_background()

@@ -186,6 +186,9 @@ def test_a_firal_round_reports_progress_a_bounded_number_of_times(make_project, 
 # --------------------------------------------------------------------------- warm-up
 def test_the_worker_warms_up_once_at_start_and_the_celery_signal_is_connected(settings, monkeypatch):
     import sys
+    import time
+
+    from tests.support import wait_for
 
     from celery.signals import worker_process_init
 
@@ -194,7 +197,12 @@ def test_the_worker_warms_up_once_at_start_and_the_celery_signal_is_connected(se
 
     assert config.celery._warm_up_worker  # the app module connects the handler when it is imported
     monkeypatch.setattr(warmup, "_done", False)
+    real = warmup.worker_warmup
+    monkeypatch.setattr(warmup, "worker_warmup", lambda: (time.sleep(2.0), real())[1])  # a slow import
+    t = time.monotonic()
     worker_process_init.send(sender="test@host")  # what every Celery pool process sends at start
+    assert time.monotonic() - t < 1.0  # returns at once: a prefork child must report "up" within 4 s
+    wait_for(lambda: warmup._done, 120, "the warm-up thread")
     assert warmup._done is True and "torch" in sys.modules and "selection.strategies.firal" in sys.modules
     assert warmup.worker_warmup() is None  # once per process
     settings.LOUPE_WORKER_WARMUP = False
