@@ -18,11 +18,11 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from selection import get_strategy, strategy_names
+from selection import DEFAULT_STRATEGY, get_strategy, strategy_names
 from selection.extractors import get_extractor, extractor_names
 from selection.params import Param
 
-from .models import Project
+from .models import Annotation, Project
 from .services.exports import FORMATS
 from .services.imports import LABELS_AS
 
@@ -125,6 +125,10 @@ class ProjectConfigForm(forms.ModelForm):
     def clean_classes_text(self) -> list[str]:
         lines = [ln.strip() for ln in (self.cleaned_data.get("classes_text") or "").splitlines()]
         classes = [ln for ln in lines if ln]
+        longest = Annotation._meta.get_field("label").max_length  # a class name is stored as a label
+        too_long = [c[:40] + "…" for c in classes if len(c) > longest]
+        if too_long:
+            raise forms.ValidationError(f"class names may be at most {longest} characters; too long: {too_long}")
         dup = sorted({c for c in classes if classes.count(c) > 1})
         if dup:
             raise forms.ValidationError(f"classes must be unique; repeated: {dup}")
@@ -275,7 +279,8 @@ def build_project_form(user=None) -> type[ProjectConfigForm]:
             generated.setdefault(f"{EP}:{e}", []).append((name, p))
     attrs["strategy"] = forms.ChoiceField(
         choices=[(s, f"{s} - {get_strategy(s).description}".rstrip(" -")) for s in strategies],
-        help_text="Selection strategy; a change applies from the next round.")
+        initial=DEFAULT_STRATEGY,
+        help_text=f"Selection strategy ('{DEFAULT_STRATEGY}' for a new project); a change applies from the next round.")
     attrs["extractor"] = forms.ChoiceField(
         choices=[(e, f"{e} - {get_extractor(e).description}") for e in extractor_names()],
         help_text="Feature extractor; a change (or new parameters) re-computes the embeddings in the background. "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -19,3 +19,17 @@ def _warm_up_worker(**_kwargs) -> None:
     from annotate.warmup import worker_warmup_in_background  # noqa: PLC0415 - Django is set up by now
 
     worker_warmup_in_background()
+
+
+@worker_ready.connect
+def _start_sweeper(**_kwargs) -> None:
+    """Sweep once at start-up (rounds and jobs a killed worker left behind), then every
+    LOUPE_SWEEP_SECONDS in a thread of the worker's main process (annotate/services/liveness.py)."""
+    from annotate.services.liveness import start_sweeper, sweep_safely  # noqa: PLC0415
+
+    report = sweep_safely()
+    if report:
+        import logging  # noqa: PLC0415
+
+        logging.getLogger("loupe.sweeper").warning("start-up sweep: %s", report)
+    start_sweeper()

@@ -23,12 +23,15 @@ import pytest
 from tests.support import (
     CHROMIUM,
     PG_ADMIN_URL,
-    REDIS_TEST_URL,
     LoupeServer,
+    RedisServer,
     need,
     postgres_available,
     _base_env,
     redis_available,
+    redis_server_binary,
+    redis_test_release,
+    redis_test_url,
     start_celery_worker,
 )
 
@@ -66,10 +69,31 @@ def pg_database(postgres_url):
 
 @pytest.fixture
 def redis_url() -> str:
-    """A Redis URL on a database index picked at random, so parallel runs rarely share one."""
+    """This session's own Redis database (tests/support.py, LOUPE_TEST_REDIS_DBS), emptied for the test."""
     ok, why = redis_available()
     need(ok, why)
-    return f"{REDIS_TEST_URL.rstrip('/')}/{secrets.randbelow(14) + 1}"
+    return redis_test_url()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_redis_db():
+    yield
+    redis_test_release()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Factory: ``redis_server()`` -> a private, started RedisServer (killed at teardown)."""
+    need(redis_server_binary(), "redis-server is not installed")
+    servers: list = []
+
+    def start():
+        servers.append(RedisServer(tmp_path / f"redis-{len(servers)}").start())
+        return servers[-1]
+
+    yield start
+    for srv in servers:
+        srv.kill()
 
 
 @pytest.fixture

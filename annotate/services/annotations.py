@@ -40,7 +40,7 @@ class UndoResult:
     created: bool
 
 
-def _parse_item_id(item_id) -> int:
+def parse_item_id(item_id) -> int:
     if isinstance(item_id, bool) or not isinstance(item_id, int) or item_id < 1:
         raise BadInput(f"item_id={item_id!r} must be a positive integer")
     return item_id
@@ -86,7 +86,7 @@ def annotation_submit(
     time_ms=0,
 ) -> SubmitResult:
     """Store a label (or a skip) for an item leased to ``user``; the entry is then done (skipped)."""
-    item_id = _parse_item_id(item_id)
+    item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
     time_ms = _parse_time_ms(time_ms)
     if skip:
@@ -169,7 +169,7 @@ def annotation_undo(*, project: Project, user, item_id: int | None = None, clien
     again.  Repeated undos walk back through the user's earlier labels.
     """
     if item_id is not None:
-        item_id = _parse_item_id(item_id)
+        item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
     try:
         with transaction.atomic():

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -76,8 +77,13 @@ def _zip_entries(path: str) -> tuple[list[_Entry], zipfile.ZipFile]:
         def read(lim: int, info=info, is_link=is_link) -> bytes:
             if is_link:
                 raise OSError("a symbolic link, not a file")
-            with zf.open(info) as fh:  # reads at most lim bytes, whatever the header claims
-                return fh.read(lim)
+            try:
+                with zf.open(info) as fh:  # reads at most lim bytes, whatever the header claims
+                    return fh.read(lim)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                # One damaged member (bad CRC, broken deflate stream, encrypted, unknown method): that
+                # file is skipped and named, the rest of the archive is imported.
+                raise OSError(f"damaged zip member ({type(exc).__name__}: {exc})") from None
 
         entries.append(_Entry(name=name, read=read, size=info.file_size))
     return entries, zf
@@ -312,5 +318,5 @@ def _file_reader(full: str):
 def _size(full: str) -> int | None:
     try:
         return os.stat(full).st_size
-    except OSError:
+    except (OSError, ValueError):
         return None

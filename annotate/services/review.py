@@ -13,6 +13,7 @@ from django.db import transaction
 from ..models import Annotation, Item, Membership, Project
 from ..permissions import has_role
 from ..selectors_labels import final_labels
+from .annotations import parse_item_id
 from .errors import BadInput, NotFound, ServiceError
 
 
@@ -20,10 +21,7 @@ def annotation_correct(*, project: Project, reviewer, item_id: Any, label: Any) 
     """Record ``reviewer``'s correction of item ``item_id`` to ``label``; returns the new row."""
     if not has_role(user=reviewer, project=project, role=Membership.Role.REVIEWER):
         raise ServiceError(f"correcting labels needs the reviewer role in project {project.pk}", status=403)
-    try:
-        item_id = int(item_id)
-    except (TypeError, ValueError):
-        raise BadInput(f"item_id={item_id!r} is not an integer") from None
+    item_id = parse_item_id(item_id)  # the label API's rule: a JSON integer, not true, 1708.9 or " 1708 "
     if not isinstance(label, str) or label not in project.classes:
         raise BadInput(f"label {label!r} is not one of the project's classes {project.classes}")
     with transaction.atomic():

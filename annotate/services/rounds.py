@@ -23,9 +23,8 @@ and the batch size adapt to the project's pace (``services/refill.py``).
    labeled or skipped while the round trained are left out (read inside this transaction);
 5. after commit, push ``round.status`` and ``queue.updated``.
 
-Progress (``Round.progress`` and a ``round.status`` push) is written at each stage and, for the
-strategy's own reports (FIRAL reports every RELAX step and every ROUND pick), at most every
-``PROGRESS_INTERVAL_S``: each report is a database UPDATE and a push to every open browser.
+Progress (a database UPDATE and a push to every browser) is written at each stage, and the
+strategy's own reports (FIRAL: every RELAX step and ROUND pick) at most every ``PROGRESS_INTERVAL_S``.
 
 A re-run of a round (tasks are ``acks_late``, so a worker lost mid-round runs it again) starts
 over from step 1 and writes nothing twice: the write step locks the round row and does nothing
@@ -48,17 +47,13 @@ from django.db.models import Max
 from django.utils import timezone
 
 from .. import realtime, selectors, storage
+from . import dispatch, liveness
 from ..models import Item, Project, QueueEntry, Round
 from .refill import Pace, next_batch_size, pace_measure, refill_point
 from .threads import compute_threads
 
 log = logging.getLogger(__name__)
 
-#: A round that has been queued or running this long is taken as lost and may be replaced.
-STALE_AFTER = timedelta(minutes=30)
-#: After a failed round, wait this long before an automatic retry (a deterministic failure
-#: would otherwise start a new round after every label).
-RETRY_AFTER_FAILURE = timedelta(seconds=30)
 #: The strategy's progress reports reach the database and the browsers at most this often.
 PROGRESS_INTERVAL_S = 0.25
 _UNREAD = object()
@@ -68,16 +63,14 @@ _UNREAD = object()
 def round_request(*, project: Project, reason: str, batch_size: int | None = None) -> Round | None:
     """Create and enqueue the next round, unless one is active already (then ``None``).
 
-    ``batch_size``: items to pick; the project's configured batch size when not given."""
-    now = timezone.now()
+    ``batch_size``: items to pick; the project's configured batch size when not given.
+    A round whose worker is gone is not replaced here: the sweeper (``services/liveness.py``) re-runs
+    or fails it within ``LOUPE_LOST_AFTER_SECONDS`` plus a sweep interval.  Raises
+    ``dispatch.BrokerUnavailable`` (503) when the broker is unreachable; the round is then failed.
+    """
     with transaction.atomic():
-        active = selectors.active_round(project=project)
-        if active is not None:
-            if now - (active.started_at or active.created_at) < STALE_AFTER:
-                return None
-            Round.objects.filter(pk=active.pk, status__in=Round.ACTIVE).update(
-                status=Round.Status.FAILED, failure="lost: no progress for 30 minutes", finished_at=now
-            )
+        if selectors.active_round(project=project) is not None:
+            return None
         number = (Round.objects.filter(project=project).aggregate(m=Max("number"))["m"] or 0) + 1
         try:
             with transaction.atomic():
@@ -92,6 +85,7 @@ def round_request(*, project: Project, reason: str, batch_size: int | None = Non
                     batch_size=project.batch_size if batch_size is None else int(batch_size),
                     embedding_version=project.embedding_version,
                     progress_message="queued",
+                    heartbeat_at=timezone.now(),
                 )
         except IntegrityError:
             return None  # a concurrent request created it first
@@ -100,25 +94,31 @@ def round_request(*, project: Project, reason: str, batch_size: int | None = Non
 
 
 def round_enqueue(rnd: Round) -> None:
-    """Send the round's task once the current transaction commits (a worker never sees an uncommitted row)."""
-    from ..tasks.rounds import round_run  # noqa: PLC0415 - tasks import services
+    """Send the round's task once the current transaction commits (a worker never sees an uncommitted row).
 
+    An unreachable broker fails the round with the reason (nothing stays queued for a task that was
+    never sent) and raises ``BrokerUnavailable`` from the commit.
+    """
     round_id = rnd.pk
-    transaction.on_commit(lambda: round_run.delay(round_id))
+
+    def failed(reason: str) -> None:
+        Round.objects.filter(pk=round_id, status=Round.Status.QUEUED).update(
+            status=Round.Status.FAILED, failure=reason, progress_message=reason[:200], finished_at=timezone.now())
+        _push_status(round_id)
+
     transaction.on_commit(lambda: _push_status(round_id))
+    dispatch.enqueue_after_commit(task="annotate.tasks.round_run", args=[round_id], on_failure=failed,
+                                  what=f"round {rnd.number} of project {rnd.project_id}")
 
 
 def round_maybe_request(*, project: Project, pending: int | None = None, current: Round | None = _UNREAD
                         ) -> Round | None:
     """Apply the project's refill policy: start a round when the queue runs low (or every N labels).
 
-    "Low" is below the adaptive refill point (``services/refill.py``): ``pending < max(threshold,
-    ceil(2 T r))`` with the pace (round time T, labeling rate r) that the newest round stored, and
-    that round's pace also sizes the next batch.  Runs after every label, so the common case costs
-    what the caller read already: ``pending`` (the project's pending entry count) and ``current``
-    (``selectors.current_round``: the newest active round, else the newest), each read here when
-    not given.  The dearer checks (recently failed round, the pool's ``EXISTS``) only run when a
-    round may start.
+    Low: below the adaptive refill point (``services/refill.py``), from the pace the newest round
+    stored, which also sizes the batch.  Runs after every label, so the common case reads nothing
+    new: ``pending`` (pending entries) and ``current`` (``selectors.current_round``) come from the
+    caller (read here when not given); the dearer checks only run when a round may start.
     """
     if pending is None:
         pending = selectors.pending_count(project=project)
@@ -134,7 +134,8 @@ def round_maybe_request(*, project: Project, pending: int | None = None, current
     if not low and not every_n:
         return None
     if last is not None and last.status == Round.Status.FAILED and last.finished_at:
-        if timezone.now() - last.finished_at < RETRY_AFTER_FAILURE:
+        # Wait before an automatic retry: a deterministic failure would otherwise start a round per label.
+        if timezone.now() - last.finished_at < timedelta(seconds=settings.LOUPE_RETRY_AFTER_FAILURE_SECONDS):
             return None
     if low:
         reason = "low_water"
@@ -147,7 +148,12 @@ def round_maybe_request(*, project: Project, pending: int | None = None, current
     if not selectors.pool_items(project=project).exists():
         return None  # nothing left to pick
     batch = next_batch_size(base=int(project.batch_size), threshold=threshold, pace=pace)
-    return round_request(project=project, reason=reason, batch_size=batch)
+    try:
+        return round_request(project=project, reason=reason, batch_size=batch)
+    except dispatch.BrokerUnavailable:
+        # The label that got us here has committed and stands; the round is failed with the reason
+        # and the policy asks again after LOUPE_RETRY_AFTER_FAILURE_SECONDS.
+        return None
 
 
 # --------------------------------------------------------------------------- executing
@@ -158,8 +164,7 @@ def _push_status(round_id: int) -> None:
 
 
 def _progress(rnd: Round, fraction: float, message: str, *, throttle: bool = False) -> None:
-    """Store and push the round's progress; with ``throttle``, skip it when the last one is younger
-    than ``PROGRESS_INTERVAL_S`` (a strategy's inner reports: FIRAL's ROUND reports every pick)."""
+    """Store and push the round's progress (``throttle``: not when the last is younger than the interval)."""
     now = time.monotonic()
     if throttle and now - getattr(rnd, "_progress_at", -math.inf) < PROGRESS_INTERVAL_S:
         return
@@ -205,16 +210,12 @@ def _audit_count(b: int, rate: float, rng: np.random.Generator) -> int:
 
 def round_execute(*, round_id: int) -> Round:
     """Run a round (see the module docstring).  Safe to call again for the same round."""
+    if not liveness.claim(Round, round_id):
+        return Round.objects.get(pk=round_id)  # done, failed, or running on a live worker
     rnd = Round.objects.select_related("project").get(pk=round_id)
-    if rnd.status in (Round.Status.DONE, Round.Status.FAILED):
-        return rnd
     project = rnd.project
-    Round.objects.filter(pk=rnd.pk).update(
-        status=Round.Status.RUNNING, started_at=timezone.now(), attempts=rnd.attempts + 1
-    )
-    rnd.status = Round.Status.RUNNING
     try:
-        with compute_threads():
+        with liveness.Heartbeat(Round, rnd.pk), compute_threads():
             return _execute(rnd, project)
     except Exception as exc:  # the round is marked failed with the reason; the task logs the traceback
         log.exception("round %s of project %s failed", rnd.pk, project.pk)
@@ -319,6 +320,8 @@ def _execute(rnd: Round, project: Project) -> Round:
             scores = sel.scores if sel.scores is not None else np.full(len(sel.indices), np.nan)
             chosen += [(int(rest[i]), float(s), False) for i, s in zip(sel.indices, scores)]
             metrics["strategy_info"] = {k: v for k, v in sel.info.items() if isinstance(v, (int, float, str, bool))}
+            if "sub_strategy" in sel.info:  # 'auto': the strategy that chose this batch (round history)
+                metrics["sub_strategy"] = str(sel.info["sub_strategy"])
         # Audit items at random ranks, so their position gives nothing away.
         slots = rng.choice(b, size=n_audit, replace=False) if n_audit else []
         active_iter = iter(chosen)
@@ -407,8 +410,12 @@ def rounds_resume_orphans() -> list[int]:
     """Re-enqueue rounds left active by a previous process (the embedded memory broker loses its tasks)."""
     ids = []
     for rnd in Round.objects.filter(status__in=Round.ACTIVE):
-        Round.objects.filter(pk=rnd.pk).update(status=Round.Status.QUEUED, progress=0.0, progress_message="resumed")
-        with transaction.atomic():
-            round_enqueue(rnd)
+        Round.objects.filter(pk=rnd.pk).update(status=Round.Status.QUEUED, progress=0.0, progress_message="resumed",
+                                               heartbeat_at=timezone.now(), worker="")
+        try:
+            with transaction.atomic():
+                round_enqueue(rnd)
+        except dispatch.BrokerUnavailable:
+            continue  # failed with the reason
         ids.append(rnd.pk)
     return ids

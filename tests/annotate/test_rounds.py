@@ -19,11 +19,11 @@ def user(make_user):
 
 @pytest.fixture
 def sent(monkeypatch):
-    """Record round_run.delay calls instead of sending them to a broker."""
+    """Record round_run sends instead of sending them to a broker."""
     calls = []
     from annotate.tasks import rounds as task_module
 
-    monkeypatch.setattr(task_module.round_run, "delay", lambda round_id: calls.append(round_id))
+    monkeypatch.setattr(task_module.round_run, "apply_async", lambda args, **kw: calls.append(args[0]))
     return calls
 
 
