@@ -6,8 +6,11 @@ before the round lands, so the start point follows the team's pace instead of a 
 
 * ``pace``: the project's recent **labeling rate** r (labels and skips per second, from the
   timestamps of its newest annotations within :data:`RATE_WINDOW_S`) and its recent **round
-  time** T (median, over the newest :data:`ROUND_SAMPLES` finished rounds, of request -> queue
-  written, the time annotators actually wait for).  Both are read from stored rows by
+  time** T (median, over the newest :data:`ROUND_SAMPLES` finished rounds that the refill policy
+  requested, of request -> queue written: the time annotators actually wait for, worker queue
+  included).  Rounds started otherwise do not count: the initial round is requested before any
+  worker runs (measured: 23.5 s of waiting for the worker to start, which grew the next batches
+  to the bound for nothing), and an admin's round is not waited for.  Both are read from stored rows by
   :func:`pace_measure` when a round writes its queue, and kept in that round's
   ``metrics["pace"]``; so the check after every label reads no extra row (it has the current
   round already) and the pace is refreshed once per round, i.e. every batch.
@@ -45,6 +48,8 @@ RATE_MIN_SAMPLES = 3
 ROUND_SAMPLES = 3
 #: A grown batch is at most this many times the project's configured batch size.
 MAX_BATCH_FACTOR = 4
+#: The reasons of the rounds whose durations make the round time (see the module docstring).
+POLICY_REASONS = ("low_water", "every_n")
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,8 @@ def round_seconds(durations: Iterable[float]) -> float | None:
 
 def pace_measure(*, project, now: datetime, this_round_seconds: float | None = None) -> Pace:
     """Read the project's pace from stored rows (two small queries): the newest annotations and the
-    newest finished rounds (``this_round_seconds``: the duration of the round being written, which
-    is not stored as finished yet)."""
+    newest finished rounds the policy requested (``this_round_seconds``: the duration of such a
+    round being written, which is not stored as finished yet)."""
     from ..models import Annotation, Round  # noqa: PLC0415 - keep the pure part importable without Django apps
 
     times = list(
@@ -125,7 +130,8 @@ def pace_measure(*, project, now: datetime, this_round_seconds: float | None = N
         .order_by("-id").values_list("created_at", flat=True)[:RATE_SAMPLES]
     )
     n_done = ROUND_SAMPLES - (1 if this_round_seconds is not None else 0)
-    done = Round.objects.filter(project=project, status=Round.Status.DONE, finished_at__isnull=False)
+    done = Round.objects.filter(project=project, status=Round.Status.DONE, finished_at__isnull=False,
+                                reason__in=POLICY_REASONS)
     durations = [(f - c).total_seconds() for c, f in
                  done.order_by("-number").values_list("created_at", "finished_at")[:n_done]]
     if this_round_seconds is not None:

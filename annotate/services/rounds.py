@@ -49,7 +49,7 @@ from django.utils import timezone
 from .. import realtime, selectors, storage
 from . import dispatch, liveness
 from ..models import Item, Project, QueueEntry, Round
-from .refill import Pace, next_batch_size, pace_measure, refill_point
+from .refill import POLICY_REASONS, Pace, next_batch_size, pace_measure, refill_point
 from .threads import compute_threads
 
 log = logging.getLogger(__name__)
@@ -382,7 +382,8 @@ def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings
         metrics["entries"] = len(entries)
         # The pace the refill policy of the next label reads (services/refill.py).
         now = timezone.now()
-        pace = pace_measure(project=project, now=now, this_round_seconds=(now - locked.created_at).total_seconds())
+        took = (now - locked.created_at).total_seconds() if locked.reason in POLICY_REASONS else None
+        pace = pace_measure(project=project, now=now, this_round_seconds=took)
         metrics["pace"] = pace.as_dict()
         metrics["refill_point"] = refill_point(threshold=int(project.refill_threshold), pace=pace)
         timings["write"] = time.perf_counter() - t_write

@@ -81,9 +81,13 @@ def test_pace_is_measured_from_annotation_times_and_round_durations(make_project
                                   label="cat")  # another project's label does not count
     for number, secs in ((1, 9.0), (2, 2.0), (3, 4.0), (4, 6.0)):
         r = Round.objects.create(project=project, number=number, status=Round.Status.DONE, strategy="margin",
-                                 finished_at=now)
+                                 reason="low_water", finished_at=now)
         Round.objects.filter(pk=r.pk).update(created_at=now - timedelta(seconds=secs))
     Round.objects.create(project=project, number=5, status=Round.Status.FAILED, strategy="margin", finished_at=now)
+    # Rounds the policy did not request do not count: the initial one waited for a worker to start.
+    r = Round.objects.create(project=project, number=6, status=Round.Status.DONE, strategy="margin", reason="initial",
+                             finished_at=now)
+    Round.objects.filter(pk=r.pk).update(created_at=now - timedelta(seconds=60))
     pace = pace_measure(project=project, now=now)
     # 20 labels in the window, the oldest 58 s before now: 19 gaps over 58 s.
     assert pace.label_rate == pytest.approx(19 / 58, rel=1e-6)
@@ -102,12 +106,13 @@ def queued_project(make_project, make_round, make_user):
     return project, user, rnd
 
 
-def test_a_round_stores_the_pace_the_next_refill_reads(queued_project):
+def test_a_round_stores_the_pace_the_next_refill_reads(queued_project, make_round):
     project, _user, rnd = queued_project
-    assert set(rnd.metrics["pace"]) == {"label_rate", "round_seconds"}
-    assert rnd.metrics["pace"]["round_seconds"] == pytest.approx(
-        (rnd.finished_at - rnd.created_at).total_seconds(), abs=0.05)
-    assert rnd.metrics["refill_point"] == 3  # no labeling rate yet: the configured threshold
+    assert rnd.metrics["pace"] == {"label_rate": None, "round_seconds": None}  # round "test": not the policy's
+    assert rnd.metrics["refill_point"] == 3  # no pace yet: the configured threshold
+    nxt = make_round(project, reason="low_water")
+    assert nxt.metrics["pace"]["round_seconds"] == pytest.approx(
+        (nxt.finished_at - nxt.created_at).total_seconds(), abs=0.05)
 
 
 def test_the_refill_point_follows_the_stored_pace(queued_project, monkeypatch):
