@@ -133,4 +133,5 @@ def test_a_missing_channel_layer_fails_loudly(settings):
 
 def test_every_payload_names_its_type_and_project():
     assert realtime.group_name(12) == "loupe.project.12"
-    assert set(realtime.MESSAGE_TYPES) == {"queue.updated", "round.status", "stats.updated", "job.progress"}
+    assert set(realtime.MESSAGE_TYPES) == {"queue.updated", "round.status", "stats.updated", "job.progress",
+                                           "membership.revoked"}
