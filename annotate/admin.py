@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 from . import storage
 from .forms import EP, SP, ExportForm, ImportForm, build_project_form, extractor_warning
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
+from .payloads import project_ws_url
 from .permissions import has_role
 from .services import embeddings as embedding_services
 from .services import exports as export_services
@@ -138,8 +139,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
     @admin.display(description="")
     def links(self, obj):
-        return format_html('<a href="/projects/{}/">dashboard</a> · <a href="{}">import</a> · <a href="{}">export</a>',
-                           obj.pk, reverse("admin:annotate_project_import", args=[obj.pk]),
+        return format_html('<a href="{}">dashboard</a> · <a href="{}">import</a> · <a href="{}">export</a>',
+                           reverse("dashboard", args=[obj.pk]), reverse("admin:annotate_project_import", args=[obj.pk]),
                            reverse("admin:annotate_project_export", args=[obj.pk]))
 
     # ------------------------------------------------------------------ permissions
@@ -338,7 +339,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         project = self._project(request, project_id)
         job = get_object_or_404(Job, pk=job_id, project=project)
         return TemplateResponse(request, "admin/annotate/project/job.html",
-                                self._context(request, project, job=job, title=f"{job.kind} job for {project}"))
+                                self._context(request, project, job=job, ws_url=project_ws_url(project.pk),
+                                              title=f"{job.kind} job for {project}"))
 
 
 @admin.register(Membership)

@@ -19,12 +19,11 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from . import selectors
-from .models import Annotation
+from .payloads import annotation_payload, entry_payload
 from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo
 from .services.errors import ServiceError
 from .services.queue import queue_lease, queue_release
-from .services.rounds import round_maybe_request
 from .services.tokens import parse_authorization, token_user
 
 DEFAULT_LEASE = 6
@@ -155,17 +154,6 @@ def _fields(data: dict[str, Any], allowed: set[str], required: set[str] = frozen
     return data
 
 
-def _annotation(ann: Annotation) -> dict[str, Any]:
-    return {
-        "id": ann.pk,
-        "item_id": ann.item_id,
-        "action": ann.action,
-        "label": ann.label,
-        "client_id": str(ann.client_id) if ann.client_id else None,
-        "created_at": ann.created_at.isoformat(),
-    }
-
-
 # --------------------------------------------------------------------------- endpoints
 @api_view("GET")
 def status(request, project_id: int):
@@ -181,11 +169,8 @@ def lease(request, project_id: int):
     project = project_for(user=request.user, project_id=project_id)
     data = _fields(request.json, {"n"})
     entries = queue_lease(project=project, user=request.user, n=data.get("n", DEFAULT_LEASE))
-    if len(entries) < data.get("n", DEFAULT_LEASE):
-        # Running dry: make sure a round is on its way (the refill policy decides).
-        round_maybe_request(project=project)
     return JsonResponse({
-        "items": [selectors.entry_payload(e) for e in entries],
+        "items": [entry_payload(e) for e in entries],
         "progress": selectors.project_progress(project=project, user=request.user),
     })
 
@@ -196,14 +181,11 @@ def _submit(request, project_id: int, *, skip: bool):
     data = _fields(request.json, allowed, {"item_id"} | (set() if skip else {"label"}))
     res = annotation_submit(project=project, user=request.user, item_id=data["item_id"], label=data.get("label"),
                             skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0))
-    # The hot path (docs/bench-load.md): one query for the counts, whose pending count also feeds
-    # the refill policy, then one for the round, read after a round may have been requested.
-    counts = selectors.progress_counts(project=project, user=request.user)
-    round_maybe_request(project=project, pending=counts["pending"])
     return JsonResponse({
-        "annotation": _annotation(res.annotation),
+        "annotation": annotation_payload(res.annotation),
         "created": res.created,
-        "progress": selectors.project_progress(project=project, counts=counts),
+        # the counts the submit read (they fed the refill policy), then the round, read after it
+        "progress": selectors.project_progress(project=project, counts=res.progress),
     }, status=201 if res.created else 200)
 
 
@@ -224,9 +206,9 @@ def undo(request, project_id: int):
     res = annotation_undo(project=project, user=request.user, item_id=data.get("item_id"),
                           client_id=data.get("client_id"))
     return JsonResponse({
-        "undone": _annotation(res.undone),
-        "annotation": _annotation(res.annotation),
-        "item": selectors.entry_payload(res.entry),
+        "undone": annotation_payload(res.undone),
+        "annotation": annotation_payload(res.annotation),
+        "item": entry_payload(res.entry),
         "created": res.created,
         "progress": selectors.project_progress(project=project, user=request.user),
     }, status=201 if res.created else 200)

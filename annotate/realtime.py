@@ -31,6 +31,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
+from .payloads import JobPayload, RoundPayload, job_payload, round_payload
+
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
@@ -41,16 +43,7 @@ _server_loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
-# --------------------------------------------------------------------------- payloads
-class RoundInfo(TypedDict):
-    id: int
-    number: int
-    status: str
-    progress: float
-    message: str
-    failure: str
-
-
+# --------------------------------------------------------------------------- messages
 class QueueUpdated(TypedDict):
     type: Literal["queue.updated"]
     project_id: int
@@ -63,7 +56,7 @@ class QueueUpdated(TypedDict):
 class RoundStatus(TypedDict):
     type: Literal["round.status"]
     project_id: int
-    round: RoundInfo
+    round: RoundPayload
     sent_at: float
 
 
@@ -77,7 +70,7 @@ class StatsUpdated(TypedDict):
 class JobProgress(TypedDict):
     type: Literal["job.progress"]
     project_id: int | None
-    job: dict[str, Any]
+    job: JobPayload
     sent_at: float
 
 
@@ -85,9 +78,6 @@ class MembershipRevoked(TypedDict):
     type: Literal["membership.revoked"]
     project_id: int
     sent_at: float
-
-
-MESSAGE_TYPES = ("queue.updated", "round.status", "stats.updated", "job.progress", "membership.revoked")
 
 
 def group_name(project_id: int) -> str:
@@ -105,10 +95,6 @@ def set_server_loop(loop: asyncio.AbstractEventLoop) -> None:
     global _server_loop
     with _loop_lock:
         _server_loop = loop
-
-
-def server_loop() -> asyncio.AbstractEventLoop | None:
-    return _server_loop
 
 
 def _layer():
@@ -182,18 +168,7 @@ def _deliver(layer, group: str, message: dict[str, Any]) -> None:
     async_to_sync(layer.group_send)(group, message)
 
 
-# --------------------------------------------------------------------------- helpers
-def round_info(rnd) -> RoundInfo:
-    return {
-        "id": rnd.pk,
-        "number": rnd.number,
-        "status": rnd.status,
-        "progress": float(rnd.progress),
-        "message": rnd.progress_message,
-        "failure": rnd.failure,
-    }
-
-
+# --------------------------------------------------------------------------- senders
 def send_queue_updated(project_id: int, *, round_number: int | None, pending: int, added: int) -> None:
     msg: QueueUpdated = {
         "type": "queue.updated",
@@ -210,7 +185,7 @@ def send_round_status(rnd) -> None:
     msg: RoundStatus = {
         "type": "round.status",
         "project_id": rnd.project_id,
-        "round": round_info(rnd),
+        "round": round_payload(rnd),
         "sent_at": _now_ms(),
     }
     _send(rnd.project_id, dict(msg))
@@ -233,15 +208,7 @@ def send_job_progress(job) -> None:
     msg: JobProgress = {
         "type": "job.progress",
         "project_id": job.project_id,
-        "job": {
-            "id": str(job.pk),
-            "kind": job.kind,
-            "status": job.status,
-            "progress": float(job.progress),
-            "message": job.message,
-            "error": job.error,
-            "has_result": bool(job.result_file),
-        },
+        "job": job_payload(job),
         "sent_at": _now_ms(),
     }
     _send(job.project_id, dict(msg))

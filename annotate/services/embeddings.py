@@ -34,7 +34,6 @@ from selection.extractors.hf import is_local_path
 from .. import storage
 from ..models import Item, Job, Project
 from . import jobs as job_services
-from .failures import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -180,18 +179,9 @@ def _invalidate_caches(project: Project, keep: list[str]) -> None:
             f.unlink(missing_ok=True)
 
 
-def embedding_execute(*, job_id: str) -> Job:
-    job = Job.objects.select_related("project").get(pk=job_id)
-    job_services.job_start(job=job)
-    try:
-        version = embeddings_compute(project=job.project, extractor=job.params["extractor"],
-                                     params=job.params.get("params") or {},
-                                     progress=job_services.progress_reporter(job))
-    except ExtractorError as exc:  # Loupe's own message: names the problem, never file contents
-        return job_services.job_fail(job=job, error=str(exc))
-    except Exception as exc:
-        job_services.job_fail(job=job, error=internal_error(what="embedding", exc=exc, logger=log))
-        raise
+def _embed(job: Job, progress: job_services.Progress) -> job_services.JobOutcome:
+    version = embeddings_compute(project=job.project, extractor=job.params["extractor"],
+                                 params=job.params.get("params") or {}, progress=progress)
     p = Project.objects.get(pk=job.project_id)
     result = {"embedding_version": version, "dim": p.embedding_dim, "file": p.embedding_file}
     pca_file = storage.media_path(p.embedding_file).with_suffix(".pca.npz")
@@ -199,9 +189,13 @@ def embedding_execute(*, job_id: str) -> Job:
         with np.load(pca_file) as z:
             result["pca"] = {"from_dim": int(z["components"].shape[1]), "to_dim": int(z["components"].shape[0]),
                              "explained_variance_ratio": round(float(z["explained_variance_ratio"].sum()), 4)}
-    job = job_services.job_finish(
-        job=job, result=result,
-        message=f"embeddings version {version} ready ({p.embedding_dim} dimensions)",
+    return job_services.JobOutcome(
+        result=result, message=f"embeddings version {version} ready ({p.embedding_dim} dimensions)",
+        stats_changed=True,
     )
-    job_services.stats_push(project_id=job.project_id)
-    return job
+
+
+def embedding_execute(*, job_id: str) -> Job:
+    """Run an embedding job (called by its Celery task).  ``ExtractorError`` is Loupe's own message
+    (names the problem, never file contents): the job fails with it."""
+    return job_services.job_run(job_id=job_id, work=_embed, expected=(ExtractorError,))

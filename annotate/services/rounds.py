@@ -89,8 +89,6 @@ def round_enqueue(rnd: Round) -> None:
     An unreachable broker fails the round with the reason (nothing stays queued for a task that was
     never sent) and raises ``BrokerUnavailable`` from the commit.
     """
-    from ..tasks.rounds import round_run  # noqa: PLC0415 - tasks import services
-
     round_id = rnd.pk
 
     def failed(reason: str) -> None:
@@ -99,7 +97,7 @@ def round_enqueue(rnd: Round) -> None:
         _push_status(round_id)
 
     transaction.on_commit(lambda: _push_status(round_id))
-    dispatch.enqueue_after_commit(task=round_run, args=[round_id], on_failure=failed,
+    dispatch.enqueue_after_commit(task="annotate.tasks.round_run", args=[round_id], on_failure=failed,
                                   what=f"round {rnd.number} of project {rnd.project_id}")
 
 

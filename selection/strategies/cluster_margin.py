@@ -21,7 +21,8 @@ into round(N / size) clusters; used when eps is empty); k_m / b as ``km_ratio`` 
 sources use 1.25 and 10).  Both default to values derived from the pool and the batch (the
 paper's regime is a pool far larger than the batch; with k_m = 10 b on a pool of a few
 thousand the candidates are most of the pool and the round-robin favours outliers):
-k_m = n_pool / 10 within [1.25 b, 10 b], clusters of about N / (10 b) points.  The clustering covers ``context.X_all`` when given (the whole
+k_m = n_pool / 10 within [1.25 b, 10 b], clusters of about N / (10 b) points.  The clustering covers
+``context.X_all`` when given (the whole
 data set, so it does not change as the pool shrinks) and is cached in memory and, with
 ``context.cache_dir`` and ``context.embedding_version``, on disk; without ``X_all`` the pool
 itself is clustered (and memoised on a fingerprint of its rows).

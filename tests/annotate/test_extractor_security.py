@@ -15,7 +15,7 @@ from annotate.forms import field_name
 from annotate.models import Job
 from annotate.services.embeddings import ExtractorNotAllowed, embedding_execute, embedding_request
 from annotate.services.imports import ImportOptions, import_images
-from annotate.services.jobs import job_payload
+from annotate.payloads import job_payload
 from tests.modelkit import file_reading_torchscript
 
 pytestmark = pytest.mark.django_db
