@@ -116,6 +116,9 @@ LOUPE_MAX_UPLOAD_BYTES = env_int("LOUPE_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=
 # from a logged-in session may use LOUPE_MAX_UPLOAD_BYTES.
 LOUPE_MAX_BODY_BYTES = env_int("LOUPE_MAX_BODY_BYTES", 16 * 1024**2, minimum=1024)
 LOUPE_MAX_IMAGE_BYTES = env_int("LOUPE_MAX_IMAGE_BYTES", 50 * 1024**2, minimum=1024)
+# An imported image over this many pixels is skipped by name (a 13000×13000 PNG is 1.3 KB compressed
+# but 500 MB decoded); 40 MP covers photographs and most scans.
+LOUPE_MAX_IMAGE_PIXELS = env_int("LOUPE_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
 
 # --------------------------------------------------------------------------- Celery
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://")
