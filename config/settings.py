@@ -91,6 +91,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+AUTHENTICATION_BACKENDS = ["annotate.throttle.ThrottledModelBackend"]
+# Failed logins (per address and per username) and failed API tokens (per address): after this many
+# within the window, refused until it ends (annotate/throttle.py).
+LOUPE_AUTH_FAILURES = env_int("LOUPE_AUTH_FAILURES", 10, minimum=1)
+LOUPE_AUTH_WINDOW_SECONDS = env_int("LOUPE_AUTH_WINDOW_SECONDS", 300, minimum=1)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -185,6 +190,14 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# The cache holds the auth throttle's counters: shared through Redis when there is one.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": env_str("LOUPE_CHANNEL_PREFIX", "loupe") + "-cache",
+                          "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --------------------------------------------------------------------------- selection
 SELECTION_DEVICE = env_choice("SELECTION_DEVICE", "cpu", ("cpu", "cuda", "auto"))
