@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.http import FileResponse, Http404, HttpRequest, JsonResponse
 from django.shortcuts import render
 
@@ -60,14 +60,20 @@ def stats(request: HttpRequest, project_id: int):
     return JsonResponse(project_stats(project=project))
 
 
-def _review_rows(project, *, annotator: str, label: str, page: int) -> dict[str, Any]:
+#: review orders: most suspicious label first (worker's suspect_score, services/quality.py), or newest first
+REVIEW_SORTS = {"suspect": (F("suspect_score").desc(nulls_last=True), "-pk"), "newest": ("-pk",)}
+
+
+def _review_rows(project, *, annotator: str, label: str, page: int, sort: str = "suspect") -> dict[str, Any]:
+    if sort not in REVIEW_SORTS:
+        raise BadInput(f"sort={sort!r} must be one of {sorted(REVIEW_SORTS)}")
     labeled = Annotation.objects.filter(item=OuterRef("pk"), is_current=True, action__in=LABEL_ACTIONS).exclude(label="")
     items = Item.objects.filter(project=project).filter(Exists(labeled))
     if annotator:
         items = items.filter(Exists(labeled.filter(annotator__username=annotator)))
     if label:
         items = items.filter(Exists(labeled.filter(label=label)))
-    paginator = Paginator(items.order_by("-pk"), REVIEW_PAGE_SIZE)
+    paginator = Paginator(items.order_by(*REVIEW_SORTS[sort]), REVIEW_PAGE_SIZE)
     if page < 1 or (page > paginator.num_pages and paginator.count):
         raise BadInput(f"page {page} is out of range 1..{paginator.num_pages}")
     pg = paginator.page(min(page, paginator.num_pages))
@@ -84,7 +90,8 @@ def _review_rows(project, *, annotator: str, label: str, page: int) -> dict[str,
         rows.append({
             "item_id": item.pk, "image_url": f"/items/{item.pk}/image", "name": item.original_name,
             "label": fl.label if fl else "", "by": fl.annotator if fl else "", "corrected": bool(fl and fl.action == "correct"),
-            "labels": history.get(item.pk, []),
+            "labels": history.get(item.pk, []), "suspect_score": item.suspect_score,
+            "consensus": bool(fl and fl.consensus),
         })
     return {"count": paginator.count, "page": pg.number, "pages": paginator.num_pages, "items": rows}
 
@@ -97,7 +104,8 @@ def review_items(request: HttpRequest, project_id: int):
     except ValueError:
         raise BadInput(f"page={request.GET.get('page')!r} is not an integer") from None
     return JsonResponse(_review_rows(project, annotator=request.GET.get("annotator", ""),
-                                     label=request.GET.get("label", ""), page=page))
+                                     label=request.GET.get("label", ""), page=page,
+                                     sort=request.GET.get("sort", "suspect")))
 
 
 @api_view("POST")
