@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test serve demo migrate check screenshot
+.PHONY: run test lint serve demo migrate check screenshot
 
 # A virtualenv with Python 3.11, made once.
 $(PY):
@@ -39,6 +39,11 @@ serve: $(VENV)/.requirements
 ## test: the whole suite (tests needing PostgreSQL/Redis/Chromium skip with a reason when those are absent)
 test: $(VENV)/.requirements-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## lint: ruff over the tree and mypy over selection/ (rules in pyproject.toml); CI runs it before the tests
+lint: $(VENV)/.requirements-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 check: $(VENV)/.requirements
 	$(PY) manage.py check

@@ -19,13 +19,15 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from . import storage
-from .forms import EP, SP, ExportForm, ImportForm, build_project_form
+from .forms import EP, SP, ExportForm, ImportForm, build_project_form, extractor_warning
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
+from .payloads import project_ws_url
 from .permissions import has_role
 from .services import embeddings as embedding_services
 from .services import exports as export_services
 from .services import imports as import_services
 from .services import roles as role_services
+from .services.dispatch import BrokerUnavailable
 
 
 def _admin_project_ids(user):
@@ -77,7 +79,7 @@ class RoundInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
     ordering = ["-number"]
-    fields = ["number", "status", "reason", "strategy", "params", "labeled_count", "batch_size", "timing_summary",
+    fields = ["number", "status", "reason", "strategy_used", "params", "labeled_count", "batch_size", "timing_summary",
               "metric_summary", "created_at", "finished_at", "failure"]
     readonly_fields = fields
     verbose_name_plural = "round history (newest first)"
@@ -97,6 +99,10 @@ class RoundInline(admin.TabularInline):
             last = qs.filter(project=project).order_by("-number").values_list("number", flat=True).first() or 0
             qs = qs.filter(number__gt=last - self.shown)
         return qs
+
+    @admin.display(description="strategy")
+    def strategy_used(self, obj):
+        return obj.strategy_used
 
     @admin.display(description="timings (s)")
     def timing_summary(self, obj):
@@ -133,8 +139,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
     @admin.display(description="")
     def links(self, obj):
-        return format_html('<a href="/projects/{}/">dashboard</a> · <a href="{}">import</a> · <a href="{}">export</a>',
-                           obj.pk, reverse("admin:annotate_project_import", args=[obj.pk]),
+        return format_html('<a href="{}">dashboard</a> · <a href="{}">import</a> · <a href="{}">export</a>',
+                           reverse("dashboard", args=[obj.pk]), reverse("admin:annotate_project_import", args=[obj.pk]),
                            reverse("admin:annotate_project_export", args=[obj.pk]))
 
     # ------------------------------------------------------------------ permissions
@@ -152,7 +158,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
     # ------------------------------------------------------------------ the generated form
     def get_form(self, request, obj=None, change=False, **kwargs):
-        kwargs["form"] = build_project_form()
+        kwargs["form"] = build_project_form(user=request.user)
         kwargs["fields"] = None
         return super().get_form(request, obj, change, **kwargs)
 
@@ -176,6 +182,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             prefix, owner = key.split(":", 1)
             if prefix == EP:
                 sets.append((f"{owner} extractor parameters", {"fields": [n for n, _ in fields],
+                                                                 "description": extractor_warning(owner),
                                                                  "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
         return sets
 
@@ -194,7 +201,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         if changed and obj.items.exists():
             try:
                 job = embedding_services.embedding_request(project=obj, user=request.user)
-            except ValueError as exc:
+            except (ValueError, BrokerUnavailable) as exc:
                 self.message_user(request, f"embeddings not recomputed: {exc}", messages.ERROR)
             else:
                 self.message_user(request, format_html(
@@ -218,7 +225,11 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         for project in queryset:
             if not self._is_admin(request, project):
                 raise PermissionDenied
-            rnd = round_request(project=project, reason="admin")
+            try:
+                rnd = round_request(project=project, reason="admin")
+            except BrokerUnavailable as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
             if rnd is None:
                 self.message_user(request, f"{project}: a round is already queued or running", messages.WARNING)
             else:
@@ -231,7 +242,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                 raise PermissionDenied
             try:
                 job = embedding_services.embedding_request(project=project, user=request.user)
-            except ValueError as exc:
+            except (ValueError, BrokerUnavailable) as exc:
                 self.message_user(request, f"{project}: {exc}", messages.ERROR)
                 continue
             self.message_user(request, format_html('{}: embedding job <a href="{}">{}</a> queued', str(project),
@@ -289,7 +300,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             options["embeddings"] = keep(d["embeddings"]) if d.get("embeddings") else ""
             try:
                 job = import_services.import_request(project=project, options=options, user=request.user)
-            except import_services.ImportRejected as exc:
+            except (import_services.ImportRejected, BrokerUnavailable) as exc:
                 form.add_error(None, str(exc))
             else:
                 return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
@@ -300,9 +311,13 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         project = self._project(request, project_id)
         form = ExportForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            job = export_services.export_request(project=project, fmt=form.cleaned_data["format"],
-                                                 predictions=form.cleaned_data["predictions"], user=request.user)
-            return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
+            try:
+                job = export_services.export_request(project=project, fmt=form.cleaned_data["format"],
+                                                     predictions=form.cleaned_data["predictions"], user=request.user)
+            except BrokerUnavailable as exc:
+                form.add_error(None, str(exc))
+            else:
+                return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
         recent = Job.objects.filter(project=project, kind=Job.Kind.EXPORT).order_by("-created_at")[:10]
         return TemplateResponse(request, "admin/annotate/project/export.html",
                                 self._context(request, project, form=form, recent=recent,
@@ -322,7 +337,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         project = self._project(request, project_id)
         job = get_object_or_404(Job, pk=job_id, project=project)
         return TemplateResponse(request, "admin/annotate/project/job.html",
-                                self._context(request, project, job=job, title=f"{job.kind} job for {project}"))
+                                self._context(request, project, job=job, ws_url=project_ws_url(project.pk),
+                                              title=f"{job.kind} job for {project}"))
 
 
 @admin.register(Membership)
@@ -366,13 +382,17 @@ class ItemAdmin(ProjectScoped, admin.ModelAdmin):
 
 @admin.register(Round)
 class RoundAdmin(ProjectScoped, admin.ModelAdmin):
-    list_display = ["project", "number", "status", "strategy", "labeled_count", "batch_size", "created_at",
+    list_display = ["project", "number", "status", "strategy_used", "labeled_count", "batch_size", "created_at",
                     "finished_at"]
     list_filter = ["status", "project"]
     readonly_fields = [f.name for f in Round._meta.fields]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="strategy", ordering="strategy")
+    def strategy_used(self, obj):
+        return obj.strategy_used
 
 
 @admin.register(QueueEntry)

@@ -9,6 +9,7 @@ each forwards the payload to the browser as JSON.  Clients may send ``{"type": "
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -18,6 +19,8 @@ from django.http import Http404
 from . import realtime
 from .permissions import project_for
 from .services.tokens import parse_authorization, token_user
+
+log = logging.getLogger(__name__)
 
 
 @database_sync_to_async
@@ -49,13 +52,23 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
         except (Http404, PermissionDenied):
             await self.close(code=4404)
             return
-        self.group = realtime.group_name(project_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        group = realtime.group_name(project_id)
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+        except realtime.OUTAGE_ERRORS as exc:
+            # Channel layer down: refuse the handshake (the client retries with backoff) instead of a 500.
+            log.warning("WebSocket for project %s refused: channel layer unreachable (%s)", project_id, exc)
+            await self.close(code=1011)
+            return
+        self.group = group
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except realtime.OUTAGE_ERRORS as exc:  # the group entry expires in the layer by itself
+                log.warning("group_discard for %s failed: %s", self.group, exc)
 
     async def receive_json(self, content, **kwargs) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":

@@ -18,16 +18,17 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from selection import get_strategy, strategy_names
+from selection import DEFAULT_STRATEGY, get_strategy, strategy_names
 from selection.extractors import get_extractor, extractor_names
 from selection.params import Param
 
-from .models import Project
+from .models import Annotation, Project
 from .services.exports import FORMATS
 from .services.imports import LABELS_AS
 
 SP = "sp"
 EP = "ep"
+UPLOAD_SUFFIXES = {"onnx": (".onnx",), "precomputed": (".npy",), "torch": (".pt", ".pth", ".ts")}
 
 
 def field_name(prefix: str, owner: str, param: str) -> str:
@@ -87,6 +88,7 @@ class ProjectConfigForm(forms.ModelForm):
     )
 
     generated: dict[str, list[tuple[str, Param]]] = {}  # "sp:<strategy>" -> [(field name, Param)]
+    user = None  # the admin user the form is built for (see build_project_form)
 
     class Meta:
         model = Project
@@ -97,6 +99,12 @@ class ProjectConfigForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         inst = self.instance
         self.fields["classes_text"].initial = "\n".join(inst.classes or [])
+        if self.user is not None and not self.user.is_superuser and "extractor" in self.fields:
+            # Extractors that run code from a file are not offered to project admins (only kept when
+            # a superuser already chose one, so the rest of the form stays editable).
+            self.fields["extractor"].choices = [
+                (v, label) for v, label in self.fields["extractor"].choices
+                if not get_extractor(v).runs_code or v == inst.extractor]
         for key, fields in self.generated.items():
             prefix, owner = key.split(":", 1)
             current = inst.strategy if prefix == SP else inst.extractor
@@ -117,6 +125,10 @@ class ProjectConfigForm(forms.ModelForm):
     def clean_classes_text(self) -> list[str]:
         lines = [ln.strip() for ln in (self.cleaned_data.get("classes_text") or "").splitlines()]
         classes = [ln for ln in lines if ln]
+        longest = Annotation._meta.get_field("label").max_length  # a class name is stored as a label
+        too_long = [c[:40] + "…" for c in classes if len(c) > longest]
+        if too_long:
+            raise forms.ValidationError(f"class names may be at most {longest} characters; too long: {too_long}")
         dup = sorted({c for c in classes if classes.count(c) > 1})
         if dup:
             raise forms.ValidationError(f"classes must be unique; repeated: {dup}")
@@ -183,8 +195,41 @@ class ProjectConfigForm(forms.ModelForm):
                         params[p.name] = stored[p.name]
                     elif extractor != "precomputed":
                         self.add_error(name, f"extractor {extractor!r} needs a file: upload one")
+            self._check_uploads(extractor)
+            if self.user is not None and self._extractor_changed(extractor, params):
+                from .services.embeddings import extractor_check_allowed  # noqa: PLC0415
+
+                try:
+                    extractor_check_allowed(user=self.user, name=extractor, params=params)
+                except ValueError as exc:
+                    self.add_error("extractor", str(exc))
             data["extractor_params"] = params
         return data
+
+    def _extractor_changed(self, extractor: str, params: dict[str, Any]) -> bool:
+        inst = self.instance
+        if extractor != inst.extractor or self.uploads_for(extractor):
+            return True
+        from .services.embeddings import extractor_validate  # noqa: PLC0415
+
+        try:
+            stored = extractor_validate(name=inst.extractor, params=inst.extractor_params)
+            chosen = extractor_validate(name=extractor, params=params)
+        except ValueError:
+            return True
+        return stored != chosen
+
+    def _check_uploads(self, extractor: str) -> None:
+        for name, _ in self.generated.get(f"{EP}:{extractor}", []):
+            f = self.cleaned_data.get(name) if isinstance(self.fields[name], forms.FileField) else None
+            if not f:
+                continue
+            allowed = UPLOAD_SUFFIXES.get(extractor)
+            if allowed and not f.name.lower().endswith(allowed):
+                self.add_error(name, f"{f.name}: extractor {extractor!r} takes a {' or '.join(allowed)} file")
+            if f.size > settings.LOUPE_MAX_UPLOAD_BYTES:
+                self.add_error(name, f"{f.name} is {f.size} bytes, more than LOUPE_MAX_UPLOAD_BYTES="
+                                     f"{settings.LOUPE_MAX_UPLOAD_BYTES}")
 
     def save(self, commit=True):
         inst = super().save(commit=False)
@@ -197,14 +242,29 @@ class ProjectConfigForm(forms.ModelForm):
 
     def uploads(self) -> dict[str, Any]:
         """Extractor parameter name -> uploaded file, for the chosen extractor."""
-        ext = self.cleaned_data.get("extractor")
+        return self.uploads_for(self.cleaned_data.get("extractor"))
+
+    def uploads_for(self, ext: str | None) -> dict[str, Any]:
         return {p.name: self.cleaned_data[name] for name, p in self.generated.get(f"{EP}:{ext}", [])
                 if isinstance(self.fields[name], forms.FileField) and self.cleaned_data.get(name)}
 
 
-def build_project_form() -> type[ProjectConfigForm]:
-    """A ProjectConfigForm subclass with one typed field per parameter of every registered strategy and extractor."""
-    attrs: dict[str, Any] = {}
+def extractor_warning(name: str) -> str:
+    """The warning shown with an extractor's parameters ("" when it has none)."""
+    if get_extractor(name).runs_code:
+        return ("Warning: this extractor RUNS CODE from the uploaded file on the worker (a TorchScript program can "
+                "read files and more). Only superusers can choose it; use it only for a file you trust, and "
+                "prefer 'hf' or 'onnx', which run no code from uploads.")
+    return ""
+
+
+def build_project_form(user=None) -> type[ProjectConfigForm]:
+    """A ProjectConfigForm subclass with one typed field per parameter of every registered strategy and extractor.
+
+    ``user``: the admin it is built for; project admins who are not superusers are not offered
+    extractors that run code, nor server folders as models.
+    """
+    attrs: dict[str, Any] = {"user": user}
     generated: dict[str, list[tuple[str, Param]]] = {}
     strategies = strategy_names()
     for s in strategies:
@@ -219,10 +279,12 @@ def build_project_form() -> type[ProjectConfigForm]:
             generated.setdefault(f"{EP}:{e}", []).append((name, p))
     attrs["strategy"] = forms.ChoiceField(
         choices=[(s, f"{s} - {get_strategy(s).description}".rstrip(" -")) for s in strategies],
-        help_text="Selection strategy; a change applies from the next round.")
+        initial=DEFAULT_STRATEGY,
+        help_text=f"Selection strategy ('{DEFAULT_STRATEGY}' for a new project); a change applies from the next round.")
     attrs["extractor"] = forms.ChoiceField(
         choices=[(e, f"{e} - {get_extractor(e).description}") for e in extractor_names()],
-        help_text="Feature extractor; a change (or new parameters) re-computes the embeddings in the background.")
+        help_text="Feature extractor; a change (or new parameters) re-computes the embeddings in the background. "
+                  "'torch' (TorchScript) runs code from its file and is for superusers only.")
     attrs["generated"] = generated
     attrs["Meta"] = type("Meta", (ProjectConfigForm.Meta,), {})
     return type("ProjectForm", (ProjectConfigForm,), attrs)

@@ -11,6 +11,12 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from selection import DEFAULT_PARAMS, DEFAULT_STRATEGY
+
+
+def default_strategy_params() -> dict:
+    """A fresh copy of ``selection.DEFAULT_PARAMS`` (a new project's strategy parameters)."""
+    return dict(DEFAULT_PARAMS)
 
 
 class Project(models.Model):
@@ -22,8 +28,8 @@ class Project(models.Model):
     description = models.TextField(blank=True)
     classes = models.JSONField(default=list, help_text="Ordered list of class names.")
     # Strategy: a name from the selection registry and its parameters, validated against its schema.
-    strategy = models.CharField(max_length=64, default="margin")
-    strategy_params = models.JSONField(default=dict, blank=True)
+    strategy = models.CharField(max_length=64, default=DEFAULT_STRATEGY)
+    strategy_params = models.JSONField(default=default_strategy_params, blank=True)
     batch_size = models.PositiveIntegerField(default=20)
     refill_policy = models.CharField(max_length=16, choices=Refill.choices, default=Refill.LOW_WATER)
     refill_threshold = models.PositiveIntegerField(
@@ -140,6 +146,10 @@ class Round(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Liveness (annotate/services/liveness.py): last sign of life (enqueued, claimed, or a beat of the
+    # running worker) and which worker process runs it ("host:pid").
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["project_id", "number"]
@@ -150,6 +160,12 @@ class Round(models.Model):
                 fields=["project"], condition=Q(status__in=["queued", "running"]), name="round_one_active"
             ),
         ]
+
+    @property
+    def strategy_used(self) -> str:
+        """The strategy, and for ``auto`` the one that chose this round's batch ("auto → typiclust")."""
+        sub = (self.metrics or {}).get("sub_strategy") if isinstance(self.metrics, dict) else None
+        return f"{self.strategy} → {sub}" if sub else self.strategy
 
     def __str__(self) -> str:
         return f"{self.project} round {self.number} ({self.status})"
@@ -271,6 +287,10 @@ class Job(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Liveness, as on Round.
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

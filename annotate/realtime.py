@@ -13,7 +13,11 @@ and by every consumer that connects, see :func:`set_server_loop`) and the layer 
 in-memory one, the send is handed to that loop with ``asyncio.run_coroutine_threadsafe``.  The
 Redis layer is safe from any loop and is used through ``async_to_sync``.
 
-A missing channel layer is a misconfiguration and raises ``ImproperlyConfigured``.
+A missing channel layer is a misconfiguration and raises ``ImproperlyConfigured``.  An unreachable
+one (Redis down) is an outage: pushes are best effort, sent after the write they announce has
+committed, so a failed send is logged and dropped (:func:`_send`), never turning a committed write
+into an error; browsers resync when their socket reconnects.  After a failure, sends are skipped
+for ``OUTAGE_BACKOFF_S`` so a worker does not wait on a dead Redis at every progress step.
 """
 from __future__ import annotations
 
@@ -27,24 +31,19 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
+from .payloads import JobPayload, RoundPayload, job_payload, round_payload
+
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
+OUTAGE_BACKOFF_S = 2.0
+_outage_until = 0.0
 
 _server_loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
-# --------------------------------------------------------------------------- payloads
-class RoundInfo(TypedDict):
-    id: int
-    number: int
-    status: str
-    progress: float
-    message: str
-    failure: str
-
-
+# --------------------------------------------------------------------------- messages
 class QueueUpdated(TypedDict):
     type: Literal["queue.updated"]
     project_id: int
@@ -57,7 +56,7 @@ class QueueUpdated(TypedDict):
 class RoundStatus(TypedDict):
     type: Literal["round.status"]
     project_id: int
-    round: RoundInfo
+    round: RoundPayload
     sent_at: float
 
 
@@ -71,11 +70,8 @@ class StatsUpdated(TypedDict):
 class JobProgress(TypedDict):
     type: Literal["job.progress"]
     project_id: int | None
-    job: dict[str, Any]
+    job: JobPayload
     sent_at: float
-
-
-MESSAGE_TYPES = ("queue.updated", "round.status", "stats.updated", "job.progress")
 
 
 def group_name(project_id: int) -> str:
@@ -88,10 +84,6 @@ def set_server_loop(loop: asyncio.AbstractEventLoop) -> None:
     global _server_loop
     with _loop_lock:
         _server_loop = loop
-
-
-def server_loop() -> asyncio.AbstractEventLoop | None:
-    return _server_loop
 
 
 def _layer():
@@ -108,7 +100,45 @@ def _now_ms() -> float:
 
 
 def _send(project_id: int, message: dict[str, Any]) -> None:
-    layer = _layer()
+    """Send ``message`` to the project's group; a layer outage is logged and the message dropped."""
+    global _outage_until
+    layer = _layer()  # a missing layer is a misconfiguration: raised, not swallowed
+    if time.monotonic() < _outage_until:
+        log.debug("push %s to project %s skipped: channel layer outage", message.get("type"), project_id)
+        return
+    try:
+        try:
+            _deliver(layer, project_id, message)
+        except OUTAGE_ERRORS:
+            # Once more at once: after a Redis restart the first use of a pooled connection fails.
+            _deliver(layer, project_id, message)
+    except OUTAGE_ERRORS as exc:
+        _outage_until = time.monotonic() + OUTAGE_BACKOFF_S
+        log.warning("push %s to project %s dropped: channel layer unreachable (%s: %s)",
+                    message.get("type"), project_id, type(exc).__name__, exc)
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, asyncio.TimeoutError, TimeoutError]
+    try:
+        from redis.exceptions import RedisError  # noqa: PLC0415 - only with the Redis layer installed
+
+        errors.append(RedisError)
+    except ImportError:
+        pass
+    from channels.exceptions import ChannelFull  # noqa: PLC0415
+
+    errors.append(ChannelFull)
+    import concurrent.futures  # noqa: PLC0415
+
+    errors.append(concurrent.futures.TimeoutError)
+    return tuple(errors)
+
+
+OUTAGE_ERRORS = _outage_errors()
+
+
+def _deliver(layer, project_id: int, message: dict[str, Any]) -> None:
     group = group_name(project_id)
     loop = _server_loop
     if isinstance(layer, InMemoryChannelLayer) and loop is not None and not loop.is_closed() and loop.is_running():
@@ -127,18 +157,7 @@ def _send(project_id: int, message: dict[str, Any]) -> None:
     async_to_sync(layer.group_send)(group, message)
 
 
-# --------------------------------------------------------------------------- helpers
-def round_info(rnd) -> RoundInfo:
-    return {
-        "id": rnd.pk,
-        "number": rnd.number,
-        "status": rnd.status,
-        "progress": float(rnd.progress),
-        "message": rnd.progress_message,
-        "failure": rnd.failure,
-    }
-
-
+# --------------------------------------------------------------------------- senders
 def send_queue_updated(project_id: int, *, round_number: int | None, pending: int, added: int) -> None:
     msg: QueueUpdated = {
         "type": "queue.updated",
@@ -155,7 +174,7 @@ def send_round_status(rnd) -> None:
     msg: RoundStatus = {
         "type": "round.status",
         "project_id": rnd.project_id,
-        "round": round_info(rnd),
+        "round": round_payload(rnd),
         "sent_at": _now_ms(),
     }
     _send(rnd.project_id, dict(msg))
@@ -178,15 +197,7 @@ def send_job_progress(job) -> None:
     msg: JobProgress = {
         "type": "job.progress",
         "project_id": job.project_id,
-        "job": {
-            "id": str(job.pk),
-            "kind": job.kind,
-            "status": job.status,
-            "progress": float(job.progress),
-            "message": job.message,
-            "error": job.error,
-            "has_result": bool(job.result_file),
-        },
+        "job": job_payload(job),
         "sent_at": _now_ms(),
     }
     _send(job.project_id, dict(msg))

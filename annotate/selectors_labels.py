@@ -15,6 +15,7 @@ from typing import Iterable
 
 from .models import Annotation
 
+#: Annotation actions whose current row gives an item its label.
 LABEL_ACTIONS = (Annotation.Action.LABEL, Annotation.Action.CORRECT)
 
 

@@ -12,10 +12,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
 
-from selection.head import LogisticHead  # noqa: E402
+from selection.head import LogisticHead
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 connections open for LOUPE_CONN_MAX_AGE seconds instead, everything else unchanged, so the two runs
 show what per-request connections cost (docs/bench-load.md).
 """
-from config.settings import *  # noqa: F401,F403
+from config.settings import *  # noqa: F403
 from config.settings import DATABASES
 from config.env import env_int
 

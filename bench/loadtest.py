@@ -175,7 +175,8 @@ def cmd_setup(args) -> None:
         with connection.cursor() as cur:
             cur.execute("ANALYZE")
     out = {"project_id": project.pk, "classes": CLASSES, "users": users,
-           "truth": {str(it.pk): it.ground_truth for it in Item.objects.filter(project=project).only("id", "ground_truth")}}
+           "truth": {str(it.pk): it.ground_truth
+                     for it in Item.objects.filter(project=project).only("id", "ground_truth")}}
     Path(args.out).write_text(json.dumps(out))
     print(f"setup: project {project.pk}, {n} items, {len(users)} annotators, round 1 queued {rnd.batch_size}")
 
@@ -421,8 +422,10 @@ def cmd_count(args) -> None:
     granted_twice = sum(1 for s in holders.values() if len(s) > 1)
     rounds = list(Round.objects.filter(project_id=pid).values_list("status", "timings"))
     out = {
-        "stored_labels": len(stored), "acked": len(acked), "acked_replays": sum(1 for a in acked.values() if not a["created"]),
-        "unacked": len(unacked), "unacked_stored": sum(1 for c in unacked if c in stored), "lost": len(lost), "mismatched": len(mismatched), "unexpected": len(unexpected),
+        "stored_labels": len(stored), "acked": len(acked),
+        "acked_replays": sum(1 for a in acked.values() if not a["created"]),
+        "unacked": len(unacked), "unacked_stored": sum(1 for c in unacked if c in stored), "lost": len(lost),
+        "mismatched": len(mismatched), "unexpected": len(unexpected),
         "duplicate_client_ids": dup_client, "duplicate_item_annotator": dup_item_user,
         "items_labeled_by_two": two_annotators, "items_open_twice": open_twice, "items_granted_to_two": granted_twice,
         "rounds": dict(Counter(s for s, _ in rounds)),
@@ -600,7 +603,8 @@ def cmd_run(args) -> None:
     _create_db(args)
     subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     setup_env = {**env, "CELERY_BROKER_URL": "memory://"}
-    subprocess.run([PY, __file__, "setup", "--out", str(setup_json), *_common(args)], cwd=ROOT, env=setup_env, check=True)
+    subprocess.run([PY, __file__, "setup", "--out", str(setup_json), *_common(args)],
+                   cwd=ROOT, env=setup_env, check=True)
 
     port = args.port or free_port()
     daphnes: list[subprocess.Popen] = []

@@ -4,9 +4,24 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("loupe")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def _start_sweeper(**_kwargs) -> None:
+    """Sweep once at start-up (rounds and jobs a killed worker left behind), then every
+    LOUPE_SWEEP_SECONDS in a thread of the worker's main process (annotate/services/liveness.py)."""
+    from annotate.services.liveness import start_sweeper, sweep_safely  # noqa: PLC0415
+
+    report = sweep_safely()
+    if report:
+        import logging  # noqa: PLC0415
+
+        logging.getLogger("loupe.sweeper").warning("start-up sweep: %s", report)
+    start_sweeper()

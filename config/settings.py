@@ -6,7 +6,6 @@ stops start-up with ``ImproperlyConfigured`` naming the variable.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -113,6 +112,9 @@ WHITENOISE_USE_FINDERS = True  # serve frontend/static without collectstatic in 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LOUPE_UPLOAD_MAX_MEMORY", 10 * 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 LOUPE_MAX_UPLOAD_BYTES = env_int("LOUPE_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1024)
+# Every request body is refused with 413 beyond this as it arrives (config/bodylimit.py); admin uploads
+# from a logged-in session may use LOUPE_MAX_UPLOAD_BYTES.
+LOUPE_MAX_BODY_BYTES = env_int("LOUPE_MAX_BODY_BYTES", 16 * 1024**2, minimum=1024)
 LOUPE_MAX_IMAGE_BYTES = env_int("LOUPE_MAX_IMAGE_BYTES", 50 * 1024**2, minimum=1024)
 
 # --------------------------------------------------------------------------- Celery
@@ -140,6 +142,25 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://", "sentinel://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+
+# Liveness (annotate/services/liveness.py): a running round or job beats every LOUPE_HEARTBEAT_SECONDS;
+# one silent for LOUPE_LOST_AFTER_SECONDS is taken as lost (its worker is gone) and re-run, at most
+# LOUPE_MAX_ATTEMPTS runs in all, then failed.  A row still queued after LOUPE_QUEUED_STALE_SECONDS
+# (its message lost with a broker) is sent again.  The sweep runs every LOUPE_SWEEP_SECONDS in each
+# worker and in loupe_serve (0: never periodically; still once at worker start-up).
+LOUPE_HEARTBEAT_SECONDS = env_int("LOUPE_HEARTBEAT_SECONDS", 10, minimum=1)
+LOUPE_LOST_AFTER_SECONDS = env_int("LOUPE_LOST_AFTER_SECONDS", 60, minimum=2)
+LOUPE_QUEUED_STALE_SECONDS = env_int("LOUPE_QUEUED_STALE_SECONDS", 900, minimum=5)
+LOUPE_MAX_ATTEMPTS = env_int("LOUPE_MAX_ATTEMPTS", 3, minimum=1)
+LOUPE_RETRY_AFTER_FAILURE_SECONDS = env_int("LOUPE_RETRY_AFTER_FAILURE_SECONDS", 30, minimum=0)
+LOUPE_SWEEP_SECONDS = env_int("LOUPE_SWEEP_SECONDS", 15, minimum=0)
+if LOUPE_LOST_AFTER_SECONDS <= 2 * LOUPE_HEARTBEAT_SECONDS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"LOUPE_LOST_AFTER_SECONDS={LOUPE_LOST_AFTER_SECONDS} must exceed twice LOUPE_HEARTBEAT_SECONDS="
+        f"{LOUPE_HEARTBEAT_SECONDS}, or a live worker's round would be taken as lost"
+    )
 
 # --------------------------------------------------------------------------- Channels
 REDIS_URL = env_str("REDIS_URL", "")

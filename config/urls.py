@@ -4,8 +4,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    # Labeling loop: project list, labeling page, labeling API, item images (annotate/urls.py).
+    # Pages and JSON API: labeling, dashboard, review, jobs (annotate/urls.py).
     path("", include("annotate.urls")),
-    # Data in and out, dashboard, jobs (annotate/urls_data.py).
-    path("", include("annotate.urls_data")),
 ]

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
-USAGE = """usage: python -m selection {simulate,bench} [options]
+USAGE = """usage: python -m selection {simulate,bench,embed,fetch} [options]
 
   simulate   oracle active-learning loop: learning curves (CSV, table, PNG)
   bench      time and peak memory per strategy over n, c, d, b   (bench firal: FIRAL's own bench)
+  embed      a folder of images -> (n, d) float32 .npy + file list (hf:<id-or-dir>, onnx:<file>, pixels)
+  fetch      download a Hugging Face model's safetensors weights for offline use
 
 Run 'python -m selection <command> --help' for the options."""
 
@@ -17,10 +20,15 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    run: Callable[[list[str]], int | None]
     if cmd == "simulate":
         from .simulate import main as run  # noqa: PLC0415
     elif cmd == "bench":
         from .bench import main as run  # noqa: PLC0415
+    elif cmd == "embed":
+        from .embed_cli import embed_main as run  # noqa: PLC0415
+    elif cmd == "fetch":
+        from .embed_cli import fetch_main as run  # noqa: PLC0415
     else:
         print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

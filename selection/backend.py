@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -20,12 +20,12 @@ def _cupy() -> ModuleType | None:
     """Return the cupy module if it is importable and sees a GPU, else None."""
     try:
         import cupy  # noqa: PLC0415 - lazy on purpose
-    except Exception:  # ImportError, or a CUDA library load failure
+    except Exception:  # noqa: BLE001 - ImportError, or a CUDA library load failure
         return None
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return None
-    except Exception:  # cupy installed but no driver/device: treat as absent
+    except Exception:  # noqa: BLE001 - cupy installed but no driver/device: treat as absent
         return None
     return cupy
 
@@ -74,14 +74,19 @@ def asarray(x: Any, device: str = "cpu", dtype: Any = None) -> Any:
     dev = resolve_device(device)
     if dev == "cuda":
         cupy = _cupy()
+        assert cupy is not None  # resolve_device answers "cuda" only when cupy sees a GPU
         return cupy.asarray(x, dtype=dtype)
     if is_gpu_array(x):
         x = x.get()
     return np.asarray(x, dtype=dtype)
 
 
+@overload
+def to_numpy(x: None) -> None: ...
+@overload
+def to_numpy(x: Any) -> np.ndarray: ...
 def to_numpy(x: Any) -> np.ndarray | None:
-    """Host copy of ``x`` (no copy when it is already a NumPy array)."""
+    """Host copy of ``x`` (no copy when it is already a NumPy array); None stays None."""
     if x is None:
         return None
     if is_gpu_array(x):

@@ -283,6 +283,7 @@ def cut_merges(K: int, A, B, H, *, eps: float | None = None, n_clusters: int | N
     if eps is not None:
         keep = H <= eps
     else:
+        assert n_clusters is not None  # callers validate the cut (_validate_cut)
         order = np.lexsort((np.arange(len(H)), H))
         keep = np.zeros(len(H), dtype=bool)
         keep[order[:K - n_clusters]] = True

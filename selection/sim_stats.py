@@ -83,7 +83,7 @@ def paired_vs(cv: dict, label: str, baseline: str = "random") -> dict:
     ib = np.searchsorted(b["seeds"], seeds)
     d = a["acc"][ia] - b["acc"][ib]
     m, h = paired_ci(d)
-    am, ah = paired_ci(auc(a["n"], a["acc"][ia]) - auc(b["n"], b["acc"][ib]))
+    am, ah = paired_ci(np.asarray(auc(a["n"], a["acc"][ia]) - auc(b["n"], b["acc"][ib])))  # (S,) per seed
     return {"n": a["n"], "diff": m, "half": h, "auc_diff": float(am), "auc_half": float(ah),
             "worse": m + h < 0, "better": m - h > 0, "seeds": len(seeds)}
 
@@ -136,7 +136,8 @@ def paired_table(rows: list[dict], baseline: str = "random", max_cols: int = 8) 
         return ""
     ns = cv[baseline]["n"]
     cols = _cols(len(ns), max_cols)
-    head = ["vs random (points)"] + [f"{int(ns[i])}" for i in cols] + ["mean over curve", "worse than random beyond noise"]
+    head = (["vs random (points)"] + [f"{int(ns[i])}" for i in cols]
+            + ["mean over curve", "worse than random beyond noise"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in cv:
         if label == baseline:

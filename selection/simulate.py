@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", default=None, help="CSV label column (default: 'label', 'class', 'target' or "
                    "'y' if there is one, else the last column)")
     p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
-                   help=f"comma-separated registry names with optional :key=value overrides (default {DEFAULT_STRATEGIES})")
+                   help="comma-separated registry names with optional :key=value overrides "
+                   f"(default {DEFAULT_STRATEGIES})")
     p.add_argument("--initial", default="2pc", help="labels drawn uniformly before round 0; 'Npc' = N per class "
                    "(default 2pc)")
     p.add_argument("--batch", default="5pc", help="batch size per round, or 'Npc' (default 5pc)")
@@ -275,11 +276,11 @@ def main(argv: list[str] | None = None, *, observe=None) -> int:
     from .datasets import load_dataset  # noqa: PLC0415
 
     if args.from_csv:
-        rows = read_csv(args.from_csv)
+        saved = read_csv(args.from_csv)
         os.makedirs(args.out, exist_ok=True)
         title = os.path.basename(os.path.dirname(os.path.abspath(args.from_csv))) or "curves"
-        plot(rows, os.path.join(args.out, "curves.png"), title)
-        print(report(rows, title))
+        plot(saved, os.path.join(args.out, "curves.png"), title)
+        print(report(saved, title))
         return 0
     if args.seeds < 1 or args.jobs < 1 or (args.rounds is not None and args.rounds < 0):
         raise SystemExit("--seeds and --jobs must be >= 1, --rounds >= 0")

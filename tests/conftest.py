@@ -23,11 +23,16 @@ import pytest
 from tests.support import (
     CHROMIUM,
     PG_ADMIN_URL,
-    REDIS_TEST_URL,
     LoupeServer,
+    RedisServer,
     need,
     postgres_available,
+    _base_env,
     redis_available,
+    redis_server_binary,
+    redis_test_release,
+    redis_test_url,
+    start_celery_worker,
 )
 
 
@@ -64,10 +69,31 @@ def pg_database(postgres_url):
 
 @pytest.fixture
 def redis_url() -> str:
-    """A Redis URL on a database index picked at random, so parallel runs rarely share one."""
+    """This session's own Redis database (tests/support.py, LOUPE_TEST_REDIS_DBS), emptied for the test."""
     ok, why = redis_available()
     need(ok, why)
-    return f"{REDIS_TEST_URL.rstrip('/')}/{secrets.randbelow(14) + 1}"
+    return redis_test_url()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_redis_db():
+    yield
+    redis_test_release()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Factory: ``redis_server()`` -> a private, started RedisServer (killed at teardown)."""
+    need(redis_server_binary(), "redis-server is not installed")
+    servers: list = []
+
+    def start():
+        servers.append(RedisServer(tmp_path / f"redis-{len(servers)}").start())
+        return servers[-1]
+
+    yield start
+    for srv in servers:
+        srv.kill()
 
 
 @pytest.fixture
@@ -181,13 +207,15 @@ def make_project(db, settings):
 
 @pytest.fixture
 def make_round(db):
-    """Request and execute the next round of a project (as the worker would); returns the Round."""
+    """Execute the next round of a project (as the worker would): the one the refill policy queued
+    when labels emptied the queue, else a new one; returns the Round."""
     from annotate.models import Round  # noqa: PLC0415
     from annotate.services.rounds import round_execute, round_request  # noqa: PLC0415
 
     def make(project, reason: str = "test"):
-        rnd = round_request(project=project, reason=reason)
-        assert rnd is not None, "a round is already active"
+        rnd = (Round.objects.filter(project=project, status=Round.Status.QUEUED).first()
+               or round_request(project=project, reason=reason))
+        assert rnd is not None, "a round is already running"
         round_execute(round_id=rnd.pk)
         return Round.objects.get(pk=rnd.pk)
 
@@ -224,8 +252,6 @@ def start_server(tmp_path_factory):
 def celery_worker_process(tmp_path):
     """Factory: ``celery_worker_process(env)`` starts ``celery -A config worker -Q gpu,cpu`` (solo pool)
     with ``env`` on top of the test environment and waits until it is ready; stopped at teardown."""
-    from tests.support import _base_env, start_celery_worker
-
     procs: list = []
 
     def start(env: dict[str, str]):

@@ -67,6 +67,113 @@ def postgres_available() -> tuple[bool, str]:
     return True, ""
 
 
+# The test suite's own Redis databases: a reserved range (LOUPE_TEST_REDIS_DBS, "first-last"), default
+# 10-15, so a Loupe instance or anything else on the same Redis (which by convention uses the low
+# numbers, 0 and 1 in the README) is never touched.  A test session claims ONE database of the range:
+# the first that is empty, by writing an owner key (SET NX, with a TTL so a crashed session's claim
+# lapses); a database holding keys it did not write is skipped.  Two sessions at once get two
+# databases.  Tests flush only the database they own.
+REDIS_TEST_DBS = os.environ.get("LOUPE_TEST_REDIS_DBS", "10-15")
+REDIS_OWNER_KEY = "loupe-test-session-owner"
+REDIS_CLAIM_TTL_S = 2 * 3600
+_REDIS_OWNER = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+_redis_db: int | None = None
+
+
+def redis_test_db_range() -> range:
+    try:
+        first, _, last = REDIS_TEST_DBS.partition("-")
+        span = range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise ValueError(f"LOUPE_TEST_REDIS_DBS={REDIS_TEST_DBS!r} must be 'first-last', e.g. '10-15'") from None
+    if not span or span.start < 1:
+        raise ValueError(f"LOUPE_TEST_REDIS_DBS={REDIS_TEST_DBS!r}: database 0 is never used by the tests")
+    return span
+
+
+def redis_test_db() -> int:
+    """This session's Redis database number (claimed on first use; see REDIS_TEST_DBS)."""
+    global _redis_db
+    if _redis_db is not None:
+        return _redis_db
+    import redis  # noqa: PLC0415
+
+    base = REDIS_TEST_URL.rstrip("/")
+    for db in redis_test_db_range():
+        client = redis.Redis.from_url(f"{base}/{db}")
+        if client.set(REDIS_OWNER_KEY, _REDIS_OWNER, nx=True, ex=REDIS_CLAIM_TTL_S) and client.dbsize() == 1:
+            _redis_db = db
+            return db
+        if client.get(REDIS_OWNER_KEY) == _REDIS_OWNER.encode():
+            client.delete(REDIS_OWNER_KEY)  # we claimed it but it held other keys: not ours to use
+    raise RuntimeError(f"no free Redis database in LOUPE_TEST_REDIS_DBS={REDIS_TEST_DBS} on {base}: each one "
+                       f"holds keys or another test session's claim ({REDIS_OWNER_KEY})")
+
+
+def redis_test_url(*, flush: bool = True) -> str:
+    """URL of this session's own Redis database, emptied first (except the claim) when ``flush``."""
+    import redis  # noqa: PLC0415
+
+    db = redis_test_db()
+    url = f"{REDIS_TEST_URL.rstrip('/')}/{db}"
+    client = redis.Redis.from_url(url)
+    if client.get(REDIS_OWNER_KEY) != _REDIS_OWNER.encode():
+        raise RuntimeError(f"Redis database {db} is no longer claimed by this session; refusing to use it")
+    if flush:
+        client.flushdb()
+    client.set(REDIS_OWNER_KEY, _REDIS_OWNER, ex=REDIS_CLAIM_TTL_S)
+    return url
+
+
+def redis_test_release() -> None:
+    """Empty and give back this session's database (end of session)."""
+    global _redis_db
+    if _redis_db is None:
+        return
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(f"{REDIS_TEST_URL.rstrip('/')}/{_redis_db}")
+    if client.get(REDIS_OWNER_KEY) == _REDIS_OWNER.encode():
+        client.flushdb()
+    _redis_db = None
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port (no persistence), to stop and start for outage tests."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.workdir, self.port = Path(workdir), port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _port_open("127.0.0.1", self.port, 0.2):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL: an outage, not a shutdown (nothing is saved; clients see refused connections)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    stop = kill
+
+
+def redis_server_binary() -> bool:
+    import shutil  # noqa: PLC0415
+
+    return shutil.which("redis-server") is not None
+
+
 def redis_available() -> tuple[bool, str]:
     parts = urlsplit(REDIS_TEST_URL)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379

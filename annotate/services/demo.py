@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.db import transaction
+from selection import DEFAULT_PARAMS, DEFAULT_STRATEGY
 
 from .. import storage
 from ..models import Item, Project
@@ -73,8 +74,8 @@ def demo_build(*, name: str = DEMO_NAME, size: int = 128, limit: int | None = No
         defaults=dict(
             description="Handwritten digits (scikit-learn's bundled copy of the UCI set), 8x8 pixels upscaled.",
             classes=DEMO_CLASSES,
-            strategy="margin",
-            strategy_params={},
+            strategy=DEFAULT_STRATEGY,
+            strategy_params=dict(DEFAULT_PARAMS),
             batch_size=batch_size,
             refill_threshold=refill_threshold,
             extractor=EXTRACTOR,

@@ -1,13 +1,24 @@
 """Computing a project's embeddings with a feature extractor (``selection.extractors``).
 
 Each computation writes a new version file ``projects/<id>/embeddings/<extractor>-v<version>.npy``
-(float32, one row per item in id order), then in one transaction points every item at its row and
-the project at the new file.  Cached clusterings (Cluster-Margin keys them by embedding version under
-``storage.cache_dir``) are dropped, and version files older than the previous one are deleted (the
-previous one is kept for a round that may still be reading it).
+(float32, one row per item in id order; with PCA, the fitted axes beside it as ``...-v<version>.pca.npz``),
+then in one transaction points every item at its row and the project at the new file.  Cached
+clusterings (Cluster-Margin keys them by embedding version under ``storage.cache_dir``) are dropped,
+and version files older than the previous one are deleted (the previous one is kept for a round
+that may still be reading it).
+
+Long runs keep chunked checkpoints under ``embeddings/partial/<fingerprint>``; the fingerprint covers
+the extractor, its parameters, the model file and the item list, so a killed job run again (the
+broker redelivers it, or the admin re-embeds with the same settings) resumes where it stopped.
+
+Who may configure what (no uploaded file may run code on a worker): extractors that execute code
+from a file (``runs_code``: TorchScript) and local server folders as ``hf`` models are for
+superusers only; everyone else picks an ``hf`` model id, uploads an ``.onnx`` file or a matrix.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import shutil
@@ -17,7 +28,8 @@ from typing import Any, Callable
 import numpy as np
 from django.db import transaction
 
-from selection.extractors import get_extractor, make_extractor
+from selection.extractors import Checkpoint, ExtractorError, get_extractor, make_extractor
+from selection.extractors.hf import is_local_path
 
 from .. import storage
 from ..models import Item, Job, Project
@@ -25,23 +37,45 @@ from . import jobs as job_services
 
 log = logging.getLogger(__name__)
 
-PATH_PARAMS = ("path",)  # extractor parameters holding a file; stored relative to MEDIA_ROOT
+
+class ExtractorNotAllowed(ValueError):
+    """The user may not configure this extractor (it would run code, or read server folders)."""
 
 
-def _resolved_params(params: dict[str, Any]) -> dict[str, Any]:
+def extractor_check_allowed(*, user, name: str, params: dict[str, Any]) -> None:
+    """ExtractorNotAllowed unless ``user`` (None: the operator's own command line) may use this configuration."""
+    if user is None or user.is_superuser:
+        return
+    ext = get_extractor(name)
+    if ext.runs_code:
+        raise ExtractorNotAllowed(
+            f"extractor {name!r} runs code from the uploaded file on the worker, so only a superuser may "
+            "configure or run it; choose 'hf' (a pretrained backbone) or 'onnx' (an ONNX model) instead")
+    if name == "hf" and is_local_path(str(params.get("model") or "")):
+        raise ExtractorNotAllowed("only a superuser may point 'hf' at a folder on the server; give a model id "
+                                  "(e.g. facebook/dinov2-small) that is in the workers' Hugging Face cache")
+
+
+def _resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """File parameters are stored relative to MEDIA_ROOT; the extractor gets absolute paths."""
     out = dict(params)
-    for key in PATH_PARAMS:
+    for key in get_extractor(name).file_params:
         if out.get(key) and not Path(out[key]).is_absolute():
             out[key] = str(storage.media_path(out[key]))
     return out
 
 
-def extractor_validate(*, name: str, params: dict[str, Any] | None) -> dict[str, Any]:
+def extractor_validate(*, name: str, params: dict[str, Any] | None, user=None) -> dict[str, Any]:
     """Validated parameters (defaults filled) of an extractor; ValueError naming the problem."""
     params = dict(params or {})
     ext = make_extractor(name, params)
-    if "path" in ext.params_ and name != "precomputed" and not ext.params_["path"]:
-        raise ValueError(f"extractor {name!r} needs a model file (parameter 'path')")
+    for key in ext.file_params:
+        if name != "precomputed" and not ext.params_[key]:
+            raise ExtractorError(f"extractor {name!r} needs a model file (parameter {key!r})")
+    if name == "hf" and not ext.params_["model"].strip():
+        raise ExtractorError("extractor 'hf' needs a model: a Hugging Face id (e.g. facebook/dinov2-small) "
+                             "or, for a superuser, the path of a model folder on the workers")
+    extractor_check_allowed(user=user, name=name, params=ext.params_)
     return ext.params_
 
 
@@ -50,7 +84,8 @@ def embedding_request(*, project: Project, user=None, extractor: str | None = No
     """Queue an embedding job with the project's extractor (or the one given, which becomes the project's)."""
     name = extractor or project.extractor
     get_extractor(name)  # ValueError for an unknown name
-    checked = extractor_validate(name=name, params=params if params is not None else project.extractor_params)
+    checked = extractor_validate(name=name, params=params if params is not None else project.extractor_params,
+                                 user=user)
     if name == "precomputed" and not checked.get("path"):
         raise ValueError("this project's embeddings were imported (precomputed): import a new matrix, "
                          "or choose another extractor to compute them")
@@ -60,23 +95,43 @@ def embedding_request(*, project: Project, user=None, extractor: str | None = No
     return job
 
 
+def embedding_fingerprint(*, extractor: str, params: dict[str, Any], items: list[tuple[int, str, str]]) -> str:
+    """SHA-256 over what decides the rows: extractor, parameters, model files (size, mtime) and items."""
+    h = hashlib.sha256(json.dumps({"extractor": extractor, "params": params}, sort_keys=True, default=str).encode())
+    for key in get_extractor(extractor).file_params:
+        value = params.get(key)
+        if value and Path(value).is_file():
+            st = Path(value).stat()
+            h.update(f"{key}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for item_id, _, checksum in items:
+        h.update(f"{item_id}:{checksum};".encode())
+    return h.hexdigest()
+
+
+def _partial_root(project: Project) -> Path:
+    return storage.project_dir(project) / "embeddings" / "partial"
+
+
 def embeddings_compute(*, project: Project, extractor: str, params: dict[str, Any],
                        progress: Callable[[float, str], None] | None = None) -> int:
     """Embed every item of the project; returns the new embedding version."""
     from PIL import Image  # noqa: PLC0415
 
     progress = progress or (lambda f, m: None)
-    items = list(Item.objects.filter(project=project).order_by("id").values_list("id", "file"))
+    items = list(Item.objects.filter(project=project).order_by("id").values_list("id", "file", "checksum"))
     if not items:
-        raise ValueError(f"project {project.pk} has no items to embed; import images first")
-    ext = make_extractor(extractor, _resolved_params(params))
+        raise ExtractorError(f"project {project.pk} has no items to embed; import images first")
+    resolved = _resolved_params(extractor, params)
+    ext = make_extractor(extractor, resolved)
+    fingerprint = embedding_fingerprint(extractor=extractor, params=resolved, items=items)
+    checkpoint = Checkpoint(_partial_root(project) / fingerprint[:24], fingerprint=fingerprint)
 
     def load(i: int):
         with Image.open(storage.media_path(items[i][1])) as im:
             im.load()
             return im.copy()
 
-    X = ext.extract(load, len(items), progress=lambda f, m: progress(0.95 * f, m))
+    X = ext.extract(load, len(items), progress=lambda f, m: progress(0.95 * f, m), checkpoint=checkpoint)
     version = Project.objects.get(pk=project.pk).embedding_version + 1
     rel = storage.embedding_relpath(project, extractor, version)
     path = storage.media_path(rel)
@@ -84,12 +139,15 @@ def embeddings_compute(*, project: Project, extractor: str, params: dict[str, An
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, np.ascontiguousarray(X, dtype=np.float32))
     tmp.replace(path)
+    pca = getattr(ext, "pca_", None)
+    if pca is not None:
+        np.savez(path.with_suffix(".pca.npz"), **pca.state())
     try:
         with transaction.atomic():
             p = Project.objects.select_for_update().get(pk=project.pk)
             # Clear first: (project, row) is unique and rows move between items.
             Item.objects.filter(project=p).update(row=None)
-            objs = [Item(pk=item_id, row=r) for r, (item_id, _) in enumerate(items)]
+            objs = [Item(pk=item_id, row=r) for r, (item_id, _, _) in enumerate(items)]
             Item.objects.bulk_update(objs, ["row"], batch_size=2000)
             previous = p.embedding_file
             p.extractor = extractor
@@ -101,6 +159,7 @@ def embeddings_compute(*, project: Project, extractor: str, params: dict[str, An
                                   "embedding_dim", "updated_at"])
     except BaseException:
         path.unlink(missing_ok=True)
+        path.with_suffix(".pca.npz").unlink(missing_ok=True)
         raise
     _invalidate_caches(p, keep=[rel, previous])
     progress(1.0, f"embedded {len(items)} items ({X.shape[1]} dimensions, version {version})")
@@ -111,30 +170,32 @@ def _invalidate_caches(project: Project, keep: list[str]) -> None:
     cache = storage.cache_dir(project)
     if cache.exists():
         shutil.rmtree(cache, ignore_errors=True)  # every cached clustering belongs to an older version
+    shutil.rmtree(_partial_root(project), ignore_errors=True)  # checkpoints of finished or abandoned runs
     emb_dir = storage.project_dir(project) / "embeddings"
-    keep_abs = {storage.media_path(k) for k in keep if k}
-    for f in emb_dir.glob("*-v*.npy"):
-        if re.search(r"-v\d+\.npy$", f.name) and f.resolve() not in keep_abs:
+    keep_abs = {storage.media_path(k).with_suffix("") for k in keep if k}
+    for f in emb_dir.glob("*-v*.*"):
+        m = re.search(r"^(.*-v\d+)(\.pca\.npz|\.npy)$", f.name)
+        if m and (f.parent / m.group(1)).resolve() not in keep_abs:
             f.unlink(missing_ok=True)
 
 
-def embedding_execute(*, job_id: str) -> Job:
-    job = Job.objects.select_related("project").get(pk=job_id)
-    job_services.job_start(job=job)
-    try:
-        version = embeddings_compute(project=job.project, extractor=job.params["extractor"],
-                                     params=job.params.get("params") or {},
-                                     progress=job_services.progress_reporter(job))
-    except ValueError as exc:
-        return job_services.job_fail(job=job, error=str(exc))
-    except Exception as exc:
-        log.exception("embedding job %s failed", job.pk)
-        job_services.job_fail(job=job, error=f"embedding failed: {type(exc).__name__}: {exc}")
-        raise
+def _embed(job: Job, progress: job_services.Progress) -> job_services.JobOutcome:
+    version = embeddings_compute(project=job.project, extractor=job.params["extractor"],
+                                 params=job.params.get("params") or {}, progress=progress)
     p = Project.objects.get(pk=job.project_id)
-    job = job_services.job_finish(
-        job=job, result={"embedding_version": version, "dim": p.embedding_dim, "file": p.embedding_file},
-        message=f"embeddings version {version} ready ({p.embedding_dim} dimensions)",
+    result = {"embedding_version": version, "dim": p.embedding_dim, "file": p.embedding_file}
+    pca_file = storage.media_path(p.embedding_file).with_suffix(".pca.npz")
+    if pca_file.is_file():
+        with np.load(pca_file) as z:
+            result["pca"] = {"from_dim": int(z["components"].shape[1]), "to_dim": int(z["components"].shape[0]),
+                             "explained_variance_ratio": round(float(z["explained_variance_ratio"].sum()), 4)}
+    return job_services.JobOutcome(
+        result=result, message=f"embeddings version {version} ready ({p.embedding_dim} dimensions)",
+        stats_changed=True,
     )
-    job_services.stats_push(project_id=job.project_id)
-    return job
+
+
+def embedding_execute(*, job_id: str) -> Job:
+    """Run an embedding job (called by its Celery task).  ``ExtractorError`` is Loupe's own message
+    (names the problem, never file contents): the job fails with it."""
+    return job_services.job_run(job_id=job_id, work=_embed, expected=(ExtractorError,))

@@ -142,7 +142,8 @@ def export_chunks(project: Project, *, predictions: bool = False, chunk: int = C
             r = Row(pk, name or PurePosixPath(file).name, file, w, h, gt, created_at=created)
             fl = labels.get(pk)
             if fl is not None:
-                r.label, r.annotator, r.annotation_id, r.labeled_at = fl.label, fl.annotator, fl.annotation_id, fl.created_at
+                r.label, r.annotator = fl.label, fl.annotator
+                r.annotation_id, r.labeled_at = fl.annotation_id, fl.created_at
             rows.append(r)
             row_of[pk] = row
         if predictor is not None:
@@ -363,7 +364,8 @@ def _prune(project: Project, *, keep: int) -> None:
             storage.media_path(job.result_file).unlink(missing_ok=True)
         except ValueError:
             pass  # a path outside MEDIA_ROOT was never ours to delete
-        Job.objects.filter(pk=job.pk).update(result_file="", message=f"{job.message} (file removed: newer exports)"[:500])
+        message = f"{job.message} (file removed: newer exports)"[:500]
+        Job.objects.filter(pk=job.pk).update(result_file="", message=message)
 
 
 def export_request(*, project: Project, fmt: str, predictions: bool = False, user=None) -> Job:
@@ -375,9 +377,7 @@ def export_request(*, project: Project, fmt: str, predictions: bool = False, use
     return job
 
 
-def export_execute(*, job_id: str) -> Job:
-    job = Job.objects.select_related("project").get(pk=job_id)
-    job_services.job_start(job=job)
+def _export(job: Job, progress: job_services.Progress) -> job_services.JobOutcome:
     project = job.project
     fmt = job.params["format"]
     ext = FORMATS[fmt][0]
@@ -388,19 +388,22 @@ def export_execute(*, job_id: str) -> Job:
     tmp = path.with_name(path.name + ".part")
     try:
         n = export_write(project=project, fmt=fmt, path=tmp, predictions=bool(job.params.get("predictions")),
-                         progress=job_services.progress_reporter(job))
+                         progress=progress)
         tmp.replace(path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        log.exception("export job %s failed", job.pk)
-        job_services.job_fail(job=job, error=f"export failed: {type(exc).__name__}: {exc}")
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already when the export succeeded
     rel = str(path.relative_to(Path(storage.media_path("."))))
     _prune(project, keep=EXPORTS_KEPT - 1)
-    return job_services.job_finish(
-        job=job, result={"records": n, "format": fmt, "filename": path.name, "bytes": path.stat().st_size},
+    return job_services.JobOutcome(
+        result={"records": n, "format": fmt, "filename": path.name, "bytes": path.stat().st_size},
         result_file=rel, message=f"{FORMATS[fmt][1]}: {n} records",
     )
+
+
+def export_execute(*, job_id: str) -> Job:
+    """Run an export job (called by its Celery task).  The request was validated when the job was made,
+    so any failure here is a fault, raised again after the job records it."""
+    return job_services.job_run(job_id=job_id, work=_export, expected=())
 
 
 __all__ = ["FORMATS", "export_chunks", "export_write", "export_request", "export_execute"]

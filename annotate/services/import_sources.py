@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -76,8 +77,13 @@ def _zip_entries(path: str) -> tuple[list[_Entry], zipfile.ZipFile]:
         def read(lim: int, info=info, is_link=is_link) -> bytes:
             if is_link:
                 raise OSError("a symbolic link, not a file")
-            with zf.open(info) as fh:  # reads at most lim bytes, whatever the header claims
-                return fh.read(lim)
+            try:
+                with zf.open(info) as fh:  # reads at most lim bytes, whatever the header claims
+                    return fh.read(lim)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                # One damaged member (bad CRC, broken deflate stream, encrypted, unknown method): that
+                # file is skipped and named, the rest of the archive is imported.
+                raise OSError(f"damaged zip member ({type(exc).__name__}: {exc})") from None
 
         entries.append(_Entry(name=name, read=read, size=info.file_size))
     return entries, zf
@@ -216,7 +222,8 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
                     raise ImportRejected(f"manifest {name!r}: annotation {ann.get('id')} names an unknown category_id")
                 lab[ann["image_id"]] = cats[ann["category_id"]]
             for img in doc["images"]:
-                rows.append((_clean_ref(str(img.get("file_name") or img.get("path") or "")), lab.get(img.get("id"), "")))
+                ref = _clean_ref(str(img.get("file_name") or img.get("path") or ""))
+                rows.append((ref, lab.get(img.get("id"), "")))
         elif isinstance(doc, list):
             for i, obj in enumerate(doc):
                 if not isinstance(obj, dict):
@@ -242,7 +249,8 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
         key = next((k for k in _IMAGE_KEYS if k in fields), None)
         if key is None:
             raise ImportRejected(
-                f"manifest {name!r}: the CSV header {reader.fieldnames} has no image column (one of {list(_IMAGE_KEYS)})"
+                f"manifest {name!r}: the CSV header {reader.fieldnames} has no image column "
+                f"(one of {list(_IMAGE_KEYS)})"
             )
         lkey = next((k for k in _LABEL_KEYS if k in fields), None)
         original = dict(zip(fields, reader.fieldnames or []))
@@ -310,5 +318,5 @@ def _file_reader(full: str):
 def _size(full: str) -> int | None:
     try:
         return os.stat(full).st_size
-    except OSError:
+    except (OSError, ValueError):
         return None

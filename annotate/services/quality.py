@@ -17,11 +17,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 import numpy as np
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
 from ..models import Annotation, Item, Project, QualityReport
+from . import dispatch
+
+log = logging.getLogger(__name__)
 
 #: fewer labeled items than this: no out-of-fold scores (5 folds of a handful say nothing)
 MIN_LABELS_FOR_SCORES = 30
@@ -143,7 +150,16 @@ def quality_refresh(*, project_id: int) -> dict[str, Any]:
 
 
 def quality_enqueue(*, project_id: int) -> None:
-    """Queue a refresh once the current transaction commits (a worker never sees an uncommitted row)."""
-    from ..tasks.quality import quality_refresh_task  # noqa: PLC0415 - tasks import services
+    """Send ``annotate.tasks.quality_refresh`` by name once the current transaction commits.
 
-    transaction.on_commit(lambda: quality_refresh_task.delay(project_id))
+    The report is a cache that the next round refreshes, so an unreachable broker is logged and
+    not raised: the round that asked has committed its queue already and must not look failed.
+    """
+    def send() -> None:
+        try:
+            current_app.tasks["annotate.tasks.quality_refresh"].apply_async(
+                args=[project_id], retry=True, retry_policy=dispatch.PUBLISH_RETRY)
+        except (OperationalError, OSError) as exc:
+            log.error("quality refresh of project %s: %s", project_id, dispatch.broker_failure_reason(exc))
+
+    transaction.on_commit(send)

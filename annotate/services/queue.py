@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from ..models import Annotation, Project, QueueEntry
 from .errors import BadInput
+from .rounds import round_maybe_request
 
 MAX_LEASE = 50
 
@@ -61,7 +62,8 @@ def _pending_for_update(project: Project, user=None):
 
 def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
     """Up to ``n`` entries leased to ``user``: the ones they already hold (lease renewed) first,
-    then new ones taken from the pending queue.  Fewer than ``n`` when the queue runs dry."""
+    then new ones taken from the pending queue.  Fewer than ``n`` when the queue runs dry; then the
+    refill policy (``rounds.round_maybe_request``) makes sure a round is on its way."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LEASE:
         raise BadInput(f"n={n!r} must be an integer from 1 to {MAX_LEASE}")
     now = timezone.now()
@@ -89,6 +91,8 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
                 e.lease_expires_at = expires
             if taken:
                 QueueEntry.objects.bulk_update(taken, ["state", "leased_by", "leased_at", "lease_expires_at"])
+    if len(held) + len(taken) < n:
+        round_maybe_request(project=project)
     return held + taken
 
 

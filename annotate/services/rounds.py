@@ -43,30 +43,25 @@ from django.db.models import Max
 from django.utils import timezone
 
 from .. import realtime, selectors, storage
+from . import dispatch, liveness
 from ..models import Item, Project, QueueEntry, Round
 from .quality import quality_enqueue, quality_round_scores
 
 log = logging.getLogger(__name__)
 
-#: A round that has been queued or running this long is taken as lost and may be replaced.
-STALE_AFTER = timedelta(minutes=30)
-#: After a failed round, wait this long before an automatic retry (a deterministic failure
-#: would otherwise start a new round after every label).
-RETRY_AFTER_FAILURE = timedelta(seconds=30)
 
 
 # --------------------------------------------------------------------------- requesting
 def round_request(*, project: Project, reason: str) -> Round | None:
-    """Create and enqueue the next round, unless one is active already (then ``None``)."""
-    now = timezone.now()
+    """Create and enqueue the next round, unless one is active already (then ``None``).
+
+    A round whose worker is gone is not replaced here: the sweeper (``services/liveness.py``) re-runs
+    or fails it within ``LOUPE_LOST_AFTER_SECONDS`` plus a sweep interval.  Raises
+    ``dispatch.BrokerUnavailable`` (503) when the broker is unreachable; the round is then failed.
+    """
     with transaction.atomic():
-        active = selectors.active_round(project=project)
-        if active is not None:
-            if now - (active.started_at or active.created_at) < STALE_AFTER:
-                return None
-            Round.objects.filter(pk=active.pk, status__in=Round.ACTIVE).update(
-                status=Round.Status.FAILED, failure="lost: no progress for 30 minutes", finished_at=now
-            )
+        if selectors.active_round(project=project) is not None:
+            return None
         number = (Round.objects.filter(project=project).aggregate(m=Max("number"))["m"] or 0) + 1
         try:
             with transaction.atomic():
@@ -81,6 +76,7 @@ def round_request(*, project: Project, reason: str) -> Round | None:
                     batch_size=project.batch_size,
                     embedding_version=project.embedding_version,
                     progress_message="queued",
+                    heartbeat_at=timezone.now(),
                 )
         except IntegrityError:
             return None  # a concurrent request created it first
@@ -89,12 +85,21 @@ def round_request(*, project: Project, reason: str) -> Round | None:
 
 
 def round_enqueue(rnd: Round) -> None:
-    """Send the round's task once the current transaction commits (a worker never sees an uncommitted row)."""
-    from ..tasks.rounds import round_run  # noqa: PLC0415 - tasks import services
+    """Send the round's task once the current transaction commits (a worker never sees an uncommitted row).
 
+    An unreachable broker fails the round with the reason (nothing stays queued for a task that was
+    never sent) and raises ``BrokerUnavailable`` from the commit.
+    """
     round_id = rnd.pk
-    transaction.on_commit(lambda: round_run.delay(round_id))
+
+    def failed(reason: str) -> None:
+        Round.objects.filter(pk=round_id, status=Round.Status.QUEUED).update(
+            status=Round.Status.FAILED, failure=reason, progress_message=reason[:200], finished_at=timezone.now())
+        _push_status(round_id)
+
     transaction.on_commit(lambda: _push_status(round_id))
+    dispatch.enqueue_after_commit(task="annotate.tasks.round_run", args=[round_id], on_failure=failed,
+                                  what=f"round {rnd.number} of project {rnd.project_id}")
 
 
 def round_maybe_request(*, project: Project, pending: int | None = None) -> Round | None:
@@ -115,7 +120,8 @@ def round_maybe_request(*, project: Project, pending: int | None = None) -> Roun
         return None
     last = selectors.last_round(project=project)
     if last is not None and last.status == Round.Status.FAILED and last.finished_at:
-        if timezone.now() - last.finished_at < RETRY_AFTER_FAILURE:
+        # Wait before an automatic retry: a deterministic failure would otherwise start a round per label.
+        if timezone.now() - last.finished_at < timedelta(seconds=settings.LOUPE_RETRY_AFTER_FAILURE_SECONDS):
             return None
     if low:
         reason = "low_water"
@@ -127,7 +133,12 @@ def round_maybe_request(*, project: Project, pending: int | None = None) -> Roun
         reason = "every_n"
     if not selectors.pool_items(project=project).exists():
         return None  # nothing left to pick
-    return round_request(project=project, reason=reason)
+    try:
+        return round_request(project=project, reason=reason)
+    except dispatch.BrokerUnavailable:
+        # The label that got us here has committed and stands; the round is failed with the reason
+        # and the policy asks again after LOUPE_RETRY_AFTER_FAILURE_SECONDS.
+        return None
 
 
 # --------------------------------------------------------------------------- executing
@@ -179,16 +190,13 @@ def _audit_count(b: int, rate: float, rng: np.random.Generator) -> int:
 
 def round_execute(*, round_id: int) -> Round:
     """Run a round (see the module docstring).  Safe to call again for the same round."""
+    if not liveness.claim(Round, round_id):
+        return Round.objects.get(pk=round_id)  # done, failed, or running on a live worker
     rnd = Round.objects.select_related("project").get(pk=round_id)
-    if rnd.status in (Round.Status.DONE, Round.Status.FAILED):
-        return rnd
     project = rnd.project
-    Round.objects.filter(pk=rnd.pk).update(
-        status=Round.Status.RUNNING, started_at=timezone.now(), attempts=rnd.attempts + 1
-    )
-    rnd.status = Round.Status.RUNNING
     try:
-        return _execute(rnd, project)
+        with liveness.Heartbeat(Round, rnd.pk):
+            return _execute(rnd, project)
     except Exception as exc:  # the round is marked failed with the reason; the task logs the traceback
         log.exception("round %s of project %s failed", rnd.pk, project.pk)
         Round.objects.filter(pk=rnd.pk, status__in=Round.ACTIVE).update(
@@ -303,6 +311,8 @@ def _execute(rnd: Round, project: Project) -> Round:
             scores = sel.scores if sel.scores is not None else np.full(len(sel.indices), np.nan)
             chosen += [(int(rest[i]), float(s), False) for i, s in zip(sel.indices, scores)]
             metrics["strategy_info"] = {k: v for k, v in sel.info.items() if isinstance(v, (int, float, str, bool))}
+            if "sub_strategy" in sel.info:  # 'auto': the strategy that chose this batch (round history)
+                metrics["sub_strategy"] = str(sel.info["sub_strategy"])
         # Audit items at random ranks, so their position gives nothing away.
         slots = rng.choice(b, size=n_audit, replace=False) if n_audit else []
         active_iter = iter(chosen)
@@ -397,8 +407,12 @@ def rounds_resume_orphans() -> list[int]:
     """Re-enqueue rounds left active by a previous process (the embedded memory broker loses its tasks)."""
     ids = []
     for rnd in Round.objects.filter(status__in=Round.ACTIVE):
-        Round.objects.filter(pk=rnd.pk).update(status=Round.Status.QUEUED, progress=0.0, progress_message="resumed")
-        with transaction.atomic():
-            round_enqueue(rnd)
+        Round.objects.filter(pk=rnd.pk).update(status=Round.Status.QUEUED, progress=0.0, progress_message="resumed",
+                                               heartbeat_at=timezone.now(), worker="")
+        try:
+            with transaction.atomic():
+                round_enqueue(rnd)
+        except dispatch.BrokerUnavailable:
+            continue  # failed with the reason
         ids.append(rnd.pk)
     return ids

@@ -65,7 +65,7 @@ class ApproxOracle:
         xp = prob.xp
         n = w.shape[0]
         m = self.precond_rows
-        if not m or n <= m:
+        if not m or n <= m or self.pre_rng is None:
             return block_diag(prob.X, prob.Q, w)
         imp = np.asarray(to_numpy(w * self.trace_h), dtype=np.float64)
         pr = imp / imp.sum()

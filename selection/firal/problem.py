@@ -68,11 +68,11 @@ class FisherProblem:
         return self.k * self.d
 
     @property
-    def Xp(self):
+    def Xp(self):  # noqa: N802 - the paper's notation
         return self.X[self.n_lab:]
 
     @property
-    def Qp(self):
+    def Qp(self):  # noqa: N802 - the paper's notation
         return self.Q[self.n_lab:]
 
     @property
@@ -80,11 +80,11 @@ class FisherProblem:
         return self.qc[self.n_lab:]
 
     @property
-    def Xo(self):
+    def Xo(self):  # noqa: N802 - the paper's notation
         return self.X[: self.n_lab]
 
     @property
-    def Qo(self):
+    def Qo(self):  # noqa: N802 - the paper's notation
         return self.Q[: self.n_lab]
 
     def weights(self, z):

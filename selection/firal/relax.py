@@ -72,7 +72,7 @@ def mirror_descent(oracle: Callable, n: int, b: int, *, xp, dtype, iters: int = 
             eta = min(eta * 1.25, 4 * step)
         if 0 <= rel < tol:
             break
-    if n_avg:
+    if z_sum is not None:
         z = z_sum / n_avg
     return z, {"objective": float(f), "averaged_iterates": n_avg, "history": history, "oracle_calls": calls,
                "accepted": accepted, "rejected": rejected}

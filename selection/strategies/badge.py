@@ -23,7 +23,6 @@ norms |a_i| |x~_i| of the chosen items.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from ..backend import get_array_module
 from ..params import Param

@@ -12,15 +12,19 @@ Every strategy has the same call shape (DESIGN.md, "selection/ API")::
 host ``int64`` array; the caller maps them back to its items.  The pool holds only
 unlabeled items, so a selection never contains a labeled one.
 
+Copies: every strategy but ``random`` runs on one row per distinct embedding, leaving out
+pool rows identical to a pool row with a lower index (:mod:`.guards`), so no batch spends two
+picks on the same embedding.
+
 Cold start: when nothing is labeled yet, or ``probs_pool`` is ``None`` (no model yet), the
 batch is a diversity seed over the pool embeddings (``cold_start`` parameter: k-means++
-by default, or k-center greedy, or random).  When some classes have not been seen yet
-(fewer distinct labels than ``probs_pool.shape[1]``), a share ``unseen_share`` of the batch
-(default one half, rounded up) is spent on the seed, placed far from the labeled points
-(k-center greedy from the labeled set), to find the missing classes, and the rest on the
-strategy.  ``unseen_share=0`` runs the strategy alone, exactly as its paper defines it (use it
-to compare with other implementations, or when a declared class may have no items at all:
-then the classes are never all seen and every batch would keep paying the share).  ``random`` ignores both;
+by default, k-center greedy, TypiClust, or random).  When some classes have not been seen yet
+(fewer distinct labels than ``probs_pool.shape[1]``), part of the batch is spent on the seed,
+placed away from the labeled points (k-center greedy from the labeled set, or TypiClust's
+uncovered clusters), to find the missing classes, and the rest on the strategy.  How much:
+``unseen_rule="good_turing"`` (default) spends the Good–Turing estimate of the missing class
+mass, at most ``unseen_share``; ``"fixed"`` spends ``unseen_share`` (rounded up) every round.
+``unseen_share=0`` runs the strategy alone, exactly as its paper defines it.  ``random`` ignores both;
 strategies that never look at probabilities (``needs_probs = False``, e.g. ``coreset``) only
 use the seed when nothing is labeled, since they explore by construction.
 """
@@ -35,24 +39,36 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..params import Param, validate_params
+from .guards import distinct_rows, unseen_share
 
 COLD_START = Param(
     "cold_start",
     "str",
     "kmeans++",
     "How to pick a batch before the model can say anything (no labels yet), and the share "
-    "used to look for unseen classes: k-means++ seeding, k-center greedy, or uniform random.",
-    choices=("kmeans++", "kcenter", "random"),
+    "used to look for unseen classes: k-means++ seeding, k-center greedy, TypiClust (typical points "
+    "of uncovered clusters, Hacohen et al. 2022) or uniform random.",
+    choices=("kmeans++", "kcenter", "typiclust", "random"),
 )
 
 UNSEEN_SHARE = Param(
     "unseen_share",
     "float",
     0.5,
-    "Share of each batch spent on diversity seeding (far from the labeled points) while some "
+    "Most of each batch spent on diversity seeding (far from the labeled points) while some "
     "classes have no label yet; 0 runs the strategy alone, as its paper defines it.",
     min=0.0,
     max=1.0,
+)
+
+UNSEEN_RULE = Param(
+    "unseen_rule",
+    "str",
+    "good_turing",
+    "How much of the batch to spend on unseen classes while some have no label: 'good_turing' "
+    "spends the estimated missing class mass (classes seen once / labels), at most unseen_share; "
+    "'fixed' always spends unseen_share.",
+    choices=("good_turing", "fixed"),
 )
 
 
@@ -145,6 +161,7 @@ class Strategy:
     params: ClassVar[tuple[Param, ...]] = ()
     needs_probs: ClassVar[bool] = True  # False for strategies that never look at probabilities
     uses_cold_start: ClassVar[bool] = True
+    distinct: ClassVar[bool] = True  # never two picks on identical embeddings (guards.distinct_rows)
 
     def __init__(self, **params: Any) -> None:
         self.params_ = validate_params(self.schema(), params)
@@ -153,7 +170,7 @@ class Strategy:
     def schema(cls) -> tuple[Param, ...]:
         if not cls.uses_cold_start:
             return cls.params
-        return cls.params + ((COLD_START, UNSEEN_SHARE) if cls.needs_probs else (COLD_START,))
+        return cls.params + ((COLD_START, UNSEEN_SHARE, UNSEEN_RULE) if cls.needs_probs else (COLD_START,))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params_.items())
@@ -179,6 +196,21 @@ class Strategy:
         )
         context = context or SelectionContext()
         rng = np.random.default_rng(random_state)
+        keep = distinct_rows(X_pool) if self.distinct else None
+        if keep is not None and len(keep) >= batch_size:
+            # the strategy sees one row per distinct embedding (the lowest-index copy)
+            sub = self._run(X_pool[keep], None if probs_pool is None else probs_pool[keep], X_labeled, probs_labeled,
+                            y_labeled, batch_size, rng, _subset_context(context, keep))
+            sub.indices = keep[sub.indices]
+            sub.info["copies_left_out"] = int(X_pool.shape[0] - len(keep))
+            sel = sub
+        else:
+            sel = self._run(X_pool, probs_pool, X_labeled, probs_labeled, y_labeled, batch_size, rng, context)
+        _check_output(sel.indices, len(X_pool), batch_size, self.name)
+        sel.info.setdefault("seconds", time.perf_counter() - t0)
+        return sel
+
+    def _run(self, X_pool, probs_pool, X_labeled, probs_labeled, y_labeled, batch_size, rng, context) -> Selection:
         n_classes = None if probs_pool is None else probs_pool.shape[1]
         n_seen = 0 if y_labeled is None else len(np.unique(to_numpy(y_labeled)))
         n_lab = 0 if y_labeled is None else len(y_labeled)
@@ -190,8 +222,7 @@ class Strategy:
             idx = self._seed(X_pool, None, batch_size, rng)
             sel = Selection(idx, None, {"cold_start": "all"})
         elif (self.uses_cold_start and self.needs_probs and n_classes is not None and n_seen < n_classes
-              and self.params_["unseen_share"] > 0):
-            n_seed = min(batch_size, max(1, math.ceil(self.params_["unseen_share"] * batch_size - 1e-9)))
+              and (n_seed := self._n_explore(y_labeled, n_classes, batch_size)) > 0):
             seed_idx = self._seed(X_pool, X_labeled, n_seed, rng)
             # exact copies of a seed row are left out too: the strategy part does not see the
             # seed, and a copy of an item already queued (duplicate images) is worth nothing
@@ -218,12 +249,19 @@ class Strategy:
         sel.indices = np.asarray(to_numpy(sel.indices), dtype=np.int64)
         if sel.scores is not None:
             sel.scores = np.asarray(to_numpy(sel.scores), dtype=np.float64)
-        _check_output(sel.indices, len(X_pool), batch_size, self.name)
-        sel.info.setdefault("seconds", time.perf_counter() - t0)
         return sel
 
+    def _n_explore(self, y_labeled, n_classes: int, batch_size: int) -> int:
+        """Picks spent on unseen classes this round (guards.unseen_share; rounded, at most the batch)."""
+        p = self.params_
+        share = unseen_share(p["unseen_rule"], p["unseen_share"], y_labeled, n_classes)
+        if p["unseen_rule"] == "fixed":  # the earlier rule: at least one pick while a class is missing
+            return min(batch_size, max(1, math.ceil(share * batch_size - 1e-9)))
+        return min(batch_size, int(math.floor(share * batch_size + 0.5)))
+
     # ----------------------------------------------------------------- hooks
-    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context) -> Selection:
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng,
+                context) -> Selection:
         raise NotImplementedError
 
     def _seed(self, X_pool, X_labeled, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -231,6 +269,10 @@ class Strategy:
         from ..seeding import kcenter_greedy, kmeans_pp  # noqa: PLC0415
 
         how = self.params_.get("cold_start", "kmeans++")
+        if how == "typiclust":
+            from ..typiclust import typiclust_select  # noqa: PLC0415
+
+            return typiclust_select(X_pool, k, X_labeled, rng)[0]
         if how == "random":
             return rng.choice(len(X_pool), size=k, replace=False)
         if how == "kcenter" or (X_labeled is not None and len(X_labeled) > 0):

@@ -18,7 +18,11 @@ per group (redrawn each round) breaks those ties, so low cluster ids are not fav
 
 Parameters: eps (a distance) or, easier to set, ``target_cluster_size`` (the tree is cut
 into round(N / size) clusters; used when eps is empty); k_m / b as ``km_ratio`` (public
-sources use 1.25 and 10).  The clustering covers ``context.X_all`` when given (the whole
+sources use 1.25 and 10).  Both default to values derived from the pool and the batch (the
+paper's regime is a pool far larger than the batch; with k_m = 10 b on a pool of a few
+thousand the candidates are most of the pool and the round-robin favours outliers):
+k_m = n_pool / 10 within [1.25 b, 10 b], clusters of about N / (10 b) points.  The clustering covers
+``context.X_all`` when given (the whole
 data set, so it does not change as the pool shrinks) and is cached in memory and, with
 ``context.cache_dir`` and ``context.embedding_version``, on disk; without ``X_all`` the pool
 itself is clustered (and memoised on a fingerprint of its rows).
@@ -65,6 +69,23 @@ def round_robin_order(groups: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return np.lexsort((key, counts[inv], rank))
 
 
+def candidate_count(km_ratio: float | None, n: int, b: int) -> int:
+    """k_m: ``km_ratio * b``, or (empty) n / 10 within [1.25 b, 10 b]; never more than the pool, never below b."""
+    k = km_ratio * b if km_ratio is not None else min(10 * b, max(1.25 * b, n / 10))
+    return int(min(n, max(b, math.ceil(k - 1e-9))))
+
+
+def cluster_size(target: float | None, N: int, b: int) -> float:
+    """Mean cluster size: ``target``, or (empty) N / (10 b) rounded to a power of two within [2, 32].
+
+    Rounding keeps the cut (and so the cached clustering) the same when b changes a little
+    between rounds (the audit share is drawn per round).
+    """
+    if target is not None:
+        return float(target)
+    return float(2.0 ** min(5, max(1, round(math.log2(max(N / (10 * b), 1.0))))))
+
+
 def _fingerprint(X: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((X.shape, X.dtype.str)).encode())
@@ -81,11 +102,15 @@ class ClusterMargin(Strategy):
     params = (
         Param("eps", "float", None, "Cut the average-linkage tree at this Euclidean distance (the paper's "
               "epsilon). Leave empty to cut by target_cluster_size instead.", min=1e-12, nullable=True),
-        Param("target_cluster_size", "float", 20.0, "Mean cluster size wanted: the tree is cut into "
-              "round(N / size) clusters (used when eps is empty). Above exact_max_n points at most n_coarse "
-              "clusters can be formed, so the mean size is then at least N / n_coarse.", min=1.0, max=1e7),
-        Param("km_ratio", "float", 10.0, "k_m / b: how many lowest-margin candidates per batch slot "
-              "(the paper's k_m; sources use 1.25 and 10).", min=1.0, max=1000.0),
+        Param("target_cluster_size", "float", None, "Mean cluster size wanted: the tree is cut into "
+              "round(N / size) clusters (used when eps is empty). Empty = from the data set and the batch: "
+              "N / (10 b) rounded to a power of two, within [2, 32] (about 10 b clusters). Above exact_max_n "
+              "points at most n_coarse clusters can be formed, so the mean size is then at least N / n_coarse.",
+              min=1.0, max=1e7, nullable=True),
+        Param("km_ratio", "float", None, "k_m / b: how many lowest-margin candidates per batch slot "
+              "(the paper's k_m; sources use 1.25 and 10). Empty = from the pool: k_m = n_pool / 10 "
+              "within [1.25 b, 10 b], so the candidates stay a small part of the pool.",
+              min=1.0, max=1000.0, nullable=True),
         Param("exact_max_n", "int", 10_000, "Largest set clustered with exact HAC (needs ~8 n^2 bytes); "
               "above it a k-means coarsening is clustered instead (40k needs ~13 GB).", min=2, max=40_000),
         Param("n_coarse", "int", 4096, "Number of k-means cells on the scalable path (K^2 * 8 bytes of "
@@ -95,16 +120,17 @@ class ClusterMargin(Strategy):
     )
 
     # ----------------------------------------------------------------- clustering (cached)
-    def _cut(self, N: int) -> dict[str, Any]:
+    def _cut(self, N: int, b: int = 1) -> dict[str, Any]:
         p = self.params_
         if p["eps"] is not None:
             return {"eps": float(p["eps"])}
-        return {"n_clusters": int(min(N, max(1, round(N / p["target_cluster_size"]))))}
+        return {"n_clusters": int(min(N, max(1, round(N / cluster_size(p["target_cluster_size"], N, b)))))}
 
-    def cluster_labels(self, X: np.ndarray, *, version: str | None, cache_dir: str | None, progress=None):
+    def cluster_labels(self, X: np.ndarray, *, version: str | None, cache_dir: str | None, progress=None,
+                       batch_size: int = 1):
         """Cluster labels (N,) of ``X`` and how they were obtained ("memory", "disk" or "computed")."""
         p = self.params_
-        cut = self._cut(X.shape[0])
+        cut = self._cut(X.shape[0], batch_size)
         conf = {**cut, "exact_max_n": p["exact_max_n"], "n_coarse": p["n_coarse"], "seed": p["cluster_seed"],
                 "N": X.shape[0], "d": X.shape[1], "v": 1}
         conf_key = hashlib.blake2b(json.dumps(conf, sort_keys=True).encode(), digest_size=8).hexdigest()
@@ -127,7 +153,7 @@ class ClusterMargin(Strategy):
             random_state=p["cluster_seed"], progress=progress,
         )
         lab = lab.astype(np.int32 if lab.max() < 2**31 else np.int64)
-        if path is not None:
+        if path is not None and cache_dir:
             os.makedirs(cache_dir, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp.npy"
             np.save(tmp, lab)
@@ -163,12 +189,13 @@ class ClusterMargin(Strategy):
             X_all = np.asarray(to_numpy(X_pool))
             pool_rows = np.arange(X_pool.shape[0])
         labels, cinfo = self.cluster_labels(X_all, version=context.embedding_version,
-                                            cache_dir=context.cache_dir, progress=context.progress)
+                                            cache_dir=context.cache_dir, progress=context.progress,
+                                            batch_size=batch_size)
         t1 = time.perf_counter()
 
         s = np.asarray(to_numpy(margin_scores(probs_pool)))  # 1 - margin: largest = smallest margin
         n = s.shape[0]
-        k_m = int(min(n, max(batch_size, math.ceil(self.params_["km_ratio"] * batch_size))))
+        k_m = candidate_count(self.params_["km_ratio"], n, batch_size)
         cand = top_b(s, k_m)
         groups = labels[pool_rows[cand]]
         order = round_robin_order(groups, rng)

@@ -7,6 +7,8 @@ was chosen (the covering radius it closes), largest first by construction.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..seeding import _sq_dist_fn, d2_seeding, min_sq_dist_to_set
 from .base import Selection, Strategy, register
@@ -25,7 +27,7 @@ class CoreSet(Strategy):
         init = None
         if X_labeled is not None and len(X_labeled) > 0:
             init = min_sq_dist_to_set(X, xp.asarray(X_labeled, dtype=X.dtype))
-        picked_d = []
+        picked_d: list[float] = []
         idx = d2_seeding(X.shape[0], batch_size, _sq_dist_fn(xp, X), rng, xp=xp, greedy=True,
                          init_min=init, picked_dist=picked_d)
-        return Selection(idx, picked_d if init is not None else None, {})
+        return Selection(idx, np.asarray(picked_d) if init is not None else None, {})

@@ -55,7 +55,9 @@ def _problem(params, context, X_pool, probs_pool, X_labeled, probs_labeled, dtyp
         warnings.warn(f"FIRAL got X_labeled ({len(X_labeled)} rows) without probs_labeled: the labeled "
                       "Fisher H_o is left out of Sigma_z; pass probs_labeled (the head's probabilities "
                       "at the labeled points) to select as the paper does", stacklevel=4)
-    move = (lambda a: None if a is None else backend.asarray(a, dev))
+    def move(a):
+        return None if a is None else backend.asarray(a, dev)
+
     prob = make_problem(move(X_pool), move(probs_pool), move(X_labeled), move(probs_labeled),
                         lam=lam, intercept=params["intercept"], dtype=dtype)
     return prob, {"lam": lam, "lam_source": lam_source, "device": dev, "dtype": dtype,

@@ -95,7 +95,8 @@ class PowerSampling(_Stochastic):
 class SoftmaxSampling(_Stochastic):
     name = "softmax"
     kind = "softmax"
-    description = "Sample b without replacement with probability proportional to exp(beta * score) (Kirsch et al. 2023)."
+    description = ("Sample b without replacement with probability proportional to exp(beta * score) "
+                   "(Kirsch et al. 2023).")
 
 
 @register

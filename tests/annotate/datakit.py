@@ -6,7 +6,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from django.contrib.auth import get_user_model
 from PIL import Image
+
+from annotate.models import Annotation, Item, Project
+from annotate.services.roles import membership_set
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tiff": "TIFF"}
 
@@ -49,29 +53,21 @@ def class_tree(n_per_class: int = 3, classes=("cat", "dog"), start_seed: int = 0
 
 
 def make_user(username: str, **kw):
-    from django.contrib.auth import get_user_model
-
     User = get_user_model()
     user = User.objects.create_user(username=username, password="pw-" + username, **kw)
     return user
 
 
 def make_project(name: str = "p", classes=("cat", "dog"), **kw):
-    from annotate.models import Project
-
     return Project.objects.create(name=name, classes=list(classes), **kw)
 
 
 def add_member(project, user, role: str):
-    from annotate.services.roles import membership_set
-
     return membership_set(project=project, user=user, role=role)
 
 
 def db_snapshot(project) -> dict:
     """Everything an import may touch, to compare before/after a rejected import."""
-    from annotate.models import Annotation, Item, Project
-
     p = Project.objects.get(pk=project.pk)
     return {
         "items": sorted(Item.objects.filter(project=p).values_list("checksum", "row", "ground_truth", "file")),

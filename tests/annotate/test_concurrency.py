@@ -39,7 +39,7 @@ def test_eight_threads_leasing_at_once_never_get_the_same_item(make_user, make_p
     need(db_is_postgres(), "the test database is not PostgreSQL: run with DATABASE_URL=postgres://... "
                            "(.ci/run does)")
     project, users = _setup(make_user, make_project, make_round, batch=40)
-    for attempt in range(3):
+    for _attempt in range(3):
         QueueEntry.objects.update(state="pending", leased_by=None, leased_at=None, lease_expires_at=None)
         got = lease_all_at_once(project, users, n=6)  # 48 wanted, 40 there
         flat = [pk for ids in got for pk in ids]

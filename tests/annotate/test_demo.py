@@ -2,6 +2,7 @@
 import io
 
 import numpy as np
+from selection import DEFAULT_PARAMS, DEFAULT_STRATEGY
 import pytest
 from django.core.management import call_command
 from PIL import Image
@@ -55,6 +56,9 @@ def test_the_demo_builds_the_digits_project_once(settings):
     # the first round (cold start) filled the queue
     rnd = Round.objects.get(project=project)
     assert rnd.status == "done" and rnd.entries.count() == project.batch_size
+    # a new project starts on the library's default; the round says which strategy 'auto' used
+    assert project.strategy == DEFAULT_STRATEGY == "auto" and project.strategy_params == DEFAULT_PARAMS
+    assert rnd.metrics["sub_strategy"] == "typiclust" and rnd.strategy_used == "auto → typiclust"
     before = snapshot(project)
     assert "nothing changed" in run("loupe_demo", "--limit", "60", "--size", "64")
     assert snapshot(project) == before

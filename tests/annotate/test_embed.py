@@ -70,7 +70,8 @@ def test_torch_extractor_through_the_job(project, tmp_path, monkeypatch):
     assert (project.extractor, project.embedding_dim) == ("torch", 12)
     E = storage.load_embeddings(project)
     first = Item.objects.filter(project=project).order_by("pk").first()
-    img = np.asarray(Image.open(storage.media_path(first.file)).convert("RGB").resize((8, 8), Image.Resampling.BILINEAR),
+    img = np.asarray(Image.open(storage.media_path(first.file)).convert("RGB")
+                     .resize((8, 8), Image.Resampling.BILINEAR),
                      dtype=np.float64) / 255.0
     ref = img.reshape(2, 4, 2, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1).reshape(-1)  # 4x4 average pools
     np.testing.assert_allclose(E[first.row], ref, rtol=1e-5, atol=1e-5)

@@ -13,7 +13,8 @@ from datakit import class_tree, image_bytes, make_project, make_user, write_tree
 
 from annotate import storage
 from annotate.models import Annotation, Item, Job, Round
-from annotate.services.exports import FORMATS, LS_LOCAL_PREFIX, export_chunks, export_execute, export_request, export_write
+from annotate.services.exports import (FORMATS, LS_LOCAL_PREFIX, export_chunks, export_execute, export_request,
+                                       export_write)
 from annotate.services.imports import ImportOptions, import_images
 from annotate.services.review import annotation_correct
 
@@ -172,7 +173,8 @@ def test_round_trip_import_label_export_import_elsewhere(media, tmp_path, fmt):
     for k, item in enumerate(Item.objects.filter(project=first).order_by("pk")):
         if k == 5:
             continue  # one stays unlabeled
-        label = item.original_name.split("/")[0] if k % 2 else ("dog" if item.original_name.startswith("cat") else "cat")
+        wrong = "dog" if item.original_name.startswith("cat") else "cat"
+        label = item.original_name.split("/")[0] if k % 2 else wrong
         Annotation.objects.create(item=item, annotator=labeler, label=label)
         truth[item.checksum] = label
     out = _export(first, fmt, tmp_path)

@@ -123,7 +123,7 @@ def test_a_label_that_empties_the_queue_starts_a_round_and_the_response_shows_it
     project, user, _other, client = labeling
     from annotate.tasks import rounds as task_module
 
-    monkeypatch.setattr(task_module.round_run, "delay", lambda round_id: None)
+    monkeypatch.setattr(task_module.round_run, "apply_async", lambda args, **kw: None)
     base = f"/api/projects/{project.pk}/"
     pending = QueueEntry.objects.filter(project=project, state="pending").count()
     items = post(client, base + "lease", {"n": pending - 2}).json()["items"]  # 2 pending left, threshold 3

@@ -254,7 +254,8 @@ def test_embedding_dimension_must_match_the_project(media, tmp_path):
     np.save(tmp_path / "e5.npy", np.ones((1, 5), np.float32))
     before = db_snapshot(project)
     with pytest.raises(ImportRejected, match="embeddings have 5 columns but the project's embeddings have 4"):
-        run(project, source=str(write_tree(tmp_path / "b", {"b.png": image_bytes(2)})), embeddings=str(tmp_path / "e5.npy"))
+        run(project, source=str(write_tree(tmp_path / "b", {"b.png": image_bytes(2)})),
+            embeddings=str(tmp_path / "e5.npy"))
     assert db_snapshot(project) == before
 
 
@@ -292,7 +293,8 @@ def test_import_job_records_progress_result_and_queues_embedding(media, tmp_path
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         job = import_execute(job_id=str(job.pk))
     assert job.status == Job.Status.DONE and job.result["imported"] == 1
-    assert job.result["skipped"] == [{"name": "b.txt", "reason": "not an image file (allowed: jpg, png, webp, bmp, tiff)"}]
+    reason = "not an image file (allowed: jpg, png, webp, bmp, tiff)"
+    assert job.result["skipped"] == [{"name": "b.txt", "reason": reason}]
     emb = Job.objects.get(pk=job.result["embedding_job"])
     assert emb.kind == Job.Kind.EMBED and emb.params["extractor"] == "pixels" and len(callbacks) == 1
     assert pushed[0][0] == Job.Status.RUNNING and pushed[-1] == (Job.Status.DONE, 1.0)
@@ -378,7 +380,8 @@ def test_import_stands_when_the_embedding_job_cannot_be_queued(media, tmp_path, 
     monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
     project = make_project(extractor="torch")  # no model file uploaded yet
-    job = import_request(project=project, options={"source": str(write_tree(tmp_path / "s", {"a.png": image_bytes(1)}))})
+    source = str(write_tree(tmp_path / "s", {"a.png": image_bytes(1)}))
+    job = import_request(project=project, options={"source": source})
     job = import_execute(job_id=str(job.pk))
     assert job.status == Job.Status.DONE and job.result["imported"] == 1
     assert "embeddings not computed: extractor 'torch' needs a model file" in job.message

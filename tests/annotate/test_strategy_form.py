@@ -7,7 +7,7 @@ from django.test import Client
 
 from annotate.forms import build_project_form, field_name
 from annotate.models import Project
-from selection import Param, Selection, Strategy, strategy_names
+from selection import DEFAULT_PARAMS, DEFAULT_STRATEGY, Param, Selection, Strategy, strategy_names
 from selection.strategies import base
 
 pytestmark = pytest.mark.django_db
@@ -72,7 +72,7 @@ def test_out_of_range_parameters_are_rejected(fake, param, value, message):
     assert not form.is_valid()
     errors = " ".join(form.errors.get(field_name("sp", "test_fake", param), []))
     assert message in errors or message.replace("not one of", "Select a valid choice") in errors, form.errors
-    assert Project.objects.get(pk=project.pk).strategy == "margin"  # unchanged
+    assert Project.objects.get(pk=project.pk).strategy == DEFAULT_STRATEGY  # unchanged
 
 
 def test_valid_parameters_are_saved_and_other_strategies_are_ignored(fake):
@@ -89,7 +89,7 @@ def test_valid_parameters_are_saved_and_other_strategies_are_ignored(fake):
     project.refresh_from_db()
     assert project.strategy == "test_fake"
     assert project.strategy_params == {"k": 10, "beta": 0.0, "mode": "softmax", "eps": 0.5, "greedy": True,
-                                       "cold_start": "kmeans++", "unseen_share": 0.5}
+                                       "cold_start": "kmeans++", "unseen_share": 0.5, "unseen_rule": "good_turing"}
     assert project.classes == ["cat", "dog"]
 
 
@@ -163,3 +163,32 @@ def test_round_history_inline_shows_the_latest_rounds_with_their_details(setting
     assert "round history" in page.lower() and "out of memory on the GPU" in page
     assert "train 0.25, select 0.50" in page and "train_accuracy 0.875" in page and "kcenter" in page
     assert "round 60 (failed)" in page and "round 11 (done)" in page and "round 10 (done)" not in page
+
+
+def test_a_new_project_starts_on_the_library_default_in_the_model_and_the_add_form(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    assert DEFAULT_STRATEGY == "auto" and DEFAULT_STRATEGY in strategy_names()
+    project = make_project()
+    assert project.strategy == DEFAULT_STRATEGY and project.strategy_params == DEFAULT_PARAMS
+    admin = make_user("root3", is_superuser=True, is_staff=True)
+    c = Client()
+    c.force_login(admin)
+    page = c.get("/admin/annotate/project/add/").content.decode()
+    selected = [chunk.split('"')[0] for chunk in page.split('<option value="')[1:] if 'selected' in chunk.split(">")[0]]
+    assert DEFAULT_STRATEGY in selected and "badge" not in selected
+
+
+def test_round_history_names_the_strategy_auto_used(settings, tmp_path):
+    from annotate.models import Round
+
+    settings.MEDIA_ROOT = tmp_path
+    admin = make_user("root4", is_superuser=True, is_staff=True)
+    project = make_project()
+    Round.objects.create(project=project, number=1, status="done", strategy="auto",
+                         metrics={"sub_strategy": "typiclust"})
+    Round.objects.create(project=project, number=2, status="done", strategy="auto", metrics={"sub_strategy": "firal"})
+    c = Client()
+    c.force_login(admin)
+    page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
+    assert "auto → typiclust" in page and "auto → firal" in page
+    assert "auto → firal" in c.get("/admin/annotate/round/").content.decode()

@@ -35,7 +35,8 @@ def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
     srv = start_server(demo=dict(limit=150, batch_size=10, refill_threshold=3))
     srv.manage("shell", "-c", "from annotate.models import Project; Project.objects.update(audit_rate=1.0)")
     truth = json.loads(srv.manage("shell", "--no-imports", "-c", "import json; from annotate.models import Item; "
-                                  "print(json.dumps({i: g for i, g in Item.objects.values_list('id', 'ground_truth')}))"))
+                                  "print(json.dumps({i: g for i, g in "
+                                  "Item.objects.values_list('id', 'ground_truth')}))"))
     token = srv.token("admin")
 
     def label_round(n: int) -> int:

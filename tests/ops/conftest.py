@@ -10,9 +10,9 @@ import pytest
 @pytest.fixture
 def add_member(db):
     """``add_member(project, username, role)`` -> the user (created if new) with that role in the project."""
-    from django.contrib.auth import get_user_model
+    from django.contrib.auth import get_user_model  # noqa: PLC0415
 
-    from annotate.models import Membership
+    from annotate.models import Membership  # noqa: PLC0415
 
     def add(project, username: str, role: str = "annotator"):
         user, _ = get_user_model().objects.get_or_create(username=username)

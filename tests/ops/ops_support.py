@@ -27,11 +27,14 @@ AMQP_URL = os.environ.get("LOUPE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0
 
 
 def redis_db_url() -> str:
-    """A Redis URL on a database index drawn at random (1-15), so that two test sessions running at
-    once on one machine rarely share a broker queue (a worker of one would take the other's tasks)."""
-    import secrets  # noqa: PLC0415
+    """This session's own Redis database (tests/support.py: claimed in LOUPE_TEST_REDIS_DBS, never shared
+    with another session, so no worker of another run takes these tasks).  Not emptied here: a module
+    may call this at import time; tests that need it empty use the ``redis_url`` fixture or purge."""
+    from tests.support import redis_available, redis_test_db_range, redis_test_url  # noqa: PLC0415
 
-    return f"{REDIS_URL}/{secrets.randbelow(15) + 1}"
+    if not redis_available()[0]:
+        return f"{REDIS_URL}/{redis_test_db_range().start}"  # the tests that use it skip (need_service)
+    return redis_test_url(flush=False)
 
 
 def reachable(host: str, port: int) -> bool:

@@ -277,7 +277,8 @@ def test_all_requirements_are_pinned():
             line = line.split("#", 1)[0].strip()
             if not line or line.startswith("-r "):
                 continue
-            assert re.match(r"^[A-Za-z0-9_.\-]+(\[[A-Za-z0-9_,\-]+\])?==[0-9][^\s]*$", line), f"{name}: {line!r} is not pinned"
+            pinned = re.match(r"^[A-Za-z0-9_.\-]+(\[[A-Za-z0-9_,\-]+\])?==[0-9][^\s]*$", line)
+            assert pinned, f"{name}: {line!r} is not pinned"
 
 
 def test_build_check_script_passes_here(tmp_path):
@@ -292,7 +293,8 @@ def test_build_check_script_passes_here(tmp_path):
         PYTHON=PY,
         PATH=f"{Path(PY).parent}{os.pathsep}{env.get('PATH', '')}",
     )
-    out = subprocess.run(["sh", str(DOCKER / "build-check.sh")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    out = subprocess.run(["sh", str(DOCKER / "build-check.sh")], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "build-check: ok" in out.stdout
     assert any((tmp_path / "static").rglob("*")), "collectstatic wrote nothing"
@@ -328,7 +330,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     status = 200
     seen_proto: list[str] = []
 
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         self.seen_proto.append(self.headers.get("X-Forwarded-Proto", ""))
         self.send_response(self.status)
         self.end_headers()
@@ -359,7 +361,8 @@ def test_web_health_check_fails_when_nothing_listens():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = subprocess.run([PY, str(DOCKER / "healthcheck.py"), f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([PY, str(DOCKER / "healthcheck.py"), f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "unreachable" in out.stdout
 
 

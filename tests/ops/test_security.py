@@ -233,7 +233,8 @@ def test_rule4_websocket_needs_session_membership_and_same_origin(make_project, 
     other, other_code = asyncio.run(_ws_connect(path, [origin, (b"cookie", _session_cookie(outsider))]))
     assert other is False and other_code == 4404
     # Cross-site WebSocket hijacking: the member's cookie sent from a foreign page is refused.
-    evil, _ = asyncio.run(_ws_connect(path, [(b"origin", b"https://evil.example"), (b"cookie", _session_cookie(member))]))
+    headers = [(b"origin", b"https://evil.example"), (b"cookie", _session_cookie(member))]
+    evil, _ = asyncio.run(_ws_connect(path, headers))
     assert evil is False
 
 

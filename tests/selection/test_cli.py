@@ -19,7 +19,8 @@ def test_parse_strategies_with_overrides():
     assert [s.label for s in specs] == ["random", "cluster_margin(km_ratio=1.25,target_cluster_size=5)", "margin",
                                         "power(beta=2,score=margin)"]
     assert specs[1].params["km_ratio"] == 1.25 and specs[1].params["target_cluster_size"] == 5.0
-    assert specs[3].params == {"beta": 2.0, "score": "margin", "cold_start": "kmeans++", "unseen_share": 0.5}
+    assert specs[3].params == {"beta": 2.0, "score": "margin", "cold_start": "kmeans++", "unseen_share": 0.5,
+                               "unseen_rule": "good_turing"}
     with pytest.raises(ValueError, match="unknown strategy"):
         simulate.parse_strategies("random,nope")
     with pytest.raises(ValueError, match="km_ratio"):

@@ -175,3 +175,16 @@ def test_count_finer_than_the_cells_returns_the_cells():
     lab, info = average_linkage_clusters(X, n_clusters=500, exact_max_n=100, n_coarse=100)
     assert info["resolution_capped"] and info["n_clusters_requested"] == 500
     assert info["n_clusters"] == info["n_cells"] == lab.max() + 1
+
+
+def test_default_candidates_and_clusters_follow_pool_and_batch():
+    from selection.strategies.cluster_margin import candidate_count, cluster_size
+
+    assert candidate_count(None, 1250, 50) == 125  # a tenth of the pool
+    assert candidate_count(None, 7700, 50) == 500  # at most 10 b
+    assert candidate_count(None, 300, 50) == 63  # at least 1.25 b
+    assert candidate_count(None, 40, 40) == 40 and candidate_count(10.0, 1250, 50) == 500
+    assert cluster_size(None, 1258, 50) == 2.0 and cluster_size(None, 7694, 50) == 16.0
+    assert cluster_size(None, 10**6, 50) == 32.0 and cluster_size(7.0, 10, 1) == 7.0
+    # the audit share moves b a little: the cut (and the cached clustering) stays the same
+    assert cluster_size(None, 7694, 45) == cluster_size(None, 7694, 50)

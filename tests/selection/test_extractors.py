@@ -90,14 +90,16 @@ def test_torchscript_model_output_equals_hand_computation(tmp_path):
     imgs, arrs = _images(10, size=4, seed=3)
     seen = []
     X = make_extractor("torch", {"path": str(path), "size": 4, "batch": 3, "normalize": "centered",
-                                 "device": "cpu"}).extract(lambda i: imgs[i], 10, progress=lambda f, m: seen.append(f))
+                                 "device": "cpu"}).extract(lambda i: imgs[i], 10,
+                                                           progress=lambda f, m: seen.append((f, m)))
     # Independent reference: NCHW input in [-1, 1], then W x + b by hand.
     x = (arrs.astype(np.float64) / 255.0 - 0.5) / 0.5
     x = x.transpose(0, 3, 1, 2).reshape(10, -1)
     W = lin[1].weight.detach().numpy().astype(np.float64)
     b = lin[1].bias.detach().numpy().astype(np.float64)
     np.testing.assert_allclose(X, x @ W.T + b, rtol=1e-4, atol=1e-4)
-    assert len(seen) == 4 and seen[-1] == 1.0  # ceil(10 / 3) batches
+    assert sum(m.startswith("embedded") for _, m in seen) == 4  # ceil(10 / 3) batches
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1][0] == 1.0
 
 
 def test_torch_bad_model_file_is_a_clear_error(tmp_path):

@@ -48,8 +48,8 @@ def test_gamma_factor_squares_to_gamma():
     rng = np.random.default_rng(3)
     P = rng.dirichlet(np.ones(5), size=4)
     Q, qc = P[:, :4], P[:, 4]
-    I = np.broadcast_to(np.eye(4), (4, 4, 4)).copy()  # L_i applied to the unit vectors
-    L = gamma_sqrt_apply(Q, qc, I).transpose(0, 2, 1)
+    eye = np.broadcast_to(np.eye(4), (4, 4, 4)).copy()  # L_i applied to the unit vectors
+    L = gamma_sqrt_apply(Q, qc, eye).transpose(0, 2, 1)
     for i in range(4):
         np.testing.assert_allclose(L[i] @ L[i].T, np.diag(Q[i]) - np.outer(Q[i], Q[i]), atol=1e-12)
 

@@ -93,8 +93,8 @@ def test_cold_start_without_labels_or_model(name):
 def test_unseen_classes_spend_half_the_batch_on_exploration(name):
     X, P, XL, PL, yL = _problem()
     yL = np.zeros_like(yL)  # only class 0 seen out of 4
-    sel = make_strategy(name, {}).select(X, P, X_labeled=XL, probs_labeled=PL, y_labeled=yL,
-                                         batch_size=10, random_state=0)
+    sel = make_strategy(name, {"unseen_rule": "fixed"}).select(X, P, X_labeled=XL, probs_labeled=PL, y_labeled=yL,
+                                                               batch_size=10, random_state=0)
     assert sel.info["cold_start"] == "partial" and sel.info["n_seed"] == 5
     assert len(np.unique(sel.indices)) == 10
 
@@ -135,7 +135,7 @@ def test_unseen_share_sets_the_exploration_and_zero_runs_the_bare_strategy(name)
     X, P, XL, PL, yL = _problem()
     yL = np.zeros_like(yL)  # only class 0 seen out of 4
     kw = dict(X_labeled=XL, probs_labeled=PL, y_labeled=yL, batch_size=10, random_state=3)
-    sel = make_strategy(name, {"unseen_share": 0.2}).select(X, P, **kw)
+    sel = make_strategy(name, {"unseen_share": 0.2, "unseen_rule": "fixed"}).select(X, P, **kw)
     assert sel.info["cold_start"] == "partial" and sel.info["n_seed"] == 2
     bare = make_strategy(name, {"unseen_share": 0.0}).select(X, P, **kw)
     assert "cold_start" not in bare.info
@@ -159,6 +159,7 @@ def test_exploration_share_and_strategy_share_never_pick_copies_of_each_other(na
         seeded = key[sel.indices[:sel.info["n_seed"]]]
         rest = key[sel.indices[sel.info["n_seed"]:]]
         assert not set(seeded) & set(rest)
+        assert len(set(key[sel.indices])) == 12  # no two picks on the same embedding at all
     # a pool of copies of one row still yields a batch
     sel = make_strategy(name, {}).select(np.repeat(base[:1], 8, axis=0), np.repeat(P[:1], 8, axis=0),
                                          X_labeled=base[1:3], y_labeled=np.array([0, 1]), batch_size=5,

@@ -82,6 +82,11 @@ class Command(BaseCommand):
         else:
             mode = f"external worker via {settings.CELERY_BROKER_URL.split('://')[0]}"
         layer = settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
+        # Rounds and jobs whose worker is gone are re-run or failed from here too (the web process
+        # outlives workers; annotate/services/liveness.py).
+        from annotate.services.liveness import start_sweeper  # noqa: PLC0415
+
+        start_sweeper()
 
         def record_loop() -> None:
             realtime.set_server_loop(asyncio.get_event_loop())

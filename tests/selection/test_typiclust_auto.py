@@ -1,0 +1,129 @@
+"""TypiClust (typicality over k-means clusters), the Good–Turing exploration share, the copy guard and ``auto``."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from selection import DEFAULT_PARAMS, DEFAULT_STRATEGY, make_strategy, strategy_names
+from selection.strategies.guards import distinct_rows, good_turing_missing_mass, unseen_share
+from selection.typiclust import typicality, typiclust_select
+
+
+def _blobs(sizes=(60, 35, 15), d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(d)[: len(sizes)] * 50
+    X = np.concatenate([c + rng.normal(size=(s, d)) for c, s in zip(centres, sizes)]).astype(np.float32)
+    return X, np.repeat(np.arange(len(sizes)), sizes)
+
+
+def _typicality_reference(X, k):
+    D = cdist(X, X)
+    np.fill_diagonal(D, np.inf)
+    k = min(k, len(X) - 1)  # a small cluster: all its other points
+    return 1.0 / np.sort(D, axis=1)[:, :k].mean(axis=1)
+
+
+def test_typicality_is_the_inverse_mean_knn_distance():
+    X = np.random.default_rng(1).normal(size=(40, 3))
+    np.testing.assert_allclose(typicality(X, 5), _typicality_reference(X, 5), rtol=1e-10)
+    np.testing.assert_allclose(typicality(X[:3], 20), _typicality_reference(X[:3], 20), rtol=1e-10)
+
+
+def test_picks_the_most_typical_point_of_each_blob_largest_first():
+    X, y = _blobs()
+    idx, typ = typiclust_select(X, 3, rng=0)
+    assert y[idx].tolist() == [0, 1, 2]  # largest uncovered cluster first
+    for i, k in zip(idx, range(3)):
+        rows = np.flatnonzero(y == k)
+        ref = _typicality_reference(X[rows], 20)
+        assert i == rows[ref.argmax()]
+    np.testing.assert_allclose(typ, [_typicality_reference(X[y == k], 20).max() for k in range(3)])
+
+
+def test_covered_clusters_come_last():
+    X, y = _blobs()
+    idx, _ = typiclust_select(X[y != 0], 2, X_labeled=X[y == 0][:1], rng=0)
+    assert sorted(y[y != 0][idx].tolist()) == [1, 2]  # the labeled blob is covered, the others are not
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_typiclust_strategy_unique_reproducible_with_and_without_labels(seed):
+    X, y = _blobs((80, 50, 30, 5), seed=seed)
+    s = make_strategy("typiclust", {})
+    a = s.select(X, None, batch_size=12, random_state=seed)
+    b = s.select(X, None, batch_size=12, random_state=seed)
+    assert len(np.unique(a.indices)) == 12 and a.indices.tolist() == b.indices.tolist()
+    c = s.select(X[10:], None, X_labeled=X[:10], y_labeled=y[:10], batch_size=20, random_state=seed)
+    assert len(np.unique(c.indices)) == 20 and c.indices.max() < len(X) - 10
+
+
+def test_typiclust_is_a_cold_start_choice():
+    X, y = _blobs()
+    sel = make_strategy("margin", {"cold_start": "typiclust"}).select(X, None, batch_size=3, random_state=0)
+    assert sel.info["cold_start"] == "all" and sorted(y[sel.indices].tolist()) == [0, 1, 2]
+
+
+def test_good_turing_missing_mass_and_share():
+    assert good_turing_missing_mass([0, 0, 1, 2, 2, 3]) == pytest.approx(2 / 6)  # classes 1 and 3 seen once
+    assert unseen_share("good_turing", 0.5, [0, 0, 1, 2, 2, 3], 5) == pytest.approx(2 / 6)
+    assert unseen_share("good_turing", 0.2, [0, 1], 5) == 0.2  # capped
+    assert unseen_share("good_turing", 0.5, [0, 0, 1, 1], 5) == 0.0  # no singletons: no evidence of more
+    assert unseen_share("good_turing", 0.5, [0, 1, 2], 3) == 0.0  # every class seen
+    assert unseen_share("fixed", 0.5, [0, 0, 1, 1], 5) == 0.5
+
+
+def test_margin_spends_the_good_turing_share_of_the_batch():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    P = rng.dirichlet(np.ones(6), size=200)
+    yL = np.array([0, 0, 0, 1, 2, 2, 3, 3, 3, 3])  # one singleton of 10 labels: M0 = 0.1
+    sel = make_strategy("margin", {}).select(X, P, X_labeled=rng.normal(size=(10, 5)), y_labeled=yL,
+                                             batch_size=20, random_state=0)
+    assert sel.info["n_seed"] == 2
+
+
+def test_distinct_rows_against_brute_force():
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 3, size=(25, 4)).astype(np.float32)  # few distinct values: many equal rows
+    X = base[rng.integers(0, 25, size=300)]
+    keep = distinct_rows(X)
+    first = {}
+    for i, row in enumerate(map(bytes, X)):
+        first.setdefault(row, i)
+    np.testing.assert_array_equal(keep, sorted(first.values()))
+    assert distinct_rows(np.arange(12.0).reshape(6, 2)) is None
+
+
+@pytest.mark.parametrize("name", [n for n in strategy_names() if n not in ("random", "firal_exact")])
+def test_no_strategy_spends_two_picks_on_identical_rows(name):
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(40, 6)).astype(np.float32)
+    key = rng.integers(0, 40, size=400)
+    X = base[key]
+    Z = rng.normal(size=(40, 4)) * 3
+    P = (np.exp(Z) / np.exp(Z).sum(1, keepdims=True))[key]
+    XL, yL = rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 4  # 10 per class: auto's later stage
+    sel = make_strategy(name, {}).select(X, P, X_labeled=XL, probs_labeled=np.full((40, 4), 0.25), y_labeled=yL,
+                                         batch_size=15, random_state=0)
+    assert len(set(key[sel.indices].tolist())) == 15
+
+
+def test_auto_is_the_default_and_switches_by_labels_per_class():
+    assert DEFAULT_STRATEGY == "auto" and DEFAULT_PARAMS == {}
+    s = make_strategy(DEFAULT_STRATEGY, DEFAULT_PARAMS)
+    X, y = _blobs((100, 100, 100))
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(3), size=270)
+    thr = s.params_["switch_per_class"]
+    few, many = int(thr * 3) - 1, int(thr * 3)
+    kw = dict(batch_size=10, random_state=0)
+    cold = s.select(X, None, **kw)
+    assert cold.info["sub_strategy"] == "typiclust"
+    low = s.select(X[30:], P[:270], X_labeled=X[:few], probs_labeled=P[:few], y_labeled=y[:few], **kw)
+    assert low.info["sub_strategy"] == "typiclust"
+    high = s.select(X[30:], P[:270], X_labeled=X[:many], probs_labeled=P[:many], y_labeled=y[:many], **kw)
+    assert high.info["sub_strategy"] == s.params_["then"]
+    ref = make_strategy(s.params_["then"], {}).select(X[30:], P[:270], X_labeled=X[:many], probs_labeled=P[:many],
+                                                       y_labeled=y[:many], **kw)
+    assert high.indices.tolist() == ref.indices.tolist()
