@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0002_api_token'),
+        ('annotate', '0004_project_default_strategy_auto'),
     ]
 
     operations = [
