@@ -101,6 +101,18 @@ def test_project_admin_cannot_point_hf_at_a_server_folder(world, tmp_path):
     project, admin, _, _ = world
     with pytest.raises(ExtractorNotAllowed, match="folder on the server"):
         embedding_request(project=project, user=admin, extractor="hf", params={"model": str(tmp_path)})
+    c = Client()
+    c.force_login(admin)
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
+        project, extractor="hf", **{field_name("ep", "hf", "model"): str(tmp_path)}))
+    assert r.status_code == 200 and "only a superuser may point" in r.content.decode()
+    project.refresh_from_db()
+    assert project.extractor == "pixels"
+    # A folder a superuser chose may be re-run by the project admin (an import re-embeds): it runs no code.
+    project.extractor, project.extractor_params = "hf", {"model": str(tmp_path)}
+    project.save()
+    job = embedding_request(project=project, user=admin)
+    assert job.params["params"]["model"] == str(tmp_path)
 
 
 def test_superuser_sees_the_runs_code_warning(world):
