@@ -82,6 +82,20 @@ def test_project_admin_cannot_upload_a_torchscript_model(world):
     assert not (storage.project_dir(project) / "extractors").exists()
 
 
+def test_project_configure_refuses_torchscript_for_a_project_admin_before_saving(world):
+    """The rule lives in the service too (scripts call it without the admin form)."""
+    from annotate.services.projects import project_configure
+
+    project, admin, evil, _ = world
+    project.extractor, project.extractor_params = "torch", {"size": 8}
+    with pytest.raises(ExtractorNotAllowed, match="runs code"):
+        project_configure(project=project, user=admin, previous=("pixels", {}),
+                          uploads={"path": SimpleUploadedFile("model.pt", evil.read_bytes())})
+    project.refresh_from_db()
+    assert project.extractor == "pixels"
+    assert not (storage.project_dir(project) / "extractors").exists()
+
+
 def test_project_admin_cannot_run_a_torchscript_model(world):
     project, admin, evil, _ = world
     with pytest.raises(ExtractorNotAllowed, match="runs code"):
