@@ -12,19 +12,19 @@ import functools
 import json
 from typing import Any, Callable
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import DataError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from . import selectors
+from . import selectors, throttle
 from .payloads import annotation_payload, entry_payload
 from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo
 from .services.errors import ServiceError
 from .services.queue import queue_lease, queue_release
-from .services.rounds import round_maybe_request
 from .services.tokens import parse_authorization, token_user
 
 DEFAULT_LEASE = 6
@@ -41,8 +41,14 @@ def authenticate(request: HttpRequest):
         key = parse_authorization(header)
         if key is None:
             return error("unsupported Authorization header; use 'Authorization: Token <key>'", 401)
+        where = [f"ip:{throttle.client_address(request)}"]
+        if throttle.blocked("token", where):
+            resp = error("too many failed token attempts from this address; try again later", 429)
+            resp["Retry-After"] = str(settings.LOUPE_AUTH_WINDOW_SECONDS)
+            return resp
         user = token_user(key=key)
         if user is None:
+            throttle.record_failure("token", where)
             return error("invalid or revoked API token", 401)
         request.user = user
         request.loupe_token_auth = True
@@ -170,9 +176,6 @@ def lease(request, project_id: int):
     project = project_for(user=request.user, project_id=project_id)
     data = _fields(request.json, {"n"})
     entries = queue_lease(project=project, user=request.user, n=data.get("n", DEFAULT_LEASE))
-    if len(entries) < data.get("n", DEFAULT_LEASE):
-        # Running dry: make sure a round is on its way (the refill policy decides).
-        round_maybe_request(project=project)
     return JsonResponse({
         "items": [entry_payload(e) for e in entries],
         "progress": selectors.project_progress(project=project, user=request.user),
@@ -185,15 +188,12 @@ def _submit(request, project_id: int, *, skip: bool):
     data = _fields(request.json, allowed, {"item_id"} | (set() if skip else {"label"}))
     res = annotation_submit(project=project, user=request.user, item_id=data["item_id"], label=data.get("label"),
                             skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0))
-    # The hot path (docs/bench-load.md): one query for the counts and one for the current round;
-    # both feed the refill policy (the round holds the pace) and the response.
-    counts = selectors.progress_counts(project=project, user=request.user)
-    current = selectors.current_round(project=project)
-    started = round_maybe_request(project=project, pending=counts["pending"], current=current)
     return JsonResponse({
         "annotation": annotation_payload(res.annotation),
         "created": res.created,
-        "progress": selectors.project_progress(project=project, counts=counts, current=started or current),
+        # the counts and the round the submit read (they fed the refill policy; the round is the one
+        # it may have started)
+        "progress": selectors.project_progress(project=project, counts=res.progress, current=res.round),
     }, status=201 if res.created else 200)
 
 

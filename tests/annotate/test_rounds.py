@@ -169,15 +169,17 @@ def test_the_refill_policy_starts_a_round_when_the_queue_runs_low(make_project, 
     assert round_maybe_request(project=project) is None  # one at a time
 
 
-def test_every_n_policy_counts_labels_since_the_last_round(make_project, make_round, user, sent):
+def test_every_n_policy_counts_labels_since_the_last_round(make_project, make_round, user, sent,
+                                                           django_capture_on_commit_callbacks):
     project = make_project(n_items=40, batch_size=20, refill_threshold=1, refill_policy="every_n", retrain_every=3,
                            members=[(user, Membership.Role.ANNOTATOR)])
     make_round(project)
     label_leased(project, user, 2)
     assert round_maybe_request(project=project) is None
-    label_leased(project, user, 1)
-    rnd = round_maybe_request(project=project)
-    assert rnd is not None and rnd.reason == "every_n"
+    with django_capture_on_commit_callbacks(execute=True):
+        label_leased(project, user, 1)  # the label service applies the policy after each label
+    rnd = Round.objects.get(project=project, status=Round.Status.QUEUED)
+    assert rnd.reason == "every_n" and sent == [rnd.pk]
 
 
 def test_a_failing_round_is_marked_failed_with_the_reason(make_project):
@@ -213,3 +215,40 @@ def test_an_item_labeled_while_the_round_trains_is_not_queued_again(make_project
     assert not QueueEntry.objects.filter(round=rnd, item_id=item).exists()
     assert QueueEntry.objects.filter(round=rnd).count() == 12 - 2 - 1
     assert not QueueEntry.objects.filter(item_id=item, state__in=QueueEntry.OPEN).exists()
+
+
+def test_a_reviewers_correction_applies_the_refill_policy_too(make_project, make_round, make_user, user, sent,
+                                                              django_capture_on_commit_callbacks):
+    """The policy lives in the services, so a correction from the review page (or the shell) starts a
+    round as a label does, with no view involved."""
+    from annotate.services.review import annotation_correct
+
+    reviewer = make_user("rev")
+    project = make_project(n_items=40, batch_size=20, refill_threshold=1, refill_policy="every_n", retrain_every=2,
+                           members=[(user, Membership.Role.ANNOTATOR), (reviewer, Membership.Role.REVIEWER)])
+    first = make_round(project)
+    assert first.labeled_count == 0
+    got = queue_lease(project=project, user=user, n=2)
+    annotation_submit(project=project, user=user, item_id=got[0].item_id, label=got[0].item.ground_truth)
+    assert not Round.objects.filter(project=project, status=Round.Status.QUEUED).exists()
+    with transaction.atomic():  # a second label, written as a bulk script would, without the policy
+        QueueEntry.objects.filter(pk=got[1].pk).update(state=QueueEntry.State.DONE)
+        from annotate.models import Annotation
+        Annotation.objects.create(item_id=got[1].item_id, annotator=user, label=got[1].item.ground_truth)
+    assert sent == []
+    with django_capture_on_commit_callbacks(execute=True):
+        annotation_correct(project=project, reviewer=reviewer, item_id=got[0].item_id, label=project.classes[0])
+    rnd = Round.objects.get(project=project, status=Round.Status.QUEUED)
+    assert rnd.reason == "every_n" and sent == [rnd.pk]
+
+
+def test_a_lease_that_comes_back_short_starts_a_round(make_project, make_round, user, sent,
+                                                      django_capture_on_commit_callbacks):
+    project = make_project(n_items=30, batch_size=4, refill_threshold=1, members=[(user, Membership.Role.ANNOTATOR)])
+    make_round(project)
+    assert len(queue_lease(project=project, user=user, n=4)) == 4 and sent == []
+    with django_capture_on_commit_callbacks(execute=True):
+        other = queue_lease(project=project, user=user, n=6)  # renews the 4 held, none left to take
+    assert len(other) == 4
+    rnd = Round.objects.get(project=project, status=Round.Status.QUEUED)
+    assert rnd.reason == "low_water" and sent == [rnd.pk]
