@@ -45,6 +45,7 @@ from django.utils import timezone
 from .. import realtime, selectors, storage
 from . import dispatch, liveness
 from ..models import Item, Project, QueueEntry, Round
+from .quality import quality_enqueue, quality_round_scores
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,17 @@ def _execute(rnd: Round, project: Project) -> Round:
             probs_pool = head.predict_proba(X_pool)
     timings["train"] = time.perf_counter() - t
 
+    # ---- quality: suspect scores of the labeled items, calibrated pool confidences (services/quality.py)
+    t = time.perf_counter()
+    pool_correct = None
+    if len(y):
+        _progress(rnd, 0.4, "scoring suspected label errors")
+        q = quality_round_scores(project=project, lab_items=lab_items, X_lab=X_lab, y=y, probs_lab=probs_lab,
+                                 probs_pool=probs_pool, seed=int(rnd.seed) % (2**32))
+        pool_correct = q["pool_correct"]
+        metrics["quality"] = q["metrics"]
+    timings["quality"] = time.perf_counter() - t
+
     # ---- select
     t = time.perf_counter()
     chosen: list[tuple[int, float | None, bool]] = []  # (pool position, score, is_audit)
@@ -314,17 +326,24 @@ def _execute(rnd: Round, project: Project) -> Round:
                 ordered.append(next(active_iter))
         chosen = ordered
         metrics["audit"] = int(n_audit)
+    # Overlap: a share of the batch is served to overlap_k different annotators (services/annotations.py).
+    overlapped = rng.random(len(chosen)) < float(project.overlap_rate) if project.overlap_k > 1 else []
+    per_pos = {pos: {"overlap_k": int(project.overlap_k) if len(overlapped) and overlapped[r] else 1,
+                     "correct_probability": None if pool_correct is None else float(pool_correct[pos])}
+               for r, (pos, _s, _a) in enumerate(chosen)}
     timings["select"] = time.perf_counter() - t
 
     # ---- write (one transaction; idempotent by round id)
     _progress(rnd, 0.92, "writing the queue")
-    added = _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings, model_rel, t0)
+    added = _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings, model_rel, t0,
+                   per_pos=per_pos)
     rnd.refresh_from_db()
     log.info("round %s of project %s: %d entries, %s", rnd.number, project.pk, added, metrics)
     return rnd
 
 
-def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings, model_rel, t0) -> int:
+def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings, model_rel, t0, *,
+           per_pos: dict[int, dict] | None = None) -> int:
     t_write = time.perf_counter()
     with transaction.atomic():
         locked = Round.objects.select_for_update().get(pk=rnd.pk)
@@ -334,6 +353,8 @@ def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings
         superseded = (
             QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING)
             .exclude(round=locked)
+            # overlap copies of items someone already labeled keep waiting for their next annotator
+            .exclude(overlap_k__gt=1, item_id__in=selectors.decided_item_ids(project=project))
             .update(state=QueueEntry.State.EXPIRED)
         )
         # The pool was read before training: since then an item may have been leased (it was pending),
@@ -355,6 +376,7 @@ def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings
                 project=project, round=locked, item_id=item_id, rank=rank,
                 score=None if score is None or not math.isfinite(score) else score,
                 is_audit=is_audit, predicted_label=pred, predicted_confidence=conf,
+                **(per_pos or {}).get(pos, {}),
             ))
         QueueEntry.objects.bulk_create(entries)
         metrics["superseded"] = int(superseded)
@@ -375,6 +397,7 @@ def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings
         pending = QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
         number, n_added, round_id, project_id = locked.number, len(entries), locked.pk, project.pk
         transaction.on_commit(lambda: _push_status(round_id))
+        quality_enqueue(project_id=project_id)
         transaction.on_commit(lambda: realtime.send_queue_updated(
             project_id, round_number=number, pending=pending, added=n_added))
     return n_added
