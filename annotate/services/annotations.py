@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import selectors
-from ..models import Annotation, Item, Project, QueueEntry
+from ..models import Annotation, Item, Project, QueueEntry, Round
 from .errors import BadInput, Conflict, NotFound
 from .queue import lease_seconds
 from .rounds import round_maybe_request
@@ -38,6 +38,7 @@ class SubmitResult:
     annotation: Annotation
     created: bool
     progress: dict[str, int]  # selectors.progress_counts for the submitter, read after the submit
+    round: Round | None  # selectors.current_round after the refill policy ran (the round it started, if any)
 
 
 @dataclass
@@ -101,8 +102,9 @@ def annotation_submit(
     candidate classes).  It is the annotator's label either way; the origin lets quality statistics
     separate the labels that were shown the model's answer.
 
-    Then the refill policy runs.  The hot path (docs/bench-load.md) reads the progress counts once:
-    their pending count feeds the policy, and the caller shows them (``SubmitResult.progress``).
+    Then the refill policy runs.  The hot path (docs/bench-load.md) reads the progress counts and
+    the current round once: they feed the policy (the round holds the project's pace), and the
+    caller shows them (``SubmitResult.progress``, ``SubmitResult.round``).
     """
     item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
@@ -129,8 +131,9 @@ def annotation_submit(
             raise Conflict(f"item {item_id} was changed by a concurrent request; reload and try again") from None
         ann, created = prior, False
     counts = selectors.progress_counts(project=project, user=user)
-    round_maybe_request(project=project, pending=counts["pending"])
-    return SubmitResult(ann, created, counts)
+    current = selectors.current_round(project=project)
+    started = round_maybe_request(project=project, pending=counts["pending"], current=current)
+    return SubmitResult(ann, created, counts, started or current)
 
 
 def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> tuple[Annotation, bool]:
@@ -174,7 +177,21 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> t
     entry.state = QueueEntry.State.SKIPPED if action == Annotation.Action.SKIP else QueueEntry.State.DONE
     entry.done_at = now
     entry.save(update_fields=["state", "done_at"])
+    if entry.overlap_k > 1:
+        _overlap_copy(entry)
     return ann, True
+
+
+def _overlap_copy(entry: QueueEntry) -> None:
+    """Serve an overlapped item again (to someone else, services/queue.py) until k people labeled it."""
+    labeled = (Annotation.objects.filter(item_id=entry.item_id, is_current=True, action=Annotation.Action.LABEL)
+               .values("annotator_id").distinct().count())
+    if labeled < entry.overlap_k:
+        QueueEntry.objects.create(
+            project_id=entry.project_id, round_id=entry.round_id, item_id=entry.item_id, rank=entry.rank,
+            score=entry.score, is_audit=False, predicted_label=entry.predicted_label,
+            predicted_confidence=entry.predicted_confidence, overlap_k=entry.overlap_k,
+        )
 
 
 def _why_not_leased(*, project, user, item_id) -> str:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0004_project_default_strategy_auto'),
+        ('annotate', '0005_quality'),
     ]
 
     operations = [
