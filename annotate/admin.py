@@ -189,7 +189,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             if not self._is_admin(request, project):
                 raise PermissionDenied
             keys = keymap_reset(project=project)
-            self.message_user(request, f"{project}: keys reassigned ({', '.join(f'{k} {c}' for c, k in keys.items())})"[:500])
+            shown = ", ".join(f"{k} {c}" for c, k in keys.items())
+            self.message_user(request, f"{project}: keys reassigned ({shown})"[:500])
 
     @admin.action(description="Export labels")
     def export(self, request, queryset):

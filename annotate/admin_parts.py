@@ -66,8 +66,10 @@ def round_row(rnd: Round) -> dict[str, Any]:
 
 
 def keymap_rows(project: Project) -> list[tuple[str, str | None]]:
-    keys = project.hotkeys or {}
-    return [(c, keys.get(c)) for c in project.classes or []]
+    """(class, key) as the labeling page will show them (the stored map, completed for new classes)."""
+    from .services.keymap import keyed_classes  # noqa: PLC0415 - admin_parts is imported by the template tags
+
+    return keyed_classes(project=project)
 
 
 def job_story(job: Job) -> dict[str, Any]:

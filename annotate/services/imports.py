@@ -372,7 +372,8 @@ def _commit(project, opts, staged, X, staging, result, user, progress) -> Import
                 created = {i.checksum: i for i in fresh}
                 Annotation.objects.bulk_create(
                     [Annotation(item=created[s.checksum], annotator=annotator, action=Annotation.Action.LABEL,
-                                label=s.entry.label, origin=Annotation.Origin.PRELABEL) for s in staged if s.entry.label],
+                                label=s.entry.label, origin=Annotation.Origin.PRELABEL)
+                     for s in staged if s.entry.label],
                     batch_size=1000,
                 )
             project.save()

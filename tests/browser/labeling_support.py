@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -17,11 +18,9 @@ IMG_DIR = ROOT / "docs" / "img"
 
 
 def chromium_or_skip():
-    import os
-
     need(os.path.exists(CHROMIUM), f"Chromium is not at {CHROMIUM} (LOUPE_CHROMIUM)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415 - optional: the test skips without it
     except ImportError:
         need(False, "playwright is not installed")
     return sync_playwright
@@ -30,7 +29,7 @@ def chromium_or_skip():
 def class_zip(path: Path, classes: list[str], per_class: int, seed: int = 0) -> Path:
     """A zip of ``<class>/<n>.png`` images: each class its own grey level (well apart even after the
     ``pixels`` extractor's downscale) and tint, with a little noise."""
-    from PIL import Image
+    from PIL import Image  # noqa: PLC0415 - Pillow only when a zip is built
 
     rng = np.random.default_rng(seed)
     with zipfile.ZipFile(path, "w") as zf:
@@ -107,8 +106,6 @@ def press_and_advance(page, key: str) -> int:
 
 def save_screenshot(page, name: str, tmp: Path) -> Path:
     """Screenshot to ``tmp``; copied into docs/img/ when LOUPE_UPDATE_SCREENSHOT=1."""
-    import os
-
     shot = tmp / name
     page.wait_for_function("""() => { const im = document.getElementById('current-image');
         return !im || im.hidden || (im.complete && im.naturalWidth > 0); }""")

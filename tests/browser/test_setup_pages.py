@@ -19,20 +19,28 @@ def srv(tmp_path_factory):
     from tests.support import LoupeServer
 
     srv = LoupeServer(tmp_path_factory.mktemp("setup"), {})
-    srv.setup_demo(limit=200, batch_size=10, refill_threshold=3)
-    srv.start()
-    token = srv.token("admin")
-    truth = json.loads(srv.manage("shell", "--no-imports", "-c", "import json; from annotate.models import Item; "
-                                  "print(json.dumps(dict(Item.objects.values_list('id', 'ground_truth'))))"))
-    for n in range(2, 5):  # a few rounds, so the history and the charts have something to show
-        code, data = srv.api(token, "/api/projects/1/lease", {"n": 10})
-        assert code == 200, data
-        for it in data["items"]:
-            srv.api(token, "/api/projects/1/label", {"item_id": it["item_id"], "label": truth[str(it["item_id"])]})
-        wait_for(lambda n=n: any(r["number"] == n and r["status"] == "done"
-                                 for r in srv.api(token, "/api/projects/1/stats")[1]["rounds"]), 90, f"round {n}")
-    yield srv
-    srv.stop()
+    try:
+        srv.setup_demo(limit=200, batch_size=10, refill_threshold=3)
+        srv.start()
+        token = srv.token("admin")
+        truth = json.loads(srv.manage("shell", "--no-imports", "-c", "import json; from annotate.models import Item; "
+                                      "print(json.dumps(dict(Item.objects.values_list('id', 'ground_truth'))))"))
+
+        def done_rounds() -> int:
+            return sum(r["status"] == "done" for r in srv.api(token, "/api/projects/1/stats")[1]["rounds"])
+
+        def label_some() -> int:
+            code, data = srv.api(token, "/api/projects/1/lease", {"n": 10})
+            assert code == 200, data
+            for it in data["items"]:
+                srv.api(token, "/api/projects/1/label", {"item_id": it["item_id"], "label": truth[str(it["item_id"])]})
+            return done_rounds()
+
+        # A few rounds, so the history and the charts have something to show (the refill policy starts them).
+        wait_for(lambda: label_some() >= 4, 180, "four finished rounds", interval=1.0)
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture
@@ -58,7 +66,7 @@ def test_the_setup_page_is_compact_and_says_things_in_plain_words(srv, page, tmp
     assert max(heights) < 40, heights  # one line per round (was ~225 px)
     form_width = page.locator("#project_form").bounding_box()["width"]
     assert page.locator("#id_strategy").bounding_box()["width"] <= form_width
-    assert "[temperature β]" in page.inner_text("#project_form")  # plain words, the paper's term in brackets
+    assert "[temperature β]" in page.text_content("#project_form")  # plain words, the paper term in brackets
     assert page.locator("#keymap kbd").first.inner_text() == "1"
     save_screenshot(page, "setup.png", tmp_path)
     # A bad value is reported beside its field, and nothing is saved.
