@@ -188,6 +188,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
         for user in get_user_model().objects.filter(pk__in=before | after):
             role_services.membership_sync(user=user)
+        for user_id in before - after:
+            role_services.membership_revoked(project_id=form.instance.pk, user_id=user_id)
 
     # ------------------------------------------------------------------ actions
     @admin.action(description="Start a round now")
@@ -324,15 +326,17 @@ class MembershipAdmin(ProjectScoped, admin.ModelAdmin):
         role_services.membership_sync(user=obj.user)
 
     def delete_model(self, request, obj):
-        user = obj.user
+        user, project_id = obj.user, obj.project_id
         super().delete_model(request, obj)
         role_services.membership_sync(user=user)
+        role_services.membership_revoked(project_id=project_id, user_id=user.pk)
 
     def delete_queryset(self, request, queryset):
-        users = [m.user for m in queryset.select_related("user")]
+        gone = [(m.user, m.project_id) for m in queryset.select_related("user")]
         super().delete_queryset(request, queryset)
-        for user in users:
+        for user, project_id in gone:
             role_services.membership_sync(user=user)
+            role_services.membership_revoked(project_id=project_id, user_id=user.pk)
 
 
 @admin.register(Item)

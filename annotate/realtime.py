@@ -74,8 +74,19 @@ class JobProgress(TypedDict):
     sent_at: float
 
 
+class MembershipRevoked(TypedDict):
+    type: Literal["membership.revoked"]
+    project_id: int
+    sent_at: float
+
+
 def group_name(project_id: int) -> str:
     return f"loupe.project.{int(project_id)}"
+
+
+def member_group_name(project_id: int, user_id: int) -> str:
+    """One user's sockets on one project (closed when the membership goes)."""
+    return f"loupe.member.{int(project_id)}.{int(user_id)}"
 
 
 # --------------------------------------------------------------------------- loop bookkeeping
@@ -99,19 +110,20 @@ def _now_ms() -> float:
     return time.time() * 1000.0
 
 
-def _send(project_id: int, message: dict[str, Any]) -> None:
-    """Send ``message`` to the project's group; a layer outage is logged and the message dropped."""
+def _send(project_id: int, message: dict[str, Any], group: str | None = None) -> None:
+    """Send ``message`` to the project's group (or ``group``); a layer outage is logged and the message dropped."""
     global _outage_until
     layer = _layer()  # a missing layer is a misconfiguration: raised, not swallowed
+    group = group or group_name(project_id)
     if time.monotonic() < _outage_until:
-        log.debug("push %s to project %s skipped: channel layer outage", message.get("type"), project_id)
+        log.debug("push %s to %s skipped: channel layer outage", message.get("type"), group)
         return
     try:
         try:
-            _deliver(layer, project_id, message)
+            _deliver(layer, group, message)
         except OUTAGE_ERRORS:
             # Once more at once: after a Redis restart the first use of a pooled connection fails.
-            _deliver(layer, project_id, message)
+            _deliver(layer, group, message)
     except OUTAGE_ERRORS as exc:
         _outage_until = time.monotonic() + OUTAGE_BACKOFF_S
         log.warning("push %s to project %s dropped: channel layer unreachable (%s: %s)",
@@ -138,8 +150,7 @@ def _outage_errors() -> tuple[type[BaseException], ...]:
 OUTAGE_ERRORS = _outage_errors()
 
 
-def _deliver(layer, project_id: int, message: dict[str, Any]) -> None:
-    group = group_name(project_id)
+def _deliver(layer, group: str, message: dict[str, Any]) -> None:
     loop = _server_loop
     if isinstance(layer, InMemoryChannelLayer) and loop is not None and not loop.is_closed() and loop.is_running():
         try:
@@ -201,3 +212,9 @@ def send_job_progress(job) -> None:
         "sent_at": _now_ms(),
     }
     _send(job.project_id, dict(msg))
+
+
+def send_membership_revoked(project_id: int, user_id: int) -> None:
+    """Tell the user's open sockets on the project to close: they may no longer receive its pushes."""
+    msg: MembershipRevoked = {"type": "membership.revoked", "project_id": int(project_id), "sent_at": _now_ms()}
+    _send(project_id, dict(msg), group=member_group_name(project_id, user_id))

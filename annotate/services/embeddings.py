@@ -42,8 +42,12 @@ class ExtractorNotAllowed(ValueError):
     """The user may not configure this extractor (it would run code, or read server folders)."""
 
 
-def extractor_check_allowed(*, user, name: str, params: dict[str, Any]) -> None:
-    """ExtractorNotAllowed unless ``user`` (None: the operator's own command line) may use this configuration."""
+def extractor_check_allowed(*, user, name: str, params: dict[str, Any], stored: bool = False) -> None:
+    """ExtractorNotAllowed unless ``user`` (None: the operator's own command line) may use this configuration.
+
+    ``stored``: the project's own configuration, as a superuser may have set it.  Re-running it is
+    fine for a server folder a superuser chose (it runs no code), never for an extractor that runs code.
+    """
     if user is None or user.is_superuser:
         return
     ext = get_extractor(name)
@@ -51,7 +55,7 @@ def extractor_check_allowed(*, user, name: str, params: dict[str, Any]) -> None:
         raise ExtractorNotAllowed(
             f"extractor {name!r} runs code from the uploaded file on the worker, so only a superuser may "
             "configure or run it; choose 'hf' (a pretrained backbone) or 'onnx' (an ONNX model) instead")
-    if name == "hf" and is_local_path(str(params.get("model") or "")):
+    if name == "hf" and not stored and is_local_path(str(params.get("model") or "")):
         raise ExtractorNotAllowed("only a superuser may point 'hf' at a folder on the server; give a model id "
                                   "(e.g. facebook/dinov2-small) that is in the workers' Hugging Face cache")
 
@@ -65,7 +69,7 @@ def _resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def extractor_validate(*, name: str, params: dict[str, Any] | None, user=None) -> dict[str, Any]:
+def extractor_validate(*, name: str, params: dict[str, Any] | None, user=None, stored: bool = False) -> dict[str, Any]:
     """Validated parameters (defaults filled) of an extractor; ValueError naming the problem."""
     params = dict(params or {})
     ext = make_extractor(name, params)
@@ -75,7 +79,7 @@ def extractor_validate(*, name: str, params: dict[str, Any] | None, user=None) -
     if name == "hf" and not ext.params_["model"].strip():
         raise ExtractorError("extractor 'hf' needs a model: a Hugging Face id (e.g. facebook/dinov2-small) "
                              "or, for a superuser, the path of a model folder on the workers")
-    extractor_check_allowed(user=user, name=name, params=ext.params_)
+    extractor_check_allowed(user=user, name=name, params=ext.params_, stored=stored)
     return ext.params_
 
 
@@ -84,8 +88,9 @@ def embedding_request(*, project: Project, user=None, extractor: str | None = No
     """Queue an embedding job with the project's extractor (or the one given, which becomes the project's)."""
     name = extractor or project.extractor
     get_extractor(name)  # ValueError for an unknown name
-    checked = extractor_validate(name=name, params=params if params is not None else project.extractor_params,
-                                 user=user)
+    stored = params is None and name == project.extractor
+    checked = extractor_validate(name=name, params=project.extractor_params if stored else params, user=user,
+                                 stored=stored)
     if name == "precomputed" and not checked.get("path"):
         raise ValueError("this project's embeddings were imported (precomputed): import a new matrix, "
                          "or choose another extractor to compute them")

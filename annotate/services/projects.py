@@ -14,7 +14,7 @@ from typing import Any
 from .. import storage
 from ..models import Job, Project
 from .dispatch import BrokerUnavailable
-from .embeddings import embedding_request, extractor_validate
+from .embeddings import embedding_request, extractor_check_allowed, extractor_validate
 
 
 def upload_save(upload, rel: str) -> Path:
@@ -55,7 +55,14 @@ def project_configure(*, project: Project, user, previous: tuple[str, dict[str, 
     or None for a new project.  When those changed and the project has items, every item is
     re-embedded in a background job; an extractor that cannot run (or a broker that is down) leaves
     the settings saved and says why in ``reembed_error``.
+
+    A user who may not configure the new extractor (one that runs code from a file, or a server
+    folder as a model, for a non-superuser: ``extractor_check_allowed``) gets ``ExtractorNotAllowed``
+    before anything is saved or written.
     """
+    new = (project.extractor, project.extractor_params)
+    if user is not None and (previous is None or uploads or extractor_changed(old=previous, new=new)):
+        extractor_check_allowed(user=user, name=project.extractor, params=_normalised(*new))
     project.save()
     if uploads:
         params = dict(project.extractor_params)

@@ -20,11 +20,12 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ..models import Project, QueueEntry
+from ..models import Membership, Project, QueueEntry
 from .errors import BadInput
 from .rounds import round_maybe_request
 
 MAX_LEASE = 50
+LEASE_FLOOR = 6  # the labeling page's prefetch (api.DEFAULT_LEASE)
 
 
 def lease_seconds() -> int:
@@ -50,16 +51,35 @@ def _pending_for_update(project: Project):
     return qs
 
 
+def lease_cap(*, project: Project, user) -> int:
+    """The most entries ``user`` may hold at once: a fair share of the open queue (pending + leased).
+
+    ``ceil(open / (others + 2))`` where ``others`` is the number of other annotators holding a
+    lease: one share each for them and for this user, and one kept for an annotator who has not
+    arrived yet, so nobody can take (or, by renewing, keep) the whole queue.  Never below
+    ``LEASE_FLOOR`` (what the labeling page prefetches), so a small queue still serves a full page.
+    A project's only member is not capped.
+    """
+    if not Membership.objects.filter(project=project).exclude(user=user).exists():
+        return MAX_LEASE  # nobody else could want these items
+    open_ = QueueEntry.objects.filter(project=project, state__in=QueueEntry.OPEN)
+    others = (open_.filter(state=QueueEntry.State.LEASED).exclude(leased_by=user)
+              .values("leased_by").distinct().count())
+    return max(LEASE_FLOOR, -(-open_.count() // (others + 2)))
+
+
 def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
     """Up to ``n`` entries leased to ``user``: the ones they already hold (lease renewed) first,
-    then new ones taken from the pending queue.  Fewer than ``n`` when the queue runs dry; then the
-    refill policy (``rounds.round_maybe_request``) makes sure a round is on its way."""
+    then new ones taken from the pending queue, never more than :func:`lease_cap` (held leases beyond
+    it are not renewed and run out).  Fewer when the queue runs dry; then the refill policy
+    (``rounds.round_maybe_request``) makes sure a round is on its way."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LEASE:
         raise BadInput(f"n={n!r} must be an integer from 1 to {MAX_LEASE}")
     now = timezone.now()
     expires = now + timedelta(seconds=lease_seconds())
     with transaction.atomic():
         queue_release_expired(project=project, now=now)
+        n = min(n, lease_cap(project=project, user=user))
         held = list(
             QueueEntry.objects.select_related("round")
             .select_for_update(of=("self",))
