@@ -21,6 +21,7 @@ from django.utils import timezone
 from .models import Annotation, Item, Job, Project, QueueEntry, Round
 from .payloads import job_payload, round_payload
 from .selectors_labels import LABEL_ACTIONS, final_labels
+from .selectors_quality import accuracy_estimate, quality_report
 
 HOURS = 24
 ROUNDS_SHOWN = 30
@@ -133,6 +134,8 @@ def project_stats(*, project: Project) -> dict[str, Any]:
             "leased": QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED).count(),
         },
         "audit": {"n": n_audit, "correct": correct, "accuracy": (correct / n_audit) if n_audit else None},
+        "accuracy": accuracy_estimate(project=project),
+        "quality": quality_report(project=project),
         "learning_curve": curve,
         "label_distribution": distribution,
         "per_annotator": labels_per_annotator(project=project),

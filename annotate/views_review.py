@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import render
 
@@ -32,7 +32,13 @@ def review_page(request: HttpRequest, project_id: int):
     return render(request, "annotate/review.html", {"project": project, "annotators": list(annotators)})
 
 
-def _review_rows(project, *, annotator: str, label: str, page: int) -> dict[str, Any]:
+#: review orders: most suspicious label first (worker's suspect_score, services/quality.py), or newest first
+REVIEW_SORTS = {"suspect": (F("suspect_score").desc(nulls_last=True), "-pk"), "newest": ("-pk",)}
+
+
+def _review_rows(project, *, annotator: str, label: str, page: int, sort: str = "suspect") -> dict[str, Any]:
+    if sort not in REVIEW_SORTS:
+        raise BadInput(f"sort={sort!r} must be one of {sorted(REVIEW_SORTS)}")
     labeled = (Annotation.objects.filter(item=OuterRef("pk"), is_current=True, action__in=LABEL_ACTIONS)
                .exclude(label=""))
     items = Item.objects.filter(project=project).filter(Exists(labeled))
@@ -40,7 +46,7 @@ def _review_rows(project, *, annotator: str, label: str, page: int) -> dict[str,
         items = items.filter(Exists(labeled.filter(annotator__username=annotator)))
     if label:
         items = items.filter(Exists(labeled.filter(label=label)))
-    paginator = Paginator(items.order_by("-pk"), REVIEW_PAGE_SIZE)
+    paginator = Paginator(items.order_by(*REVIEW_SORTS[sort]), REVIEW_PAGE_SIZE)
     if page < 1 or (page > paginator.num_pages and paginator.count):
         raise BadInput(f"page {page} is out of range 1..{paginator.num_pages}")
     pg = paginator.page(min(page, paginator.num_pages))
@@ -58,7 +64,8 @@ def _review_rows(project, *, annotator: str, label: str, page: int) -> dict[str,
             "item_id": item.pk, "image_url": item_image_url(item.pk), "name": item.original_name,
             "label": fl.label if fl else "", "by": fl.annotator if fl else "",
             "corrected": bool(fl and fl.action == "correct"),
-            "labels": history.get(item.pk, []),
+            "labels": history.get(item.pk, []), "suspect_score": item.suspect_score,
+            "consensus": bool(fl and fl.consensus),
         })
     return {"count": paginator.count, "page": pg.number, "pages": paginator.num_pages, "items": rows}
 
@@ -71,7 +78,8 @@ def review_items(request: HttpRequest, project_id: int):
     except ValueError:
         raise BadInput(f"page={request.GET.get('page')!r} is not an integer") from None
     return JsonResponse(_review_rows(project, annotator=request.GET.get("annotator", ""),
-                                     label=request.GET.get("label", ""), page=page))
+                                     label=request.GET.get("label", ""), page=page,
+                                     sort=request.GET.get("sort", "suspect")))
 
 
 @api_view("POST")

@@ -131,6 +131,7 @@ CELERY_TASK_ROUTES = {
     "annotate.tasks.embedding_compute": {"queue": "gpu"},
     "annotate.tasks.import_run": {"queue": "cpu"},
     "annotate.tasks.export_run": {"queue": "cpu"},
+    "annotate.tasks.quality_refresh": {"queue": "cpu"},
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -7,6 +7,9 @@ The audit share (DESIGN.md, "audit"): ``audit_rate`` of the batch is drawn unifo
 pool, with stochastic rounding so the expected share is exact even for small batches, and the
 audit items are put at random ranks among the strategy's picks, so a position gives nothing away.
 Only the rest of the pool is offered to the strategy.
+
+Overlap: with ``overlap_k > 1``, each pick is independently, with probability ``overlap_rate``,
+served to ``overlap_k`` different annotators (their agreement measures label quality).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class Pick:
     position: int  # row in the pool arrays
     score: float | None  # the strategy's score; None for an audit item (or a strategy without scores)
     is_audit: bool
+    overlap_k: int = 1  # how many different annotators label it
 
 
 @dataclass
@@ -45,14 +49,14 @@ def audit_count(b: int, rate: float, rng: np.random.Generator) -> int:
 
 def plan_batch(*, strategy: Strategy, X_pool: Any, probs_pool: Any, X_labeled: Any, probs_labeled: Any,
                y_labeled: Any, batch_size: int, audit_rate: float, rng: np.random.Generator,
-               context: SelectionContext | None = None) -> BatchPlan:
+               context: SelectionContext | None = None, overlap_rate: float = 0.0, overlap_k: int = 1) -> BatchPlan:
     """The next batch over a pool of ``n`` rows: min(batch_size, n) picks, audit items among them.
 
     X_pool : (n, d) float32 or None (an empty pool); probs_pool : (n, c) or None (no model yet).
     X_labeled, probs_labeled, y_labeled : the labeled set, as ``Strategy.select`` takes it.
     ``context.pool_index`` (if given) holds the ``X_all`` row of every pool row; the strategy gets
     the rows of the part of the pool it is offered.  ``rng`` is consumed in a fixed order (audit
-    count, audit draw, strategy, audit ranks), so a seed reproduces the plan.
+    count, audit draw, strategy, audit ranks, overlap), so a seed reproduces the plan.
     """
     n_pool = 0 if X_pool is None else len(X_pool)
     b = min(int(batch_size), n_pool)
@@ -83,6 +87,9 @@ def plan_batch(*, strategy: Strategy, X_pool: Any, probs_pool: Any, X_labeled: A
     slots = {int(s) for s in rng.choice(b, size=n_audit, replace=False)} if n_audit else set()
     audit_iter, active_iter = iter(audit_pos), iter(active)
     picks = [Pick(int(next(audit_iter)), None, True) if r in slots else next(active_iter) for r in range(b)]
+    if overlap_k > 1:
+        shared = rng.random(b) < float(overlap_rate)
+        picks = [dataclasses.replace(p, overlap_k=int(overlap_k)) if s else p for p, s in zip(picks, shared)]
     return BatchPlan(picks=picks, n_audit=int(n_audit), info=info)
 
 

@@ -162,7 +162,21 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms) -> tuple[Ann
     entry.state = QueueEntry.State.SKIPPED if action == Annotation.Action.SKIP else QueueEntry.State.DONE
     entry.done_at = now
     entry.save(update_fields=["state", "done_at"])
+    if entry.overlap_k > 1:
+        _overlap_copy(entry)
     return ann, True
+
+
+def _overlap_copy(entry: QueueEntry) -> None:
+    """Serve an overlapped item again (to someone else, services/queue.py) until k people labeled it."""
+    labeled = (Annotation.objects.filter(item_id=entry.item_id, is_current=True, action=Annotation.Action.LABEL)
+               .values("annotator_id").distinct().count())
+    if labeled < entry.overlap_k:
+        QueueEntry.objects.create(
+            project_id=entry.project_id, round_id=entry.round_id, item_id=entry.item_id, rank=entry.rank,
+            score=entry.score, is_audit=False, predicted_label=entry.predicted_label,
+            predicted_confidence=entry.predicted_confidence, overlap_k=entry.overlap_k,
+        )
 
 
 def _why_not_leased(*, project, user, item_id) -> str:

@@ -10,6 +10,11 @@ rows as leased.
 Serving order: the newest round's entries first, then by rank inside a round.  Entries of older
 rounds are only still pending when their lease expired after a newer round had superseded the
 rest of their round (see ``services/rounds.py``); they are served after the current round's.
+
+Overlap: an entry with ``overlap_k > 1`` gets a pending copy each time someone finishes it, until
+k people have labeled the item (``services/annotations.py``); a copy is never leased to a person
+who already labeled or skipped the item.  Only one entry per item is open at a time, so two
+people still never hold the same item at once.
 """
 from __future__ import annotations
 
@@ -17,10 +22,10 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from ..models import Membership, Project, QueueEntry
+from ..models import Annotation, Membership, Project, QueueEntry
 from .errors import BadInput
 from .rounds import round_maybe_request
 
@@ -41,10 +46,15 @@ def queue_release_expired(*, project: Project | None = None, now: datetime | Non
     return qs.update(state=QueueEntry.State.PENDING, leased_by=None, leased_at=None, lease_expires_at=None)
 
 
-def _pending_for_update(project: Project):
+def _pending_for_update(project: Project, user=None):
     qs = QueueEntry.objects.select_related("round").filter(project=project, state=QueueEntry.State.PENDING).order_by(
         F("round_id").desc(nulls_last=True), "rank", "id"
     )
+    if user is not None:
+        # Overlap copies (services/annotations.py) never go back to someone who labeled or skipped the item.
+        mine = Annotation.objects.filter(item_id=OuterRef("item_id"), annotator=user, is_current=True).exclude(
+            action=Annotation.Action.UNDO)
+        qs = qs.filter(Q(overlap_k__lte=1) | ~Exists(mine))
     if connection.features.has_select_for_update_skip_locked:
         # Lock only queue rows (no join is locked), skipping rows another lease holds right now.
         qs = qs.select_for_update(skip_locked=True, of=("self",))
@@ -93,7 +103,7 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
         taken: list[QueueEntry] = []
         need = n - len(held)
         if need > 0:
-            taken = list(_pending_for_update(project)[:need])
+            taken = list(_pending_for_update(project, user)[:need])
             for e in taken:
                 e.state = QueueEntry.State.LEASED
                 e.leased_by = user

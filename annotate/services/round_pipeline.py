@@ -5,7 +5,8 @@
 1. :func:`round_load` reads the embeddings, the labeled rows and their labels, the pool (items with no
    current label or skip that nobody holds a lease on; items still pending from an earlier round
    are in it, since this round supersedes their entries), and the previous model for a warm start;
-2. :func:`round_train` fits the logistic head and predicts the pool (arrays only);
+2. :func:`round_train` fits the logistic head and predicts the pool (arrays only); then
+   ``services/quality.py`` scores suspected label errors and calibrates the pool's confidences;
 3. ``selection.plan.plan_batch`` draws the audit share and asks the strategy for the rest (pure);
 4. :func:`round_write` saves the model and, in ONE transaction, supersedes the project's
    still-pending entries of earlier rounds, creates this round's entries with the prediction of
@@ -29,6 +30,7 @@ from django.utils import timezone
 
 from .. import realtime, selectors, storage
 from ..models import Item, Project, QueueEntry, Round
+from .quality import quality_enqueue
 
 if TYPE_CHECKING:
     from selection.plan import BatchPlan
@@ -42,6 +44,7 @@ class RoundData:
 
     classes: list[str]
     X_all: np.ndarray  # (N, d) float32, memory-mapped: every embedded item's row
+    labeled_ids: list[int]  # (m,) item ids of the labeled rows, in the order of ``y``
     pool_ids: np.ndarray  # (n,) int64 item ids
     pool_rows: np.ndarray  # (n,) int64 rows of X_all
     X_pool: np.ndarray | None  # (n, d) float32; None with an empty pool
@@ -58,6 +61,7 @@ class TrainedHead:
     state: dict[str, np.ndarray] | None = None  # LogisticHead.get_state()
     probs_pool: np.ndarray | None = None  # (n, c)
     probs_labeled: np.ndarray | None = None  # (m, c)
+    pool_correct: np.ndarray | None = None  # (n,) calibrated P(prediction right), from services/quality.py
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,7 +104,7 @@ def round_load(rnd: Round) -> RoundData:
     if len(pool_rows) and pool_rows.max() >= X_all.shape[0]:
         raise ValueError(f"an item row ({pool_rows.max()}) is outside the embedding matrix ({X_all.shape[0]} rows)")
     return RoundData(
-        classes=classes, X_all=X_all, pool_ids=pool_ids, pool_rows=pool_rows,
+        classes=classes, X_all=X_all, labeled_ids=lab_items, pool_ids=pool_ids, pool_rows=pool_rows,
         X_pool=np.asarray(X_all[pool_rows], dtype=np.float32) if len(pool_rows) else None,
         X_labeled=np.asarray(X_all[lab_rows], dtype=np.float32) if len(lab_rows) else None,
         y=y, warm=_warm_state(project, rnd, len(classes), X_all.shape[1]) if len(y) else None,
@@ -159,6 +163,8 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
         superseded = (
             QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING)
             .exclude(round=locked)
+            # overlap copies of items someone already labeled keep waiting for their next annotator
+            .exclude(overlap_k__gt=1, item_id__in=selectors.decided_item_ids(project=project))
             .update(state=QueueEntry.State.EXPIRED)
         )
         # The pool was read before training: since then an item may have been leased (it was pending),
@@ -178,7 +184,9 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
                 pred, conf = data.classes[k], float(trained.probs_pool[pick.position, k])
             entries.append(QueueEntry(
                 project=project, round=locked, item_id=item_id, rank=rank, score=pick.score,
-                is_audit=pick.is_audit, predicted_label=pred, predicted_confidence=conf,
+                is_audit=pick.is_audit, predicted_label=pred, predicted_confidence=conf, overlap_k=pick.overlap_k,
+                correct_probability=(None if trained.pool_correct is None
+                                     else float(trained.pool_correct[pick.position])),
             ))
         QueueEntry.objects.bulk_create(entries)
         metrics["superseded"] = int(superseded)
@@ -199,6 +207,7 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
         pending = QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
         number, n_added, round_id, project_id = locked.number, len(entries), locked.pk, project.pk
         transaction.on_commit(lambda: round_status_push(round_id))
+        quality_enqueue(project_id=project_id)  # the quality report follows the new round (after commit)
         transaction.on_commit(lambda: realtime.send_queue_updated(
             project_id, round_number=number, pending=pending, added=n_added))
     log.info("round %s of project %s: %d entries, %s", number, project_id, n_added, metrics)

@@ -28,6 +28,7 @@ from django.utils import timezone
 from .. import realtime, selectors, storage
 from ..models import Project, Round
 from . import dispatch, liveness, round_pipeline
+from .quality import quality_round_scores
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,16 @@ def _execute(rnd: Round) -> None:
                                          device=settings.SELECTION_DEVICE)
     timings["train"] = time.perf_counter() - t
 
+    t = time.perf_counter()  # suspect scores of the labeled items, calibrated pool confidences
+    if len(data.y):
+        _progress(rnd, 0.4, "scoring suspected label errors")
+        q = quality_round_scores(project=project, lab_items=data.labeled_ids, X_lab=data.X_labeled, y=data.y,
+                                 probs_lab=trained.probs_labeled, probs_pool=trained.probs_pool,
+                                 seed=int(rnd.seed) % (2**32))
+        trained.pool_correct = q["pool_correct"]
+        trained.metrics["quality"] = q["metrics"]
+    timings["quality"] = time.perf_counter() - t
+
     t = time.perf_counter()
     n_pool = len(data.pool_ids)
     _progress(rnd, 0.5, f"selecting {min(rnd.batch_size, n_pool)} of {n_pool} with {rnd.strategy}")
@@ -179,6 +190,7 @@ def _execute(rnd: Round) -> None:
         X_pool=data.X_pool, probs_pool=trained.probs_pool,
         X_labeled=data.X_labeled, probs_labeled=trained.probs_labeled, y_labeled=data.y if len(data.y) else None,
         batch_size=int(rnd.batch_size), audit_rate=float(project.audit_rate),
+        overlap_rate=float(project.overlap_rate), overlap_k=int(project.overlap_k),
         rng=np.random.default_rng(int(rnd.seed) % (2**63)),
         context=SelectionContext(
             X_all=data.X_all,

@@ -10,6 +10,7 @@
 //   queue.updated -> fetch fresh statistics (throttled)
 
 import {barChart, lineChart} from "./charts.js";
+import {renderAccuracy, renderQuality} from "./quality.js";
 import {LiveSocket} from "./ws.js";
 
 const root = document.getElementById("dashboard");
@@ -32,8 +33,7 @@ function renderTotals(s) {
   setText("[data-stat=items]", t.items);
   setText("[data-stat=labeled]", t.labeled);
   setText("[data-stat=pending]", t.pending);
-  setText("[data-stat=audit]", s.audit.accuracy === null ? "–" : pct(s.audit.accuracy));
-  setText("[data-stat=audit-n]", s.audit.n ? `audit accuracy (n=${s.audit.n})` : "audit accuracy");
+  renderAccuracy($("#accuracy"), s.accuracy);
 }
 
 function renderTraining(rnd) {  // the newest round (payloads.round_payload), or null before the first
@@ -83,6 +83,7 @@ function render(s) {
   stats = s;
   renderTotals(s);
   renderTraining(s.training);
+  renderQuality($("#quality"), s.quality);
   lineChart($("#chart-curve"), {
     points: s.learning_curve.map((p) => ({x: p.labels, y: p.accuracy, lo: p.lo, hi: p.hi,
       title: `round ${p.round}: ${p.correct}/${p.n} audit items right (${pct(p.accuracy)}) with ${p.labels} labels`})),

@@ -62,3 +62,15 @@ def test_an_all_audit_batch_never_calls_the_strategy_and_a_small_pool_caps_the_b
     plan = _plan(X, probs, b=10, rate=1.0, strategy="firal")  # nothing left for the (slow) strategy to pick
     assert len(plan.picks) == 6 and all(p.is_audit for p in plan.picks) and plan.info == {}
     assert _plan(None, None, b=4).picks == []
+
+
+def test_overlap_marks_a_share_of_the_picks_for_several_annotators():
+    X, probs = _pool(n=400)
+    kw = dict(strategy=make_strategy("random"), X_pool=X, probs_pool=probs, X_labeled=None, probs_labeled=None,
+              y_labeled=None, batch_size=300, audit_rate=0.1)
+    plan = plan_batch(**kw, rng=np.random.default_rng(3), overlap_rate=0.25, overlap_k=3)
+    shared = [p.overlap_k for p in plan.picks if p.overlap_k > 1]
+    assert set(shared) == {3} and abs(len(shared) / 300 - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 300)
+    plain = plan_batch(**kw, rng=np.random.default_rng(3), overlap_rate=0.25, overlap_k=1)
+    assert {p.overlap_k for p in plain.picks} == {1}
+    assert [p.position for p in plain.picks] == [p.position for p in plan.picks]  # overlap is drawn last
