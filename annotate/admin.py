@@ -400,3 +400,5 @@ class JobAdmin(ProjectScoped, admin.ModelAdmin):
     def download(self, obj):
         url = job_download_url(obj)
         return format_html('<a href="{}">download</a>', url) if url else "-"
+
+from . import admin_accounts  # noqa: E402, F401  - users scoped to one's projects, API tokens, login form

@@ -31,6 +31,7 @@ from django.utils import timezone
 from .. import realtime, selectors, storage
 from ..models import Item, Project, QueueEntry, Round
 from .quality import quality_enqueue
+from .refill import POLICY_REASONS, pace_measure, refill_point
 
 if TYPE_CHECKING:
     from selection.plan import BatchPlan
@@ -193,6 +194,12 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
         metrics["entries"] = len(entries)
         timings["write"] = time.perf_counter() - t
         timings["total"] = sum(v for k, v in timings.items() if k != "total")
+        # The pace the refill policy of the next label reads (services/refill.py).
+        now = timezone.now()
+        took = (now - locked.created_at).total_seconds() if locked.reason in POLICY_REASONS else None
+        pace = pace_measure(project=project, now=now, this_round_seconds=took)
+        metrics["pace"] = pace.as_dict()
+        metrics["refill_point"] = refill_point(threshold=int(project.refill_threshold), pace=pace)
         Round.objects.filter(pk=locked.pk).update(
             status=Round.Status.DONE,
             labeled_count=metrics["labeled"],
@@ -202,7 +209,7 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
             model_file=model_rel,
             progress=1.0,
             progress_message=f"{len(entries)} new items",
-            finished_at=timezone.now(),
+            finished_at=now,
         )
         pending = QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
         number, n_added, round_id, project_id = locked.number, len(entries), locked.pk, project.pk
