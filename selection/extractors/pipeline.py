@@ -195,6 +195,16 @@ class ModelExtractor(Extractor):
 
     pca_: PCA | None = None
 
+    def torch_device(self) -> str:
+        """``cpu`` or ``cuda`` for the ``device`` parameter; ExtractorError when CUDA is asked for and absent."""
+        from ..backend import torch_device  # noqa: PLC0415
+
+        try:
+            return torch_device(self.params_["device"])
+        except RuntimeError:
+            raise ExtractorError("device='cuda' was asked for but this worker has no CUDA device; "
+                                 "use device 'auto' or 'cpu'") from None
+
     def build(self) -> tuple[Preprocess, Forward, str]:
         """(preprocess, forward, where) for this extractor's model; ``where`` names the device for messages."""
         raise NotImplementedError
