@@ -191,8 +191,9 @@ def _submit(request, project_id: int, *, skip: bool):
     return JsonResponse({
         "annotation": annotation_payload(res.annotation),
         "created": res.created,
-        # the counts the submit read (they fed the refill policy), then the round, read after it
-        "progress": selectors.project_progress(project=project, counts=res.progress),
+        # the counts and the round the submit read (they fed the refill policy; the round is the one
+        # it may have started)
+        "progress": selectors.project_progress(project=project, counts=res.progress, current=res.round),
     }, status=201 if res.created else 200)
 
 

@@ -204,6 +204,10 @@ else:
 SELECTION_DEVICE = env_choice("SELECTION_DEVICE", "cpu", ("cpu", "cuda", "auto"))
 LOUPE_LEASE_SECONDS = env_int("LOUPE_LEASE_SECONDS", 600, minimum=5)
 LOUPE_DEFAULT_L2 = env_float("LOUPE_DEFAULT_L2", 1.0, minimum=0.0)
+# Workers import torch and fit the head once at start, not in the first round (annotate/warmup.py).
+LOUPE_WORKER_WARMUP = env_bool("LOUPE_WORKER_WARMUP", True)
+# BLAS/OpenMP threads of a round; 0 = the libraries' defaults (annotate/services/threads.py).
+LOUPE_ROUND_THREADS = env_int("LOUPE_ROUND_THREADS", 1, minimum=0)
 
 # --------------------------------------------------------------------------- production
 if PRODUCTION:

@@ -2,7 +2,8 @@
 
 ``round_request`` creates a queued round (at most one active round per project: a partial
 unique constraint backs the check) and enqueues ``annotate.tasks.round_run`` after commit.
-``round_maybe_request`` applies the project's refill policy after each label.
+``round_maybe_request`` applies the project's refill policy after each label; the refill point
+and the batch size adapt to the project's pace (``services/refill.py``).
 
 ``round_execute`` (run by the task) trains the head and writes the next batch:
 
@@ -21,6 +22,9 @@ unique constraint backs the check) and enqueues ``annotate.tasks.round_run`` aft
    are never touched: whoever holds one keeps it and can label it.  Picked items that were leased,
    labeled or skipped while the round trained are left out (read inside this transaction);
 5. after commit, push ``round.status`` and ``queue.updated``.
+
+Progress (a database UPDATE and a push to every browser) is written at each stage, and the
+strategy's own reports (FIRAL: every RELAX step and ROUND pick) at most every ``PROGRESS_INTERVAL_S``.
 
 A re-run of a round (tasks are ``acks_late``, so a worker lost mid-round runs it again) starts
 over from step 1 and writes nothing twice: the write step locks the round row and does nothing
@@ -46,15 +50,21 @@ from .. import realtime, selectors, storage
 from . import dispatch, liveness
 from ..models import Item, Project, QueueEntry, Round
 from .quality import quality_enqueue, quality_round_scores
+from .refill import POLICY_REASONS, Pace, next_batch_size, pace_measure, refill_point
+from .threads import compute_threads
 
 log = logging.getLogger(__name__)
 
+#: The strategy's progress reports reach the database and the browsers at most this often.
+PROGRESS_INTERVAL_S = 0.25
+_UNREAD = object()
 
 
 # --------------------------------------------------------------------------- requesting
-def round_request(*, project: Project, reason: str) -> Round | None:
+def round_request(*, project: Project, reason: str, batch_size: int | None = None) -> Round | None:
     """Create and enqueue the next round, unless one is active already (then ``None``).
 
+    ``batch_size``: items to pick; the project's configured batch size when not given.
     A round whose worker is gone is not replaced here: the sweeper (``services/liveness.py``) re-runs
     or fails it within ``LOUPE_LOST_AFTER_SECONDS`` plus a sweep interval.  Raises
     ``dispatch.BrokerUnavailable`` (503) when the broker is unreachable; the round is then failed.
@@ -73,7 +83,7 @@ def round_request(*, project: Project, reason: str) -> Round | None:
                     strategy=project.strategy,
                     params=dict(project.strategy_params or {}),
                     seed=int(project.seed) * 1_000_003 + number,
-                    batch_size=project.batch_size,
+                    batch_size=project.batch_size if batch_size is None else int(batch_size),
                     embedding_version=project.embedding_version,
                     progress_message="queued",
                     heartbeat_at=timezone.now(),
@@ -102,23 +112,28 @@ def round_enqueue(rnd: Round) -> None:
                                   what=f"round {rnd.number} of project {rnd.project_id}")
 
 
-def round_maybe_request(*, project: Project, pending: int | None = None) -> Round | None:
+def round_maybe_request(*, project: Project, pending: int | None = None, current: Round | None = _UNREAD
+                        ) -> Round | None:
     """Apply the project's refill policy: start a round when the queue runs low (or every N labels).
 
-    Runs after every label, so the common case costs one indexed ``COUNT``: with the queue above
-    the threshold (and no every-N policy) nothing else is read.  ``pending``: the project's pending
-    entry count when the caller has just read it.  The dearer checks (active or recently failed
-    round, the pool's ``EXISTS``) only run when a round may start.
+    Low: below the adaptive refill point (``services/refill.py``), from the pace the newest round
+    stored, which also sizes the batch.  Runs after every label, so the common case reads nothing
+    new: ``pending`` (pending entries) and ``current`` (``selectors.current_round``) come from the
+    caller (read here when not given); the dearer checks only run when a round may start.
     """
     if pending is None:
         pending = selectors.pending_count(project=project)
-    low = pending < project.refill_threshold
+    if current is _UNREAD:
+        current = selectors.current_round(project=project)
+    if current is not None and current.status in Round.ACTIVE:
+        return None
+    last = current
+    pace = Pace.from_metrics(last.metrics) if last is not None else Pace(None, None)
+    threshold = int(project.refill_threshold)
+    low = pending < refill_point(threshold=threshold, pace=pace)
     every_n = project.refill_policy == Project.Refill.EVERY_N and project.retrain_every > 0
     if not low and not every_n:
         return None
-    if selectors.active_round(project=project) is not None:
-        return None
-    last = selectors.last_round(project=project)
     if last is not None and last.status == Round.Status.FAILED and last.finished_at:
         # Wait before an automatic retry: a deterministic failure would otherwise start a round per label.
         if timezone.now() - last.finished_at < timedelta(seconds=settings.LOUPE_RETRY_AFTER_FAILURE_SECONDS):
@@ -133,8 +148,9 @@ def round_maybe_request(*, project: Project, pending: int | None = None) -> Roun
         reason = "every_n"
     if not selectors.pool_items(project=project).exists():
         return None  # nothing left to pick
+    batch = next_batch_size(base=int(project.batch_size), threshold=threshold, pace=pace)
     try:
-        return round_request(project=project, reason=reason)
+        return round_request(project=project, reason=reason, batch_size=batch)
     except dispatch.BrokerUnavailable:
         # The label that got us here has committed and stands; the round is failed with the reason
         # and the policy asks again after LOUPE_RETRY_AFTER_FAILURE_SECONDS.
@@ -148,7 +164,12 @@ def _push_status(round_id: int) -> None:
         realtime.send_round_status(rnd)
 
 
-def _progress(rnd: Round, fraction: float, message: str) -> None:
+def _progress(rnd: Round, fraction: float, message: str, *, throttle: bool = False) -> None:
+    """Store and push the round's progress (``throttle``: not when the last is younger than the interval)."""
+    now = time.monotonic()
+    if throttle and now - getattr(rnd, "_progress_at", -math.inf) < PROGRESS_INTERVAL_S:
+        return
+    rnd._progress_at = now
     rnd.progress = float(min(max(fraction, 0.0), 1.0))
     rnd.progress_message = message[:200]
     Round.objects.filter(pk=rnd.pk).update(progress=rnd.progress, progress_message=rnd.progress_message)
@@ -195,7 +216,7 @@ def round_execute(*, round_id: int) -> Round:
     rnd = Round.objects.select_related("project").get(pk=round_id)
     project = rnd.project
     try:
-        with liveness.Heartbeat(Round, rnd.pk):
+        with liveness.Heartbeat(Round, rnd.pk), compute_threads():
             return _execute(rnd, project)
     except Exception as exc:  # the round is marked failed with the reason; the task logs the traceback
         log.exception("round %s of project %s failed", rnd.pk, project.pk)
@@ -287,7 +308,7 @@ def _execute(rnd: Round, project: Project) -> Round:
             strategy = make_strategy(rnd.strategy, rnd.params)
 
             def progress(fraction: float, message: str) -> None:
-                _progress(rnd, 0.5 + 0.4 * float(fraction), message)
+                _progress(rnd, 0.5 + 0.4 * float(fraction), message, throttle=True)
 
             ctx = SelectionContext(
                 X_all=X_all,
@@ -381,6 +402,12 @@ def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings
         QueueEntry.objects.bulk_create(entries)
         metrics["superseded"] = int(superseded)
         metrics["entries"] = len(entries)
+        # The pace the refill policy of the next label reads (services/refill.py).
+        now = timezone.now()
+        took = (now - locked.created_at).total_seconds() if locked.reason in POLICY_REASONS else None
+        pace = pace_measure(project=project, now=now, this_round_seconds=took)
+        metrics["pace"] = pace.as_dict()
+        metrics["refill_point"] = refill_point(threshold=int(project.refill_threshold), pace=pace)
         timings["write"] = time.perf_counter() - t_write
         timings["total"] = time.perf_counter() - t0
         Round.objects.filter(pk=locked.pk).update(
@@ -392,7 +419,7 @@ def _write(rnd, project, chosen, pool_ids, probs_pool, classes, metrics, timings
             model_file=model_rel,
             progress=1.0,
             progress_message=f"{len(entries)} new items",
-            finished_at=timezone.now(),
+            finished_at=now,
         )
         pending = QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
         number, n_added, round_id, project_id = locked.number, len(entries), locked.pk, project.pk
