@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from django.utils import timezone
 
 from .. import realtime, selectors, storage
 from . import dispatch, liveness
+from .failures import failure_summary
 from ..models import Item, Project, QueueEntry, Round
 from .quality import quality_enqueue, quality_round_scores
 from .refill import POLICY_REASONS, Pace, next_batch_size, pace_measure, refill_point
@@ -218,11 +218,10 @@ def round_execute(*, round_id: int) -> Round:
     try:
         with liveness.Heartbeat(Round, rnd.pk), compute_threads():
             return _execute(rnd, project)
-    except Exception as exc:  # the round is marked failed with the reason; the task logs the traceback
-        log.exception("round %s of project %s failed", rnd.pk, project.pk)
+    except Exception as exc:  # the round is marked failed with the reason; the traceback goes to the log only
         Round.objects.filter(pk=rnd.pk, status__in=Round.ACTIVE).update(
             status=Round.Status.FAILED,
-            failure=f"{type(exc).__name__}: {exc}"[:2000] + "\n" + traceback.format_exc(limit=5)[-2000:],
+            failure=failure_summary(what=f"round {rnd.number} of project {project.pk}", exc=exc, logger=log),
             finished_at=timezone.now(),
         )
         rnd.refresh_from_db()
