@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import traceback
 from datetime import timedelta
 
 import numpy as np
@@ -33,6 +32,7 @@ from django.utils import timezone
 from .. import realtime, selectors, storage
 from ..models import Project, Round
 from . import dispatch, liveness, round_pipeline
+from .failures import failure_summary
 from .quality import quality_round_scores
 from .refill import Pace, next_batch_size, refill_point
 from .threads import compute_threads
@@ -162,11 +162,10 @@ def round_execute(*, round_id: int) -> Round:
     try:
         with liveness.Heartbeat(Round, rnd.pk), compute_threads():
             _execute(rnd)
-    except Exception as exc:  # the round is marked failed with the reason; the task logs the traceback
-        log.exception("round %s of project %s failed", rnd.pk, rnd.project_id)
+    except Exception as exc:  # the round is marked failed with the reason; the traceback goes to the log only
         Round.objects.filter(pk=rnd.pk, status__in=Round.ACTIVE).update(
             status=Round.Status.FAILED,
-            failure=f"{type(exc).__name__}: {exc}"[:2000] + "\n" + traceback.format_exc(limit=5)[-2000:],
+            failure=failure_summary(what=f"round {rnd.number} of project {rnd.project_id}", exc=exc, logger=log),
             finished_at=timezone.now(),
         )
         rnd.refresh_from_db()

@@ -120,6 +120,9 @@ def test_project_admin_cannot_point_hf_at_a_server_folder(world, tmp_path):
     r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
         project, extractor="hf", **{field_name("ep", "hf", "model"): str(tmp_path)}))
     assert r.status_code == 200 and "only a superuser may point" in r.content.decode()
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
+        project, extractor="hf", **{field_name("ep", "hf", "model"): ""}))
+    assert r.status_code == 200 and "give a model" in r.content.decode()
     project.refresh_from_db()
     assert project.extractor == "pixels"
     # A folder a superuser chose may be re-run by the project admin (an import re-embeds): it runs no code.

@@ -183,6 +183,8 @@ def test_a_failing_round_is_marked_failed_with_the_reason(make_project):
         round_execute(round_id=rnd.pk)
     rnd.refresh_from_db()
     assert rnd.status == Round.Status.FAILED and "no-such-strategy" in rnd.failure
+    assert "Traceback" not in rnd.failure and 'File "' not in rnd.failure  # the traceback is logged only
+    assert "(reference " in rnd.failure
     assert not QueueEntry.objects.exists()
     assert round_maybe_request(project=project) is None  # no immediate retry after a failure
 
