@@ -30,6 +30,12 @@ from .services import roles as role_services
 from .services.dispatch import BrokerUnavailable
 
 
+def _warning_html(extractor: str) -> str:
+    """The extractor's warning as a red admin note (fieldset descriptions are rendered as HTML)."""
+    text = extractor_warning(extractor)
+    return format_html('<p class="errornote">{}</p>', text) if text else ""
+
+
 def _admin_project_ids(user):
     return Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values("project_id")
 
@@ -163,7 +169,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             prefix, owner = key.split(":", 1)
             if prefix == EP:
                 sets.append((f"{owner} extractor parameters", {"fields": [n for n, _ in fields],
-                                                                 "description": extractor_warning(owner),
+                                                                 "description": _warning_html(owner),
                                                                  "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
         return sets
 
