@@ -193,7 +193,8 @@ def tables(rows: list[dict]) -> str:
                            f"{hw:.4f} | {hw / base:.2f} |")
     err = [r for r in rows if r["experiment"] == "errors"]
     if err:
-        out += ["", f"suspected label errors: {err[0]['n']} labels, noise {np.mean([r['noise_rate'] for r in err]):.3f}",
+        noise = np.mean([r["noise_rate"] for r in err])
+        out += ["", f"suspected label errors: {err[0]['n']} labels, noise {noise:.3f}",
                 "", "| ranking | precision of top 5% (mean ± sd) | min over seeds |", "|---|---|---|"]
         for name in dict.fromkeys(r["estimator"] for r in err):
             p = [r["precision_top5pc"] for r in err if r["estimator"] == name]
@@ -238,7 +239,8 @@ def main_from_args(args) -> int:
         accs = tuple(float(a) for a in args.annotators.split(",")) if args.annotators else ()
         sizes = tuple(int(s) for s in args.audit_sizes.split(","))
     except ValueError:
-        raise SystemExit("error: --annotators takes numbers like 0.9,0.7,0.6 and --audit-sizes ints like 50,100")
+        raise SystemExit("error: --annotators takes numbers like 0.9,0.7,0.6 "
+                         "and --audit-sizes ints like 50,100") from None
     noise = args.label_noise or 0.0
     overlap = 1.0 if args.overlap is None else args.overlap
     if not 0 <= noise < 1:

@@ -10,7 +10,7 @@ import json
 import zipfile
 
 import pytest
-from datakit import image_bytes, make_project, write_tree
+from tests.annotate.datakit import image_bytes, make_project, write_tree
 from django.test import Client
 
 from annotate.models import Item, Membership

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import add_member, image_bytes, make_project, make_user, write_tree
 from django.test import Client
 
 from annotate.models import Annotation, Item, Job, Membership
@@ -16,10 +16,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(tmp_path, settings, monkeypatch):
+def world(tmp_path, settings, monkeypatch, pushes):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     project = make_project(classes=("cat", "dog"))
     import_images(project=project, options=ImportOptions(source=str(write_tree(tmp_path / "s", {
         "a.png": image_bytes(1), "b.png": image_bytes(2)}))))
