@@ -157,6 +157,10 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                                                      "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
         sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
                                                       "retrain_every", "audit_rate", "l2", "seed"]}))
+        sets.append(("Overlap and agreement", {
+            "fields": ["overlap_rate", "overlap_k"],
+            "description": "A share of each batch is labeled by k different annotators; their Dawid-Skene "
+                           "consensus becomes the item's label and feeds agreement on the dashboard."}))
         sets.append(("Embeddings", {"fields": ["extractor"],
                                     "description": "Changing the extractor or its parameters re-embeds all items."}))
         for key, fields in form.generated.items():
