@@ -249,7 +249,8 @@ def main_from_args(args) -> int:
         accs = tuple(float(a) for a in args.annotators.split(",")) if args.annotators else ()
         sizes = tuple(int(s) for s in args.audit_sizes.split(","))
     except ValueError:
-        raise SystemExit("error: --annotators takes numbers like 0.9,0.7,0.6 and --audit-sizes ints like 50,100") from None
+        raise SystemExit("error: --annotators takes numbers like 0.9,0.7,0.6 and --audit-sizes ints "
+                         "like 50,100") from None
     noise = args.label_noise or 0.0
     overlap = 1.0 if args.overlap is None else args.overlap
     if not 0 <= noise < 1:
