@@ -12,13 +12,14 @@ import functools
 import json
 from typing import Any, Callable
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import DataError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from . import selectors
+from . import selectors, throttle
 from .payloads import annotation_payload, entry_payload
 from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo
@@ -40,8 +41,14 @@ def authenticate(request: HttpRequest):
         key = parse_authorization(header)
         if key is None:
             return error("unsupported Authorization header; use 'Authorization: Token <key>'", 401)
+        where = [f"ip:{throttle.client_address(request)}"]
+        if throttle.blocked("token", where):
+            resp = error("too many failed token attempts from this address; try again later", 429)
+            resp["Retry-After"] = str(settings.LOUPE_AUTH_WINDOW_SECONDS)
+            return resp
         user = token_user(key=key)
         if user is None:
+            throttle.record_failure("token", where)
             return error("invalid or revoked API token", 401)
         request.user = user
         request.loupe_token_auth = True
@@ -184,8 +191,9 @@ def _submit(request, project_id: int, *, skip: bool):
     return JsonResponse({
         "annotation": annotation_payload(res.annotation),
         "created": res.created,
-        # the counts the submit read (they fed the refill policy), then the round, read after it
-        "progress": selectors.project_progress(project=project, counts=res.progress),
+        # the counts and the round the submit read (they fed the refill policy; the round is the one
+        # it may have started)
+        "progress": selectors.project_progress(project=project, counts=res.progress, current=res.round),
     }, status=201 if res.created else 200)
 
 

@@ -194,6 +194,9 @@ class ProjectConfigForm(forms.ModelForm):
                     elif extractor != "precomputed":
                         self.add_error(name, f"extractor {extractor!r} needs a file: upload one")
             self._check_uploads(extractor)
+            if extractor == "hf" and not str(params.get("model") or "").strip():
+                self.add_error(field_name(EP, "hf", "model"), "give a model: a Hugging Face id such as "
+                               "facebook/dinov2-small (in the workers' cache), or a folder (superusers)")
             if self.user is not None and self._extractor_changed(extractor, params):
                 from .services.embeddings import extractor_check_allowed  # noqa: PLC0415
 

@@ -117,13 +117,17 @@ def progress_counts(*, project: Project, user=None) -> dict[str, int]:
     return out
 
 
-def project_progress(*, project: Project, user=None, counts: dict[str, int] | None = None) -> dict[str, Any]:
+_UNREAD = object()
+
+
+def project_progress(*, project: Project, user=None, counts: dict[str, int] | None = None,
+                     current: Round | None = _UNREAD) -> dict[str, Any]:
     """Counts for the labeling page: items, labeled items, this user's labels, queue and rounds.
 
-    Two queries: :func:`progress_counts` (pass ``counts`` when the caller has them already) and
-    :func:`current_round`."""
+    Two queries: :func:`progress_counts` and :func:`current_round`; pass ``counts`` / ``current``
+    when the caller has read them already."""
     out: dict[str, Any] = dict(counts) if counts is not None else progress_counts(project=project, user=user)
-    rnd = current_round(project=project)
+    rnd = current_round(project=project) if current is _UNREAD else current
     out["round"] = round_payload(rnd) if rnd is not None else None
     return out
 

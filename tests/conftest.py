@@ -260,3 +260,35 @@ def celery_worker_process(tmp_path):
     yield start
     for proc in procs:
         proc.stop()
+
+
+class Pushes(list):
+    """Every message sent to a project group, in order (``realtime.py``'s messages as sent)."""
+
+    def of(self, type_: str) -> list[dict]:
+        return [m for m in self if m["type"] == type_]
+
+    def jobs(self) -> list[dict]:
+        """The job payloads of the ``job.progress`` messages."""
+        return [m["job"] for m in self.of("job.progress")]
+
+
+@pytest.fixture
+def pushes(settings) -> Pushes:
+    """The in-memory channel layer for this test, recording what is pushed to browsers.
+
+    Tests that run jobs or rounds take this instead of replacing the code that pushes: the real
+    ``realtime`` module runs, through the real layer's ``group_send``."""
+    from channels.layers import get_channel_layer  # noqa: PLC0415
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    layer = get_channel_layer()
+    sent = Pushes()
+    send = layer.group_send
+
+    async def record(group: str, message: dict) -> None:
+        sent.append(message)
+        await send(group, message)
+
+    layer.group_send = record
+    return sent

@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import selectors
-from ..models import Annotation, Item, Project, QueueEntry
+from ..models import Annotation, Item, Project, QueueEntry, Round
 from .errors import BadInput, Conflict, NotFound
 from .queue import lease_seconds
 from .rounds import round_maybe_request
@@ -36,6 +36,7 @@ class SubmitResult:
     annotation: Annotation
     created: bool
     progress: dict[str, int]  # selectors.progress_counts for the submitter, read after the submit
+    round: Round | None  # selectors.current_round after the refill policy ran (the round it started, if any)
 
 
 @dataclass
@@ -93,8 +94,9 @@ def annotation_submit(
 ) -> SubmitResult:
     """Store a label (or a skip) for an item leased to ``user``; the entry is then done (skipped).
 
-    Then the refill policy runs.  The hot path (docs/bench-load.md) reads the progress counts once:
-    their pending count feeds the policy, and the caller shows them (``SubmitResult.progress``).
+    Then the refill policy runs.  The hot path (docs/bench-load.md) reads the progress counts and
+    the current round once: they feed the policy (the round holds the project's pace), and the
+    caller shows them (``SubmitResult.progress``, ``SubmitResult.round``).
     """
     item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
@@ -118,8 +120,9 @@ def annotation_submit(
             raise Conflict(f"item {item_id} was changed by a concurrent request; reload and try again") from None
         ann, created = prior, False
     counts = selectors.progress_counts(project=project, user=user)
-    round_maybe_request(project=project, pending=counts["pending"])
-    return SubmitResult(ann, created, counts)
+    current = selectors.current_round(project=project)
+    started = round_maybe_request(project=project, pending=counts["pending"], current=current)
+    return SubmitResult(ann, created, counts, started or current)
 
 
 def _submit(*, project, user, item_id, action, label, cid, time_ms) -> tuple[Annotation, bool]:

@@ -265,17 +265,28 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- checks
+class _TooManyPixels(Exception):
+    pass
+
+
 def check_image(data: bytes) -> tuple[str, int, int]:
     """(extension, width, height) of valid image bytes; ValueError with the reason otherwise."""
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only: the size is known before decoding
             fmt = im.format
+            width, height = im.size
+            limit = settings.LOUPE_MAX_IMAGE_PIXELS
+            if width * height > limit:
+                raise _TooManyPixels(f"{width}×{height} = {width * height} pixels, more than "
+                                     f"LOUPE_MAX_IMAGE_PIXELS={limit}")
             im.verify()
         with Image.open(io.BytesIO(data)) as im:  # verify() leaves the image unusable; reopen to decode
             im.load()
             width, height = im.size
+    except _TooManyPixels as exc:
+        raise ValueError(str(exc)) from None
     except UnidentifiedImageError:
         raise ValueError("not an image Pillow can identify") from None
     except Image.DecompressionBombError as exc:

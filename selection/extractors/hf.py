@@ -163,12 +163,10 @@ class HuggingFace(ModelExtractor):
         import torch  # noqa: PLC0415
         from transformers import AutoImageProcessor  # noqa: PLC0415
 
-        from ..backend import torch_device  # noqa: PLC0415
-
         model_name = self.params_["model"]
         folder = resolve_model_dir(model_name)
         cfg = check_model_dir(folder, model_name)
-        device = torch_device(self.params_["device"])
+        device = self.torch_device()
         dtype = torch.float16 if device == "cuda" and self.params_["precision"] == "auto" else torch.float32
         try:
             model = load_model(folder, cfg)

@@ -9,7 +9,8 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from datakit import class_tree, image_bytes, make_project, make_user, write_tree
+from django.urls import reverse
+from tests.annotate.datakit import class_tree, image_bytes, make_project, make_user, write_tree
 
 from annotate import storage
 from annotate.models import Annotation, Item, Job, Round
@@ -37,7 +38,7 @@ def labeled(media, tmp_path):
     project = make_project(classes=("cat", "dog", "bird"))
     import_images(project=project, options=ImportOptions(source=str(src)))
     ann, ann2, rev = make_user("ann"), make_user("bob"), make_user("rev")
-    from datakit import add_member
+    from tests.annotate.datakit import add_member
 
     add_member(project, rev, "reviewer")
     items = {i.original_name: i for i in Item.objects.filter(project=project)}
@@ -201,10 +202,8 @@ def test_chunks_are_bounded_and_cover_every_item_once(labeled):
     assert sizes == [4, 2] and seen == sorted(set(seen)) and len(seen) == 6
 
 
-def test_export_job_writes_a_file_and_reports_progress(labeled, monkeypatch, django_capture_on_commit_callbacks):
+def test_export_job_writes_a_file_and_reports_progress(labeled, pushes, django_capture_on_commit_callbacks):
     project, _, expected = labeled
-    pushed = []
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: pushed.append(job.status))
     with django_capture_on_commit_callbacks(execute=False) as cbs:
         job = export_request(project=project, fmt="csv", predictions=False)
     assert len(cbs) == 1
@@ -213,7 +212,9 @@ def test_export_job_writes_a_file_and_reports_progress(labeled, monkeypatch, dja
     path = storage.media_path(job.result_file)
     assert path.is_file() and path.parent == storage.exports_dir(project).resolve()
     assert hashlib.sha256(path.read_bytes()).hexdigest()
-    assert pushed[0] == Job.Status.RUNNING and pushed[-1] == Job.Status.DONE
+    pushed = pushes.jobs()
+    assert pushed[0]["status"] == Job.Status.RUNNING and pushed[-1]["status"] == Job.Status.DONE
+    assert pushed[-1]["download"] == reverse("job_download", args=[job.pk])
     with pytest.raises(ValueError, match="export format 'xml' is not one of"):
         export_request(project=project, fmt="xml")
 
@@ -236,20 +237,19 @@ def test_management_commands_import_embed_and_export(media, tmp_path):
         rows = list(csv.DictReader(fh))
     assert {r["image"]: r["label"] for r in rows} == {name: name.split("/")[0] for name in class_tree(3)}
     with pytest.raises(CommandError, match="escapes the target folder"):
-        from datakit import write_zip
+        from tests.annotate.datakit import write_zip
 
         call_command("import_images", "cmdproj", str(write_zip(tmp_path / "bad.zip", {"../a.png": b"x"})))
     with pytest.raises(CommandError, match="no project 'nope'"):
         call_command("export_project", "nope", "--format", "csv", "--out", str(out))
 
 
-def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
+def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch, pushes):
     """Import with embeddings -> a round -> label over the JSON API -> export -> import elsewhere."""
     from django.test import Client
 
     from annotate.services.rounds import round_execute, round_request
 
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     files = class_tree(n_per_class=6, classes=("cat", "dog"))
     names = sorted(files)
     src = write_tree(tmp_path / "orig", files)
@@ -261,7 +261,7 @@ def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
     import_images(project=first, options=ImportOptions(source=str(src), manifest=str(man),
                                                        embeddings=str(tmp_path / "e.npy")))
     labeler = make_user("labeler")
-    from datakit import add_member
+    from tests.annotate.datakit import add_member
 
     add_member(first, labeler, "annotator")
     rnd = round_request(project=first, reason="test")
@@ -289,11 +289,10 @@ def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
         assert got == truth, fmt
 
 
-def test_only_the_newest_export_files_are_kept(labeled, monkeypatch):
+def test_only_the_newest_export_files_are_kept(labeled, monkeypatch, pushes):
     import annotate.services.exports as exports
 
     project, _, _ = labeled
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     monkeypatch.setattr(exports, "EXPORTS_KEPT", 2)
     jobs = [export_execute(job_id=str(export_request(project=project, fmt="csv").pk)) for _ in range(3)]
     for j in jobs:

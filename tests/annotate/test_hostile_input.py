@@ -10,7 +10,7 @@ import json
 import zipfile
 
 import pytest
-from datakit import image_bytes, make_project, write_tree
+from tests.annotate.datakit import image_bytes, make_project, write_tree
 from django.test import Client
 
 from annotate.models import Item, Membership
@@ -134,3 +134,27 @@ def test_a_nul_inside_a_json_string_is_a_400(reviewer_client):
     # The six characters \u0000 written as text (an escaped backslash) are not a NUL.
     resp = _post(client, f"/api/projects/{project.pk}/label", b'{"item_id": 1, "label": "c\\\\u0000t"}')
     assert "NUL" not in resp.json()["error"]
+
+
+# --------------------------------------------------------------------------- row 9
+def test_a_tiny_png_of_13000_by_13000_pixels_is_skipped_by_name(media, tmp_path, settings):
+    import io
+    import resource
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (13000, 13000)).save(buf, "PNG", optimize=True)  # 1-bit: a 13k × 13k PNG of a few KB
+    assert len(buf.getvalue()) < 64 * 1024
+    src = write_tree(tmp_path / "src", {"huge.png": buf.getvalue(), "ok.png": image_bytes(1)})
+    project = make_project()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = import_images(project=project, options=ImportOptions.from_dict({"source": str(src)}))
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert res.imported == 1
+    assert res.skipped == [{"name": "huge.png", "reason": "13000×13000 = 169000000 pixels, more than "
+                                                          "LOUPE_MAX_IMAGE_PIXELS=40000000"}]
+    assert grown_mib < 100  # never decoded (decoding is 169 MB at one byte per pixel)
+    settings.LOUPE_MAX_IMAGE_PIXELS = 63  # the limit is configurable: now the 8×8 one is too large as well
+    res = import_images(project=make_project(name="q"), options=ImportOptions.from_dict({"source": str(src)}))
+    assert res.imported == 0 and {s["name"] for s in res.skipped} == {"huge.png", "ok.png"}

@@ -9,8 +9,8 @@ from functools import partial
 
 import numpy as np
 import pytest
-from datakit import (class_tree, db_snapshot, image_bytes, make_project, make_user, media_files, write_tree,
-                     write_zip)
+from tests.annotate.datakit import (class_tree, db_snapshot, image_bytes, make_project, make_user, media_files,
+                                    write_tree, write_zip)
 
 from annotate import storage
 from annotate.models import Annotation, Item, Job
@@ -280,10 +280,7 @@ def test_failure_while_moving_files_rolls_back_rows_and_files(media, tmp_path, m
 
 
 def test_import_job_records_progress_result_and_queues_embedding(media, tmp_path, django_capture_on_commit_callbacks,
-                                                                  monkeypatch):
-    pushed = []
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: pushed.append((job.status, job.progress)))
-    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
+                                                                  pushes):
     src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.txt": b"x"})
     project = make_project()
     user = make_user("boss")
@@ -297,7 +294,9 @@ def test_import_job_records_progress_result_and_queues_embedding(media, tmp_path
     assert job.result["skipped"] == [{"name": "b.txt", "reason": reason}]
     emb = Job.objects.get(pk=job.result["embedding_job"])
     assert emb.kind == Job.Kind.EMBED and emb.params["extractor"] == "pixels" and len(callbacks) == 1
+    pushed = [(j["status"], j["progress"]) for j in pushes.jobs()]
     assert pushed[0][0] == Job.Status.RUNNING and pushed[-1] == (Job.Status.DONE, 1.0)
+    assert pushes.of("stats.updated")[-1]["stats"]["totals"]["items"] == 1
 
     bad = import_request(project=project, options={"source": str(write_zip(tmp_path / "e.zip", {"../x.png": b""}))})
     before = db_snapshot(project)
@@ -347,7 +346,7 @@ def test_without_server_paths_a_manifest_may_not_reach_outside(media, tmp_path, 
 
 
 def test_admin_import_page_for_a_project_admin_offers_uploads_only(media, tmp_path):
-    from datakit import add_member
+    from tests.annotate.datakit import add_member
     from django.test import Client
 
     project = make_project()
@@ -376,9 +375,7 @@ def test_admin_import_page_for_a_project_admin_offers_uploads_only(media, tmp_pa
     assert not storage.media_path(job.params["cleanup_dir"]).exists()  # the upload is removed afterwards
 
 
-def test_import_stands_when_the_embedding_job_cannot_be_queued(media, tmp_path, monkeypatch):
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
-    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
+def test_import_stands_when_the_embedding_job_cannot_be_queued(media, tmp_path, monkeypatch, pushes):
     project = make_project(extractor="torch")  # no model file uploaded yet
     source = str(write_tree(tmp_path / "s", {"a.png": image_bytes(1)}))
     job = import_request(project=project, options={"source": source})

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import add_member, image_bytes, make_project, make_user, write_tree
 from django.test import Client
 
 from annotate.models import Annotation, Item

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import add_member, image_bytes, make_project, make_user, write_tree
 from django.test import Client
 
 from annotate.models import Annotation, Item, Job, Membership
@@ -16,10 +16,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(tmp_path, settings, monkeypatch):
+def world(tmp_path, settings, monkeypatch, pushes):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     project = make_project(classes=("cat", "dog"))
     import_images(project=project, options=ImportOptions(source=str(write_tree(tmp_path / "s", {
         "a.png": image_bytes(1), "b.png": image_bytes(2)}))))
@@ -136,8 +135,10 @@ def test_project_admin_can_add_a_member_through_admin(world):
     project, users, _, _ = world
     newbie = make_user("newbie")
     c = client_for(users["admin"])
-    r = c.get("/admin/autocomplete/", {"term": "new", "app_label": "annotate", "model_name": "membership",
-                                       "field_name": "user"})
+    # A user outside the admin's projects is found by exact username only (no enumeration, issue 12).
+    q = {"app_label": "annotate", "model_name": "membership", "field_name": "user"}
+    assert not any(x["text"] == "newbie" for x in c.get("/admin/autocomplete/", {**q, "term": "new"}).json()["results"])
+    r = c.get("/admin/autocomplete/", {**q, "term": "newbie"})
     assert r.status_code == 200 and any(x["text"] == "newbie" for x in r.json()["results"])
     r = c.post("/admin/annotate/membership/add/", {"project": project.pk, "user": newbie.pk, "role": "reviewer"})
     assert r.status_code == 302, r.content.decode()[:500]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from datakit import make_project, make_user
+from tests.annotate.datakit import make_project, make_user
 from django.test import Client
 
 from annotate.forms import build_project_form, field_name

@@ -147,3 +147,11 @@ def test_cuda_float16_is_close_to_cpu(models):
     gpu = ext.extract(lambda i: imgs[i], 6)
     assert gpu.dtype == np.float32
     np.testing.assert_allclose(gpu, cpu, rtol=2e-2, atol=2e-2)
+
+
+def test_cuda_asked_for_without_a_gpu_is_a_clear_error(models):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ExtractorError, match="device='cuda' was asked for but this worker has no CUDA device"):
+        make_extractor("hf", {"model": str(models["vit"]), "device": "cuda"}).extract(
+            lambda i: random_images(1)[0], 1)
