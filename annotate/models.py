@@ -319,7 +319,8 @@ class AlignmentDecision(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="alignments")
     job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    labeled_count = models.PositiveIntegerField(help_text="Labels the backbone was fine-tuned on (held-out share included).")
+    labeled_count = models.PositiveIntegerField(
+        help_text="Labels the backbone was fine-tuned on (held-out share included).")
     method = models.CharField(max_length=8)
     base_model = models.CharField(max_length=500, help_text="The pretrained backbone that was fine-tuned.")
     current_model = models.CharField(max_length=500, help_text="The backbone of the embeddings in use.")
