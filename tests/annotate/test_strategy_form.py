@@ -192,3 +192,18 @@ def test_round_history_names_the_strategy_auto_used(settings, tmp_path):
     page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
     assert "auto → typiclust" in page and "auto → firal" in page
     assert "auto → firal" in c.get("/admin/annotate/round/").content.decode()
+
+
+def test_overlap_settings_are_validated_and_kept_when_absent(fake):
+    project = make_project()
+    data = {**_data(project), "overlap_rate": 1.5, "overlap_k": 1}
+    form = build_project_form()(data=data, instance=project)
+    assert not form.is_valid()
+    assert "between 0 and 1" in str(form.errors["overlap_rate"]) and "from 2 to 10" in str(form.errors["overlap_k"])
+    form = build_project_form()(data={**_data(project), "overlap_rate": 0.25, "overlap_k": 3}, instance=project)
+    assert form.is_valid(), form.errors
+    saved = form.save()
+    assert (saved.overlap_rate, saved.overlap_k) == (0.25, 3)
+    form = build_project_form()(data=_data(project), instance=saved)  # a post without the fields keeps them
+    assert form.is_valid(), form.errors
+    assert (form.save().overlap_rate, saved.overlap_k) == (0.25, 3)
