@@ -139,3 +139,18 @@ def test_auto_hands_over_gradually_with_a_blend():
                    random_state=0)
     assert sel.info["sub_strategy"] == "typiclust+margin" and sel.info["n_typiclust"] == 5
     assert len(np.unique(sel.indices)) == 10 and np.isnan(sel.scores[:5]).all()
+
+
+def test_firal_takes_no_exploration_share_by_default():
+    from selection import get_strategy
+
+    for name in ("firal", "firal_exact"):
+        share = {p.name: p.default for p in get_strategy(name).schema()}["unseen_share"]
+        assert share == 0.0
+    assert {p.name: p.default for p in get_strategy("margin").schema()}["unseen_share"] == 0.5
+    rng = np.random.default_rng(0)
+    X, P = rng.normal(size=(60, 3)), rng.dirichlet(np.ones(4), size=60)
+    for rule in ("fixed", "good_turing"):  # share 0 means no exploration under either rule
+        sel = make_strategy("margin", {"unseen_share": 0, "unseen_rule": rule}).select(
+            X, P, X_labeled=X[:2] + 9, y_labeled=np.array([0, 1]), batch_size=6, random_state=0)
+        assert "cold_start" not in sel.info
