@@ -53,7 +53,7 @@ from .sim_stats import (  # noqa: F401
     summary_table,
 )
 
-DEFAULT_STRATEGIES = "random,margin,badge,firal"
+DEFAULT_STRATEGIES = "random,auto,typiclust,margin,badge"
 
 
 @dataclass
