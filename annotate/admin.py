@@ -18,15 +18,22 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from . import storage
 from .forms import EP, SP, ExportForm, ImportForm, build_project_form, extractor_warning
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
+from .payloads import item_image_url, job_download_url, project_ws_url
 from .permissions import has_role
 from .services import embeddings as embedding_services
 from .services import exports as export_services
 from .services import imports as import_services
+from .services import projects as project_services
 from .services import roles as role_services
 from .services.dispatch import BrokerUnavailable
+
+
+def _warning_html(extractor: str) -> str:
+    """The extractor's warning as a red admin note (fieldset descriptions are rendered as HTML)."""
+    text = extractor_warning(extractor)
+    return format_html('<p class="errornote">{}</p>', text) if text else ""
 
 
 def _admin_project_ids(user):
@@ -45,25 +52,6 @@ class ProjectScoped:
         if self.project_path == "":
             return qs.filter(pk__in=_admin_project_ids(request.user))
         return qs.filter(**{f"{self.project_path}__in": _admin_project_ids(request.user)})
-
-
-def _save_upload(project: Project, upload, folder: str) -> str:
-    """Store an uploaded file under the project; returns its MEDIA_ROOT-relative path."""
-    rel = f"projects/{project.pk}/{folder}/{uuid.uuid4().hex[:12]}-{Path(upload.name).name}"
-    dest = storage.media_path(rel)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "wb") as fh:
-        for chunk in upload.chunks():
-            fh.write(chunk)
-    return rel
-
-
-def _normalised(extractor: str, params: dict) -> dict:
-    """Stored extractor parameters with defaults filled in ({} and the defaults mean the same)."""
-    try:
-        return embedding_services.extractor_validate(name=extractor, params=params)
-    except ValueError:
-        return params
 
 
 class MembershipInline(admin.TabularInline):
@@ -138,8 +126,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
     @admin.display(description="")
     def links(self, obj):
-        return format_html('<a href="/projects/{}/">dashboard</a> · <a href="{}">import</a> · <a href="{}">export</a>',
-                           obj.pk, reverse("admin:annotate_project_import", args=[obj.pk]),
+        return format_html('<a href="{}">dashboard</a> · <a href="{}">import</a> · <a href="{}">export</a>',
+                           reverse("dashboard", args=[obj.pk]), reverse("admin:annotate_project_import", args=[obj.pk]),
                            reverse("admin:annotate_project_export", args=[obj.pk]))
 
     # ------------------------------------------------------------------ permissions
@@ -181,31 +169,22 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
             prefix, owner = key.split(":", 1)
             if prefix == EP:
                 sets.append((f"{owner} extractor parameters", {"fields": [n for n, _ in fields],
-                                                                 "description": extractor_warning(owner),
+                                                                 "description": _warning_html(owner),
                                                                  "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
         return sets
 
     def save_model(self, request, obj, form, change):
-        old = Project.objects.filter(pk=obj.pk).values("extractor", "extractor_params").first() if change else None
-        super().save_model(request, obj, form, change)
-        uploads = form.uploads()
-        if uploads:
-            params = dict(obj.extractor_params)
-            for name, upload in uploads.items():
-                params[name] = _save_upload(obj, upload, "extractors")
-            obj.extractor_params = params
-            obj.save(update_fields=["extractor_params", "updated_at"])
-        changed = old is not None and (old["extractor"] != obj.extractor or
-                                       _normalised(old["extractor"], old["extractor_params"]) != obj.extractor_params)
-        if changed and obj.items.exists():
-            try:
-                job = embedding_services.embedding_request(project=obj, user=request.user)
-            except (ValueError, BrokerUnavailable) as exc:
-                self.message_user(request, f"embeddings not recomputed: {exc}", messages.ERROR)
-            else:
-                self.message_user(request, format_html(
-                    'Extractor changed: re-embedding all items (<a href="{}">job {}</a>).',
-                    reverse("admin:annotate_project_job", args=[obj.pk, job.pk]), str(job.pk)[:8]))
+        previous = (Project.objects.filter(pk=obj.pk).values_list("extractor", "extractor_params").first()
+                    if change else None)
+        res = project_services.project_configure(project=obj, user=request.user, previous=previous,
+                                                 uploads=form.uploads())
+        if res.reembed_error:
+            self.message_user(request, f"embeddings not recomputed: {res.reembed_error}", messages.ERROR)
+        elif res.reembed_job is not None:
+            job = res.reembed_job
+            self.message_user(request, format_html(
+                'Extractor changed: re-embedding all items (<a href="{}">job {}</a>).',
+                reverse("admin:annotate_project_job", args=[obj.pk, job.pk]), str(job.pk)[:8]))
 
     def save_related(self, request, form, formsets, change):
         before = set(Membership.objects.filter(project=form.instance).values_list("user_id", flat=True))
@@ -215,6 +194,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
 
         for user in get_user_model().objects.filter(pk__in=before | after):
             role_services.membership_sync(user=user)
+        for user_id in before - after:
+            role_services.membership_revoked(project_id=form.instance.pk, user_id=user_id)
 
     # ------------------------------------------------------------------ actions
     @admin.action(description="Start a round now")
@@ -287,12 +268,7 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                        "server_paths": request.user.is_superuser}
 
             def keep(upload) -> str:
-                dest = storage.media_path(f"{upload_dir}/{Path(upload.name).name}")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with open(dest, "wb") as fh:
-                    for chunk in upload.chunks():
-                        fh.write(chunk)
-                return str(dest)
+                return str(project_services.upload_save(upload, f"{upload_dir}/{Path(upload.name).name}"))
 
             options["source"] = keep(d["zip_file"]) if d.get("zip_file") else (d.get("folder") or "")
             options["manifest"] = keep(d["manifest_file"]) if d.get("manifest_file") else (d.get("manifest_url") or "")
@@ -336,7 +312,8 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
         project = self._project(request, project_id)
         job = get_object_or_404(Job, pk=job_id, project=project)
         return TemplateResponse(request, "admin/annotate/project/job.html",
-                                self._context(request, project, job=job, title=f"{job.kind} job for {project}"))
+                                self._context(request, project, job=job, ws_url=project_ws_url(project.pk),
+                                              title=f"{job.kind} job for {project}"))
 
 
 @admin.register(Membership)
@@ -355,15 +332,17 @@ class MembershipAdmin(ProjectScoped, admin.ModelAdmin):
         role_services.membership_sync(user=obj.user)
 
     def delete_model(self, request, obj):
-        user = obj.user
+        user, project_id = obj.user, obj.project_id
         super().delete_model(request, obj)
         role_services.membership_sync(user=user)
+        role_services.membership_revoked(project_id=project_id, user_id=user.pk)
 
     def delete_queryset(self, request, queryset):
-        users = [m.user for m in queryset.select_related("user")]
+        gone = [(m.user, m.project_id) for m in queryset.select_related("user")]
         super().delete_queryset(request, queryset)
-        for user in users:
+        for user, project_id in gone:
             role_services.membership_sync(user=user)
+            role_services.membership_revoked(project_id=project_id, user_id=user.pk)
 
 
 @admin.register(Item)
@@ -375,7 +354,7 @@ class ItemAdmin(ProjectScoped, admin.ModelAdmin):
 
     @admin.display(description="image")
     def preview(self, obj):
-        return format_html('<img src="/items/{}/image" style="max-width:320px;max-height:320px">', obj.pk)
+        return format_html('<img src="{}" style="max-width:320px;max-height:320px">', item_image_url(obj.pk))
 
 
 @admin.register(Round)
@@ -425,6 +404,7 @@ class JobAdmin(ProjectScoped, admin.ModelAdmin):
 
     @admin.display(description="result")
     def download(self, obj):
-        if obj.result_file and obj.status == Job.Status.DONE:
-            return format_html('<a href="/jobs/{}/download">download</a>', obj.pk)
-        return "-"
+        url = job_download_url(obj)
+        return format_html('<a href="{}">download</a>', url) if url else "-"
+
+from . import admin_accounts  # noqa: E402, F401  - users scoped to one's projects, API tokens, login form

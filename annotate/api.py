@@ -12,18 +12,19 @@ import functools
 import json
 from typing import Any, Callable
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import DataError
 from django.http import Http404, HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from . import selectors
-from .models import Annotation
+from . import selectors, throttle
+from .payloads import annotation_payload, entry_payload
 from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo
 from .services.errors import ServiceError
 from .services.queue import queue_lease, queue_release
-from .services.rounds import round_maybe_request
 from .services.tokens import parse_authorization, token_user
 
 DEFAULT_LEASE = 6
@@ -40,8 +41,14 @@ def authenticate(request: HttpRequest):
         key = parse_authorization(header)
         if key is None:
             return error("unsupported Authorization header; use 'Authorization: Token <key>'", 401)
+        where = [f"ip:{throttle.client_address(request)}"]
+        if throttle.blocked("token", where):
+            resp = error("too many failed token attempts from this address; try again later", 429)
+            resp["Retry-After"] = str(settings.LOUPE_AUTH_WINDOW_SECONDS)
+            return resp
         user = token_user(key=key)
         if user is None:
+            throttle.record_failure("token", where)
             return error("invalid or revoked API token", 401)
         request.user = user
         request.loupe_token_auth = True
@@ -83,6 +90,7 @@ def api_view(*methods: str):
                 if failed is not None:
                     return failed
             try:
+                _check_query(request)
                 request.json = _body(request)
                 return view(request, *args, **kwargs)
             except ServiceError as exc:
@@ -91,6 +99,8 @@ def api_view(*methods: str):
                 return error(str(exc) or "not found", 404)
             except PermissionDenied as exc:
                 return error(str(exc) or "permission denied", 403)
+            except DataError as exc:  # a value the database cannot store (too long, out of range): bad input
+                return error(f"a value does not fit its field: {str(exc).splitlines()[0][:200]}", 400)
 
         return inner
 
@@ -111,9 +121,34 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ServiceError(f"malformed JSON body: {exc}") from None
+    except RecursionError:
+        raise ServiceError("the JSON body is nested too deeply") from None
+    if b"\\u0000" in raw and _has_nul(data):  # no field takes NUL, and PostgreSQL text cannot hold it
+        raise ServiceError("the JSON body contains a NUL character (\\u0000), which no field accepts")
     if not isinstance(data, dict):
         raise ServiceError(f"the JSON body must be an object; got {type(data).__name__}")
     return data
+
+
+def _has_nul(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if "\x00" in x:
+                return True
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
+
+
+def _check_query(request: HttpRequest) -> None:
+    for key, values in request.GET.lists():
+        if "\x00" in key or any("\x00" in v for v in values):
+            raise ServiceError(f"query parameter {key.replace(chr(0), '')!r} contains a NUL byte")
 
 
 def _fields(data: dict[str, Any], allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
@@ -124,17 +159,6 @@ def _fields(data: dict[str, Any], allowed: set[str], required: set[str] = frozen
     if missing:
         raise ServiceError(f"missing field(s) {missing}")
     return data
-
-
-def _annotation(ann: Annotation) -> dict[str, Any]:
-    return {
-        "id": ann.pk,
-        "item_id": ann.item_id,
-        "action": ann.action,
-        "label": ann.label,
-        "client_id": str(ann.client_id) if ann.client_id else None,
-        "created_at": ann.created_at.isoformat(),
-    }
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -152,11 +176,8 @@ def lease(request, project_id: int):
     project = project_for(user=request.user, project_id=project_id)
     data = _fields(request.json, {"n"})
     entries = queue_lease(project=project, user=request.user, n=data.get("n", DEFAULT_LEASE))
-    if len(entries) < data.get("n", DEFAULT_LEASE):
-        # Running dry: make sure a round is on its way (the refill policy decides).
-        round_maybe_request(project=project)
     return JsonResponse({
-        "items": [selectors.entry_payload(e) for e in entries],
+        "items": [entry_payload(e) for e in entries],
         "progress": selectors.project_progress(project=project, user=request.user),
     })
 
@@ -167,14 +188,12 @@ def _submit(request, project_id: int, *, skip: bool):
     data = _fields(request.json, allowed, {"item_id"} | (set() if skip else {"label"}))
     res = annotation_submit(project=project, user=request.user, item_id=data["item_id"], label=data.get("label"),
                             skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0))
-    # The hot path (docs/bench-load.md): one query for the counts, whose pending count also feeds
-    # the refill policy, then one for the round, read after a round may have been requested.
-    counts = selectors.progress_counts(project=project, user=request.user)
-    round_maybe_request(project=project, pending=counts["pending"])
     return JsonResponse({
-        "annotation": _annotation(res.annotation),
+        "annotation": annotation_payload(res.annotation),
         "created": res.created,
-        "progress": selectors.project_progress(project=project, counts=counts),
+        # the counts and the round the submit read (they fed the refill policy; the round is the one
+        # it may have started)
+        "progress": selectors.project_progress(project=project, counts=res.progress, current=res.round),
     }, status=201 if res.created else 200)
 
 
@@ -195,9 +214,9 @@ def undo(request, project_id: int):
     res = annotation_undo(project=project, user=request.user, item_id=data.get("item_id"),
                           client_id=data.get("client_id"))
     return JsonResponse({
-        "undone": _annotation(res.undone),
-        "annotation": _annotation(res.annotation),
-        "item": selectors.entry_payload(res.entry),
+        "undone": annotation_payload(res.undone),
+        "annotation": annotation_payload(res.annotation),
+        "item": entry_payload(res.entry),
         "created": res.created,
         "progress": selectors.project_progress(project=project, user=request.user),
     }, status=201 if res.created else 200)

@@ -35,6 +35,7 @@ def _token_user(key: str):
 
 class ProjectConsumer(AsyncJsonWebsocketConsumer):
     group: str | None = None
+    member_group: str | None = None
 
     async def connect(self) -> None:
         realtime.set_server_loop(asyncio.get_running_loop())
@@ -53,20 +54,23 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         group = realtime.group_name(project_id)
+        member_group = realtime.member_group_name(project_id, user.pk)
         try:
             await self.channel_layer.group_add(group, self.channel_name)
+            await self.channel_layer.group_add(member_group, self.channel_name)
         except realtime.OUTAGE_ERRORS as exc:
             # Channel layer down: refuse the handshake (the client retries with backoff) instead of a 500.
             log.warning("WebSocket for project %s refused: channel layer unreachable (%s)", project_id, exc)
             await self.close(code=1011)
             return
-        self.group = group
+        self.group, self.member_group = group, member_group
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         if self.group is not None:
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
+                await self.channel_layer.group_discard(self.member_group, self.channel_name)
             except realtime.OUTAGE_ERRORS as exc:  # the group entry expires in the layer by itself
                 log.warning("group_discard for %s failed: %s", self.group, exc)
 
@@ -86,3 +90,8 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
 
     async def job_progress(self, event: dict) -> None:
         await self.send_json(event)
+
+    async def membership_revoked(self, event: dict) -> None:
+        """The user was removed from the project: stop its pushes now (4403: the page stops retrying)."""
+        await self.send_json(event)
+        await self.close(code=4403)

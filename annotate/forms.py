@@ -22,9 +22,10 @@ from selection import DEFAULT_STRATEGY, get_strategy, strategy_names
 from selection.extractors import get_extractor, extractor_names
 from selection.params import Param
 
-from .models import Project
+from .models import Annotation, Project
 from .services.exports import FORMATS
 from .services.imports import LABELS_AS
+from .services.projects import extractor_changed
 
 SP = "sp"
 EP = "ep"
@@ -35,23 +36,9 @@ def field_name(prefix: str, owner: str, param: str) -> str:
     return f"{prefix}__{owner}__{param}"
 
 
-def _range_text(p: Param) -> str:
-    lo = "-∞" if p.min is None else f"{p.min:g}"
-    hi = "∞" if p.max is None else f"{p.max:g}"
-    bits = []
-    if p.min is not None or p.max is not None:
-        bits.append(f"range [{lo}, {hi}]")
-    if p.choices is not None:
-        bits.append("one of " + ", ".join(map(str, p.choices)))
-    bits.append(f"default {p.default!r}")
-    if p.nullable:
-        bits.append("may be left empty")
-    return "; ".join(bits)
-
-
 def param_field(p: Param, *, upload: bool = False) -> forms.Field:
     """A typed form field for one schema parameter (required-ness is checked in ``clean``)."""
-    help_text = f"{p.help} ({_range_text(p)})"
+    help_text = f"{p.help} ({p.range_text()})"
     common: dict[str, Any] = {"required": False, "label": p.name.replace("_", " "), "help_text": help_text,
                               "initial": p.default}
     if upload:
@@ -125,6 +112,10 @@ class ProjectConfigForm(forms.ModelForm):
     def clean_classes_text(self) -> list[str]:
         lines = [ln.strip() for ln in (self.cleaned_data.get("classes_text") or "").splitlines()]
         classes = [ln for ln in lines if ln]
+        longest = Annotation._meta.get_field("label").max_length  # a class name is stored as a label
+        too_long = [c[:40] + "…" for c in classes if len(c) > longest]
+        if too_long:
+            raise forms.ValidationError(f"class names may be at most {longest} characters; too long: {too_long}")
         dup = sorted({c for c in classes if classes.count(c) > 1})
         if dup:
             raise forms.ValidationError(f"classes must be unique; repeated: {dup}")
@@ -143,27 +134,19 @@ class ProjectConfigForm(forms.ModelForm):
         return v
 
     def _params(self, prefix: str, owner: str) -> dict[str, Any]:
+        """The owner's parameters from the submitted fields, coerced by the schema (``Param.parse``)."""
         out: dict[str, Any] = {}
         for name, p in self.generated.get(f"{prefix}:{owner}", []):
-            value = self.cleaned_data.get(name)
-            if isinstance(self.fields[name], forms.FileField):
-                continue  # uploads are stored by the admin after validation
+            if isinstance(self.fields[name], forms.FileField) or name in self.errors:
+                continue  # uploads are stored after validation; a field's own error is reported already
             if name not in self.data and p.type != "bool":
                 # Not on the submitted form at all (e.g. a parameter added to the strategy after the page
                 # was rendered, or a scripted post): the schema's default applies.  A field that was
-                # on the form and left empty is still an error below.
+                # on the form and left empty is still an error (Param.parse).
                 out[p.name] = p.default
                 continue
-            if value in (None, "") and not p.nullable:
-                if p.type == "bool":
-                    value = False
-                elif self.data.get(name, "") == "" and p.type in ("int", "float"):
-                    self.add_error(name, f"{p.name} may not be empty ({_range_text(p)})")
-                    continue
-                elif p.type == "str" and p.default == "":
-                    value = ""
             try:
-                out[p.name] = p.validate(value) if not (value == "" and p.type == "str") else value
+                out[p.name] = p.parse(self.cleaned_data.get(name))
             except ValueError as exc:
                 self.add_error(name, str(exc))
         return out
@@ -192,6 +175,9 @@ class ProjectConfigForm(forms.ModelForm):
                     elif extractor != "precomputed":
                         self.add_error(name, f"extractor {extractor!r} needs a file: upload one")
             self._check_uploads(extractor)
+            if extractor == "hf" and not str(params.get("model") or "").strip():
+                self.add_error(field_name(EP, "hf", "model"), "give a model: a Hugging Face id such as "
+                               "facebook/dinov2-small (in the workers' cache), or a folder (superusers)")
             if self.user is not None and self._extractor_changed(extractor, params):
                 from .services.embeddings import extractor_check_allowed  # noqa: PLC0415
 
@@ -204,16 +190,8 @@ class ProjectConfigForm(forms.ModelForm):
 
     def _extractor_changed(self, extractor: str, params: dict[str, Any]) -> bool:
         inst = self.instance
-        if extractor != inst.extractor or self.uploads_for(extractor):
-            return True
-        from .services.embeddings import extractor_validate  # noqa: PLC0415
-
-        try:
-            stored = extractor_validate(name=inst.extractor, params=inst.extractor_params)
-            chosen = extractor_validate(name=extractor, params=params)
-        except ValueError:
-            return True
-        return stored != chosen
+        return bool(self.uploads_for(extractor)) or extractor_changed(
+            old=(inst.extractor, inst.extractor_params or {}), new=(extractor, params))
 
     def _check_uploads(self, extractor: str) -> None:
         for name, _ in self.generated.get(f"{EP}:{extractor}", []):

@@ -42,6 +42,12 @@ class Project(models.Model):
         default=0.1, help_text="Share of each batch drawn uniformly at random for the unbiased accuracy estimate."
     )
     l2 = models.FloatField(default=1.0, help_text="L2 strength of the classifier head (also FIRAL's lambda).")
+    overlap_rate = models.FloatField(
+        default=0.0, help_text="Share of each batch served to overlap_k different annotators (agreement, consensus)."
+    )
+    overlap_k = models.PositiveSmallIntegerField(
+        default=2, help_text="Annotators per overlapped item (never the same person twice)."
+    )
     seed = models.PositiveIntegerField(default=0)
     # Embeddings: one float32 .npy per project and extractor version (items point at their row).
     extractor = models.CharField(max_length=32, default="pixels")
@@ -87,6 +93,14 @@ class Item(models.Model):
     height = models.PositiveIntegerField(default=0)
     # Ground truth from an import: kept apart from annotations, for evaluation/simulation only.
     ground_truth = models.CharField(max_length=200, blank=True)
+    # Written by the quality worker (services/quality.py), never in a request.
+    consensus_label = models.CharField(
+        max_length=200, blank=True, help_text="Dawid-Skene consensus of two or more annotators' labels."
+    )
+    consensus_probability = models.FloatField(null=True, blank=True)
+    suspect_score = models.FloatField(
+        null=True, blank=True, help_text="How likely the label is wrong (confident learning + learnability)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -175,6 +189,10 @@ class QueueEntry(models.Model):
     is_audit = models.BooleanField(default=False, help_text="Drawn uniformly at random for the accuracy estimate.")
     predicted_label = models.CharField(max_length=200, blank=True)
     predicted_confidence = models.FloatField(null=True, blank=True)
+    correct_probability = models.FloatField(
+        null=True, blank=True, help_text="Calibrated P(model right) at serve time (prediction-powered estimate)."
+    )
+    overlap_k = models.PositiveSmallIntegerField(default=1, help_text="Annotators who should label this item.")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     leased_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="leases"
@@ -279,6 +297,17 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} job {self.id} ({self.status})"
+
+
+class QualityReport(models.Model):
+    """The latest agreement / annotator-model summary of a project (services/quality.py)."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="quality_report")
+    data = models.JSONField(default=dict, blank=True)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"quality of {self.project}"
 
 
 class ApiToken(models.Model):

@@ -31,6 +31,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
+from .payloads import JobPayload, RoundPayload, job_payload, round_payload
+
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
@@ -41,16 +43,7 @@ _server_loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
-# --------------------------------------------------------------------------- payloads
-class RoundInfo(TypedDict):
-    id: int
-    number: int
-    status: str
-    progress: float
-    message: str
-    failure: str
-
-
+# --------------------------------------------------------------------------- messages
 class QueueUpdated(TypedDict):
     type: Literal["queue.updated"]
     project_id: int
@@ -63,7 +56,7 @@ class QueueUpdated(TypedDict):
 class RoundStatus(TypedDict):
     type: Literal["round.status"]
     project_id: int
-    round: RoundInfo
+    round: RoundPayload
     sent_at: float
 
 
@@ -77,15 +70,23 @@ class StatsUpdated(TypedDict):
 class JobProgress(TypedDict):
     type: Literal["job.progress"]
     project_id: int | None
-    job: dict[str, Any]
+    job: JobPayload
     sent_at: float
 
 
-MESSAGE_TYPES = ("queue.updated", "round.status", "stats.updated", "job.progress")
+class MembershipRevoked(TypedDict):
+    type: Literal["membership.revoked"]
+    project_id: int
+    sent_at: float
 
 
 def group_name(project_id: int) -> str:
     return f"loupe.project.{int(project_id)}"
+
+
+def member_group_name(project_id: int, user_id: int) -> str:
+    """One user's sockets on one project (closed when the membership goes)."""
+    return f"loupe.member.{int(project_id)}.{int(user_id)}"
 
 
 # --------------------------------------------------------------------------- loop bookkeeping
@@ -94,10 +95,6 @@ def set_server_loop(loop: asyncio.AbstractEventLoop) -> None:
     global _server_loop
     with _loop_lock:
         _server_loop = loop
-
-
-def server_loop() -> asyncio.AbstractEventLoop | None:
-    return _server_loop
 
 
 def _layer():
@@ -113,19 +110,20 @@ def _now_ms() -> float:
     return time.time() * 1000.0
 
 
-def _send(project_id: int, message: dict[str, Any]) -> None:
-    """Send ``message`` to the project's group; a layer outage is logged and the message dropped."""
+def _send(project_id: int, message: dict[str, Any], group: str | None = None) -> None:
+    """Send ``message`` to the project's group (or ``group``); a layer outage is logged and the message dropped."""
     global _outage_until
     layer = _layer()  # a missing layer is a misconfiguration: raised, not swallowed
+    group = group or group_name(project_id)
     if time.monotonic() < _outage_until:
-        log.debug("push %s to project %s skipped: channel layer outage", message.get("type"), project_id)
+        log.debug("push %s to %s skipped: channel layer outage", message.get("type"), group)
         return
     try:
         try:
-            _deliver(layer, project_id, message)
+            _deliver(layer, group, message)
         except OUTAGE_ERRORS:
             # Once more at once: after a Redis restart the first use of a pooled connection fails.
-            _deliver(layer, project_id, message)
+            _deliver(layer, group, message)
     except OUTAGE_ERRORS as exc:
         _outage_until = time.monotonic() + OUTAGE_BACKOFF_S
         log.warning("push %s to project %s dropped: channel layer unreachable (%s: %s)",
@@ -152,8 +150,7 @@ def _outage_errors() -> tuple[type[BaseException], ...]:
 OUTAGE_ERRORS = _outage_errors()
 
 
-def _deliver(layer, project_id: int, message: dict[str, Any]) -> None:
-    group = group_name(project_id)
+def _deliver(layer, group: str, message: dict[str, Any]) -> None:
     loop = _server_loop
     if isinstance(layer, InMemoryChannelLayer) and loop is not None and not loop.is_closed() and loop.is_running():
         try:
@@ -171,18 +168,7 @@ def _deliver(layer, project_id: int, message: dict[str, Any]) -> None:
     async_to_sync(layer.group_send)(group, message)
 
 
-# --------------------------------------------------------------------------- helpers
-def round_info(rnd) -> RoundInfo:
-    return {
-        "id": rnd.pk,
-        "number": rnd.number,
-        "status": rnd.status,
-        "progress": float(rnd.progress),
-        "message": rnd.progress_message,
-        "failure": rnd.failure,
-    }
-
-
+# --------------------------------------------------------------------------- senders
 def send_queue_updated(project_id: int, *, round_number: int | None, pending: int, added: int) -> None:
     msg: QueueUpdated = {
         "type": "queue.updated",
@@ -199,7 +185,7 @@ def send_round_status(rnd) -> None:
     msg: RoundStatus = {
         "type": "round.status",
         "project_id": rnd.project_id,
-        "round": round_info(rnd),
+        "round": round_payload(rnd),
         "sent_at": _now_ms(),
     }
     _send(rnd.project_id, dict(msg))
@@ -222,15 +208,13 @@ def send_job_progress(job) -> None:
     msg: JobProgress = {
         "type": "job.progress",
         "project_id": job.project_id,
-        "job": {
-            "id": str(job.pk),
-            "kind": job.kind,
-            "status": job.status,
-            "progress": float(job.progress),
-            "message": job.message,
-            "error": job.error,
-            "has_result": bool(job.result_file),
-        },
+        "job": job_payload(job),
         "sent_at": _now_ms(),
     }
     _send(job.project_id, dict(msg))
+
+
+def send_membership_revoked(project_id: int, user_id: int) -> None:
+    """Tell the user's open sockets on the project to close: they may no longer receive its pushes."""
+    msg: MembershipRevoked = {"type": "membership.revoked", "project_id": int(project_id), "sent_at": _now_ms()}
+    _send(project_id, dict(msg), group=member_group_name(project_id, user_id))

@@ -7,10 +7,9 @@ from django.db import connection
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 
 from .models import Annotation, Item, Project, QueueEntry, Round
-from .selectors_labels import final_labels
+from .payloads import round_payload
+from .selectors_labels import LABEL_ACTIONS, final_labels
 
-#: Annotation actions whose current row gives an item its label.
-LABEL_ACTIONS = (Annotation.Action.LABEL, Annotation.Action.CORRECT)
 #: Current rows that take an item out of the pool (labeled, or skipped by someone).
 DECIDED_ACTIONS = (*LABEL_ACTIONS, Annotation.Action.SKIP)
 
@@ -78,23 +77,6 @@ def pending_count(*, project: Project) -> int:
     return QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
 
 
-def round_summary(rnd: Round | None) -> dict[str, Any] | None:
-    if rnd is None:
-        return None
-    return {
-        "id": rnd.pk,
-        "number": rnd.number,
-        "status": rnd.status,
-        "progress": rnd.progress,
-        "message": rnd.progress_message,
-        "failure": rnd.failure,
-        "labeled_count": rnd.labeled_count,
-        "batch_size": rnd.batch_size,
-        "strategy": rnd.strategy,
-        "finished_at": rnd.finished_at.isoformat() if rnd.finished_at else None,
-    }
-
-
 def _progress_sql() -> str:
     """The SQL of :func:`progress_counts` (table names from the models; portable SQLite/PostgreSQL)."""
     item, ann, queue = Item._meta.db_table, Annotation._meta.db_table, QueueEntry._meta.db_table
@@ -135,23 +117,17 @@ def progress_counts(*, project: Project, user=None) -> dict[str, int]:
     return out
 
 
-def project_progress(*, project: Project, user=None, counts: dict[str, int] | None = None) -> dict[str, Any]:
+_UNREAD = object()
+
+
+def project_progress(*, project: Project, user=None, counts: dict[str, int] | None = None,
+                     current: Round | None = _UNREAD) -> dict[str, Any]:
     """Counts for the labeling page: items, labeled items, this user's labels, queue and rounds.
 
-    Two queries: :func:`progress_counts` (pass ``counts`` when the caller has them already) and
-    :func:`current_round`."""
+    Two queries: :func:`progress_counts` and :func:`current_round`; pass ``counts`` / ``current``
+    when the caller has read them already."""
     out: dict[str, Any] = dict(counts) if counts is not None else progress_counts(project=project, user=user)
-    out["round"] = round_summary(current_round(project=project))
+    rnd = current_round(project=project) if current is _UNREAD else current
+    out["round"] = round_payload(rnd) if rnd is not None else None
     return out
 
-
-def entry_payload(entry: QueueEntry) -> dict[str, Any]:
-    """What the labeling page needs to show a leased item (no prediction: it would bias the label)."""
-    return {
-        "entry_id": entry.pk,
-        "item_id": entry.item_id,
-        "image_url": f"/items/{entry.item_id}/image",
-        "round": entry.round.number if entry.round_id else None,
-        "rank": entry.rank,
-        "lease_expires_at": entry.lease_expires_at.isoformat() if entry.lease_expires_at else None,
-    }

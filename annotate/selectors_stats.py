@@ -19,7 +19,9 @@ from django.db.models import Case, Count, IntegerField, OuterRef, Q, Subquery, V
 from django.utils import timezone
 
 from .models import Annotation, Item, Job, Project, QueueEntry, Round
+from .payloads import job_payload, round_payload
 from .selectors_labels import LABEL_ACTIONS, final_labels
+from .selectors_quality import accuracy_estimate, quality_report
 
 HOURS = 24
 ROUNDS_SHOWN = 30
@@ -112,28 +114,6 @@ def labels_per_hour(*, project: Project, hours: int = HOURS, now=None) -> list[d
     return [{"hour": edges[h].isoformat(), "labels": counts[f"h{h}"]} for h in range(hours)]
 
 
-def _seconds(a, b) -> float | None:
-    return (b - a).total_seconds() if a and b else None
-
-
-def round_rows(*, project: Project, limit: int = ROUNDS_SHOWN) -> list[dict[str, Any]]:
-    rounds = list(Round.objects.filter(project=project).order_by("-number")[:limit])
-    return [{
-        "number": r.number, "status": r.status, "strategy": r.strategy, "reason": r.reason,
-        "labeled_count": r.labeled_count, "batch_size": r.batch_size, "timings": r.timings,
-        "wait_s": _seconds(r.created_at, r.started_at), "run_s": _seconds(r.started_at, r.finished_at),
-        "failure": r.failure, "finished_at": r.finished_at.isoformat() if r.finished_at else None,
-    } for r in reversed(rounds)]
-
-
-def training_status(*, project: Project) -> dict[str, Any]:
-    rnd = Round.objects.filter(project=project).order_by("-number").first()
-    if rnd is None:
-        return {"status": "none", "round": None, "progress": 0.0, "message": "no round yet", "failure": ""}
-    return {"status": rnd.status, "round": rnd.number, "progress": rnd.progress, "message": rnd.progress_message,
-            "failure": rnd.failure, "strategy": rnd.strategy}
-
-
 def project_stats(*, project: Project) -> dict[str, Any]:
     """Everything the dashboard shows, as one JSON-able dict (also the ``stats.updated`` payload)."""
     curve = learning_curve(project=project)
@@ -141,6 +121,7 @@ def project_stats(*, project: Project) -> dict[str, Any]:
     correct = sum(p["correct"] for p in curve)
     distribution = label_distribution(project=project)
     jobs = Job.objects.filter(project=project).order_by("-created_at")[:5]
+    rounds = [round_payload(r) for r in Round.objects.filter(project=project).order_by("-number")[:ROUNDS_SHOWN]]
     return {
         "project": project.pk,
         "generated_at": timezone.now().isoformat(),
@@ -153,14 +134,13 @@ def project_stats(*, project: Project) -> dict[str, Any]:
             "leased": QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED).count(),
         },
         "audit": {"n": n_audit, "correct": correct, "accuracy": (correct / n_audit) if n_audit else None},
+        "accuracy": accuracy_estimate(project=project),
+        "quality": quality_report(project=project),
         "learning_curve": curve,
         "label_distribution": distribution,
         "per_annotator": labels_per_annotator(project=project),
         "per_hour": labels_per_hour(project=project),
-        "rounds": round_rows(project=project),
-        "training": training_status(project=project),
-        "jobs": [{"id": str(j.pk), "kind": j.kind, "status": j.status, "progress": j.progress,
-                  "message": j.message, "error": j.error,
-                  "download": f"/jobs/{j.pk}/download" if j.result_file and j.status == Job.Status.DONE else None}
-                 for j in jobs],
+        "rounds": rounds[::-1],  # oldest first
+        "training": rounds[0] if rounds else None,  # the newest round, or None before the first
+        "jobs": [job_payload(j) for j in jobs],
     }

@@ -1,9 +1,10 @@
-"""Labeling loop URLs: project list, labeling page, labeling API, item images."""
+"""Loupe's pages and JSON API (WebSocket routes are in ``routing.py``)."""
 from django.urls import path
 
-from . import api, views
+from . import api, views, views_dashboard, views_review
 
 urlpatterns = [
+    # Labeling loop: project list, labeling page, item images, labeling API (views.py, api.py).
     path("", views.project_list, name="project_list"),
     path("projects/<int:project_id>/label/", views.label_page, name="label"),
     path("items/<int:item_id>/image", views.item_image, name="item_image"),
@@ -13,4 +14,14 @@ urlpatterns = [
     path("api/projects/<int:project_id>/skip", api.skip, name="api_skip"),
     path("api/projects/<int:project_id>/undo", api.undo, name="api_undo"),
     path("api/projects/<int:project_id>/release", api.release, name="api_release"),
+    # Dashboard: statistics, exports, jobs and their downloads (views_dashboard.py).
+    path("projects/<int:project_id>/", views_dashboard.dashboard, name="dashboard"),
+    path("api/projects/<int:project_id>/stats", views_dashboard.stats, name="api_stats"),
+    path("api/projects/<int:project_id>/exports", views_dashboard.export_create, name="api_export_create"),
+    path("api/jobs/<uuid:job_id>", views_dashboard.job_status, name="api_job"),
+    path("jobs/<uuid:job_id>/download", views_dashboard.job_download, name="job_download"),
+    # Review: everyone's labels and corrections (views_review.py).
+    path("projects/<int:project_id>/review/", views_review.review_page, name="review"),
+    path("api/projects/<int:project_id>/review/items", views_review.review_items, name="api_review_items"),
+    path("api/projects/<int:project_id>/review/correct", views_review.review_correct, name="api_review_correct"),
 ]

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET
 from . import selectors, storage
 from .api import authenticate
 from .models import Item
+from .payloads import project_ws_url
 from .permissions import project_for, projects_of, role_of
 
 
@@ -40,6 +41,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "buttons": hotkeys(list(project.classes)),
         "progress": selectors.project_progress(project=project, user=request.user),
+        "ws_url": project_ws_url(project.pk),
     })
 
 

@@ -13,10 +13,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from annotate.routing import websocket_urlpatterns  # noqa: E402
+from config.bodylimit import BodyLimitMiddleware, install_daphne_guard  # noqa: E402
+
+install_daphne_guard()  # Daphne buffers a body before the application sees it: bound it as it arrives
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimitMiddleware(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

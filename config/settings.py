@@ -91,6 +91,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+AUTHENTICATION_BACKENDS = ["annotate.throttle.ThrottledModelBackend"]
+# Failed logins (per address and per username) and failed API tokens (per address): after this many
+# within the window, refused until it ends (annotate/throttle.py).
+LOUPE_AUTH_FAILURES = env_int("LOUPE_AUTH_FAILURES", 10, minimum=1)
+LOUPE_AUTH_WINDOW_SECONDS = env_int("LOUPE_AUTH_WINDOW_SECONDS", 300, minimum=1)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -112,7 +117,13 @@ WHITENOISE_USE_FINDERS = True  # serve frontend/static without collectstatic in 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LOUPE_UPLOAD_MAX_MEMORY", 10 * 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 LOUPE_MAX_UPLOAD_BYTES = env_int("LOUPE_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1024)
+# Every request body is refused with 413 beyond this as it arrives (config/bodylimit.py); admin uploads
+# from a logged-in session may use LOUPE_MAX_UPLOAD_BYTES.
+LOUPE_MAX_BODY_BYTES = env_int("LOUPE_MAX_BODY_BYTES", 16 * 1024**2, minimum=1024)
 LOUPE_MAX_IMAGE_BYTES = env_int("LOUPE_MAX_IMAGE_BYTES", 50 * 1024**2, minimum=1024)
+# An imported image over this many pixels is skipped by name (a 13000×13000 PNG is 1.3 KB compressed
+# but 500 MB decoded); 40 MP covers photographs and most scans.
+LOUPE_MAX_IMAGE_PIXELS = env_int("LOUPE_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
 
 # --------------------------------------------------------------------------- Celery
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://")
@@ -128,6 +139,7 @@ CELERY_TASK_ROUTES = {
     "annotate.tasks.embedding_compute": {"queue": "gpu"},
     "annotate.tasks.import_run": {"queue": "cpu"},
     "annotate.tasks.export_run": {"queue": "cpu"},
+    "annotate.tasks.quality_refresh": {"queue": "cpu"},
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -180,10 +192,22 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The cache holds the auth throttle's counters: shared through Redis when there is one.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": env_str("LOUPE_CHANNEL_PREFIX", "loupe") + "-cache",
+                          "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --------------------------------------------------------------------------- selection
 SELECTION_DEVICE = env_choice("SELECTION_DEVICE", "cpu", ("cpu", "cuda", "auto"))
 LOUPE_LEASE_SECONDS = env_int("LOUPE_LEASE_SECONDS", 600, minimum=5)
 LOUPE_DEFAULT_L2 = env_float("LOUPE_DEFAULT_L2", 1.0, minimum=0.0)
+# Workers import torch and fit the head once at start, not in the first round (annotate/warmup.py).
+LOUPE_WORKER_WARMUP = env_bool("LOUPE_WORKER_WARMUP", True)
+# BLAS/OpenMP threads of a round; 0 = the libraries' defaults (annotate/services/threads.py).
+LOUPE_ROUND_THREADS = env_int("LOUPE_ROUND_THREADS", 1, minimum=0)
 
 # --------------------------------------------------------------------------- production
 if PRODUCTION:

@@ -1,11 +1,14 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
+
+from annotate.admin_accounts import LoginForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The login page says when failed logins are throttled (annotate/throttle.py).
+    path("accounts/login/", auth_views.LoginView.as_view(authentication_form=LoginForm), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
-    # Labeling loop: project list, labeling page, labeling API, item images (annotate/urls.py).
+    # Pages and JSON API: labeling, dashboard, review, jobs (annotate/urls.py).
     path("", include("annotate.urls")),
-    # Data in and out, dashboard, jobs (annotate/urls_data.py).
-    path("", include("annotate.urls_data")),
 ]

@@ -5,6 +5,7 @@ Arrays in, indices out; no Django, Celery or CuPy at import time.  See DESIGN.md
 from __future__ import annotations
 
 from .params import Param, validate_params
+from . import strategies  # noqa: F401 - registers the built-in strategies
 from .strategies.base import (
     Selection,
     SelectionContext,

@@ -1,8 +1,9 @@
-"""Parameter schemas for strategies.
+"""Parameter schemas for strategies and extractors.
 
 A strategy declares its parameters as a tuple of :class:`Param`.  The schema is the
-single source for defaults, validation (here) and the generated admin form (in the
-app, from :func:`Param.as_dict`).
+single source for defaults, validation and coercion (here: :meth:`Param.validate` for values
+from code or JSON, :meth:`Param.parse` for what a person typed into a form) and the generated
+admin form (in the app, from :func:`Param.as_dict`).
 """
 from __future__ import annotations
 
@@ -73,6 +74,34 @@ class Param:
         if self.max is not None and value > self.max:
             raise ValueError(f"parameter {self.name!r}={value!r} is above the maximum {self.max}")
         return value
+
+    def parse(self, value: Any) -> Any:
+        """:meth:`validate` for a value typed into a form, where an empty field (None or "") means
+        ``False`` for a bool (an unticked box), ``None`` where the parameter is nullable and ``""`` for a
+        string; an empty number is an error naming the allowed range."""
+        if value is None or value == "":
+            if self.type == "bool":
+                return False
+            if self.nullable:
+                return None
+            if self.type == "str":
+                return self.validate("")  # allowed unless the choices leave "" out
+            raise ValueError(f"parameter {self.name!r} may not be empty ({self.range_text()})")
+        return self.validate(value)
+
+    def range_text(self) -> str:
+        """What the parameter allows, for help texts and errors ("range [0, 1]; default 0.5")."""
+        lo = "-∞" if self.min is None else f"{self.min:g}"
+        hi = "∞" if self.max is None else f"{self.max:g}"
+        bits = []
+        if self.min is not None or self.max is not None:
+            bits.append(f"range [{lo}, {hi}]")
+        if self.choices is not None:
+            bits.append("one of " + ", ".join(map(str, self.choices)))
+        bits.append(f"default {self.default!r}")
+        if self.nullable:
+            bits.append("may be left empty")
+        return "; ".join(bits)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able description used by the admin form generator."""

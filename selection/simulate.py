@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no per-round progress on stderr")
     p.add_argument("--from-csv", default="", help="only print the tables (and redraw the plot into --out) "
                    "from an existing curves.csv")
+    from .quality.simulate import add_arguments  # noqa: PLC0415
+
+    add_arguments(p)
     return p
 
 
@@ -278,6 +281,10 @@ def report(rows: list[dict], title: str) -> str:
 
 def main(argv: list[str] | None = None, *, observe=None) -> int:
     args = build_parser().parse_args(argv)
+    from .quality import simulate as quality  # noqa: PLC0415
+
+    if quality.wants_quality(args):
+        return quality.main_from_args(args)
     from .datasets import load_dataset  # noqa: PLC0415
 
     if args.from_csv:

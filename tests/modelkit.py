@@ -71,6 +71,17 @@ def tiny_hf_model(folder: Path, kind: str = "dinov2", *, image_size: int = 32, s
     return folder
 
 
+def fake_hub_cache(cache, model_id, folder):
+    """Lay ``folder`` out as the Hugging Face cache does: models--o--n/{refs/main, snapshots/<rev>/...}."""
+    repo = cache / ("models--" + model_id.replace("/", "--"))
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    for f in folder.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
 def tiny_onnx_model(dest: Path, *, size: int = 8, dynamic_batch: bool = True, seed: int = 0):
     """Export a small conv net (B, 3, size, size) -> (B, 6) to ``dest``; returns the torch module."""
     import torch  # noqa: PLC0415  (heavy: only when a model is built)

@@ -5,6 +5,9 @@ adds a row that becomes the current one for (item, annotator); undo adds an ``un
 becomes current, so the item has no label from that person any more, and hands the item back
 to them (leased again) so they can label it at once.
 
+After a label or a skip the project's refill policy runs (``rounds.round_maybe_request``), here and
+not in a view, so every way of labeling (the API, the shell, a bulk script) keeps the queue filled.
+
 Idempotency: the client sends a ``client_id`` (UUID) with every submit and retries with the same
 one; a retry of a stored submit returns the stored row (``created=False``) and stores nothing.
 The same ``client_id`` for a different submit is a conflict.  A second submit for an item
@@ -19,9 +22,11 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..models import Annotation, Item, Project, QueueEntry
+from .. import selectors
+from ..models import Annotation, Item, Project, QueueEntry, Round
 from .errors import BadInput, Conflict, NotFound
 from .queue import lease_seconds
+from .rounds import round_maybe_request
 
 MAX_TIME_MS = 24 * 3600 * 1000
 
@@ -30,6 +35,8 @@ MAX_TIME_MS = 24 * 3600 * 1000
 class SubmitResult:
     annotation: Annotation
     created: bool
+    progress: dict[str, int]  # selectors.progress_counts for the submitter, read after the submit
+    round: Round | None  # selectors.current_round after the refill policy ran (the round it started, if any)
 
 
 @dataclass
@@ -40,7 +47,7 @@ class UndoResult:
     created: bool
 
 
-def _parse_item_id(item_id) -> int:
+def parse_item_id(item_id) -> int:
     if isinstance(item_id, bool) or not isinstance(item_id, int) or item_id < 1:
         raise BadInput(f"item_id={item_id!r} must be a positive integer")
     return item_id
@@ -85,8 +92,13 @@ def annotation_submit(
     client_id=None,
     time_ms=0,
 ) -> SubmitResult:
-    """Store a label (or a skip) for an item leased to ``user``; the entry is then done (skipped)."""
-    item_id = _parse_item_id(item_id)
+    """Store a label (or a skip) for an item leased to ``user``; the entry is then done (skipped).
+
+    Then the refill policy runs.  The hot path (docs/bench-load.md) reads the progress counts and
+    the current round once: they feed the policy (the round holds the project's pace), and the
+    caller shows them (``SubmitResult.progress``, ``SubmitResult.round``).
+    """
+    item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
     time_ms = _parse_time_ms(time_ms)
     if skip:
@@ -97,18 +109,23 @@ def annotation_submit(
             raise BadInput(f"label={label!r} is not one of the project's classes {project.classes}")
     try:
         with transaction.atomic():
-            return _submit(project=project, user=user, item_id=item_id, action=action, label=label, cid=cid,
-                           time_ms=time_ms)
+            ann, created = _submit(project=project, user=user, item_id=item_id, action=action, label=label,
+                                   cid=cid, time_ms=time_ms)
     except IntegrityError:
         # Two retries of one submit raced: the other one stored it.
+        prior = None
         if cid is not None:
             prior = _replay(user=user, client_id=cid, item_id=item_id, action=action, label=label)
-            if prior is not None:
-                return SubmitResult(prior, False)
-        raise Conflict(f"item {item_id} was changed by a concurrent request; reload and try again") from None
+        if prior is None:
+            raise Conflict(f"item {item_id} was changed by a concurrent request; reload and try again") from None
+        ann, created = prior, False
+    counts = selectors.progress_counts(project=project, user=user)
+    current = selectors.current_round(project=project)
+    started = round_maybe_request(project=project, pending=counts["pending"], current=current)
+    return SubmitResult(ann, created, counts, started or current)
 
 
-def _submit(*, project, user, item_id, action, label, cid, time_ms) -> SubmitResult:
+def _submit(*, project, user, item_id, action, label, cid, time_ms) -> tuple[Annotation, bool]:
     entry = (
         QueueEntry.objects.select_for_update()
         .filter(project=project, item_id=item_id, state=QueueEntry.State.LEASED, leased_by=user)
@@ -122,7 +139,7 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms) -> SubmitRes
     if cid is not None:
         prior = _replay(user=user, client_id=cid, item_id=item_id, action=action, label=label)
         if prior is not None:
-            return SubmitResult(prior, False)
+            return prior, False
     if entry is None:
         raise Conflict(_why_not_leased(project=project, user=user, item_id=item_id))
     now = timezone.now()
@@ -148,7 +165,21 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms) -> SubmitRes
     entry.state = QueueEntry.State.SKIPPED if action == Annotation.Action.SKIP else QueueEntry.State.DONE
     entry.done_at = now
     entry.save(update_fields=["state", "done_at"])
-    return SubmitResult(ann, True)
+    if entry.overlap_k > 1:
+        _overlap_copy(entry)
+    return ann, True
+
+
+def _overlap_copy(entry: QueueEntry) -> None:
+    """Serve an overlapped item again (to someone else, services/queue.py) until k people labeled it."""
+    labeled = (Annotation.objects.filter(item_id=entry.item_id, is_current=True, action=Annotation.Action.LABEL)
+               .values("annotator_id").distinct().count())
+    if labeled < entry.overlap_k:
+        QueueEntry.objects.create(
+            project_id=entry.project_id, round_id=entry.round_id, item_id=entry.item_id, rank=entry.rank,
+            score=entry.score, is_audit=False, predicted_label=entry.predicted_label,
+            predicted_confidence=entry.predicted_confidence, overlap_k=entry.overlap_k,
+        )
 
 
 def _why_not_leased(*, project, user, item_id) -> str:
@@ -169,7 +200,7 @@ def annotation_undo(*, project: Project, user, item_id: int | None = None, clien
     again.  Repeated undos walk back through the user's earlier labels.
     """
     if item_id is not None:
-        item_id = _parse_item_id(item_id)
+        item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
     try:
         with transaction.atomic():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from celery import current_app
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
@@ -37,8 +38,10 @@ def broker_failure_reason(exc: BaseException) -> str:
     return f"not started: the task broker is unreachable ({type(exc).__name__}: {exc})"[:500]
 
 
-def enqueue_after_commit(*, task, args: list[Any], what: str, on_failure: Callable[[str], None]) -> None:
-    """Publish ``task(*args)`` once the current transaction commits (at once in autocommit).
+def enqueue_after_commit(*, task: str, args: list[Any], what: str, on_failure: Callable[[str], None]) -> None:
+    """Publish the task registered as ``task`` with ``args`` once the current transaction commits (at
+    once in autocommit).  By name, through the Celery app's registry: tasks import services, services
+    never import tasks (``annotate/apps.py`` registers the tasks in every process).
 
     ``what`` names the thing in the error ("round 3 of project 1"); ``on_failure(reason)`` records the
     failure on the row (it runs after the commit, in autocommit).  Raises :class:`BrokerUnavailable`
@@ -47,7 +50,7 @@ def enqueue_after_commit(*, task, args: list[Any], what: str, on_failure: Callab
 
     def send() -> None:
         try:
-            task.apply_async(args=args, retry=True, retry_policy=PUBLISH_RETRY)
+            current_app.tasks[task].apply_async(args=args, retry=True, retry_policy=PUBLISH_RETRY)
         except (OperationalError, OSError) as exc:
             reason = broker_failure_reason(exc)
             log.error("%s: %s", what, reason)

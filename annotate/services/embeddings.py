@@ -34,7 +34,6 @@ from selection.extractors.hf import is_local_path
 from .. import storage
 from ..models import Item, Job, Project
 from . import jobs as job_services
-from .failures import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,12 @@ class ExtractorNotAllowed(ValueError):
     """The user may not configure this extractor (it would run code, or read server folders)."""
 
 
-def extractor_check_allowed(*, user, name: str, params: dict[str, Any]) -> None:
-    """ExtractorNotAllowed unless ``user`` (None: the operator's own command line) may use this configuration."""
+def extractor_check_allowed(*, user, name: str, params: dict[str, Any], stored: bool = False) -> None:
+    """ExtractorNotAllowed unless ``user`` (None: the operator's own command line) may use this configuration.
+
+    ``stored``: the project's own configuration, as a superuser may have set it.  Re-running it is
+    fine for a server folder a superuser chose (it runs no code), never for an extractor that runs code.
+    """
     if user is None or user.is_superuser:
         return
     ext = get_extractor(name)
@@ -52,7 +55,7 @@ def extractor_check_allowed(*, user, name: str, params: dict[str, Any]) -> None:
         raise ExtractorNotAllowed(
             f"extractor {name!r} runs code from the uploaded file on the worker, so only a superuser may "
             "configure or run it; choose 'hf' (a pretrained backbone) or 'onnx' (an ONNX model) instead")
-    if name == "hf" and is_local_path(str(params.get("model") or "")):
+    if name == "hf" and not stored and is_local_path(str(params.get("model") or "")):
         raise ExtractorNotAllowed("only a superuser may point 'hf' at a folder on the server; give a model id "
                                   "(e.g. facebook/dinov2-small) that is in the workers' Hugging Face cache")
 
@@ -66,7 +69,7 @@ def _resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def extractor_validate(*, name: str, params: dict[str, Any] | None, user=None) -> dict[str, Any]:
+def extractor_validate(*, name: str, params: dict[str, Any] | None, user=None, stored: bool = False) -> dict[str, Any]:
     """Validated parameters (defaults filled) of an extractor; ValueError naming the problem."""
     params = dict(params or {})
     ext = make_extractor(name, params)
@@ -76,7 +79,7 @@ def extractor_validate(*, name: str, params: dict[str, Any] | None, user=None) -
     if name == "hf" and not ext.params_["model"].strip():
         raise ExtractorError("extractor 'hf' needs a model: a Hugging Face id (e.g. facebook/dinov2-small) "
                              "or, for a superuser, the path of a model folder on the workers")
-    extractor_check_allowed(user=user, name=name, params=ext.params_)
+    extractor_check_allowed(user=user, name=name, params=ext.params_, stored=stored)
     return ext.params_
 
 
@@ -85,8 +88,9 @@ def embedding_request(*, project: Project, user=None, extractor: str | None = No
     """Queue an embedding job with the project's extractor (or the one given, which becomes the project's)."""
     name = extractor or project.extractor
     get_extractor(name)  # ValueError for an unknown name
-    checked = extractor_validate(name=name, params=params if params is not None else project.extractor_params,
-                                 user=user)
+    stored = params is None and name == project.extractor
+    checked = extractor_validate(name=name, params=project.extractor_params if stored else params, user=user,
+                                 stored=stored)
     if name == "precomputed" and not checked.get("path"):
         raise ValueError("this project's embeddings were imported (precomputed): import a new matrix, "
                          "or choose another extractor to compute them")
@@ -180,18 +184,9 @@ def _invalidate_caches(project: Project, keep: list[str]) -> None:
             f.unlink(missing_ok=True)
 
 
-def embedding_execute(*, job_id: str) -> Job:
-    job = Job.objects.select_related("project").get(pk=job_id)
-    job_services.job_start(job=job)
-    try:
-        version = embeddings_compute(project=job.project, extractor=job.params["extractor"],
-                                     params=job.params.get("params") or {},
-                                     progress=job_services.progress_reporter(job))
-    except ExtractorError as exc:  # Loupe's own message: names the problem, never file contents
-        return job_services.job_fail(job=job, error=str(exc))
-    except Exception as exc:
-        job_services.job_fail(job=job, error=internal_error(what="embedding", exc=exc, logger=log))
-        raise
+def _embed(job: Job, progress: job_services.Progress) -> job_services.JobOutcome:
+    version = embeddings_compute(project=job.project, extractor=job.params["extractor"],
+                                 params=job.params.get("params") or {}, progress=progress)
     p = Project.objects.get(pk=job.project_id)
     result = {"embedding_version": version, "dim": p.embedding_dim, "file": p.embedding_file}
     pca_file = storage.media_path(p.embedding_file).with_suffix(".pca.npz")
@@ -199,9 +194,13 @@ def embedding_execute(*, job_id: str) -> Job:
         with np.load(pca_file) as z:
             result["pca"] = {"from_dim": int(z["components"].shape[1]), "to_dim": int(z["components"].shape[0]),
                              "explained_variance_ratio": round(float(z["explained_variance_ratio"].sum()), 4)}
-    job = job_services.job_finish(
-        job=job, result=result,
-        message=f"embeddings version {version} ready ({p.embedding_dim} dimensions)",
+    return job_services.JobOutcome(
+        result=result, message=f"embeddings version {version} ready ({p.embedding_dim} dimensions)",
+        stats_changed=True,
     )
-    job_services.stats_push(project_id=job.project_id)
-    return job
+
+
+def embedding_execute(*, job_id: str) -> Job:
+    """Run an embedding job (called by its Celery task).  ``ExtractorError`` is Loupe's own message
+    (names the problem, never file contents): the job fails with it."""
+    return job_services.job_run(job_id=job_id, work=_embed, expected=(ExtractorError,))

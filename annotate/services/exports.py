@@ -40,7 +40,6 @@ from .. import storage
 from ..models import Item, Job, Project, QueueEntry, Round
 from ..selectors_labels import final_labels
 from . import jobs as job_services
-from .failures import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -378,9 +377,7 @@ def export_request(*, project: Project, fmt: str, predictions: bool = False, use
     return job
 
 
-def export_execute(*, job_id: str) -> Job:
-    job = Job.objects.select_related("project").get(pk=job_id)
-    job_services.job_start(job=job)
+def _export(job: Job, progress: job_services.Progress) -> job_services.JobOutcome:
     project = job.project
     fmt = job.params["format"]
     ext = FORMATS[fmt][0]
@@ -391,18 +388,22 @@ def export_execute(*, job_id: str) -> Job:
     tmp = path.with_name(path.name + ".part")
     try:
         n = export_write(project=project, fmt=fmt, path=tmp, predictions=bool(job.params.get("predictions")),
-                         progress=job_services.progress_reporter(job))
+                         progress=progress)
         tmp.replace(path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        job_services.job_fail(job=job, error=internal_error(what="export", exc=exc, logger=log))
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already when the export succeeded
     rel = str(path.relative_to(Path(storage.media_path("."))))
     _prune(project, keep=EXPORTS_KEPT - 1)
-    return job_services.job_finish(
-        job=job, result={"records": n, "format": fmt, "filename": path.name, "bytes": path.stat().st_size},
+    return job_services.JobOutcome(
+        result={"records": n, "format": fmt, "filename": path.name, "bytes": path.stat().st_size},
         result_file=rel, message=f"{FORMATS[fmt][1]}: {n} records",
     )
+
+
+def export_execute(*, job_id: str) -> Job:
+    """Run an export job (called by its Celery task).  The request was validated when the job was made,
+    so any failure here is a fault, raised again after the job records it."""
+    return job_services.job_run(job_id=job_id, work=_export, expected=())
 
 
 __all__ = ["FORMATS", "export_chunks", "export_write", "export_request", "export_execute"]

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -76,8 +77,13 @@ def _zip_entries(path: str) -> tuple[list[_Entry], zipfile.ZipFile]:
         def read(lim: int, info=info, is_link=is_link) -> bytes:
             if is_link:
                 raise OSError("a symbolic link, not a file")
-            with zf.open(info) as fh:  # reads at most lim bytes, whatever the header claims
-                return fh.read(lim)
+            try:
+                with zf.open(info) as fh:  # reads at most lim bytes, whatever the header claims
+                    return fh.read(lim)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+                # One damaged member (bad CRC, broken deflate stream, encrypted, unknown method): that
+                # file is skipped and named, the rest of the archive is imported.
+                raise OSError(f"damaged zip member ({type(exc).__name__}: {exc})") from None
 
         entries.append(_Entry(name=name, read=read, size=info.file_size))
     return entries, zf
@@ -259,17 +265,28 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- checks
+class _TooManyPixels(Exception):
+    pass
+
+
 def check_image(data: bytes) -> tuple[str, int, int]:
     """(extension, width, height) of valid image bytes; ValueError with the reason otherwise."""
     from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only: the size is known before decoding
             fmt = im.format
+            width, height = im.size
+            limit = settings.LOUPE_MAX_IMAGE_PIXELS
+            if width * height > limit:
+                raise _TooManyPixels(f"{width}×{height} = {width * height} pixels, more than "
+                                     f"LOUPE_MAX_IMAGE_PIXELS={limit}")
             im.verify()
         with Image.open(io.BytesIO(data)) as im:  # verify() leaves the image unusable; reopen to decode
             im.load()
             width, height = im.size
+    except _TooManyPixels as exc:
+        raise ValueError(str(exc)) from None
     except UnidentifiedImageError:
         raise ValueError("not an image Pillow can identify") from None
     except Image.DecompressionBombError as exc:
@@ -312,5 +329,5 @@ def _file_reader(full: str):
 def _size(full: str) -> int | None:
     try:
         return os.stat(full).st_size
-    except OSError:
+    except (OSError, ValueError):
         return None

@@ -28,7 +28,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 from django.conf import settings
@@ -38,7 +38,6 @@ from django.db import transaction
 from .. import storage
 from ..models import Annotation, Item, Job, Project
 from . import jobs as job_services
-from .failures import internal_error
 from .import_sources import (  # noqa: F401  (re-exported: the import API in one place)
     FORMAT_EXT,
     IMAGE_EXTENSIONS,
@@ -167,6 +166,10 @@ def _plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], list[tup
             man_dir = os.path.dirname(os.path.abspath(path))
         listed: list[_Entry] = []
         for ref, label in rows:
+            if "\x00" in ref:  # no file system or URL takes it: name the entry, skip it, import the rest
+                shown = ref.replace("\x00", "\\x00")
+                listed.append(_Entry(name=shown, read=_missing(shown, "its path contains a NUL byte")))
+                continue
             scheme = urllib.parse.urlsplit(ref).scheme.lower()
             if opts.source:
                 key = _safe_member_name(ref) if not scheme else ref
@@ -429,15 +432,12 @@ def import_request(*, project: Project, options: dict[str, Any], user=None) -> J
     return job
 
 
-def import_execute(*, job_id: str) -> Job:
-    """Run an import job (called by the Celery task).  A rejected import fails the job with its reason."""
-    job = Job.objects.select_related("project", "created_by").get(pk=job_id)
-    job_services.job_start(job=job)
+def _import(job: Job, progress: job_services.Progress) -> job_services.JobOutcome:
     cleanup = job.params.get("cleanup_dir")
     try:
         opts = ImportOptions.from_dict({k: v for k, v in job.params.items() if k != "cleanup_dir"})
         result = import_images(project=job.project, options=opts, user=job.created_by, job_id=str(job.pk),
-                               progress=job_services.progress_reporter(job))
+                               progress=progress)
         if result.imported and not opts.embeddings and job.project.extractor != "precomputed":
             from .embeddings import embedding_request  # noqa: PLC0415
 
@@ -447,11 +447,6 @@ def import_execute(*, job_id: str) -> Job:
                 result.embedding_error = f"embeddings not computed: {exc}"
             else:
                 result.embedding_job = str(emb_job.pk)
-    except ImportRejected as exc:
-        return job_services.job_fail(job=job, error=str(exc))
-    except Exception as exc:
-        job_services.job_fail(job=job, error=internal_error(what="import", exc=exc, logger=log))
-        raise
     finally:
         if cleanup:
             shutil.rmtree(storage.media_path(cleanup), ignore_errors=True)
@@ -462,11 +457,9 @@ def import_execute(*, job_id: str) -> Job:
         message += f", skipped {result.skipped_count}"
     if result.embedding_error:
         message += f"; {result.embedding_error}"
-    job = job_services.job_finish(job=job, result=result.as_dict(), message=message)
-    job_services.stats_push(project_id=job.project_id)
-    return job
+    return job_services.JobOutcome(result=result.as_dict(), message=message, stats_changed=True)
 
 
-def iter_skips(result: dict[str, Any]) -> Iterator[str]:
-    for s in result.get("skipped", []):
-        yield f"{s['name']}: {s['reason']}"
+def import_execute(*, job_id: str) -> Job:
+    """Run an import job (called by its Celery task).  A rejected import fails the job with its reason."""
+    return job_services.job_run(job_id=job_id, work=_import, expected=(ImportRejected,))

@@ -1,13 +1,22 @@
-"""Background job bookkeeping (import, embedding, export): create, progress, finish, fail.
+"""Background jobs (import, embedding, export): create, enqueue, and run them.
+
+:func:`job_run` owns the life of a job: it marks the job started, hands the work a progress
+callback, and finishes the job with the work's :class:`JobOutcome` or fails it with the reason.
+The services only say what the work is (``import_execute``, ``export_execute``,
+``embedding_execute``).
 
 Progress is written to the Job row and pushed to the project's group through
 ``annotate.realtime.send_job_progress`` (the only module that talks to browsers).  Progress
 writes are throttled so a job over 100k items does not turn into 100k UPDATEs.
+
+Tasks import services, never the other way round: a job's task is sent by its registered name
+(:data:`JOB_TASKS`) through the Celery app's registry.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from django.db import transaction
@@ -15,6 +24,7 @@ from django.utils import timezone
 
 from ..models import Job, Project
 from . import dispatch, liveness
+from .failures import internal_error
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +43,20 @@ def job_create(*, project: Project | None, kind: str, params: dict[str, Any], us
     return Job.objects.create(project=project, kind=kind, params=params, created_by=user)
 
 
+#: The Celery task (by its registered name, ``annotate/tasks/jobs.py``) that runs each kind of job.
+JOB_TASKS = {
+    Job.Kind.IMPORT: "annotate.tasks.import_run",
+    Job.Kind.EXPORT: "annotate.tasks.export_run",
+    Job.Kind.EMBED: "annotate.tasks.embedding_compute",
+}
+
+
 def job_enqueue(*, job: Job) -> None:
     """Send the job's Celery task after the surrounding transaction commits.
 
     An unreachable broker fails the job with the reason and raises ``dispatch.BrokerUnavailable``
     (503): no job stays queued for a task that was never sent.
     """
-    from ..tasks import jobs as tasks  # noqa: PLC0415
-
-    task = {Job.Kind.IMPORT: tasks.import_run, Job.Kind.EXPORT: tasks.export_run,
-            Job.Kind.EMBED: tasks.embedding_compute}[job.kind]
     job_id = str(job.pk)
 
     def failed(reason: str) -> None:
@@ -51,11 +65,56 @@ def job_enqueue(*, job: Job) -> None:
         job.refresh_from_db()
         _push(job)
 
-    dispatch.enqueue_after_commit(task=task, args=[job_id], what=f"the {job.kind} job", on_failure=failed)
+    dispatch.enqueue_after_commit(task=JOB_TASKS[job.kind], args=[job_id], what=f"the {job.kind} job",
+                                  on_failure=failed)
 
 
 class JobNotClaimed(Exception):
     """This copy of the job's task must not run it: the job is done, failed, or running on a live worker."""
+
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class JobOutcome:
+    """What a job's work hands back to :func:`job_run`."""
+
+    result: dict[str, Any]
+    message: str
+    result_file: str = ""  # relative to MEDIA_ROOT (exports)
+    stats_changed: bool = False  # push fresh dashboard statistics once the job is done
+
+
+def job_run(*, job_id: str, work: Callable[[Job, Progress], JobOutcome],
+            expected: tuple[type[Exception], ...] = (ValueError,)) -> Job:
+    """Run job ``job_id``: claim and start it, call ``work(job, progress)`` under a heartbeat
+    (``liveness.Heartbeat``), finish it with the outcome.  A copy of the task that may not claim the
+    job (done, failed, or running on a live worker) does nothing and returns the job as it is.
+
+    An ``expected`` error is the input's fault (a bad file, a missing model): the job fails with its
+    message, which names the problem, and the call returns.  Any other error is unexpected: its text
+    may carry anything (a path, bytes a hostile model read), so the job shows a generic message with
+    a reference (``failures.internal_error``), the log gets the traceback, and the error is raised again.
+    """
+    job = Job.objects.select_related("project", "created_by").get(pk=job_id)
+    try:
+        job_start(job=job)
+    except JobNotClaimed:
+        return job  # liveness.claim logged why
+    try:
+        with liveness.Heartbeat(Job, job.pk):
+            outcome = work(job, progress_reporter(job))
+    except expected as exc:
+        return job_fail(job=job, error=str(exc))
+    except Exception as exc:
+        job_fail(job=job, error=internal_error(what=f"{job.get_kind_display().lower()} job {job.pk}", exc=exc,
+                                               logger=log))
+        raise
+    job = job_finish(job=job, result=outcome.result, result_file=outcome.result_file, message=outcome.message)
+    if outcome.stats_changed and job.project_id is not None:
+        stats_push(project_id=job.project_id)
+    return job
 
 
 def job_start(*, job: Job) -> Job:
@@ -71,7 +130,7 @@ def job_start(*, job: Job) -> Job:
     return job
 
 
-def progress_reporter(job: Job, *, start: float = 0.0, end: float = 1.0) -> Callable[[float, str], None]:
+def progress_reporter(job: Job, *, start: float = 0.0, end: float = 1.0) -> Progress:
     """A ``progress(fraction, message)`` callback mapping [0, 1] onto [start, end] of the job.
 
     Writes go through ``Job.objects.filter(...).update`` (not ``save``) so they are safe to make
@@ -116,23 +175,6 @@ def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> J
     job.save(update_fields=["status", "error", "message", "result", "finished_at"])
     _push(job)
     return job
-
-
-def job_payload(job: Job) -> dict[str, Any]:
-    """JSON view of a job for the status API."""
-    return {
-        "id": str(job.pk),
-        "project": job.project_id,
-        "kind": job.kind,
-        "status": job.status,
-        "progress": job.progress,
-        "message": job.message,
-        "error": job.error,
-        "result": job.result,
-        "download": f"/jobs/{job.pk}/download" if job.result_file and job.status == Job.Status.DONE else None,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
 
 
 def stats_push(*, project_id: int) -> None:

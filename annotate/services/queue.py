@@ -10,6 +10,11 @@ rows as leased.
 Serving order: the newest round's entries first, then by rank inside a round.  Entries of older
 rounds are only still pending when their lease expired after a newer round had superseded the
 rest of their round (see ``services/rounds.py``); they are served after the current round's.
+
+Overlap: an entry with ``overlap_k > 1`` gets a pending copy each time someone finishes it, until
+k people have labeled the item (``services/annotations.py``); a copy is never leased to a person
+who already labeled or skipped the item.  Only one entry per item is open at a time, so two
+people still never hold the same item at once.
 """
 from __future__ import annotations
 
@@ -17,13 +22,15 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from ..models import Project, QueueEntry
+from ..models import Annotation, Membership, Project, QueueEntry
 from .errors import BadInput
+from .rounds import round_maybe_request
 
 MAX_LEASE = 50
+LEASE_FLOOR = 6  # the labeling page's prefetch (api.DEFAULT_LEASE)
 
 
 def lease_seconds() -> int:
@@ -39,25 +46,50 @@ def queue_release_expired(*, project: Project | None = None, now: datetime | Non
     return qs.update(state=QueueEntry.State.PENDING, leased_by=None, leased_at=None, lease_expires_at=None)
 
 
-def _pending_for_update(project: Project):
+def _pending_for_update(project: Project, user=None):
     qs = QueueEntry.objects.select_related("round").filter(project=project, state=QueueEntry.State.PENDING).order_by(
         F("round_id").desc(nulls_last=True), "rank", "id"
     )
+    if user is not None:
+        # Overlap copies (services/annotations.py) never go back to someone who labeled or skipped the item.
+        mine = Annotation.objects.filter(item_id=OuterRef("item_id"), annotator=user, is_current=True).exclude(
+            action=Annotation.Action.UNDO)
+        qs = qs.filter(Q(overlap_k__lte=1) | ~Exists(mine))
     if connection.features.has_select_for_update_skip_locked:
         # Lock only queue rows (no join is locked), skipping rows another lease holds right now.
         qs = qs.select_for_update(skip_locked=True, of=("self",))
     return qs
 
 
+def lease_cap(*, project: Project, user) -> int:
+    """The most entries ``user`` may hold at once: a fair share of the open queue (pending + leased).
+
+    ``ceil(open / (others + 2))`` where ``others`` is the number of other annotators holding a
+    lease: one share each for them and for this user, and one kept for an annotator who has not
+    arrived yet, so nobody can take (or, by renewing, keep) the whole queue.  Never below
+    ``LEASE_FLOOR`` (what the labeling page prefetches), so a small queue still serves a full page.
+    A project's only member is not capped.
+    """
+    if not Membership.objects.filter(project=project).exclude(user=user).exists():
+        return MAX_LEASE  # nobody else could want these items
+    open_ = QueueEntry.objects.filter(project=project, state__in=QueueEntry.OPEN)
+    others = (open_.filter(state=QueueEntry.State.LEASED).exclude(leased_by=user)
+              .values("leased_by").distinct().count())
+    return max(LEASE_FLOOR, -(-open_.count() // (others + 2)))
+
+
 def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
     """Up to ``n`` entries leased to ``user``: the ones they already hold (lease renewed) first,
-    then new ones taken from the pending queue.  Fewer than ``n`` when the queue runs dry."""
+    then new ones taken from the pending queue, never more than :func:`lease_cap` (held leases beyond
+    it are not renewed and run out).  Fewer when the queue runs dry; then the refill policy
+    (``rounds.round_maybe_request``) makes sure a round is on its way."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LEASE:
         raise BadInput(f"n={n!r} must be an integer from 1 to {MAX_LEASE}")
     now = timezone.now()
     expires = now + timedelta(seconds=lease_seconds())
     with transaction.atomic():
         queue_release_expired(project=project, now=now)
+        n = min(n, lease_cap(project=project, user=user))
         held = list(
             QueueEntry.objects.select_related("round")
             .select_for_update(of=("self",))
@@ -71,7 +103,7 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
         taken: list[QueueEntry] = []
         need = n - len(held)
         if need > 0:
-            taken = list(_pending_for_update(project)[:need])
+            taken = list(_pending_for_update(project, user)[:need])
             for e in taken:
                 e.state = QueueEntry.State.LEASED
                 e.leased_by = user
@@ -79,6 +111,8 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
                 e.lease_expires_at = expires
             if taken:
                 QueueEntry.objects.bulk_update(taken, ["state", "leased_by", "leased_at", "lease_expires_at"])
+    if len(held) + len(taken) < n:
+        round_maybe_request(project=project)
     return held + taken
 
 

@@ -13,17 +13,18 @@ from django.db import transaction
 from ..models import Annotation, Item, Membership, Project
 from ..permissions import has_role
 from ..selectors_labels import final_labels
+from .annotations import parse_item_id
 from .errors import BadInput, NotFound, ServiceError
+from .rounds import round_maybe_request
 
 
 def annotation_correct(*, project: Project, reviewer, item_id: Any, label: Any) -> Annotation:
-    """Record ``reviewer``'s correction of item ``item_id`` to ``label``; returns the new row."""
+    """Record ``reviewer``'s correction of item ``item_id`` to ``label``; returns the new row.
+
+    Then the refill policy runs, as after any label (``annotations.annotation_submit``)."""
     if not has_role(user=reviewer, project=project, role=Membership.Role.REVIEWER):
         raise ServiceError(f"correcting labels needs the reviewer role in project {project.pk}", status=403)
-    try:
-        item_id = int(item_id)
-    except (TypeError, ValueError):
-        raise BadInput(f"item_id={item_id!r} is not an integer") from None
+    item_id = parse_item_id(item_id)  # the label API's rule: a JSON integer, not true, 1708.9 or " 1708 "
     if not isinstance(label, str) or label not in project.classes:
         raise BadInput(f"label {label!r} is not one of the project's classes {project.classes}")
     with transaction.atomic():
@@ -36,7 +37,9 @@ def annotation_correct(*, project: Project, reviewer, item_id: Any, label: Any) 
                 .filter(item_id=item_id, annotator=reviewer, is_current=True).first())
         if prev is not None:
             Annotation.objects.filter(pk=prev.pk).update(is_current=False)
-        return Annotation.objects.create(
+        ann = Annotation.objects.create(
             item_id=item_id, annotator=reviewer, action=Annotation.Action.CORRECT, label=label,
             is_current=True, supersedes_id=current.annotation_id,
         )
+    round_maybe_request(project=project)
+    return ann

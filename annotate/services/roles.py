@@ -96,3 +96,11 @@ def membership_set(*, project: Project, user, role: str) -> Membership:
 def membership_remove(*, project: Project, user) -> None:
     Membership.objects.filter(project=project, user=user).delete()
     membership_sync(user=user)
+    membership_revoked(project_id=project.pk, user_id=user.pk)
+
+
+def membership_revoked(*, project_id: int, user_id: int) -> None:
+    """After commit, close the user's open WebSockets on the project (they joined a per-member group)."""
+    from .. import realtime  # noqa: PLC0415 - realtime imports channels
+
+    transaction.on_commit(lambda: realtime.send_membership_revoked(project_id, user_id))

@@ -39,3 +39,8 @@ def parse_authorization(header: str | None) -> str | None:
     if scheme.lower() != "token":
         return None
     return key.strip()
+
+
+def token_revoke(*, tokens) -> int:
+    """Revoke ``tokens`` (a queryset of ApiToken); returns how many were still active."""
+    return tokens.filter(revoked=False).update(revoked=True)

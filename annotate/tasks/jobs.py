@@ -1,48 +1,40 @@
 """Background jobs: import and export (queue ``cpu``), embeddings (queue ``gpu``).
 
-Thin wrappers: each task takes a job id and calls one service, which records progress, the result
-or the failure on the Job row.  They are not retried automatically: a failed import or export
-fails for a reason the admin has to fix (the reason is on the job), and re-running it is safe.
+Thin wrappers: each task takes a job id and calls one service, whose job runner
+(``services.jobs.job_run``) claims the job, keeps its heartbeat, and records progress, the result
+or the failure on the Job row.  They are
+not retried automatically: a failed import or export fails for a reason the admin has to fix (the
+reason is on the job), and re-running it is safe.
 """
 from __future__ import annotations
 
 from celery import shared_task
 from django.db import close_old_connections
 
-from ..models import Job
-from ..services.jobs import JobNotClaimed
-from ..services.liveness import Heartbeat
+from ..services.embeddings import embedding_execute
+from ..services.exports import export_execute
+from ..services.imports import import_execute
 
 
 def _run(execute, job_id: str) -> None:
-    """Run ``execute(job_id=...)`` with a heartbeat; a copy of the task that may not claim the job does nothing."""
     close_old_connections()
     try:
-        with Heartbeat(Job, job_id):
-            execute(job_id=job_id)
-    except JobNotClaimed:
-        pass  # done, failed, or running on a live worker (liveness.claim logged which)
+        execute(job_id=job_id)
     finally:
         close_old_connections()
 
 
 @shared_task(name="annotate.tasks.import_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def import_run(job_id: str) -> None:
-    from ..services.imports import import_execute  # noqa: PLC0415
-
     _run(import_execute, job_id)
 
 
 @shared_task(name="annotate.tasks.export_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def export_run(job_id: str) -> None:
-    from ..services.exports import export_execute  # noqa: PLC0415
-
     _run(export_execute, job_id)
 
 
 @shared_task(name="annotate.tasks.embedding_compute", acks_late=True, reject_on_worker_lost=True,
              ignore_result=True)
 def embedding_compute(job_id: str) -> None:
-    from ..services.embeddings import embedding_execute  # noqa: PLC0415
-
     _run(embedding_execute, job_id)

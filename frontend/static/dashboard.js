@@ -1,17 +1,20 @@
 // Project dashboard: draws the statistics and keeps them live over the project's WebSocket.
 //
-// Configuration comes from data-* attributes on #dashboard (project id, CSRF token, admin flag);
-// the first statistics are embedded in the page (json_script "stats-data").  Messages handled:
+// Configuration comes from data-* attributes on #dashboard (URLs, CSRF token, admin flag); the
+// first statistics are embedded in the page (json_script "stats-data").  Rounds and jobs have one
+// shape everywhere (annotate/payloads.py): the statistics, the pushes and the API agree.
+// Messages handled:
 //   stats.updated -> redraw everything from msg.stats
 //   round.status  -> training status at once; when a round ends, fetch fresh statistics
 //   job.progress  -> the job list (progress bar, error, download link)
 //   queue.updated -> fetch fresh statistics (throttled)
 
 import {barChart, lineChart} from "./charts.js";
+import {renderAccuracy, renderQuality} from "./quality.js";
 import {LiveSocket} from "./ws.js";
 
 const root = document.getElementById("dashboard");
-const projectId = root.dataset.projectId;
+const urls = {stats: root.dataset.statsUrl, exports: root.dataset.exportsUrl, ws: root.dataset.wsUrl};
 const csrf = root.dataset.csrf;
 const isAdmin = root.dataset.admin === "true";  // downloads are for project admins
 let stats = JSON.parse(document.getElementById("stats-data").textContent);
@@ -30,20 +33,31 @@ function renderTotals(s) {
   setText("[data-stat=items]", t.items);
   setText("[data-stat=labeled]", t.labeled);
   setText("[data-stat=pending]", t.pending);
-  setText("[data-stat=audit]", s.audit.accuracy === null ? "–" : pct(s.audit.accuracy));
-  setText("[data-stat=audit-n]", s.audit.n ? `audit accuracy (n=${s.audit.n})` : "audit accuracy");
+  renderAccuracy($("#accuracy"), s.accuracy);
 }
 
-function renderTraining(tr) {
+function renderTraining(rnd) {  // the newest round (payloads.round_payload), or null before the first
   const box = $("#training");
-  box.dataset.state = tr.status;
-  const label = {none: "no round yet", queued: "queued", running: "running", done: "done", failed: "failed"};
-  setText("#training-state", tr.round ? `Round ${tr.round}: ${label[tr.status] || tr.status}` : label.none);
-  setText("#training-message", tr.status === "failed" ? tr.failure : tr.message || "");
+  const status = rnd ? rnd.status : "none";
+  box.dataset.state = status;
+  setText("#training-state", rnd ? `Round ${rnd.number}: ${status}` : "no round yet");
+  setText("#training-message", !rnd ? "" : status === "failed" ? rnd.failure : rnd.message || "");
   const bar = $("#training-progress");
-  bar.hidden = tr.status !== "running" && tr.status !== "queued";
-  bar.value = tr.progress || 0;
+  bar.hidden = status !== "running" && status !== "queued";
+  bar.value = rnd ? rnd.progress : 0;
 }
+
+function queuedSeconds(j) {
+  return Math.max(0, Math.round((Date.now() - Date.parse(j.created_at)) / 1000));
+}
+
+function queuedFor(j) {
+  const s = queuedSeconds(j);
+  return s >= 120 ? `${Math.floor(s / 60)} min` : `${s} s`;
+}
+
+// A queued job's waiting time keeps counting on the page (nothing is pushed while it waits).
+setInterval(() => { if ([...jobs.values()].some((j) => j.status === "queued")) renderJobs(); }, 1000);
 
 function renderJobs() {
   const list = $("#jobs");
@@ -63,11 +77,13 @@ function renderJobs() {
     }
     const msg = document.createElement("span");
     msg.className = j.status === "failed" ? "error" : "muted";
-    msg.textContent = j.status === "failed" ? j.error : j.message || "";
+    msg.textContent = j.status === "failed" ? j.error
+      : j.status === "queued" && (j.waiting || queuedSeconds(j) >= 5)
+        ? `${j.waiting || "waiting for a free worker"} (queued ${queuedFor(j)})` : j.message || "";
     li.append(msg);
-    if (isAdmin && (j.download || (j.status === "done" && j.has_result))) {
+    if (isAdmin && j.download) {
       const a = document.createElement("a");
-      a.href = j.download || `/jobs/${j.id}/download`;
+      a.href = j.download;
       a.textContent = "download";
       a.className = "download";
       li.append(a);
@@ -81,6 +97,7 @@ function render(s) {
   stats = s;
   renderTotals(s);
   renderTraining(s.training);
+  renderQuality($("#quality"), s.quality);
   lineChart($("#chart-curve"), {
     points: s.learning_curve.map((p) => ({x: p.labels, y: p.accuracy, lo: p.lo, hi: p.hi,
       title: `round ${p.round}: ${p.correct}/${p.n} audit items right (${pct(p.accuracy)}) with ${p.labels} labels`})),
@@ -99,7 +116,7 @@ function render(s) {
     cls: r.status, title: `round ${r.number} (${r.strategy}, ${r.status}): ${(r.run_s || 0).toFixed(2)} s` +
       (r.timings ? " — " + Object.entries(r.timings).map(([k, v]) => `${k} ${(+v).toFixed(2)}`).join(", ") : "") +
       (r.failure ? ` — ${r.failure}` : "")})), yLabel: "seconds", emptyText: "no rounds yet"});
-  for (const j of s.jobs || []) jobs.set(j.id, {...jobs.get(j.id), ...j});
+  for (const j of s.jobs || []) jobs.set(j.id, j);
   renderJobs();
   setText("#updated", new Date(s.generated_at).toLocaleTimeString());
 }
@@ -108,7 +125,7 @@ let fetching = null;
 let again = false;
 async function refresh() {
   if (fetching) { again = true; return; }
-  fetching = fetch(`/api/projects/${projectId}/stats`, {headers: {Accept: "application/json"}})
+  fetching = fetch(urls.stats, {headers: {Accept: "application/json"}})
     .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`stats: HTTP ${r.status}`))))
     .then(render)
     .catch((e) => console.warn(e))
@@ -122,14 +139,12 @@ function onMessage(msg) {
   if (msg.type === "stats.updated") {
     render(msg.stats);
   } else if (msg.type === "round.status") {
-    renderTraining({status: msg.round.status, round: msg.round.number, progress: msg.round.progress,
-                    message: msg.round.message, failure: msg.round.failure});
+    renderTraining(msg.round);
     if (msg.round.status === "done" || msg.round.status === "failed") refresh();
   } else if (msg.type === "job.progress") {
     const j = msg.job;
     jobs.delete(j.id);
-    const ordered = new Map([[j.id, {...j, download: j.status === "done" && j.has_result ? `/jobs/${j.id}/download` : null}],
-                             ...jobs]);
+    const ordered = new Map([[j.id, j], ...jobs]);
     jobs.clear();
     for (const [k, v] of ordered) jobs.set(k, v);
     renderJobs();
@@ -140,7 +155,7 @@ function onMessage(msg) {
 }
 
 const light = $("#live");
-new LiveSocket(`/ws/projects/${projectId}/`, {
+new LiveSocket(urls.ws, {
   onMessage,
   onOpen: (reconnected) => { if (reconnected) refresh(); },
   onState: (state) => { light.dataset.state = state; light.title = `live updates: ${state}`; },
@@ -150,12 +165,12 @@ for (const form of root.querySelectorAll("form[data-export]")) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = {format: form.elements.format.value, predictions: form.elements.predictions.checked};
-    const r = await fetch(`/api/projects/${projectId}/exports`, {
+    const r = await fetch(urls.exports, {
       method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": csrf}, body: JSON.stringify(body),
     });
     const data = await r.json();
     if (!r.ok) { alert(data.error || `export failed (HTTP ${r.status})`); return; }
-    onMessage({type: "job.progress", job: {...data, has_result: false}});
+    onMessage({type: "job.progress", job: data});
   });
 }
 

@@ -21,12 +21,12 @@ function show(j) {
 }
 
 async function poll() {
-  const r = await fetch(`/api/jobs/${jobId}`);
+  const r = await fetch(box.dataset.url);
   if (r.ok) show(await r.json());
   if (!finished) setTimeout(poll, 1000);
 }
 
-new LiveSocket(`/ws/projects/${box.dataset.projectId}/`, {
+new LiveSocket(box.dataset.wsUrl, {
   onMessage: (msg) => { if (msg.type === "job.progress" && msg.job.id === jobId && !finished) poll(); },
 });
 poll();

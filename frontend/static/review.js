@@ -19,7 +19,10 @@ function card(it) {
   img.loading = "lazy";
   const who = document.createElement("div");
   who.className = "who muted";
-  who.textContent = it.labels.map((l) => `${l.annotator}: ${l.label}${l.action === "correct" ? " (correction)" : ""}`).join(" · ");
+  who.textContent = it.labels.map((l) => `${l.annotator}: ${l.label}${l.action === "correct" ? " (correction)" : ""}`).join(" · ")
+    + (it.consensus ? ` → consensus ${it.label}` : "");
+  el.dataset.suspect = it.suspect_score === null ? "" : it.suspect_score.toFixed(3);
+  if (it.suspect_score !== null) who.title = `suspected-error score ${it.suspect_score.toFixed(3)}`;
   const sel = document.createElement("select");
   sel.name = "label";
   for (const c of classes) {
@@ -52,7 +55,8 @@ function card(it) {
 
 async function load() {
   const q = new URLSearchParams({page, annotator: filters.querySelector("[name=annotator]").value,
-                                 label: filters.querySelector("[name=label]").value});
+                                 label: filters.querySelector("[name=label]").value,
+                                 sort: filters.querySelector("[name=sort]").value});
   const r = await fetch(`/api/projects/${projectId}/review/items?${q}`);
   const data = await r.json();
   if (!r.ok) { grid.textContent = data.error; return; }

@@ -34,7 +34,7 @@ from .pipeline import MODEL_PARAMS, ModelExtractor
 log = logging.getLogger(__name__)
 
 POOLING = ("auto", "cls", "pooler", "mean", "image_embeds")
-_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def hub_cache_dir() -> str:
@@ -70,7 +70,7 @@ def resolve_model_dir(model: str) -> Path:
         if not folder.is_dir():
             raise ExtractorError(f"model folder {model!r} does not exist on this worker")
         return folder
-    if not _ID.fullmatch(model):
+    if not _ID.fullmatch(model) or ".." in model:
         raise ExtractorError(f"{model!r} is neither a Hugging Face model id (owner/name) nor a folder path")
     from huggingface_hub import snapshot_download  # noqa: PLC0415
     from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415
@@ -163,12 +163,10 @@ class HuggingFace(ModelExtractor):
         import torch  # noqa: PLC0415
         from transformers import AutoImageProcessor  # noqa: PLC0415
 
-        from ..backend import torch_device  # noqa: PLC0415
-
         model_name = self.params_["model"]
         folder = resolve_model_dir(model_name)
         cfg = check_model_dir(folder, model_name)
-        device = torch_device(self.params_["device"])
+        device = self.torch_device()
         dtype = torch.float16 if device == "cuda" and self.params_["precision"] == "auto" else torch.float32
         try:
             model = load_model(folder, cfg)

@@ -37,12 +37,10 @@ class TorchScript(ModelExtractor):
     def build(self):
         import torch  # noqa: PLC0415
 
-        from ..backend import torch_device  # noqa: PLC0415
-
         path = self.params_["path"]
         if not path:
             raise ExtractorError("extractor 'torch' needs parameter 'path' (a TorchScript .pt file)")
-        device = torch_device(self.params_["device"])
+        device = self.torch_device()
         try:
             model = torch.jit.load(path, map_location=device)
         except (RuntimeError, ValueError, OSError):

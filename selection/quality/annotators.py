@@ -55,7 +55,7 @@ def dawid_skene_posterior(labels, confusion, prior) -> tuple[np.ndarray, np.ndar
     """E-step: (posterior (n, c), per-item log marginal likelihood (n,)) for given parameters."""
     L = np.asarray(labels, dtype=np.int64)
     theta = np.asarray(confusion, dtype=np.float64)
-    m, c, _ = theta.shape
+    m = theta.shape[0]
     logt = np.log(np.clip(theta, 1e-300, None))
     logp = np.tile(np.log(np.clip(np.asarray(prior, dtype=np.float64), 1e-300, None)), (L.shape[0], 1))
     for a in range(m):

@@ -194,20 +194,13 @@ def fit_confidence_calibration(conf, correct, *, max_iter: int = 100) -> tuple[f
     drawn and every estimator above stays unbiased).  Newton's method on the 2-parameter
     logistic log-likelihood with a tiny ridge (1e-6) so separable data still converge.
     """
+    from .correctness import fit_logistic  # noqa: PLC0415
+
     s = _logit(_conf(conf, "conf"))
     y = _correct(correct)
     if len(y) != len(s):
         raise ValueError("conf and correct differ in length")
-    A = np.column_stack([s, np.ones_like(s)])
-    w = np.array([1.0, 0.0])
-    for _ in range(max_iter):
-        p = 1 / (1 + np.exp(-(A @ w)))
-        g = A.T @ (p - y) + 1e-6 * w
-        H = (A * (p * (1 - p))[:, None]).T @ A + 1e-6 * np.eye(2)
-        step = np.linalg.solve(H, g)
-        w -= step
-        if np.abs(step).max() < 1e-10:
-            break
+    w = fit_logistic(s[:, None], y, max_iter=max_iter)
     return float(w[0]), float(w[1])
 
 

@@ -173,7 +173,9 @@ class Strategy:
             return cls.params
         if not cls.needs_probs:
             return cls.params + (COLD_START,)
-        share = UNSEEN_SHARE if cls.unseen_share_default is None else replace(UNSEEN_SHARE, default=cls.unseen_share_default)
+        share = UNSEEN_SHARE
+        if cls.unseen_share_default is not None:
+            share = replace(UNSEEN_SHARE, default=cls.unseen_share_default)
         return cls.params + (COLD_START, share, UNSEEN_RULE)
 
     def __repr__(self) -> str:

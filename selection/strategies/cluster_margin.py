@@ -23,7 +23,8 @@ paper's regime is a pool far larger than the batch; with k_m = 10 b on a pool of
 thousand the candidates are most of the pool and the round-robin favours outliers):
 k_m = n_pool / 100 within [1.25 b, 10 b], clusters of about N / (10 b) points.  Measured
 (docs/strategies.md): on pendigits (7.7k pool, b = 50) k_m = 10 b lost 5.6 points of mean
-accuracy to random, k_m = 1.25 b and 2 b gained 2.  The clustering covers ``context.X_all`` when given (the whole
+accuracy to random, k_m = 1.25 b and 2 b gained 2.  The clustering covers ``context.X_all``
+when given (the whole
 data set, so it does not change as the pool shrinks) and is cached in memory and, with
 ``context.cache_dir`` and ``context.embedding_version``, on disk; without ``X_all`` the pool
 itself is clustered (and memoised on a fingerprint of its rows).

@@ -90,3 +90,23 @@ def test_bad_extractor_requests_are_named(project, monkeypatch):
     assert job.status == Job.Status.FAILED and "'none.pt' is not a loadable TorchScript model" in job.error
     project.refresh_from_db()
     assert project.embedding_version == 0
+
+
+def test_configuring_a_new_extractor_re_embeds_and_the_defaults_change_nothing(project, make_user,
+                                                                               django_capture_on_commit_callbacks):
+    """The rule lives in the service (services.projects), so a script gets it as the admin form does."""
+    from annotate.services.projects import project_configure
+
+    admin = make_user("boss", superuser=True)
+    embeddings_compute(project=project, extractor="pixels", params={})
+    project.refresh_from_db()
+    before = (project.extractor, project.extractor_params)
+    explicit_defaults = make_extractor("pixels", {}).params_
+    project.extractor_params = dict(explicit_defaults)  # {} and the defaults are the same settings
+    assert project_configure(project=project, user=admin, previous=before).reembed_job is None
+    assert not Job.objects.filter(kind=Job.Kind.EMBED).exists()
+    project.extractor_params = {**explicit_defaults, "size": explicit_defaults["size"] // 2}
+    with django_capture_on_commit_callbacks(execute=False):
+        res = project_configure(project=project, user=admin, previous=before)
+    assert res.reembed_job is not None and res.reembed_error == ""
+    assert res.reembed_job.params == {"extractor": "pixels", "params": project.extractor_params}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datakit import image_bytes, make_project, write_tree
+from datakit import add_member, image_bytes, make_project, make_user, write_tree
 from PIL import Image
 
 from annotate import storage
@@ -11,7 +11,7 @@ from annotate.models import Item, Job
 from annotate.services import embeddings as emb
 from annotate.services.imports import ImportOptions, import_images
 from selection.extractors import make_extractor
-from tests.modelkit import tiny_hf_model, tiny_onnx_model
+from tests.modelkit import fake_hub_cache, tiny_hf_model, tiny_onnx_model
 
 pytestmark = pytest.mark.django_db
 pytest.importorskip("transformers")
@@ -127,3 +127,44 @@ def test_fetch_command_keeps_safetensors_only_and_checks_the_model_loads(tmp_pat
     assert asked[1][1].get("local_files_only") is True  # the check loads the way a worker does
     with pytest.raises(CommandError, match="has no safetensors weights"):
         call_command("loupe_fetch_model", "acme/pickled-only")
+
+
+def test_project_admin_picks_an_hf_model_in_admin_and_the_next_round_uses_it(project, tmp_path, monkeypatch,
+                                                                             make_round):
+    """The issue's "done when": choose hf + a model id in admin -> embedding job with progress -> rounds on it."""
+    from django.test import Client
+    from huggingface_hub import constants
+
+    from annotate.forms import field_name
+    from annotate.models import QueueEntry
+
+    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    fake_hub_cache(cache, "acme/tiny-dino", tiny_hf_model(tmp_path / "dino", "dinov2"))
+    admin = make_user("teamlead")
+    add_member(project, admin, "admin")
+    project.classes = ["cat", "dog"]
+    project.save()
+    c = Client()
+    c.force_login(admin)
+    data = {"name": project.name, "description": "", "classes_text": "cat\ndog", "strategy": "margin",
+            "batch_size": 4, "refill_policy": "low_water", "refill_threshold": 2, "retrain_every": 0,
+            "audit_rate": 0.0, "l2": 1.0, "seed": 0, "extractor": "hf",
+            field_name("ep", "hf", "model"): "acme/tiny-dino", field_name("ep", "hf", "pooling"): "auto",
+            field_name("ep", "hf", "precision"): "auto", field_name("ep", "hf", "batch"): 8,
+            field_name("ep", "hf", "workers"): 2, field_name("ep", "hf", "device"): "cpu",
+            field_name("ep", "hf", "pca_dim"): 0, field_name("ep", "hf", "checkpoint_rows"): 2048,
+            "memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0,
+            "rounds-TOTAL_FORMS": 0, "rounds-INITIAL_FORMS": 0}
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", data)
+    assert r.status_code == 302, r.content.decode()[-3000:]
+    job = Job.objects.get(project=project, kind=Job.Kind.EMBED)
+    assert job.params["params"]["model"] == "acme/tiny-dino" and job.created_by == admin
+    job = emb.embedding_execute(job_id=str(job.pk))  # what the gpu worker does with the queued task
+    assert job.status == Job.Status.DONE, job.error
+    project.refresh_from_db()
+    assert (project.extractor, project.embedding_dim, project.embedding_version) == ("hf", 16, 1)
+    rnd = make_round(project)
+    assert rnd.status == "done" and rnd.embedding_version == 1, rnd.failure
+    assert QueueEntry.objects.filter(round=rnd).count() == 4

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.urls import reverse
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from datakit import image_bytes, write_tree
@@ -56,7 +57,8 @@ def test_export_and_import_jobs_push_progress_and_stats(make_user, make_project,
     job, export_msgs, job2, import_msgs = asyncio.run(run())
     progress = [m["job"] for m in export_msgs if m["type"] == "job.progress"]
     assert all(p["id"] == str(job.pk) and p["kind"] == "export" for p in progress)
-    assert progress[0]["status"] == "running" and progress[-1]["status"] == "done" and progress[-1]["has_result"]
+    assert progress[0]["status"] == "running" and progress[-1]["status"] == "done"
+    assert progress[-1]["download"] == reverse("job_download", args=[progress[-1]["id"]])
     assert [p["progress"] for p in progress] == sorted(p["progress"] for p in progress)
     stats = import_msgs[-1]["stats"]
     assert stats["totals"]["items"] == 13 and stats["project"] == project.pk

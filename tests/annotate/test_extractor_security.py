@@ -15,7 +15,7 @@ from annotate.forms import field_name
 from annotate.models import Job
 from annotate.services.embeddings import ExtractorNotAllowed, embedding_execute, embedding_request
 from annotate.services.imports import ImportOptions, import_images
-from annotate.services.jobs import job_payload
+from annotate.payloads import job_payload
 from tests.modelkit import file_reading_torchscript
 
 pytestmark = pytest.mark.django_db
@@ -82,6 +82,20 @@ def test_project_admin_cannot_upload_a_torchscript_model(world):
     assert not (storage.project_dir(project) / "extractors").exists()
 
 
+def test_project_configure_refuses_torchscript_for_a_project_admin_before_saving(world):
+    """The rule lives in the service too (scripts call it without the admin form)."""
+    from annotate.services.projects import project_configure
+
+    project, admin, evil, _ = world
+    project.extractor, project.extractor_params = "torch", {"size": 8}
+    with pytest.raises(ExtractorNotAllowed, match="runs code"):
+        project_configure(project=project, user=admin, previous=("pixels", {}),
+                          uploads={"path": SimpleUploadedFile("model.pt", evil.read_bytes())})
+    project.refresh_from_db()
+    assert project.extractor == "pixels"
+    assert not (storage.project_dir(project) / "extractors").exists()
+
+
 def test_project_admin_cannot_run_a_torchscript_model(world):
     project, admin, evil, _ = world
     with pytest.raises(ExtractorNotAllowed, match="runs code"):
@@ -101,6 +115,21 @@ def test_project_admin_cannot_point_hf_at_a_server_folder(world, tmp_path):
     project, admin, _, _ = world
     with pytest.raises(ExtractorNotAllowed, match="folder on the server"):
         embedding_request(project=project, user=admin, extractor="hf", params={"model": str(tmp_path)})
+    c = Client()
+    c.force_login(admin)
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
+        project, extractor="hf", **{field_name("ep", "hf", "model"): str(tmp_path)}))
+    assert r.status_code == 200 and "only a superuser may point" in r.content.decode()
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
+        project, extractor="hf", **{field_name("ep", "hf", "model"): ""}))
+    assert r.status_code == 200 and "give a model" in r.content.decode()
+    project.refresh_from_db()
+    assert project.extractor == "pixels"
+    # A folder a superuser chose may be re-run by the project admin (an import re-embeds): it runs no code.
+    project.extractor, project.extractor_params = "hf", {"model": str(tmp_path)}
+    project.save()
+    job = embedding_request(project=project, user=admin)
+    assert job.params["params"]["model"] == str(tmp_path)
 
 
 def test_superuser_sees_the_runs_code_warning(world):

@@ -2,6 +2,7 @@
 import asyncio
 import threading
 import time
+import typing
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -11,6 +12,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
 
 from annotate import realtime
+from annotate.consumers import ProjectConsumer
 from annotate.models import Membership
 from annotate.routing import websocket_urlpatterns
 
@@ -131,6 +133,12 @@ def test_a_missing_channel_layer_fails_loudly(settings):
         realtime.send_stats_updated(1, {"labeled": 3})
 
 
-def test_every_payload_names_its_type_and_project():
-    assert realtime.group_name(12) == "loupe.project.12"
-    assert set(realtime.MESSAGE_TYPES) == {"queue.updated", "round.status", "stats.updated", "job.progress"}
+def test_the_consumer_forwards_every_message_type_realtime_sends():
+    """Each typed message (a TypedDict with ``type: Literal[...]``) needs a consumer handler, or
+    Channels drops it on the floor with an error in the server log only."""
+    messages = [obj for obj in vars(realtime).values()
+                if isinstance(obj, type) and typing.is_typeddict(obj) and "type" in obj.__annotations__]
+    types = {typing.get_args(typing.get_type_hints(m)["type"])[0] for m in messages}
+    assert len(types) == len(messages) >= 4
+    missing = [t for t in types if not callable(getattr(ProjectConsumer, t.replace(".", "_"), None))]
+    assert not missing, f"no ProjectConsumer handler for {missing}"

@@ -136,8 +136,10 @@ def test_project_admin_can_add_a_member_through_admin(world):
     project, users, _, _ = world
     newbie = make_user("newbie")
     c = client_for(users["admin"])
-    r = c.get("/admin/autocomplete/", {"term": "new", "app_label": "annotate", "model_name": "membership",
-                                       "field_name": "user"})
+    # A user outside the admin's projects is found by exact username only (no enumeration, issue 12).
+    q = {"app_label": "annotate", "model_name": "membership", "field_name": "user"}
+    assert not any(x["text"] == "newbie" for x in c.get("/admin/autocomplete/", {**q, "term": "new"}).json()["results"])
+    r = c.get("/admin/autocomplete/", {**q, "term": "newbie"})
     assert r.status_code == 200 and any(x["text"] == "newbie" for x in r.json()["results"])
     r = c.post("/admin/annotate/membership/add/", {"project": project.pk, "user": newbie.pk, "role": "reviewer"})
     assert r.status_code == 302, r.content.decode()[:500]

@@ -129,3 +129,67 @@ def test_cli_pixels_matches_the_library(tmp_path):
     loaded = [Image.open(folder / f"{i}.png") for i in range(6)]
     ref = make_extractor("pixels", {"size": 8, "dim": 4}).extract(lambda i: loaded[i], 6)
     np.testing.assert_allclose(np.load(out), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path):
+    """A real kill: SIGKILL the embedding process once chunks exist, run it again, get the same matrix."""
+    import os
+    import signal
+    import time
+
+    from PIL import Image
+
+    tiny_onnx_model(tmp_path / "m.onnx", size=32)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(random_images(300, size=(32, 32), seed=6)):
+        im.save(folder / f"{i:03d}.png")
+    out, ck = tmp_path / "X.npy", tmp_path / "ck"
+    cmd = [sys.executable, "-m", "selection", "embed", "--extractor", f"onnx:{tmp_path / 'm.onnx'}",
+           "--param", "size=32", "--param", "batch=2", "--param", "checkpoint_rows=2", "--param", "workers=0",
+           "--images", str(folder), "--out", str(out), "--checkpoint", str(ck)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(ck.glob("rows-*.npy"))) < 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if out.exists():
+        pytest.skip("the run finished before it could be killed")
+    saved = Checkpoint(ck, fingerprint="")
+    done = saved.chunks()
+    assert done and done[0][0] == 0
+    assert all(saved.load(a, b).shape == (b - a, 6) for a, b in done)  # a kill leaves whole chunks (or a temp)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    resumed = int(r.stderr.split("resumed at row ")[1].split(")")[0])
+    assert resumed >= done[-1][1] and resumed % 2 == 0
+    loaded = [Image.open(folder / f"{i:03d}.png") for i in range(300)]
+    ref = make_extractor("onnx", {"path": str(tmp_path / "m.onnx"), "size": 32}).extract(lambda i: loaded[i], 300)
+    np.testing.assert_allclose(np.load(out), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_prefetch_prepares_the_next_batch_while_the_model_runs():
+    """forward(batch k) waits until preprocess(batch k+1) has begun: without prefetch it would wait forever."""
+    import threading
+
+    from selection.extractors.pipeline import run_batched
+
+    started = [threading.Event() for _ in range(4)]
+
+    def preprocess(images):
+        started[images[0] // 2].set()
+        return np.asarray(images, dtype=np.float32).reshape(-1, 1)
+
+    overlapped = []
+
+    def forward(x):
+        k = int(x[0, 0]) // 2
+        if k + 1 < len(started):
+            overlapped.append(started[k + 1].wait(timeout=30))
+        return np.hstack([x, 2 * x])
+
+    X = run_batched(lambda i: i, 8, preprocess=preprocess, forward=forward, batch=2, workers=1,
+                    progress=lambda f, m: None)
+    assert overlapped == [True, True, True]
+    np.testing.assert_array_equal(X, np.stack([np.arange(8), 2 * np.arange(8)], axis=1))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from selection.extractors import ExtractorError, make_extractor
-from tests.modelkit import random_images, tiny_hf_model
+from tests.modelkit import fake_hub_cache, random_images, tiny_hf_model
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -94,23 +94,12 @@ def test_pooling_can_be_chosen(models):
             lambda i: imgs[i], 3)
 
 
-def _fake_cache(cache, model_id, folder):
-    """Lay ``folder`` out as the Hugging Face cache does: models--o--n/{refs/main, snapshots/<rev>/...}."""
-    repo = cache / ("models--" + model_id.replace("/", "--"))
-    snap = repo / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True)
-    for f in folder.iterdir():
-        (snap / f.name).write_bytes(f.read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0" * 40)
-
-
 def test_a_model_id_is_read_from_the_cache_and_a_missing_one_is_named(models, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     cache = tmp_path / "hub"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    _fake_cache(cache, "acme/tiny-dino", models["dinov2"])
+    fake_hub_cache(cache, "acme/tiny-dino", models["dinov2"])
     imgs = random_images(2, seed=5)
     X = make_extractor("hf", {"model": "acme/tiny-dino", "device": "cpu"}).extract(lambda i: imgs[i], 2)
     np.testing.assert_allclose(X, _reference(models["dinov2"], "dinov2", imgs), rtol=1e-4, atol=1e-5)
@@ -158,3 +147,11 @@ def test_cuda_float16_is_close_to_cpu(models):
     gpu = ext.extract(lambda i: imgs[i], 6)
     assert gpu.dtype == np.float32
     np.testing.assert_allclose(gpu, cpu, rtol=2e-2, atol=2e-2)
+
+
+def test_cuda_asked_for_without_a_gpu_is_a_clear_error(models):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ExtractorError, match="device='cuda' was asked for but this worker has no CUDA device"):
+        make_extractor("hf", {"model": str(models["vit"]), "device": "cuda"}).extract(
+            lambda i: random_images(1)[0], 1)

@@ -42,7 +42,15 @@ def start_embedded_worker(*, concurrency: int = 1, loglevel: str = "INFO") -> th
         without_mingle=True,
         without_gossip=True,
     )
-    thread = threading.Thread(target=worker.start, name="loupe-embedded-worker", daemon=True)
+    def run() -> None:
+        from annotate.warmup import worker_warmup  # noqa: PLC0415
+
+        # torch and the head's first fit here, in the worker's thread while the server starts, not
+        # in the first round (annotate/warmup.py); tasks sent meanwhile wait in the memory broker.
+        worker_warmup()
+        worker.start()
+
+    thread = threading.Thread(target=run, name="loupe-embedded-worker", daemon=True)
     thread.start()
     return thread
 

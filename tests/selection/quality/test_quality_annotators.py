@@ -35,7 +35,7 @@ def test_posterior_matches_brute_force_bayes():
 def test_em_never_lowers_the_likelihood_and_recovers_accuracies():
     rng = np.random.default_rng(1)
     accs = [0.95, 0.8, 0.6, 0.5]
-    truth, L = _simulate(rng, 3000, accs, 4)
+    _, L = _simulate(rng, 3000, accs, 4)
     res = dawid_skene(L, 4, smoothing=0.0)
     assert np.all(np.diff(res.history) >= -1e-8)
     np.testing.assert_allclose(res.accuracy, accs, atol=0.03)

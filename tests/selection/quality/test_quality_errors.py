@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from selection.quality import confident_learning, label_error_scores, learnability, out_of_fold_proba
+from selection.quality import (
+    confident_learning,
+    label_error_scores,
+    learnability,
+    out_of_fold_proba,
+)
 from selection.quality.errors import stratified_folds
 
 

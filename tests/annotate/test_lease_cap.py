@@ -1,0 +1,50 @@
+"""Issue 12, row 8: one annotator cannot take (or, by renewing, keep) the whole queue.
+
+``queue.lease_cap``: a fair share ``ceil(open / (others + 2))`` of the open queue, never below the
+page's prefetch (6); a project's only member is not capped.
+"""
+from datetime import timedelta
+
+from django.utils import timezone
+
+from annotate.models import Membership, QueueEntry
+from annotate.services.queue import lease_cap, queue_lease
+
+
+def _project(make_project, make_user, make_round, n_members: int, batch: int):
+    users = [make_user() for _ in range(n_members)]
+    project = make_project(n_items=60, batch_size=batch, members=[(u, Membership.Role.ANNOTATOR) for u in users])
+    make_round(project)
+    return project, users
+
+
+def test_one_annotator_asking_for_50_leaves_work_for_the_others(make_project, make_user, make_round):
+    project, (a, b, c) = _project(make_project, make_user, make_round, 3, batch=19)
+    got_a = queue_lease(project=project, user=a, n=50)
+    assert len(got_a) == 10  # ceil(19 / (0 others + 2)), not 19 of 19
+    got_b = queue_lease(project=project, user=b, n=50)
+    assert len(got_b) == 7  # ceil(19 / (1 + 2))
+    got_c = queue_lease(project=project, user=c, n=50)
+    assert len(got_c) == 2  # what is left: everybody got work
+    held = {e.pk for e in got_a} | {e.pk for e in got_b} | {e.pk for e in got_c}
+    assert len(held) == 19 and QueueEntry.objects.filter(project=project, state="pending").count() == 0
+
+
+def test_renewing_keeps_only_a_fair_share_and_the_rest_runs_out(make_project, make_user, make_round, settings):
+    project, (a, b, c) = _project(make_project, make_user, make_round, 3, batch=19)
+    first = queue_lease(project=project, user=a, n=50)
+    queue_lease(project=project, user=b, n=50)
+    renewed = queue_lease(project=project, user=a, n=50)  # others: 1 -> cap ceil(19 / 3) = 7
+    assert len(renewed) == 7 and {e.pk for e in renewed} < {e.pk for e in first}
+    stale = [e.pk for e in first if e.pk not in {r.pk for r in renewed}]
+    # Those three were not renewed: when their lease runs out they go to someone who needs work.
+    QueueEntry.objects.filter(pk__in=stale).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    got_c = queue_lease(project=project, user=c, n=6)
+    assert set(stale) <= {e.pk for e in got_c}
+
+
+def test_the_cap_never_drops_below_a_page_and_a_lone_member_is_not_capped(make_project, make_user, make_round):
+    project, (a, b) = _project(make_project, make_user, make_round, 2, batch=8)
+    assert lease_cap(project=project, user=a) == 6  # ceil(8 / 2) = 4, but a page is 6
+    alone, (solo,) = _project(make_project, make_user, make_round, 1, batch=19)
+    assert len(queue_lease(project=alone, user=solo, n=50)) == 19

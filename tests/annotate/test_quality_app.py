@@ -1,0 +1,179 @@
+"""Quality in the app: overlap serving, consensus labels, suspect scores, the accuracy estimate, the report."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotate.models import Annotation, Item, QualityReport, QueueEntry, Round
+from annotate.selectors import labeled_item_labels
+from annotate.selectors_quality import accuracy_estimate
+from annotate.services.annotations import annotation_submit, annotation_undo
+from annotate.services.quality import label_matrix, quality_refresh
+from annotate.services.queue import queue_lease
+from annotate.services.review import annotation_correct
+from selection.quality import audit_accuracy, dawid_skene, difference_accuracy
+
+pytestmark = pytest.mark.django_db
+
+
+def _label_all(project, user, label_of=lambda e: e.item.ground_truth, n=50):
+    got = queue_lease(project=project, user=user, n=n)
+    for e in got:
+        annotation_submit(project=project, user=user, item_id=e.item_id, label=label_of(e))
+    return got
+
+
+def test_overlapped_items_go_to_k_different_annotators_and_never_twice_to_one(make_project, make_round, make_user):
+    project = make_project(n_items=40, batch_size=10, overlap_rate=1.0, overlap_k=3)
+    a, b, c = make_user("a"), make_user("b"), make_user("c")
+    rnd = make_round(project)
+    assert set(QueueEntry.objects.filter(round=rnd).values_list("overlap_k", flat=True)) == {3}
+    first = _label_all(project, a)
+    assert len(first) == 10
+    # a labeled all ten: the copies wait for someone else, never for a
+    assert queue_lease(project=project, user=a, n=50) == []
+    second = _label_all(project, b)
+    assert {e.item_id for e in second} == {e.item_id for e in first}
+    assert queue_lease(project=project, user=b, n=50) == []
+    _label_all(project, c)
+    # three people labeled each item: no copy is left for anyone
+    assert not QueueEntry.objects.filter(project=project, state__in=QueueEntry.OPEN).exists()
+    for item_id in {e.item_id for e in first}:
+        who = Annotation.objects.filter(item_id=item_id, is_current=True, action="label").values_list(
+            "annotator__username", flat=True)
+        assert sorted(who) == ["a", "b", "c"]
+
+
+def test_without_overlap_an_item_is_served_once(make_project, make_round, make_user):
+    project = make_project(n_items=20, batch_size=6, overlap_rate=0.0)
+    a, b = make_user("a"), make_user("b")
+    make_round(project)
+    _label_all(project, a)
+    assert queue_lease(project=project, user=b, n=50) == []
+
+
+def test_overlap_copies_survive_a_new_round_and_undo_keeps_the_count(make_project, make_round, make_user):
+    project = make_project(n_items=40, batch_size=6, overlap_rate=1.0, overlap_k=2)
+    a, b = make_user("a"), make_user("b")
+    make_round(project)
+    first = _label_all(project, a)
+    make_round(project)  # supersedes pending entries, but not the copies of labeled items
+    copies = QueueEntry.objects.filter(project=project, state="pending", item_id__in=[e.item_id for e in first])
+    assert copies.count() == len(first)
+    # undo: a gets the item back (the copy), relabels it, and it still waits for b
+    annotation_undo(project=project, user=a, item_id=first[0].item_id)
+    annotation_submit(project=project, user=a, item_id=first[0].item_id, label=first[0].item.ground_truth)
+    assert QueueEntry.objects.filter(item_id=first[0].item_id, state="pending").count() == 1
+    got = {e.item_id for e in queue_lease(project=project, user=b, n=50)}
+    assert {e.item_id for e in first} <= got
+
+
+def test_refresh_writes_dawid_skene_consensus_used_for_training_unless_corrected(make_project, make_user):
+    from datakit import add_member
+
+    project = make_project(classes=("cat", "dog", "fox"), n_items=60)
+    users = [make_user(n) for n in ("good", "ok", "bad")]
+    rev = make_user("rev")
+    add_member(project, rev, "reviewer")
+    rng = np.random.default_rng(0)
+    accs = [0.95, 0.7, 0.4]
+    items = list(project.items.order_by("pk"))
+    for item in items:
+        for u, acc in zip(users, accs):
+            truth = item.ground_truth
+            lab = truth if rng.random() < acc else str(rng.choice([c for c in project.classes if c != truth]))
+            Annotation.objects.create(item=item, annotator=u, label=lab)
+    report = quality_refresh(project_id=project.pk)
+    # the stored consensus is the library's Dawid-Skene on the same matrix
+    ids, _, L = label_matrix(project=project)
+    ds = dawid_skene(L, 3)
+    stored = dict(Item.objects.filter(pk__in=ids).values_list("pk", "consensus_label"))
+    assert [stored[i] for i in ids] == [project.classes[k] for k in ds.labels]
+    assert [a["user"] for a in report["annotators"]] == ["good", "ok", "bad"]
+    assert report["annotators"][0]["ds_accuracy"] > report["annotators"][2]["ds_accuracy"]
+    assert report["items_overlapped"] == 60 and -1 <= report["alpha"] <= 1 and len(report["pairs"]) == 3
+    assert QualityReport.objects.get(project=project).data["alpha"] == report["alpha"]
+    # training labels follow the consensus, a reviewer's correction still wins
+    train = labeled_item_labels(project=project)
+    assert all(train[i] == stored[i] for i in ids)
+    target = items[0]
+    new = next(c for c in project.classes if c != stored[target.pk])
+    annotation_correct(project=project, reviewer=rev, item_id=target.pk, label=new)
+    assert labeled_item_labels(project=project)[target.pk] == new
+    # consensus beats the latest label (the unreliable annotator labeled last)
+    truth = {i.pk: i.ground_truth for i in items}
+    acc_consensus = np.mean([stored[i] == truth[i] for i in ids])
+    acc_latest = np.mean([Annotation.objects.get(item_id=i, annotator=users[2]).label == truth[i] for i in ids])
+    assert acc_consensus > acc_latest + 0.2
+
+
+def test_rounds_write_suspect_scores_that_rank_flipped_labels_first(make_project, make_round, make_user):
+    project = make_project(classes=("cat", "dog", "fox"), n_items=90, batch_size=80, dim=6)
+    a = make_user("a")
+    make_round(project)
+    flipped = set()
+    classes = project.classes
+
+    def label_of(e):
+        if len(flipped) < 6 and e.item_id % 5 == 0:
+            flipped.add(e.item_id)
+            return classes[(classes.index(e.item.ground_truth) + 1) % 3]
+        return e.item.ground_truth
+
+    _label_all(project, a, label_of=label_of, n=50)
+    _label_all(project, a, label_of=label_of, n=50)
+    rnd = make_round(project)
+    assert "quality" in rnd.metrics and rnd.metrics["quality"]["pool_correct_mean"] > 0
+    scored = list(Item.objects.filter(project=project, suspect_score__isnull=False)
+                  .order_by("-suspect_score").values_list("pk", flat=True))
+    assert len(scored) == Annotation.objects.filter(item__project=project).count()
+    assert len(set(scored[:6]) & flipped) >= 5
+
+
+def test_review_api_sorts_by_suspect_score(client, make_project, make_user):
+    from datakit import add_member
+
+    project = make_project(n_items=6)
+    rev = make_user("rev")
+    add_member(project, rev, "reviewer")
+    items = list(project.items.order_by("pk"))
+    for k, item in enumerate(items):
+        Annotation.objects.create(item=item, annotator=rev, label="cat")
+        item.suspect_score = [0.1, 3.0, None, 0.5, 2.0, 0.0][k]
+        item.save(update_fields=["suspect_score"])
+    client.force_login(rev)
+    data = client.get(f"/api/projects/{project.pk}/review/items").json()
+    assert [r["item_id"] for r in data["items"]] == [items[i].pk for i in (1, 4, 3, 0, 5, 2)]
+    newest = client.get(f"/api/projects/{project.pk}/review/items?sort=newest").json()
+    assert [r["item_id"] for r in newest["items"]] == [i.pk for i in reversed(items)]
+    bad = client.get(f"/api/projects/{project.pk}/review/items?sort=loss")
+    assert bad.status_code == 400 and "sort" in bad.json()["error"]
+
+
+def test_accuracy_estimate_matches_the_library_on_the_audit_entries(make_project, make_user):
+    project = make_project(classes=("cat", "dog"), n_items=40)
+    a = make_user("a")
+    rng = np.random.default_rng(3)
+    r1 = Round.objects.create(project=project, number=1, status="done", strategy="margin",
+                              metrics={"quality": {"pool_correct_mean": 0.8}})
+    r2 = Round.objects.create(project=project, number=2, status="done", strategy="margin",
+                              metrics={"quality": {"pool_correct_mean": 0.9}})
+    y, f, m, y_all = [], [], [], []
+    for k, item in enumerate(project.items.order_by("pk")[:30]):
+        rnd = r1 if k < 15 else r2
+        prob = None if k == 0 else float(rng.uniform(0.5, 1))
+        right = rng.random() < (prob or 0.5)
+        pred = item.ground_truth if right else next(c for c in project.classes if c != item.ground_truth)
+        QueueEntry.objects.create(project=project, round=rnd, item=item, rank=k, is_audit=True, state="done",
+                                  predicted_label=pred, correct_probability=prob)
+        Annotation.objects.create(item=item, annotator=a, label=item.ground_truth)
+        y_all.append(float(right))
+        if prob is not None:
+            y.append(float(right))
+            f.append(prob)
+            m.append(rnd.metrics["quality"]["pool_correct_mean"])
+    est = accuracy_estimate(project=project)
+    ref = difference_accuracy(y, f, m)
+    assert est["best"]["key"] == "ppi" and est["best"]["n_labels"] == 29
+    assert est["ppi"]["value"] == pytest.approx(ref.value) and est["ppi"]["low"] == pytest.approx(ref.low)
+    assert est["audit"]["value"] == pytest.approx(audit_accuracy(y_all).value) and est["audit"]["n_labels"] == 30
