@@ -107,7 +107,7 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
                     "links"]
     search_fields = ["name"]
     inlines = [MembershipInline, RoundInline]
-    actions = ["start_round", "reembed", "export"]
+    actions = ["start_round", "reembed", "align", "final_model", "export"]
     change_form_template = "admin/annotate/project/change_form.html"
 
     class Media:
@@ -157,6 +157,11 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
                                                      "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
         sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
                                                       "retrain_every", "audit_rate", "l2", "seed"]}))
+        sets.append(("Feature alignment", {
+            "fields": ["align_every", "align_threshold", "finetune_params"],
+            "description": "For 'hf' backbones (ASVP): every N new labels a worker fine-tunes the backbone on the "
+                           "labels and re-embeds the pool when LogME-PED improves by more than the threshold. "
+                           "Also used by the 'Train the final model' action. See docs/feature-alignment.md."}))
         sets.append(("Embeddings", {"fields": ["extractor"],
                                     "description": "Changing the extractor or its parameters re-embeds all items."}))
         for key, fields in form.generated.items():
@@ -222,6 +227,39 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
             self.message_user(request, format_html('{}: embedding job <a href="{}">{}</a> queued', str(project),
                                                    reverse("admin:annotate_project_job", args=[project.pk, job.pk]),
                                                    str(job.pk)[:8]))
+
+    @admin.action(description="Check feature alignment now (fine-tune, compare LogME-PED)")
+    def align(self, request, queryset):
+        from .services.alignment import alignment_request  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            try:
+                job = alignment_request(project=project, user=request.user)
+            except (ValueError, BrokerUnavailable) as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
+            if job is None:
+                self.message_user(request, f"{project}: an alignment check is already queued or running",
+                                  messages.WARNING)
+            else:
+                self.message_user(request, f"{project}: alignment job {str(job.pk)[:8]} queued")
+
+    @admin.action(description="Train the final model (LP-FT or FT, measured on the audit items)")
+    def final_model(self, request, queryset):
+        from .services.final_model import final_model_request  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            try:
+                job = final_model_request(project=project, user=request.user)
+            except (ValueError, BrokerUnavailable) as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"{project}: final-model job {str(job.pk)[:8]} queued; its download "
+                                       "appears under Jobs on the dashboard")
 
     @admin.action(description="Export labels")
     def export(self, request, queryset):
