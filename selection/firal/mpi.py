@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(params, dict):
             raise ValueError("--params must be a JSON object")
         return run_rank(args.problem, args.b, args.out, params, args.seed, args.device, args.info)
-    except Exception as exc:  # a failing rank must take the job down, not hang the others
+    except Exception as exc:  # noqa: BLE001 - a failing rank must take the job down, not hang the others
         import traceback  # noqa: PLC0415
 
         traceback.print_exc()
