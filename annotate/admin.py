@@ -157,6 +157,10 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
                                                      "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
         sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
                                                       "retrain_every", "audit_rate", "l2", "seed"]}))
+        sets.append(("Overlap and agreement", {
+            "fields": ["overlap_rate", "overlap_k"],
+            "description": "A share of each batch is labeled by k different annotators; their Dawid-Skene "
+                           "consensus becomes the item's label and feeds agreement on the dashboard."}))
         sets.append(("Feature alignment", {
             "fields": ["align_every", "align_threshold", "finetune_params"],
             "description": "For 'hf' backbones (ASVP): every N new labels a worker fine-tunes the backbone on the "
