@@ -137,6 +137,8 @@ CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ROUTES = {
     "annotate.tasks.round_run": {"queue": "gpu"},
     "annotate.tasks.embedding_compute": {"queue": "gpu"},
+    "annotate.tasks.alignment_run": {"queue": "gpu"},
+    "annotate.tasks.final_model_run": {"queue": "gpu"},
     "annotate.tasks.import_run": {"queue": "cpu"},
     "annotate.tasks.export_run": {"queue": "cpu"},
     "annotate.tasks.quality_refresh": {"queue": "cpu"},

@@ -172,6 +172,10 @@ def round_execute(*, round_id: int) -> Round:
         realtime.send_round_status(rnd)
         raise
     rnd.refresh_from_db()
+    if rnd.status == Round.Status.DONE:
+        from .alignment import alignment_maybe_request  # noqa: PLC0415 - alignment imports round helpers' peers
+
+        alignment_maybe_request(project=rnd.project)  # ASVP: re-align the features every N new labels
     return rnd
 
 

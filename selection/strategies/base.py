@@ -99,6 +99,9 @@ class SelectionContext:
     l2         : the head's L2 strength (lambda in FIRAL's Fisher matrices).
     device     : "cpu" | "cuda" | "auto" for strategies that run array code.
     progress   : callback(fraction in [0, 1], message) for long work.
+    ranks      : MPI ranks for strategies that can split over them (``firal``: > 1 runs
+                 ``mpirun -n ranks python -m selection firal-mpi``, selection.firal.mpi).
+    ranks_timeout : seconds before that MPI job is stopped (a failed round, not a hung one).
     """
 
     X_all: Any = None
@@ -108,6 +111,8 @@ class SelectionContext:
     l2: float | None = None
     device: str = "cpu"
     progress: Callable[[float, str], None] | None = None
+    ranks: int = 1
+    ranks_timeout: float = 3600.0
 
 
 _REGISTRY: dict[str, type["Strategy"]] = {}

@@ -137,6 +137,9 @@ class Firal(Strategy):
 
     def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
         p = self.params_
+        if context is not None and context.ranks > 1:
+            return self._select_mpi(X_pool, probs_pool, X_labeled, probs_labeled, batch_size, rng,
+                                    context)
         prob, info = _problem(p, context, X_pool, probs_pool, X_labeled, probs_labeled, p["dtype"])
         idx, _z, run = approx_firal(
             prob, batch_size, probes=p["probes"], estimator=p["estimator"],
@@ -145,6 +148,22 @@ class Firal(Strategy):
             relax_tol=p["relax_tol"], eta=p["round_eta"], round_candidates=p["round_candidates"],
             rng=rng, progress=_progress(context))
         return Selection(idx, np.asarray(_gains(run, idx)), {**info, **_clean(run)})
+
+
+    def _select_mpi(self, X_pool, probs_pool, X_labeled, probs_labeled, batch_size, rng, context):
+        """The same algorithm split over ``context.ranks`` MPI ranks (selection.firal.mpi)."""
+        from ..firal.mpi import run_firal_mpi  # noqa: PLC0415
+
+        p = self.params_
+        lam, lam_source = _lam(p, context)
+        device = p["device"] or context.device or "cpu"
+        seed = int(rng.integers(2**31 - 1))
+        idx, run = run_firal_mpi(X_pool, probs_pool, X_labeled, probs_labeled, lam=lam,
+                                 b=batch_size, ranks=context.ranks, params={**p, "lam": lam},
+                                 seed=seed, device=device, timeout=context.ranks_timeout)
+        gains = run.pop("round_gains", [np.nan] * len(idx))
+        return Selection(idx, np.asarray(gains, dtype=np.float64),
+                         {"lam": lam, "lam_source": lam_source, "mpi_seed": seed, **_clean(run)})
 
 
 def _gains(run, idx):

@@ -19,7 +19,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from ops_support import (
+from tests.ops.ops_support import (
     WorkerProcess,
     app_env,
     database_url,

@@ -28,7 +28,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from ops_support import png_bytes
+from tests.ops.ops_support import png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
