@@ -28,6 +28,11 @@ $(VENV)/.requirements-dev: requirements-dev.txt $(VENV)/.requirements
 	$(PY) -m pip install -r requirements-dev.txt
 	touch $@
 
+# mpi4py (requirements-mpi.txt) only where an MPI is installed: it links against the host's MPI.
+$(VENV)/.requirements-mpi: requirements-mpi.txt $(VENV)/.requirements
+	if command -v mpirun >/dev/null 2>&1; then $(PY) -m pip install -r requirements-mpi.txt && touch $@; \
+	else echo "mpirun not found: MPI tests will skip (apt-get install openmpi-bin libopenmpi-dev)"; fi
+
 migrate: $(VENV)/.requirements
 	$(PY) manage.py migrate --noinput
 
@@ -46,7 +51,7 @@ serve: $(VENV)/.requirements
 	$(PY) manage.py loupe_serve --host $(HOST) --port $(PORT)
 
 ## test: the whole suite (tests needing PostgreSQL/Redis/Chromium skip with a reason when those are absent)
-test: $(VENV)/.requirements-dev
+test: $(VENV)/.requirements-dev $(VENV)/.requirements-mpi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## lint: ruff over the tree and mypy over selection/ (rules in pyproject.toml); CI runs it before the tests
