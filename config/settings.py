@@ -224,6 +224,8 @@ else:
 # --------------------------------------------------------------------------- selection
 SELECTION_DEVICE = env_choice("SELECTION_DEVICE", "cpu", ("cpu", "cuda", "auto"))
 LOUPE_LEASE_SECONDS = env_int("LOUPE_LEASE_SECONDS", 600, minimum=5)
+# A round's MPI selection job (project.selection_ranks > 1) is stopped after this many seconds.
+LOUPE_MPI_TIMEOUT = env_int("LOUPE_MPI_TIMEOUT", 3600, minimum=10)
 LOUPE_DEFAULT_L2 = env_float("LOUPE_DEFAULT_L2", 1.0, minimum=0.0)
 # Workers import torch and fit the head once at start, not in the first round (annotate/warmup.py).
 LOUPE_WORKER_WARMUP = env_bool("LOUPE_WORKER_WARMUP", True)
