@@ -9,7 +9,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from datakit import add_member, make_project, make_user, write_tree
+from tests.annotate.datakit import write_tree
+from tests.factories import add_member, empty_project, make_user
 from django.urls import reverse
 from PIL import Image
 
@@ -49,7 +50,7 @@ def project(tmp_path, settings, monkeypatch):
     monkeypatch.setattr("annotate.services.jobs.dispatch.enqueue_after_commit",
                         lambda **kw: enqueued.append(kw["task"]))
     src = write_tree(tmp_path / "src", {f"{i:02d}.png": _png(i, i % 2) for i in range(N)})
-    p = make_project()
+    p = empty_project()
     import_images(project=p, options=ImportOptions(source=str(src)))
     folder = tiny_hf_model(tmp_path / "dino", "dinov2")
     job = emb.embedding_execute(job_id=str(emb.embedding_request(

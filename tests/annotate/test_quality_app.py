@@ -69,7 +69,7 @@ def test_overlap_copies_survive_a_new_round_and_undo_keeps_the_count(make_projec
 
 
 def test_refresh_writes_dawid_skene_consensus_used_for_training_unless_corrected(make_project, make_user):
-    from tests.annotate.datakit import add_member
+    from tests.factories import add_member
 
     project = make_project(classes=("cat", "dog", "fox"), n_items=60)
     users = [make_user(n) for n in ("good", "ok", "bad")]
@@ -131,7 +131,7 @@ def test_rounds_write_suspect_scores_that_rank_flipped_labels_first(make_project
 
 
 def test_review_api_sorts_by_suspect_score(client, make_project, make_user):
-    from tests.annotate.datakit import add_member
+    from tests.factories import add_member
 
     project = make_project(n_items=6)
     rev = make_user("rev")
