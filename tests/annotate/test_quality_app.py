@@ -187,7 +187,7 @@ def test_dashboard_and_stats_api_carry_the_estimate_and_the_agreement_report(cli
             Annotation.objects.create(item=item, annotator=u, label=item.ground_truth if (k + j) % 4 else "cat")
     quality_refresh(project_id=project.pk)
     client.force_login(users[0])
-    from tests.annotate.datakit import add_member
+    from tests.factories import add_member
 
     add_member(project, users[0], "annotator")
     stats = client.get(f"/api/projects/{project.pk}/stats").json()
