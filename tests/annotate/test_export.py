@@ -24,14 +24,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def media(tmp_path, settings):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
-
-
-@pytest.fixture
 def labeled(media, tmp_path):
     """A project with 6 images: 4 labeled by two annotators (one corrected by a reviewer), 2 unlabeled."""
     files = {f"imgs/{i}.png": image_bytes(i) for i in range(6)}
