@@ -62,7 +62,7 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
                     "links"]
     search_fields = ["name"]
     inlines = [MembershipInline, RoundHistoryInline]
-    actions = ["start_round", "reembed", "export", "reassign_keys"]
+    actions = ["start_round", "reembed", "align", "final_model", "export", "reassign_keys"]
     change_form_template = "admin/annotate/project/change_form.html"
 
     class Media:
@@ -111,7 +111,17 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
                 sets.append((f"{owner} parameters", {"fields": [n for n, _ in fields],
                                                      "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
         sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
-                                                      "retrain_every", "audit_rate", "l2", "seed"]}))
+                                                      "retrain_every", "audit_rate", "l2", "seed",
+                                                      "selection_ranks"]}))
+        sets.append(("Overlap and agreement", {
+            "fields": ["overlap_rate", "overlap_k"],
+            "description": "A share of each batch is labeled by k different annotators; their Dawid-Skene "
+                           "consensus becomes the item's label and feeds agreement on the dashboard."}))
+        sets.append(("Feature alignment", {
+            "fields": ["align_every", "align_threshold", "finetune_params"],
+            "description": "For 'hf' backbones (ASVP): every N new labels a worker fine-tunes the backbone on the "
+                           "labels and re-embeds the pool when LogME-PED improves by more than the threshold. "
+                           "Also used by the 'Train the final model' action. See docs/feature-alignment.md."}))
         sets.append(("Labeling page", {"fields": ["suggestions", "suggest_min_accuracy", "candidate_coverage"],
                                        "description": "The model's guess and its likely classes, shown to annotators "
                                                       "(never on the random audit items)."}))
@@ -191,6 +201,39 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
             keys = keymap_reset(project=project)
             shown = ", ".join(f"{k} {c}" for c, k in keys.items())
             self.message_user(request, f"{project}: keys reassigned ({shown})"[:500])
+
+    @admin.action(description="Check feature alignment now (fine-tune, compare LogME-PED)")
+    def align(self, request, queryset):
+        from .services.alignment import alignment_request  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            try:
+                job = alignment_request(project=project, user=request.user)
+            except (ValueError, BrokerUnavailable) as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
+            if job is None:
+                self.message_user(request, f"{project}: an alignment check is already queued or running",
+                                  messages.WARNING)
+            else:
+                self.message_user(request, f"{project}: alignment job {str(job.pk)[:8]} queued")
+
+    @admin.action(description="Train the final model (LP-FT or FT, measured on the audit items)")
+    def final_model(self, request, queryset):
+        from .services.final_model import final_model_request  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            try:
+                job = final_model_request(project=project, user=request.user)
+            except (ValueError, BrokerUnavailable) as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"{project}: final-model job {str(job.pk)[:8]} queued; its download "
+                                       "appears under Jobs on the dashboard")
 
     @admin.action(description="Export labels")
     def export(self, request, queryset):

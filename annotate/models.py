@@ -57,6 +57,10 @@ class Project(models.Model):
         default=2, help_text="Annotators per overlapped item (never the same person twice)."
     )
     seed = models.PositiveIntegerField(default=0)
+    selection_ranks = models.PositiveSmallIntegerField(
+        default=1, help_text="MPI ranks for the 'firal' strategy's selection (1: in the worker process; "
+                             "more: the gpu worker runs mpirun -n <ranks>, one GPU per rank when it has them)."
+    )
     # Embeddings: one float32 .npy per project and extractor version (items point at their row).
     extractor = models.CharField(max_length=32, default="pixels")
     extractor_params = models.JSONField(default=dict, blank=True)
@@ -103,6 +107,15 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} as {self.role}"
 
 
+class RunStatus(models.TextChoices):
+    """The life of a round or a job (``Round.Status``, ``Job.Status``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class Item(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
     file = models.CharField(max_length=500, help_text="Path relative to MEDIA_ROOT.")
@@ -136,11 +149,7 @@ class Item(models.Model):
 
 
 class Round(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = RunStatus
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
@@ -301,11 +310,7 @@ class Job(models.Model):
         ALIGN = "align"
         FINAL = "final_model"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = RunStatus
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs", null=True, blank=True)
@@ -338,7 +343,8 @@ class AlignmentDecision(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="alignments")
     job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    labeled_count = models.PositiveIntegerField(help_text="Labels the backbone was fine-tuned on (held-out share included).")
+    labeled_count = models.PositiveIntegerField(
+        help_text="Labels the backbone was fine-tuned on (held-out share included).")
     method = models.CharField(max_length=8)
     base_model = models.CharField(max_length=500, help_text="The pretrained backbone that was fine-tuned.")
     current_model = models.CharField(max_length=500, help_text="The backbone of the embeddings in use.")

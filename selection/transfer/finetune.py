@@ -87,11 +87,11 @@ def split_held_out(labels: np.ndarray, share: float, min_val: int, rng: np.rando
     classes, counts = np.unique(labels, return_counts=True)
     if share == 0 or n * share < min_val or (counts < 2).any():
         return np.arange(n), np.arange(0)
-    val = []
+    picked: list[int] = []
     for k, cnt in zip(classes, counts):
         rows = rng.permutation(np.flatnonzero(labels == k))
-        val.extend(rows[: min(cnt - 1, max(1, round(share * cnt)))])
-    val = np.sort(np.asarray(val, dtype=np.int64))
+        picked.extend(rows[: min(cnt - 1, max(1, round(share * cnt)))])
+    val = np.sort(np.asarray(picked, dtype=np.int64))
     return np.setdiff1d(np.arange(n), val), val
 
 

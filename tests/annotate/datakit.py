@@ -1,4 +1,4 @@
-"""Small builders for the data-in/out tests: image files, folders, zips, projects and members."""
+"""Small builders for the data-in/out tests: image files, folders, zips (rows: tests/factories.py)."""
 from __future__ import annotations
 
 import io
@@ -6,11 +6,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from django.contrib.auth import get_user_model
 from PIL import Image
 
 from annotate.models import Annotation, Item, Project
-from annotate.services.roles import membership_set
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tiff": "TIFF"}
 
@@ -50,20 +48,6 @@ def class_tree(n_per_class: int = 3, classes=("cat", "dog"), start_seed: int = 0
             files[f"{c}/img{i}{ext}"] = image_bytes(seed, ext)
             seed += 1
     return files
-
-
-def make_user(username: str, **kw):
-    User = get_user_model()
-    user = User.objects.create_user(username=username, password="pw-" + username, **kw)
-    return user
-
-
-def make_project(name: str = "p", classes=("cat", "dog"), **kw):
-    return Project.objects.create(name=name, classes=list(classes), **kw)
-
-
-def add_member(project, user, role: str):
-    return membership_set(project=project, user=user, role=role)
 
 
 def db_snapshot(project) -> dict:

@@ -9,7 +9,9 @@ import zipfile
 
 import numpy as np
 import pytest
-from datakit import make_project, make_user, write_tree
+from tests.annotate.datakit import write_tree
+from tests.factories import add_member, empty_project, make_user
+from django.urls import reverse
 from PIL import Image
 
 from annotate import storage
@@ -48,7 +50,7 @@ def project(tmp_path, settings, monkeypatch):
     monkeypatch.setattr("annotate.services.jobs.dispatch.enqueue_after_commit",
                         lambda **kw: enqueued.append(kw["task"]))
     src = write_tree(tmp_path / "src", {f"{i:02d}.png": _png(i, i % 2) for i in range(N)})
-    p = make_project()
+    p = empty_project()
     import_images(project=p, options=ImportOptions(source=str(src)))
     folder = tiny_hf_model(tmp_path / "dino", "dinov2")
     job = emb.embedding_execute(job_id=str(emb.embedding_request(
@@ -102,6 +104,21 @@ def test_alignment_scores_are_logme_ped_of_each_backbones_features_and_realign_r
     assert not alignment.alignment_due(project=project)  # no new labels since the decision
 
 
+def test_dashboard_shows_each_decision_with_its_scores(project, client):
+    project.align_threshold = 1e9
+    project.save()
+    alignment.alignment_execute(job_id=str(alignment.alignment_request(project=project).pk))
+    d = AlignmentDecision.objects.get(project=project)
+    viewer = make_user("viewer")
+    add_member(project, viewer, "annotator")
+    client.force_login(viewer)
+    html = client.get(reverse("dashboard", args=[project.pk])).content.decode()
+    assert 'id="alignment"' in html and "checked every\n      10 new labels" in html
+    for value in (d.score_current, d.score_finetuned, d.delta):
+        assert f"{value:.4f}" in html
+    assert "<td>kept</td>" in html
+
+
 def test_alignment_below_threshold_keeps_the_features(project):
     project.align_threshold = 1e9
     project.save()
@@ -127,7 +144,7 @@ def test_alignment_is_refused_with_a_reason_off_hf_or_with_bad_settings(project)
         alignment.alignment_request(project=project)
 
 
-def test_final_model_is_exported_and_measured_on_audit_items_it_never_trained_on(project):
+def test_final_model_is_exported_and_measured_on_audit_items_it_never_trained_on(project, client):
     items = [i for i in Item.objects.filter(project=project).order_by("pk") if i.annotations.exists()]
     for it in items[:4]:
         QueueEntry.objects.create(project=project, item=it, is_audit=True, state=QueueEntry.State.DONE)
@@ -137,7 +154,8 @@ def test_final_model_is_exported_and_measured_on_audit_items_it_never_trained_on
     assert cfg["n_audit"] == 4 and cfg["n_train"] + cfg["n_heldout"] == 12
     assert cfg["method"] in ("lpft", "ft") and set(cfg["heldout_accuracy"]) == {"lpft", "ft"}
     z = zipfile.ZipFile(storage.media_path(job.result_file))
-    assert {"config.json", "head.safetensors", "backbone/model.safetensors", "backbone/config.json"} <= set(z.namelist())
+    names = set(z.namelist())
+    assert {"config.json", "head.safetensors", "backbone/model.safetensors", "backbone/config.json"} <= names
     # the reported accuracy is the exported model's on the audit items, recomputed here from the files
     from safetensors.numpy import load_file
 
@@ -149,3 +167,8 @@ def test_final_model_is_exported_and_measured_on_audit_items_it_never_trained_on
     assert cfg["audit_accuracy"] == pytest.approx(((F @ head["weight"].T + head["bias"]).argmax(1) == y).mean())
     with pytest.raises(ValueError, match="method"):
         final_model_request(project=project, method="sgd")
+    admin_user = make_user("boss")
+    add_member(project, admin_user, "admin")
+    client.force_login(admin_user)
+    resp = client.get(reverse("job_download", args=[job.pk]))
+    assert resp.status_code == 200 and b"".join(resp.streaming_content)[:2] == b"PK"  # the zip

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.annotate.datakit import image_bytes, make_project, write_tree
+from tests.annotate.datakit import image_bytes, write_tree
+from tests.factories import empty_project
 from PIL import Image
 
 from annotate import storage
@@ -20,7 +21,7 @@ def project(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
     src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(12)})
-    p = make_project()
+    p = empty_project()
     import_images(project=p, options=ImportOptions(source=str(src)))
     return p
 

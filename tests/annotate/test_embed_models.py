@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.annotate.datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import image_bytes, write_tree
+from tests.factories import add_member, empty_project, make_user
 from PIL import Image
 
 from annotate import storage
@@ -23,7 +24,7 @@ def project(tmp_path, settings, monkeypatch, pushes):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
     src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(14)})
-    p = make_project()
+    p = empty_project()
     import_images(project=p, options=ImportOptions(source=str(src)))
     return p
 

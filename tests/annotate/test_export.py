@@ -10,7 +10,8 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 from django.urls import reverse
-from tests.annotate.datakit import class_tree, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import class_tree, image_bytes, write_tree
+from tests.factories import empty_project, make_user
 
 from annotate import storage
 from annotate.models import Annotation, Item, Job, Round
@@ -23,22 +24,14 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def media(tmp_path, settings):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
-
-
-@pytest.fixture
 def labeled(media, tmp_path):
     """A project with 6 images: 4 labeled by two annotators (one corrected by a reviewer), 2 unlabeled."""
     files = {f"imgs/{i}.png": image_bytes(i) for i in range(6)}
     src = write_tree(tmp_path / "src", files)
-    project = make_project(classes=("cat", "dog", "bird"))
+    project = empty_project(classes=("cat", "dog", "bird"))
     import_images(project=project, options=ImportOptions(source=str(src)))
     ann, ann2, rev = make_user("ann"), make_user("bob"), make_user("rev")
-    from tests.annotate.datakit import add_member
+    from tests.factories import add_member
 
     add_member(project, rev, "reviewer")
     items = {i.original_name: i for i in Item.objects.filter(project=project)}
@@ -169,7 +162,7 @@ def media_root(project):
 def test_round_trip_import_label_export_import_elsewhere(media, tmp_path, fmt):
     files = class_tree(n_per_class=3, classes=("cat", "dog"))
     src = write_tree(tmp_path / "orig", files)
-    first = make_project(name="first", classes=("cat", "dog"))
+    first = empty_project(name="first", classes=("cat", "dog"))
     import_images(project=first, options=ImportOptions(source=str(src)))
     labeler = make_user("labeler")
     truth = {}
@@ -181,7 +174,7 @@ def test_round_trip_import_label_export_import_elsewhere(media, tmp_path, fmt):
         Annotation.objects.create(item=item, annotator=labeler, label=label)
         truth[item.checksum] = label
     out = _export(first, fmt, tmp_path)
-    second = make_project(name="second", classes=("cat", "dog"))
+    second = empty_project(name="second", classes=("cat", "dog"))
     if fmt == "imagefolder":
         opts = ImportOptions(source=str(out), class_folders=True, labels_as="prelabels")
     else:
@@ -228,7 +221,7 @@ def test_management_commands_import_embed_and_export(media, tmp_path):
     src = write_tree(tmp_path / "src", class_tree(n_per_class=3))
     call_command("import_images", "cmdproj", str(src), "--create", "--class-folders", "--labels-as", "prelabels",
                  "--no-embed")
-    project = type(make_project()).objects.get(name="cmdproj")
+    project = type(empty_project()).objects.get(name="cmdproj")
     assert project.classes == ["cat", "dog"] and project.items.count() == 6
     call_command("embed_project", "cmdproj", "--extractor", "pixels", "--param", "size=8", "--param", "dim=3")
     project.refresh_from_db()
@@ -259,11 +252,11 @@ def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch, pushe
     man.write_text("image\n" + "\n".join(names) + "\n")
     X = np.random.default_rng(0).normal(size=(len(names), 5)).astype(np.float32)
     np.save(tmp_path / "e.npy", X)
-    first = make_project(name="first", classes=("cat", "dog"), batch_size=8, audit_rate=0.25)
+    first = empty_project(name="first", classes=("cat", "dog"), batch_size=8, audit_rate=0.25)
     import_images(project=first, options=ImportOptions(source=str(src), manifest=str(man),
                                                        embeddings=str(tmp_path / "e.npy")))
     labeler = make_user("labeler")
-    from tests.annotate.datakit import add_member
+    from tests.factories import add_member
 
     add_member(first, labeler, "annotator")
     rnd = round_request(project=first, reason="test")
@@ -283,7 +276,7 @@ def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch, pushe
     for fmt in ("imagefolder", "label_studio"):
         job = export_execute(job_id=str(export_request(project=first, fmt=fmt).pk))
         out = storage.media_path(job.result_file)
-        second = make_project(name=f"second-{fmt}", classes=())
+        second = empty_project(name=f"second-{fmt}", classes=())
         opts = (ImportOptions(source=str(out), class_folders=True, labels_as="prelabels") if fmt == "imagefolder"
                 else ImportOptions(source=str(src), manifest=str(out), labels_as="prelabels"))
         import_images(project=second, options=opts)
@@ -333,3 +326,18 @@ def test_prelabels_keep_their_own_origin_in_every_format(media, tmp_path):
     assert count(r["origin"] for r in pq.read_table(_export(project, "parquet", tmp_path)).to_pylist()) == want
     with zipfile.ZipFile(_export(project, "imagefolder", tmp_path)) as zf:
         assert count(r["origin"] for r in csv.DictReader(zf.read(ORIGINS_FILE).decode().splitlines())) == want
+
+
+def test_exports_use_the_consensus_of_overlapped_items(labeled, tmp_path):
+    from annotate.services.quality import quality_refresh
+
+    project, _, expected = labeled
+    items = {i.original_name: i for i in Item.objects.filter(project=project)}
+    # three more annotators label image 0: two say "bird"; the consensus (Dawid-Skene) outvotes the latest "cat"
+    for name, lab in (("c1", "bird"), ("c2", "bird"), ("c3", "dog")):
+        Annotation.objects.create(item=items["imgs/0.png"], annotator=make_user(name), label=lab)
+    quality_refresh(project_id=project.pk)
+    assert Item.objects.get(pk=items["imgs/0.png"].pk).consensus_label == "bird"
+    with open(_export(project, "csv", tmp_path), newline="") as fh:
+        rows = {r["image"]: r["label"] for r in csv.DictReader(fh) if r["label"]}
+    assert rows == {**expected, "imgs/0.png": "bird"}

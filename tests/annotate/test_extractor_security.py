@@ -6,7 +6,8 @@ import json
 import logging
 
 import pytest
-from tests.annotate.datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import image_bytes, write_tree
+from tests.factories import add_member, empty_project, make_user
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -28,7 +29,7 @@ def world(tmp_path, settings, pushes):
     pytest.importorskip("torch")
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
-    project = make_project(classes=("cat", "dog"))
+    project = empty_project(classes=("cat", "dog"))
     import_images(project=project, options=ImportOptions(source=str(write_tree(tmp_path / "s", {
         f"{i}.png": image_bytes(i) for i in range(3)}))))
     admin = make_user("padmin")

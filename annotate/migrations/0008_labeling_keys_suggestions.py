@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0006_alignment'),
+        ('annotate', '0007_selection_ranks'),
     ]
 
     operations = [
