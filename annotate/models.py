@@ -49,6 +49,10 @@ class Project(models.Model):
         default=2, help_text="Annotators per overlapped item (never the same person twice)."
     )
     seed = models.PositiveIntegerField(default=0)
+    selection_ranks = models.PositiveSmallIntegerField(
+        default=1, help_text="MPI ranks for the 'firal' strategy's selection (1: in the worker process; "
+                             "more: the gpu worker runs mpirun -n <ranks>, one GPU per rank when it has them)."
+    )
     # Embeddings: one float32 .npy per project and extractor version (items point at their row).
     extractor = models.CharField(max_length=32, default="pixels")
     extractor_params = models.JSONField(default=dict, blank=True)

@@ -225,6 +225,7 @@ def _execute(rnd: Round) -> None:
             l2=float(project.l2),
             device=settings.SELECTION_DEVICE,
             progress=lambda f, m: _progress(rnd, 0.5 + 0.4 * float(f), m, throttle=True),
+            ranks=int(project.selection_ranks), ranks_timeout=float(settings.LOUPE_MPI_TIMEOUT),
         ),
     )
     timings["select"] = time.perf_counter() - t

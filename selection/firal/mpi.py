@@ -97,14 +97,18 @@ def mpirun_command(ranks: int, argv: list[str], *, python: str | None = None) ->
 
     ``--oversubscribe``: more ranks than detected slots is allowed (a 2-core box, or a GPU
     worker whose container reports few cores); ``--bind-to none`` leaves the OS to place
-    ranks; ``--allow-run-as-root`` only when running as root (containers).  ``LOUPE_MPIRUN``
+    ranks; ``mpi_yield_when_idle``: a rank waiting in a collective yields its core instead of
+    spinning (the collectives here are few and large, so the latency costs nothing, and on a
+    shared or oversubscribed host a spinning rank steals the core its peer needs);
+    ``--allow-run-as-root`` only when running as root (containers).  ``LOUPE_MPIRUN``
     replaces "mpirun" (e.g. a full path or an srun wrapper), ``LOUPE_MPIRUN_ARGS`` adds flags.
     """
     exe = os.environ.get("LOUPE_MPIRUN") or shutil.which("mpirun")
     if not exe:
         raise MPIRunError("mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev, "
                           "then pip install mpi4py): selection_ranks > 1 needs it")
-    cmd = [exe, "-n", str(int(ranks)), "--oversubscribe", "--bind-to", "none"]
+    cmd = [exe, "-n", str(int(ranks)), "--oversubscribe", "--bind-to", "none",
+           "--mca", "mpi_yield_when_idle", "1"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     cmd += os.environ.get("LOUPE_MPIRUN_ARGS", "").split()

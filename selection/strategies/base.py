@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -167,6 +167,7 @@ class Strategy:
     needs_probs: ClassVar[bool] = True  # False for strategies that never look at probabilities
     uses_cold_start: ClassVar[bool] = True
     distinct: ClassVar[bool] = True  # never two picks on identical embeddings (guards.distinct_rows)
+    unseen_share_default: ClassVar[float | None] = None  # a strategy's own default for unseen_share
 
     def __init__(self, **params: Any) -> None:
         self.params_ = validate_params(self.schema(), params)
@@ -175,7 +176,12 @@ class Strategy:
     def schema(cls) -> tuple[Param, ...]:
         if not cls.uses_cold_start:
             return cls.params
-        return cls.params + ((COLD_START, UNSEEN_SHARE, UNSEEN_RULE) if cls.needs_probs else (COLD_START,))
+        if not cls.needs_probs:
+            return cls.params + (COLD_START,)
+        share = UNSEEN_SHARE
+        if cls.unseen_share_default is not None:
+            share = replace(UNSEEN_SHARE, default=cls.unseen_share_default)
+        return cls.params + (COLD_START, share, UNSEEN_RULE)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params_.items())
@@ -260,6 +266,8 @@ class Strategy:
         """Picks spent on unseen classes this round (guards.unseen_share; rounded, at most the batch)."""
         p = self.params_
         share = unseen_share(p["unseen_rule"], p["unseen_share"], y_labeled, n_classes)
+        if share <= 0:
+            return 0
         if p["unseen_rule"] == "fixed":  # the earlier rule: at least one pick while a class is missing
             return min(batch_size, max(1, math.ceil(share * batch_size - 1e-9)))
         return min(batch_size, int(math.floor(share * batch_size + 0.5)))

@@ -6,6 +6,10 @@ Both minimise the Fisher information ratio tr(Sigma_S^-1 H_p) of the chosen batc
 ``memory_budget_mb``); ``firal`` is matrix-free (Kronecker products, Hutchinson, PCG,
 block-diagonal ROUND) and runs on NumPy or CuPy.  See :mod:`selection.firal`.
 
+No exploration share by default (``unseen_share=0``): FIRAL's objective, the Fisher ratio
+against the whole pool's H_p, spreads the batch over the pool by itself, and in the evaluation
+suite the share only cost it accuracy (docs/strategies.md).
+
 lambda: the ``lam`` parameter when set, else ``SelectionContext.l2`` (the head's L2 strength:
 the head minimises sum CE + (l2/2)||W||^2, whose Hessian is sum_i H_i + l2 I), else 1.0 (the
 head's default).  Device: the ``device`` parameter when set, else ``SelectionContext.device``.
@@ -73,6 +77,7 @@ class FiralExact(Strategy):
     name = "firal_exact"
     description = ("Exact FIRAL (Chen & Biros 2023): dense Fisher matrices, for small problems "
                    "(refuses past memory_budget_mb; use 'firal' then).")
+    unseen_share_default = 0.0  # its objective covers the pool already (docs/strategies.md)
     params = _COMMON + (
         Param("relax_iters", "int", 50, "Maximum RELAX (mirror descent) iterations.", min=1, max=10000),
         Param("relax_tol", "float", 1e-5, "Stop RELAX when a step lowers f by less than this (relative).",
@@ -100,6 +105,7 @@ class Firal(Strategy):
     name = "firal"
     description = ("Approx-FIRAL (Chen, Wen & Biros 2024): matrix-free FIRAL with Hutchinson "
                    "estimates, block-Jacobi PCG and a block-diagonal ROUND; NumPy or CuPy.")
+    unseen_share_default = 0.0  # its objective covers the pool already (docs/strategies.md)
     params = _COMMON + (
         Param("probes", "int", 10, "Hutchinson probes s per RELAX iteration.", min=1, max=1024),
         Param("probe_resample", "bool", True, "Draw fresh probes every RELAX iteration (unbiased "
