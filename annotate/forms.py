@@ -184,6 +184,8 @@ class ProjectConfigForm(forms.ModelForm):
     def clean_finetune_params(self) -> dict[str, Any]:
         from .services.transfer_common import finetune_config  # noqa: PLC0415
 
+        if self.is_bound and "finetune_params" not in self.data:
+            return self.instance.finetune_params  # left out of a submission: the project's settings stay
         v = self.cleaned_data.get("finetune_params") or {}
         if not isinstance(v, dict):
             raise forms.ValidationError("fine-tuning settings must be a JSON object, e.g. {\"method\": \"lpft\"}")

@@ -3,10 +3,11 @@ explicit reset, errors beside their field, and a job page in words with links to
 from __future__ import annotations
 
 import pytest
-from datakit import make_project, make_user
 from django.test import Client
 
 from annotate.forms import build_project_form, field_name
+from tests.factories import empty_project as make_project
+from tests.factories import make_user
 from annotate.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.django_db
 def admin_client(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     c = Client()
-    c.force_login(make_user("root", is_superuser=True, is_staff=True))
+    c.force_login(make_user("root", superuser=True))
     return c
 
 

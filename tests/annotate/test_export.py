@@ -302,7 +302,7 @@ def test_prelabels_keep_their_own_origin_in_every_format(media, tmp_path):
     import pyarrow.parquet as pq
 
     src = write_tree(tmp_path / "src", class_tree(2, classes=("cat", "dog")))
-    project = make_project(classes=("cat", "dog"))
+    project = empty_project(classes=("cat", "dog"))
     import_images(project=project, options=ImportOptions(source=str(src), class_folders=True, labels_as="prelabels"))
     ann = make_user("ann")
     item = Item.objects.filter(project=project).order_by("pk").first()
