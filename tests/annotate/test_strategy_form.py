@@ -195,7 +195,7 @@ def test_round_history_names_the_strategy_auto_used(settings, tmp_path):
 
 
 def test_overlap_settings_are_validated_and_kept_when_absent(fake):
-    project = make_project()
+    project = empty_project()
     data = {**_data(project), "overlap_rate": 1.5, "overlap_k": 1}
     form = build_project_form()(data=data, instance=project)
     assert not form.is_valid()
