@@ -156,7 +156,8 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
                 sets.append((f"{owner} parameters", {"fields": [n for n, _ in fields],
                                                      "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
         sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
-                                                      "retrain_every", "audit_rate", "l2", "seed"]}))
+                                                      "retrain_every", "audit_rate", "l2", "seed",
+                                                      "selection_ranks"]}))
         sets.append(("Overlap and agreement", {
             "fields": ["overlap_rate", "overlap_k"],
             "description": "A share of each batch is labeled by k different annotators; their Dawid-Skene "

@@ -80,14 +80,15 @@ class ProjectConfigForm(forms.ModelForm):
     class Meta:
         model = Project
         fields = ["name", "description", "strategy", "batch_size", "refill_policy", "refill_threshold",
-                  "retrain_every", "audit_rate", "overlap_rate", "overlap_k", "l2", "seed", "extractor",
+                  "retrain_every", "audit_rate", "overlap_rate", "overlap_k", "l2", "seed", "selection_ranks",
+                  "extractor",
                   "align_every", "align_threshold", "finetune_params"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         inst = self.instance
         self.fields["classes_text"].initial = "\n".join(inst.classes or [])
-        for name in ("align_every", "align_threshold", "overlap_rate", "overlap_k"):
+        for name in ("align_every", "align_threshold", "overlap_rate", "overlap_k", "selection_ranks"):
             if name in self.fields:
                 self.fields[name].required = False  # left out of a submission: the project's value stays
         if self.user is not None and not self.user.is_superuser and "extractor" in self.fields:
@@ -139,6 +140,14 @@ class ProjectConfigForm(forms.ModelForm):
             raise forms.ValidationError(f"overlap rate {v} must be between 0 and 1 (a share of each batch)")
         return v
 
+    def clean_selection_ranks(self) -> int:
+        v = self.cleaned_data["selection_ranks"]
+        if v is None:  # absent from the post: keep what the project has
+            return self.instance.selection_ranks
+        if not 1 <= v <= 256:
+            raise forms.ValidationError(f"selection ranks ({v}) must be from 1 to 256 (MPI ranks for 'firal')")
+        return v
+
     def clean_overlap_k(self) -> int:
         v = self.cleaned_data["overlap_k"]
         if v is None:
@@ -150,6 +159,8 @@ class ProjectConfigForm(forms.ModelForm):
     def clean_finetune_params(self) -> dict[str, Any]:
         from .services.transfer_common import finetune_config  # noqa: PLC0415
 
+        if self.is_bound and "finetune_params" not in self.data:
+            return self.instance.finetune_params  # left out of a submission: the project's settings stay
         v = self.cleaned_data.get("finetune_params") or {}
         if not isinstance(v, dict):
             raise forms.ValidationError("fine-tuning settings must be a JSON object, e.g. {\"method\": \"lpft\"}")

@@ -49,6 +49,10 @@ class Project(models.Model):
         default=2, help_text="Annotators per overlapped item (never the same person twice)."
     )
     seed = models.PositiveIntegerField(default=0)
+    selection_ranks = models.PositiveSmallIntegerField(
+        default=1, help_text="MPI ranks for the 'firal' strategy's selection (1: in the worker process; "
+                             "more: the gpu worker runs mpirun -n <ranks>, one GPU per rank when it has them)."
+    )
     # Embeddings: one float32 .npy per project and extractor version (items point at their row).
     extractor = models.CharField(max_length=32, default="pixels")
     extractor_params = models.JSONField(default=dict, blank=True)
@@ -95,6 +99,15 @@ class Membership(models.Model):
         return f"{self.user} in {self.project} as {self.role}"
 
 
+class RunStatus(models.TextChoices):
+    """The life of a round or a job (``Round.Status``, ``Job.Status``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class Item(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
     file = models.CharField(max_length=500, help_text="Path relative to MEDIA_ROOT.")
@@ -128,11 +141,7 @@ class Item(models.Model):
 
 
 class Round(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = RunStatus
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
@@ -282,11 +291,7 @@ class Job(models.Model):
         ALIGN = "align"
         FINAL = "final_model"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = RunStatus
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs", null=True, blank=True)

@@ -122,6 +122,26 @@ def _media_root(request, tmp_path):
 
 
 @pytest.fixture
+def media(settings):
+    """This test's MEDIA_ROOT (set by ``_media_root``), created."""
+    root = Path(settings.MEDIA_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture
+def two_annotators(make_user, make_project, make_round):
+    """(project, ann1, ann2): two annotators of a project with 30 items and its first round (batch 10)."""
+    from annotate.models import Membership  # noqa: PLC0415
+
+    ann1, ann2 = make_user("ann1"), make_user("ann2")
+    project = make_project(members=[(ann1, Membership.Role.ANNOTATOR), (ann2, Membership.Role.ANNOTATOR)],
+                           batch_size=10)
+    make_round(project)
+    return project, ann1, ann2
+
+
+@pytest.fixture
 def make_user(db):
     """``make_user(username=None, *, password=..., superuser=False)`` (tests/factories.py)."""
     from tests import factories  # noqa: PLC0415 - models: after Django is set up

@@ -36,23 +36,8 @@ from .. import storage
 from ..models import Annotation, Item, Job, Project
 from . import jobs as job_services
 from .import_plan import import_embeddings_load, import_plan
-from .import_sources import (  # noqa: F401  (re-exported: the import API in one place)
-    FORMAT_EXT,
-    IMAGE_EXTENSIONS,
-    ImportRejected,
-    _Entry,
-    _fetch,
-    _file_reader,
-    _folder_entries,
-    _missing,
-    _safe_member_name,
-    _size,
-    _zip_entries,
-    check_image,
-    check_public_url,
-    class_labels,
-    parse_manifest,
-)
+from .import_sources import ImportRejected, _Entry, check_image
+from .import_sources import check_public_url, class_labels  # noqa: F401 - this module's API (forms, tests)
 
 log = logging.getLogger(__name__)
 

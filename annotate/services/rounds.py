@@ -202,7 +202,7 @@ def _execute(rnd: Round) -> None:
         _progress(rnd, 0.4, "scoring suspected label errors")
         q = quality_round_scores(project=project, lab_items=data.labeled_ids, X_lab=data.X_labeled, y=data.y,
                                  probs_lab=trained.probs_labeled, probs_pool=trained.probs_pool,
-                                 seed=int(rnd.seed) % (2**32))
+                                 X_pool=data.X_pool, seed=int(rnd.seed) % (2**32))
         trained.pool_correct = q["pool_correct"]
         trained.metrics["quality"] = q["metrics"]
     timings["quality"] = time.perf_counter() - t
@@ -225,6 +225,7 @@ def _execute(rnd: Round) -> None:
             l2=float(project.l2),
             device=settings.SELECTION_DEVICE,
             progress=lambda f, m: _progress(rnd, 0.5 + 0.4 * float(f), m, throttle=True),
+            ranks=int(project.selection_ranks), ranks_timeout=float(settings.LOUPE_MPI_TIMEOUT),
         ),
     )
     timings["select"] = time.perf_counter() - t

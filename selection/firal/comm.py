@@ -64,6 +64,10 @@ class SelfComm:
     def bcast(self, obj, root: int):
         return obj
 
+    def argmax_with(self, value: float, index: int, payload):
+        """:meth:`argmax` that also hands every rank the winner's ``payload`` (one collective)."""
+        return value, index, payload
+
 
 class MPIComm(SelfComm):
     """An mpi4py communicator (default ``MPI.COMM_WORLD``)."""
@@ -142,6 +146,10 @@ class MPIComm(SelfComm):
 
     def bcast(self, obj, root: int):
         return self._timed(self.comm.bcast, obj, root)
+
+    def argmax_with(self, value: float, index: int, payload):
+        triples = self._timed(self.comm.allgather, (float(value), int(index), payload))
+        return max(triples, key=lambda p: (p[0], -p[1]))
 
 
 def self_comm() -> SelfComm:

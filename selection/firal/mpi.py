@@ -75,6 +75,7 @@ def run_rank(problem: str, b: int, out: str, params: dict | None, seed: int, dev
     prob = make_problem(move(Xp), move(Pp), move(Xo), move(Po), lam=lam,
                         intercept=p["intercept"], dtype=p["dtype"], comm=comm)
     t1 = time.perf_counter()
+    cpu0 = time.process_time()
     idx, _z, info = approx_firal(
         prob, b, probes=p["probes"], estimator=p["estimator"], resample=p["probe_resample"],
         cg_rtol=p["cg_rtol"], cg_maxiter=p["cg_maxiter"], relax_iters=p["relax_iters"],
@@ -86,6 +87,7 @@ def run_rank(problem: str, b: int, out: str, params: dict | None, seed: int, dev
         if info_path:
             keep = {k: v for k, v in info.items() if k not in {"relax_history", "cg_iterations"}}
             keep.update(load_seconds=t1 - t0, ranks=comm.size, n_local=int(hi - lo),
+                        rank0_cpu_seconds=time.process_time() - cpu0,
                         cuda_aware=comm.cuda_aware, device=dev)
             with open(info_path, "w") as fh:
                 json.dump(keep, fh, default=float)
@@ -97,14 +99,18 @@ def mpirun_command(ranks: int, argv: list[str], *, python: str | None = None) ->
 
     ``--oversubscribe``: more ranks than detected slots is allowed (a 2-core box, or a GPU
     worker whose container reports few cores); ``--bind-to none`` leaves the OS to place
-    ranks; ``--allow-run-as-root`` only when running as root (containers).  ``LOUPE_MPIRUN``
+    ranks; ``mpi_yield_when_idle``: a rank waiting in a collective yields its core instead of
+    spinning (the collectives here are few and large, so the latency costs nothing, and on a
+    shared or oversubscribed host a spinning rank steals the core its peer needs);
+    ``--allow-run-as-root`` only when running as root (containers).  ``LOUPE_MPIRUN``
     replaces "mpirun" (e.g. a full path or an srun wrapper), ``LOUPE_MPIRUN_ARGS`` adds flags.
     """
     exe = os.environ.get("LOUPE_MPIRUN") or shutil.which("mpirun")
     if not exe:
         raise MPIRunError("mpirun is not installed (apt-get install openmpi-bin libopenmpi-dev, "
                           "then pip install mpi4py): selection_ranks > 1 needs it")
-    cmd = [exe, "-n", str(int(ranks)), "--oversubscribe", "--bind-to", "none"]
+    cmd = [exe, "-n", str(int(ranks)), "--oversubscribe", "--bind-to", "none",
+           "--mca", "mpi_yield_when_idle", "1"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     cmd += os.environ.get("LOUPE_MPIRUN_ARGS", "").split()

@@ -140,7 +140,6 @@ def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
         ci = xp.asarray(gidx - off)
         G, Xp, n = G[ci], Xp[ci], len(gidx)
     n_scored = comm.counts(n)[1]
-    starts = comm.allgather(np.asarray([off], dtype=np.int64))   # first pool row of each rank
     B = xp.zeros((k, d, d), dtype=prob.dtype)
     taken = np.zeros(n, dtype=bool)
     chosen, gains = [], []
@@ -165,18 +164,18 @@ def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
         ratio = to_numpy(scores).astype(np.float64)
         ratio[taken] = -np.inf
         i = int(np.argmax(ratio)) if n else -1
-        gain, gi = comm.argmax(float(ratio[i]) if n else -math.inf, int(gidx[i]) if n else n_tot)
+        if comm.size == 1:
+            gain, gi = float(ratio[i]), int(gidx[i])
+            xi, gi_w = Xp[i], G[i]
+            taken[i] = True
+        else:   # every rank offers its best point and its row; all take the same winner
+            offer = (to_numpy(Xp[i]), to_numpy(G[i])) if n else None
+            gain, gi, (xi, gi_w) = comm.argmax_with(float(ratio[i]) if n else -math.inf,
+                                                     int(gidx[i]) if n else n_tot, offer)
+            if n and int(gidx[i]) == gi:
+                taken[i] = True
         chosen.append(gi)
         gains.append(gain)
-        if comm.size == 1:
-            taken[i] = True
-            xi, gi_w = Xp[i], G[i]
-        else:                                       # the owner of the winner sends its row
-            owner = int(np.searchsorted(starts, gi, side="right")) - 1
-            if owner == comm.rank:
-                taken[i] = True
-            row = (to_numpy(Xp[i]), to_numpy(G[i])) if owner == comm.rank else None
-            xi, gi_w = comm.bcast(row, owner)
         u = Linv @ xp.asarray(xi)                                      # (k, d): W_a x_i
         B += eta * (xp.asarray(gi_w)[:, None, None] * (u[:, :, None] * u[:, None, :]) + C / b)
         if progress is not None:

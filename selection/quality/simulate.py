@@ -11,8 +11,8 @@ Three experiments per seed on one data set (each seed its own split and draws):
    ``audit`` (n uniform draws, Wilson), ``ppi`` (the same draws, PPI++ with the test set's
    confidences as the unlabeled pool) and ``active_testing`` (n draws from the proposal
    proportional to sqrt(f(1-f)) mixed with 20% uniform, Hansen-Hurwitz with f as control
-   variate), and ``difference_app`` (the app's estimator: the same draws as ``audit``, the exact
-   test-set mean of a Platt-calibrated head confidence, the small-sample variance adjustment).
+   variate), and ``difference_app`` (the app's estimator: the same draws and f as ``ppi``, the
+   exact test-set mean of f, no power tuning, the small-sample variance adjustment).
    Draws are with replacement, so every interval targets the test accuracy exactly.
 2. **Suspected label errors** (``--label-noise p``): ``--error-labels`` pool items, a share p of
    them flipped to a uniformly chosen other class; 5-fold out-of-fold probabilities and a fit on
@@ -46,10 +46,8 @@ from .errors import (
 from .estimators import (
     active_testing_accuracy,
     active_testing_proposal,
-    apply_confidence_calibration,
     audit_accuracy,
     difference_accuracy,
-    fit_confidence_calibration,
     ppi_accuracy,
 )
 
@@ -90,9 +88,6 @@ def estimate_rows(ds: Dataset, pool, test, seed: int, cfg: QualityConfig) -> lis
     truth = float(correct.mean())
     cm = fit_correctness_model(ds.X[tr], ds.y[tr], c, _fit_predict(c, cfg.l2), random_state=seed)
     f = cm.predict(P, ds.X[test], ds.X[tr], ds.y[tr])
-    P_oof = out_of_fold_proba(ds.X[tr], ds.y[tr], c, n_folds=5, random_state=seed, l2=cfg.l2)
-    ab = fit_confidence_calibration(P_oof.max(1), (P_oof.argmax(1) == ds.y[tr]).astype(float))
-    f_app = apply_confidence_calibration(P.max(1), ab)
     q = active_testing_proposal(f, floor=cfg.at_floor)
     N = len(test)
     rows = []
@@ -103,8 +98,8 @@ def estimate_rows(ds: Dataset, pool, test, seed: int, cfg: QualityConfig) -> lis
             "audit": audit_accuracy(correct[i]),
             "ppi": ppi_accuracy(correct[i], f[i], f),
             "active_testing": active_testing_accuracy(correct[j], f[j], q[j], pool_mean=float(f.mean()), n_pool=N),
-            # the app's form (exact pool mean, small-sample variance adjustment), Platt-calibrated head confidence
-            "difference_app": difference_accuracy(correct[i], f_app[i], np.full(n, f_app.mean())),
+            # the app's form: exact pool mean, small-sample variance adjustment (annotate/selectors_quality.py)
+            "difference_app": difference_accuracy(correct[i], f[i], np.full(n, f.mean())),
         }
         for name, e in ests.items():
             rows.append({"experiment": "estimate", "data": ds.name, "seed": seed, "estimator": name, "n": n,

@@ -24,14 +24,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def media(tmp_path, settings):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
-
-
-@pytest.fixture
 def labeled(media, tmp_path):
     """A project with 6 images: 4 labeled by two annotators (one corrected by a reviewer), 2 unlabeled."""
     files = {f"imgs/{i}.png": image_bytes(i) for i in range(6)}
@@ -301,3 +293,18 @@ def test_only_the_newest_export_files_are_kept(labeled, monkeypatch, pushes):
     assert jobs[0].result_file == "" and "file removed" in jobs[0].message
     assert all(storage.media_path(j.result_file).is_file() for j in jobs[1:])
     assert len(list(storage.exports_dir(project).glob("*.csv"))) == 2
+
+
+def test_exports_use_the_consensus_of_overlapped_items(labeled, tmp_path):
+    from annotate.services.quality import quality_refresh
+
+    project, _, expected = labeled
+    items = {i.original_name: i for i in Item.objects.filter(project=project)}
+    # three more annotators label image 0: two say "bird"; the consensus (Dawid-Skene) outvotes the latest "cat"
+    for name, lab in (("c1", "bird"), ("c2", "bird"), ("c3", "dog")):
+        Annotation.objects.create(item=items["imgs/0.png"], annotator=make_user(name), label=lab)
+    quality_refresh(project_id=project.pk)
+    assert Item.objects.get(pk=items["imgs/0.png"].pk).consensus_label == "bird"
+    with open(_export(project, "csv", tmp_path), newline="") as fh:
+        rows = {r["image"]: r["label"] for r in csv.DictReader(fh) if r["label"]}
+    assert rows == {**expected, "imgs/0.png": "bird"}

@@ -19,14 +19,6 @@ from annotate.services.imports import ImportOptions, ImportRejected, import_exec
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def media(tmp_path, settings):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
-
-
 def run(project, **opts):
     return import_images(project=project, options=ImportOptions.from_dict(opts))
 

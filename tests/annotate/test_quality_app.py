@@ -187,7 +187,7 @@ def test_dashboard_and_stats_api_carry_the_estimate_and_the_agreement_report(cli
             Annotation.objects.create(item=item, annotator=u, label=item.ground_truth if (k + j) % 4 else "cat")
     quality_refresh(project_id=project.pk)
     client.force_login(users[0])
-    from tests.annotate.datakit import add_member
+    from tests.factories import add_member
 
     add_member(project, users[0], "annotator")
     stats = client.get(f"/api/projects/{project.pk}/stats").json()
@@ -195,3 +195,22 @@ def test_dashboard_and_stats_api_carry_the_estimate_and_the_agreement_report(cli
     assert stats["accuracy"] == {"best": None, "audit": None, "ppi": None}  # no audit labels yet
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert 'id="quality"' in page and '"items_overlapped": 12' in page
+
+
+def test_audit_entries_store_the_confidence_the_estimate_corrects(make_project, make_round, make_user, monkeypatch):
+    from annotate.services import quality as quality_service
+
+    project = make_project(n_items=120, batch_size=40, audit_rate=0.5, dim=5)
+    a = make_user("a")
+    make_round(project)
+    _label_all(project, a, n=40)
+    rnd = make_round(project)
+    assert rnd.metrics["quality"]["confidence_model"] == "neighbours"
+    audit = QueueEntry.objects.filter(round=rnd, is_audit=True)
+    assert audit.exists() and all(0 <= e.correct_probability <= 1 for e in audit)
+    # beyond the neighbour budget: Platt-scaled max probability, still stored
+    monkeypatch.setattr(quality_service, "KNN_BUDGET", 0)
+    _label_all(project, a, n=50)
+    rnd = make_round(project)
+    assert "confidence_model" not in rnd.metrics["quality"]
+    assert all(e.correct_probability is not None for e in QueueEntry.objects.filter(round=rnd, is_audit=True))

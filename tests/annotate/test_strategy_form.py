@@ -207,3 +207,17 @@ def test_overlap_settings_are_validated_and_kept_when_absent(fake):
     form = build_project_form()(data=_data(project), instance=saved)  # a post without the fields keeps them
     assert form.is_valid(), form.errors
     assert (form.save().overlap_rate, saved.overlap_k) == (0.25, 3)
+
+
+def test_selection_ranks_is_validated_and_kept_when_absent(fake):
+    project = empty_project()
+    assert project.selection_ranks == 1
+    form = build_project_form()(data={**_data(project), "selection_ranks": 0}, instance=project)
+    assert not form.is_valid() and "from 1 to 256" in str(form.errors["selection_ranks"])
+    form = build_project_form()(data={**_data(project), "selection_ranks": 4}, instance=project)
+    assert form.is_valid(), form.errors
+    saved = form.save()
+    assert saved.selection_ranks == 4
+    form = build_project_form()(data=_data(project), instance=saved)  # a post without it keeps it
+    assert form.is_valid(), form.errors
+    assert form.save().selection_ranks == 4
