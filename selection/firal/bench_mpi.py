@@ -7,7 +7,9 @@ the same start-up) with ``--threads`` BLAS threads per rank (default 1: K ranks 
 Rank 0's timings are shown: RELAX and ROUND wall seconds, and the part of each spent in
 collectives (which includes waiting for the slowest rank), the job's wall time including
 start-up and reading the problem, the speed-up of RELAX+ROUND over the first rank count, and
-whether the batch equals the first rank count's.
+whether the batch equals the first rank count's.  Rank 0's CPU seconds (user + system)
+show the work per rank apart from waiting for a core: on a shared machine the wall time
+includes the time the rank was runnable but not running.
 
 Example::
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
           f"rank, device {args.device}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}")
     head = ("| ranks | RELAX s (comm s) | ROUND s (comm s) | RELAX+ROUND s | speed-up | job wall s "
-            "| CG its | same batch as first |")
+            "| rank-0 CPU s | CG its | same batch as first |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1), flush=True)
     rows, first = [], None
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                                               params=params, seed=args.seed, device=args.device,
                                               timeout=args.timeout, workdir=tmp)
                 except MPIRunError as exc:
-                    print(f"| {k} | failed: {str(exc)[:200]} |" + " |" * 6, flush=True)
+                    print(f"| {k} | failed: {str(exc)[:200]} |" + " |" * 7, flush=True)
                     break
                 info["indices"] = idx.tolist()
                 runs.append(info)
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {k} | {r['relax_seconds']:.2f} ({r['comm_relax_seconds']:.2f}) | "
                   f"{r['round_seconds']:.2f} ({r['comm_round_seconds']:.2f}) | {core:.2f} | "
                   f"{first[0] / core:.2f}x | {r['mpi_wall_seconds']:.2f} | "
+                  f"{r['rank0_cpu_seconds']:.2f} | "
                   f"{r['cg_iterations_total']} | {same} |", flush=True)
             rows.append({"ranks": k, "runs": runs})
     if args.json:

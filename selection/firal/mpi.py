@@ -75,6 +75,7 @@ def run_rank(problem: str, b: int, out: str, params: dict | None, seed: int, dev
     prob = make_problem(move(Xp), move(Pp), move(Xo), move(Po), lam=lam,
                         intercept=p["intercept"], dtype=p["dtype"], comm=comm)
     t1 = time.perf_counter()
+    cpu0 = time.process_time()
     idx, _z, info = approx_firal(
         prob, b, probes=p["probes"], estimator=p["estimator"], resample=p["probe_resample"],
         cg_rtol=p["cg_rtol"], cg_maxiter=p["cg_maxiter"], relax_iters=p["relax_iters"],
@@ -86,6 +87,7 @@ def run_rank(problem: str, b: int, out: str, params: dict | None, seed: int, dev
         if info_path:
             keep = {k: v for k, v in info.items() if k not in {"relax_history", "cg_iterations"}}
             keep.update(load_seconds=t1 - t0, ranks=comm.size, n_local=int(hi - lo),
+                        rank0_cpu_seconds=time.process_time() - cpu0,
                         cuda_aware=comm.cuda_aware, device=dev)
             with open(info_path, "w") as fh:
                 json.dump(keep, fh, default=float)

@@ -62,3 +62,14 @@ def db_snapshot(project) -> dict:
 
 def media_files(media_root: Path) -> list[str]:
     return sorted(str(p.relative_to(media_root)) for p in media_root.rglob("*") if p.is_file())
+
+
+def imported_project(tmp_path: Path, n: int):
+    """A two-class project (``factories.empty_project``) holding ``n`` distinct images, imported."""
+    from annotate.services.imports import ImportOptions, import_images  # noqa: PLC0415
+    from tests.factories import empty_project  # noqa: PLC0415
+
+    src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(n)})
+    project = empty_project()
+    import_images(project=project, options=ImportOptions(source=str(src)))
+    return project

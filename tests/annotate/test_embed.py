@@ -3,27 +3,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.annotate.datakit import image_bytes, write_tree
-from tests.factories import empty_project
+from tests.annotate.datakit import imported_project
 from PIL import Image
 
 from annotate import storage
 from annotate.models import Item, Job
 from annotate.services.embeddings import embedding_execute, embedding_request, embeddings_compute
-from annotate.services.imports import ImportOptions, import_images
 from selection.extractors import make_extractor
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def project(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
-    src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(12)})
-    p = empty_project()
-    import_images(project=p, options=ImportOptions(source=str(src)))
-    return p
+def project(media, tmp_path):
+    return imported_project(tmp_path, 12)
 
 
 def test_pixels_embedding_sets_rows_and_matches_the_extractor(project):

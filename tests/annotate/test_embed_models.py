@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.annotate.datakit import image_bytes, write_tree
-from tests.factories import add_member, empty_project, make_user
+from tests.annotate.datakit import imported_project
+from tests.factories import add_member, make_user
 from PIL import Image
 
 from annotate import storage
 from annotate.models import Item, Job
 from annotate.services import embeddings as emb
-from annotate.services.imports import ImportOptions, import_images
 from selection.extractors import make_extractor
 from tests.modelkit import fake_hub_cache, tiny_hf_model, tiny_onnx_model
 
@@ -20,13 +19,8 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture
-def project(tmp_path, settings, monkeypatch, pushes):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
-    src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(14)})
-    p = empty_project()
-    import_images(project=p, options=ImportOptions(source=str(src)))
-    return p
+def project(media, tmp_path, monkeypatch, pushes):
+    return imported_project(tmp_path, 14)
 
 
 def _images(project):

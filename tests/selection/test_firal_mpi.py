@@ -6,6 +6,7 @@ Needs OpenMPI's mpirun and mpi4py: skipped with the reason when either is missin
 under LOUPE_REQUIRE_SERVICES=1 (CI installs both).
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -109,3 +110,14 @@ def test_the_strategy_runs_over_ranks_when_the_context_asks():
                     for r in map(np.random.default_rng, range(3))])
     # both are FIRAL batches of one problem (the probe seeds differ): close, and better than random
     assert abs(f2 / f1 - 1) < 0.05 and f2 < rand, (f1, f2, rand)
+
+
+def test_bench_ranks_prints_one_row_per_rank_count(capsys):
+    from selection.firal.bench import main
+
+    assert main(["--ranks", "1", "2", "--n", "600", "--c", "3", "--d", "4", "--b", "5"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| 1 ") or ln.startswith("| 2 ")]
+    assert len(rows) == 2, rows
+    cells = [r.strip("|").split("|") for r in rows]
+    assert cells[0][4].strip() == "1.00x" and cells[0][-1].strip() == "yes"
+    assert re.fullmatch(r"yes|[0-5]/5", cells[1][-1].strip()), cells[1]
