@@ -56,6 +56,7 @@ def _django(root: Path) -> None:
 
 def cmd_setup(args) -> None:
     _django(Path(args.root))
+    from django.conf import settings  # noqa: PLC0415
     from django.contrib.auth import get_user_model  # noqa: PLC0415
     from django.contrib.sessions.backends.db import SessionStore  # noqa: PLC0415
     from django.core.management import call_command  # noqa: PLC0415
@@ -76,7 +77,7 @@ def cmd_setup(args) -> None:
         Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
         session = SessionStore()
         session["_auth_user_id"] = str(user.pk)
-        session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+        session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
         session["_auth_user_hash"] = user.get_session_auth_hash()
         session.create()
         users.append({"id": user.pk, "session": session.session_key})
