@@ -6,28 +6,28 @@ Project admins need not be superusers: ``services.roles`` puts them in the "Loup
 """
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html
-from django.views.decorators.http import require_POST
 
-from .forms import EP, SP, ExportForm, ImportForm, build_project_form, extractor_warning
+from .admin_pages import ProjectPages
+from .forms import EP, SP, build_project_form, extractor_warning
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
-from .payloads import item_image_url, job_download_url, project_ws_url
+from .payloads import item_image_url, job_download_url
 from .permissions import has_role
 from .services import embeddings as embedding_services
-from .services import exports as export_services
-from .services import imports as import_services
 from .services import projects as project_services
 from .services import roles as role_services
 from .services.dispatch import BrokerUnavailable
+
+
+def _warning_html(extractor: str) -> str:
+    """The extractor's warning as a red admin note (fieldset descriptions are rendered as HTML)."""
+    text = extractor_warning(extractor)
+    return format_html('<p class="errornote">{}</p>', text) if text else ""
 
 
 def _admin_project_ids(user):
@@ -101,13 +101,13 @@ class RoundInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
+class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
     project_path = ""
     list_display = ["name", "strategy", "batch_size", "audit_rate", "extractor", "embedding_version", "item_count",
                     "links"]
     search_fields = ["name"]
     inlines = [MembershipInline, RoundInline]
-    actions = ["start_round", "reembed", "export"]
+    actions = ["start_round", "reembed", "align", "final_model", "export"]
     change_form_template = "admin/annotate/project/change_form.html"
 
     class Media:
@@ -156,14 +156,24 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                 sets.append((f"{owner} parameters", {"fields": [n for n, _ in fields],
                                                      "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
         sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
-                                                      "retrain_every", "audit_rate", "l2", "seed"]}))
+                                                      "retrain_every", "audit_rate", "l2", "seed",
+                                                      "selection_ranks"]}))
+        sets.append(("Overlap and agreement", {
+            "fields": ["overlap_rate", "overlap_k"],
+            "description": "A share of each batch is labeled by k different annotators; their Dawid-Skene "
+                           "consensus becomes the item's label and feeds agreement on the dashboard."}))
+        sets.append(("Feature alignment", {
+            "fields": ["align_every", "align_threshold", "finetune_params"],
+            "description": "For 'hf' backbones (ASVP): every N new labels a worker fine-tunes the backbone on the "
+                           "labels and re-embeds the pool when LogME-PED improves by more than the threshold. "
+                           "Also used by the 'Train the final model' action. See docs/feature-alignment.md."}))
         sets.append(("Embeddings", {"fields": ["extractor"],
                                     "description": "Changing the extractor or its parameters re-embeds all items."}))
         for key, fields in form.generated.items():
             prefix, owner = key.split(":", 1)
             if prefix == EP:
                 sets.append((f"{owner} extractor parameters", {"fields": [n for n, _ in fields],
-                                                                 "description": extractor_warning(owner),
+                                                                 "description": _warning_html(owner),
                                                                  "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
         return sets
 
@@ -223,91 +233,45 @@ class ProjectAdmin(ProjectScoped, admin.ModelAdmin):
                                                    reverse("admin:annotate_project_job", args=[project.pk, job.pk]),
                                                    str(job.pk)[:8]))
 
+    @admin.action(description="Check feature alignment now (fine-tune, compare LogME-PED)")
+    def align(self, request, queryset):
+        from .services.alignment import alignment_request  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            try:
+                job = alignment_request(project=project, user=request.user)
+            except (ValueError, BrokerUnavailable) as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
+            if job is None:
+                self.message_user(request, f"{project}: an alignment check is already queued or running",
+                                  messages.WARNING)
+            else:
+                self.message_user(request, f"{project}: alignment job {str(job.pk)[:8]} queued")
+
+    @admin.action(description="Train the final model (LP-FT or FT, measured on the audit items)")
+    def final_model(self, request, queryset):
+        from .services.final_model import final_model_request  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            try:
+                job = final_model_request(project=project, user=request.user)
+            except (ValueError, BrokerUnavailable) as exc:
+                self.message_user(request, f"{project}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"{project}: final-model job {str(job.pk)[:8]} queued; its download "
+                                       "appears under Jobs on the dashboard")
+
     @admin.action(description="Export labels")
     def export(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "choose one project to export", messages.WARNING)
             return None
         return HttpResponseRedirect(reverse("admin:annotate_project_export", args=[queryset.first().pk]))
-
-    # ------------------------------------------------------------------ extra pages
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path("<int:project_id>/import/", wrap(self.import_view), name="annotate_project_import"),
-            path("<int:project_id>/export/", wrap(self.export_view), name="annotate_project_export"),
-            path("<int:project_id>/start-round/", wrap(require_POST(self.start_round_view)),
-                 name="annotate_project_start_round"),
-            path("<int:project_id>/reembed/", wrap(require_POST(self.reembed_view)), name="annotate_project_reembed"),
-            path("<int:project_id>/jobs/<uuid:job_id>/", wrap(self.job_view), name="annotate_project_job"),
-        ] + super().get_urls()
-
-    def _project(self, request, project_id) -> Project:
-        project = get_object_or_404(self.get_queryset(request), pk=project_id)
-        if not self._is_admin(request, project):
-            raise PermissionDenied
-        return project
-
-    def _context(self, request, project, **extra):
-        return {**self.admin_site.each_context(request), "opts": self.model._meta, "original": project,
-                "project": project, "has_view_permission": True, **extra}
-
-    def import_view(self, request, project_id):
-        project = self._project(request, project_id)
-        form = ImportForm(request.POST or None, request.FILES or None, user=request.user)
-        if request.method == "POST" and form.is_valid():
-            d = form.cleaned_data
-            upload_dir = f"uploads/{uuid.uuid4().hex}"
-            options = {"class_folders": d["class_folders"], "labels_as": d["labels_as"], "cleanup_dir": upload_dir,
-                       "server_paths": request.user.is_superuser}
-
-            def keep(upload) -> str:
-                return str(project_services.upload_save(upload, f"{upload_dir}/{Path(upload.name).name}"))
-
-            options["source"] = keep(d["zip_file"]) if d.get("zip_file") else (d.get("folder") or "")
-            options["manifest"] = keep(d["manifest_file"]) if d.get("manifest_file") else (d.get("manifest_url") or "")
-            options["embeddings"] = keep(d["embeddings"]) if d.get("embeddings") else ""
-            try:
-                job = import_services.import_request(project=project, options=options, user=request.user)
-            except (import_services.ImportRejected, BrokerUnavailable) as exc:
-                form.add_error(None, str(exc))
-            else:
-                return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
-        return TemplateResponse(request, "admin/annotate/project/import.html",
-                                self._context(request, project, form=form, title=f"Import images into {project}"))
-
-    def export_view(self, request, project_id):
-        project = self._project(request, project_id)
-        form = ExportForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                job = export_services.export_request(project=project, fmt=form.cleaned_data["format"],
-                                                     predictions=form.cleaned_data["predictions"], user=request.user)
-            except BrokerUnavailable as exc:
-                form.add_error(None, str(exc))
-            else:
-                return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
-        recent = Job.objects.filter(project=project, kind=Job.Kind.EXPORT).order_by("-created_at")[:10]
-        return TemplateResponse(request, "admin/annotate/project/export.html",
-                                self._context(request, project, form=form, recent=recent,
-                                              title=f"Export {project}"))
-
-    def start_round_view(self, request, project_id):
-        project = self._project(request, project_id)
-        self.start_round(request, Project.objects.filter(pk=project.pk))
-        return HttpResponseRedirect(reverse("admin:annotate_project_change", args=[project.pk]))
-
-    def reembed_view(self, request, project_id):
-        project = self._project(request, project_id)
-        self.reembed(request, Project.objects.filter(pk=project.pk))
-        return HttpResponseRedirect(reverse("admin:annotate_project_change", args=[project.pk]))
-
-    def job_view(self, request, project_id, job_id):
-        project = self._project(request, project_id)
-        job = get_object_or_404(Job, pk=job_id, project=project)
-        return TemplateResponse(request, "admin/annotate/project/job.html",
-                                self._context(request, project, job=job, ws_url=project_ws_url(project.pk),
-                                              title=f"{job.kind} job for {project}"))
 
 
 @admin.register(Membership)

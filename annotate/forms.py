@@ -80,12 +80,17 @@ class ProjectConfigForm(forms.ModelForm):
     class Meta:
         model = Project
         fields = ["name", "description", "strategy", "batch_size", "refill_policy", "refill_threshold",
-                  "retrain_every", "audit_rate", "l2", "seed", "extractor"]
+                  "retrain_every", "audit_rate", "overlap_rate", "overlap_k", "l2", "seed", "selection_ranks",
+                  "extractor",
+                  "align_every", "align_threshold", "finetune_params"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         inst = self.instance
         self.fields["classes_text"].initial = "\n".join(inst.classes or [])
+        for name in ("align_every", "align_threshold", "overlap_rate", "overlap_k", "selection_ranks"):
+            if name in self.fields:
+                self.fields[name].required = False  # left out of a submission: the project's value stays
         if self.user is not None and not self.user.is_superuser and "extractor" in self.fields:
             # Extractors that run code from a file are not offered to project admins (only kept when
             # a superuser already chose one, so the rest of the form stays editable).
@@ -125,6 +130,56 @@ class ProjectConfigForm(forms.ModelForm):
         v = self.cleaned_data["audit_rate"]
         if not (0.0 <= v <= 1.0):
             raise forms.ValidationError(f"audit rate {v} must be between 0 and 1 (a share of each batch)")
+        return v
+
+    def clean_overlap_rate(self) -> float:
+        v = self.cleaned_data["overlap_rate"]
+        if v is None:  # absent from the post: keep what the project has
+            return self.instance.overlap_rate
+        if not (0.0 <= v <= 1.0):
+            raise forms.ValidationError(f"overlap rate {v} must be between 0 and 1 (a share of each batch)")
+        return v
+
+    def clean_selection_ranks(self) -> int:
+        v = self.cleaned_data["selection_ranks"]
+        if v is None:  # absent from the post: keep what the project has
+            return self.instance.selection_ranks
+        if not 1 <= v <= 256:
+            raise forms.ValidationError(f"selection ranks ({v}) must be from 1 to 256 (MPI ranks for 'firal')")
+        return v
+
+    def clean_overlap_k(self) -> int:
+        v = self.cleaned_data["overlap_k"]
+        if v is None:
+            return self.instance.overlap_k
+        if not 2 <= v <= 10:
+            raise forms.ValidationError(f"annotators per overlapped item ({v}) must be from 2 to 10")
+        return v
+
+    def clean_finetune_params(self) -> dict[str, Any]:
+        from .services.transfer_common import finetune_config  # noqa: PLC0415
+
+        if self.is_bound and "finetune_params" not in self.data:
+            return self.instance.finetune_params  # left out of a submission: the project's settings stay
+        v = self.cleaned_data.get("finetune_params") or {}
+        if not isinstance(v, dict):
+            raise forms.ValidationError("fine-tuning settings must be a JSON object, e.g. {\"method\": \"lpft\"}")
+        try:
+            finetune_config(v)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return v
+
+    def clean_align_every(self) -> int:
+        v = self.cleaned_data.get("align_every")
+        return self.instance.align_every if v is None else v
+
+    def clean_align_threshold(self) -> float:
+        v = self.cleaned_data.get("align_threshold")
+        if v is None:
+            return self.instance.align_threshold
+        if not math.isfinite(v):
+            raise forms.ValidationError("the alignment threshold must be a finite number (0.03 in the ASVP paper)")
         return v
 
     def clean_batch_size(self) -> int:
@@ -175,6 +230,9 @@ class ProjectConfigForm(forms.ModelForm):
                     elif extractor != "precomputed":
                         self.add_error(name, f"extractor {extractor!r} needs a file: upload one")
             self._check_uploads(extractor)
+            if extractor == "hf" and not str(params.get("model") or "").strip():
+                self.add_error(field_name(EP, "hf", "model"), "give a model: a Hugging Face id such as "
+                               "facebook/dinov2-small (in the workers' cache), or a folder (superusers)")
             if self.user is not None and self._extractor_changed(extractor, params):
                 from .services.embeddings import extractor_check_allowed  # noqa: PLC0415
 

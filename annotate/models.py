@@ -49,12 +49,28 @@ class Project(models.Model):
         default=2, help_text="Annotators per overlapped item (never the same person twice)."
     )
     seed = models.PositiveIntegerField(default=0)
+    selection_ranks = models.PositiveSmallIntegerField(
+        default=1, help_text="MPI ranks for the 'firal' strategy's selection (1: in the worker process; "
+                             "more: the gpu worker runs mpirun -n <ranks>, one GPU per rank when it has them)."
+    )
     # Embeddings: one float32 .npy per project and extractor version (items point at their row).
     extractor = models.CharField(max_length=32, default="pixels")
     extractor_params = models.JSONField(default=dict, blank=True)
     embedding_version = models.PositiveIntegerField(default=0)
     embedding_file = models.CharField(max_length=500, blank=True, help_text="Path relative to MEDIA_ROOT.")
     embedding_dim = models.PositiveIntegerField(default=0)
+    # Feature alignment (ASVP, services/alignment.py): only for projects on an 'hf' backbone.
+    align_every = models.PositiveIntegerField(
+        default=0, help_text="Check feature alignment after this many new labels (0: never). 'hf' extractor only."
+    )
+    align_threshold = models.FloatField(
+        default=0.03, help_text="Re-embed with the fine-tuned backbone when its LogME-PED exceeds the current "
+                                "features' by more than this (ASVP's 0.03)."
+    )
+    finetune_params = models.JSONField(
+        default=dict, blank=True,
+        help_text="Fine-tuning settings: method (lpft, ft), epochs, lr, head_lr, batch_size, val_share, patience.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -81,6 +97,15 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.project} as {self.role}"
+
+
+class RunStatus(models.TextChoices):
+    """The life of a round or a job (``Round.Status``, ``Job.Status``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
 
 
 class Item(models.Model):
@@ -116,11 +141,7 @@ class Item(models.Model):
 
 
 class Round(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = RunStatus
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
@@ -267,12 +288,10 @@ class Job(models.Model):
         IMPORT = "import"
         EMBED = "embed"
         EXPORT = "export"
+        ALIGN = "align"
+        FINAL = "final_model"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = RunStatus
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs", null=True, blank=True)
@@ -297,6 +316,37 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} job {self.id} ({self.status})"
+
+
+class AlignmentDecision(models.Model):
+    """One check of the feature-alignment rule (services/alignment.py): the scores and what was done."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="alignments")
+    job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    labeled_count = models.PositiveIntegerField(
+        help_text="Labels the backbone was fine-tuned on (held-out share included).")
+    method = models.CharField(max_length=8)
+    base_model = models.CharField(max_length=500, help_text="The pretrained backbone that was fine-tuned.")
+    current_model = models.CharField(max_length=500, help_text="The backbone of the embeddings in use.")
+    score_current = models.FloatField(help_text="LogME-PED of the current backbone's features on the labeled items.")
+    score_finetuned = models.FloatField(help_text="LogME-PED of the fine-tuned backbone's features.")
+    threshold = models.FloatField()
+    val_accuracy = models.FloatField(null=True, blank=True, help_text="Fine-tuned model on the held-out labels.")
+    realigned = models.BooleanField(default=False)
+    finetuned_model = models.CharField(max_length=500, blank=True, help_text="Model folder relative to MEDIA_ROOT.")
+    embed_job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    embedding_version_before = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def delta(self) -> float:
+        return self.score_finetuned - self.score_current
+
+    def __str__(self) -> str:
+        return f"alignment of project {self.project_id} at {self.labeled_count} labels"
 
 
 class QualityReport(models.Model):

@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 from django.urls import reverse
 
 from .models import Annotation, Job, QueueEntry, Round
+from .selectors_workers import job_waiting
 
 
 class RoundPayload(TypedDict):
@@ -42,6 +43,7 @@ class JobPayload(TypedDict):
     download: str | None  # URL of the export file once there is one
     created_at: str | None
     finished_at: str | None
+    waiting: str | None  # why a queued job has not started (selectors_workers.job_waiting)
 
 
 def _iso(dt) -> str | None:
@@ -90,6 +92,7 @@ def job_payload(job: Job) -> JobPayload:
         "download": job_download_url(job),
         "created_at": _iso(job.created_at),
         "finished_at": _iso(job.finished_at),
+        "waiting": job_waiting(job),
     }
 
 

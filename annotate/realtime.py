@@ -170,48 +170,25 @@ def _deliver(layer, group: str, message: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- senders
 def send_queue_updated(project_id: int, *, round_number: int | None, pending: int, added: int) -> None:
-    msg: QueueUpdated = {
-        "type": "queue.updated",
-        "project_id": int(project_id),
-        "round": round_number,
-        "pending": int(pending),
-        "added": int(added),
-        "sent_at": _now_ms(),
-    }
-    _send(project_id, dict(msg))
+    _send(project_id, dict(QueueUpdated(type="queue.updated", project_id=int(project_id), round=round_number,
+                                        pending=int(pending), added=int(added), sent_at=_now_ms())))
 
 
 def send_round_status(rnd) -> None:
-    msg: RoundStatus = {
-        "type": "round.status",
-        "project_id": rnd.project_id,
-        "round": round_payload(rnd),
-        "sent_at": _now_ms(),
-    }
-    _send(rnd.project_id, dict(msg))
+    _send(rnd.project_id, dict(RoundStatus(type="round.status", project_id=rnd.project_id,
+                                           round=round_payload(rnd), sent_at=_now_ms())))
 
 
 def send_stats_updated(project_id: int, payload: dict[str, Any]) -> None:
-    msg: StatsUpdated = {
-        "type": "stats.updated",
-        "project_id": int(project_id),
-        "stats": payload,
-        "sent_at": _now_ms(),
-    }
-    _send(project_id, dict(msg))
+    _send(project_id, dict(StatsUpdated(type="stats.updated", project_id=int(project_id), stats=payload,
+                                        sent_at=_now_ms())))
 
 
 def send_job_progress(job) -> None:
     """Progress of a background job to its project's group (jobs without a project are not pushed)."""
-    if job.project_id is None:
-        return
-    msg: JobProgress = {
-        "type": "job.progress",
-        "project_id": job.project_id,
-        "job": job_payload(job),
-        "sent_at": _now_ms(),
-    }
-    _send(job.project_id, dict(msg))
+    if job.project_id is not None:
+        _send(job.project_id, dict(JobProgress(type="job.progress", project_id=job.project_id,
+                                               job=job_payload(job), sent_at=_now_ms())))
 
 
 def send_membership_revoked(project_id: int, user_id: int) -> None:

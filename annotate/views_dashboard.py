@@ -16,6 +16,7 @@ from .api import api_view, authenticate
 from .models import Job, Membership
 from .payloads import job_payload, project_ws_url
 from .permissions import has_role, project_for, role_of
+from .selectors_alignment import alignment_history
 from .selectors_stats import project_stats
 from .services import exports as export_services
 from .services.errors import BadInput
@@ -34,6 +35,7 @@ def dashboard(request: HttpRequest, project_id: int):
         "stats": project_stats(project=project),
         "ws_url": project_ws_url(project.pk),
         "formats": [(k, v[1]) for k, v in export_services.FORMATS.items()],
+        "alignments": alignment_history(project=project),
     })
 
 
@@ -85,7 +87,7 @@ def job_download(request: HttpRequest, job_id):
     elif not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     job = _job_for(request, job_id)
-    if job.kind != Job.Kind.EXPORT or job.status != Job.Status.DONE or not job.result_file:
+    if job.kind not in (Job.Kind.EXPORT, Job.Kind.FINAL) or job.status != Job.Status.DONE or not job.result_file:
         raise Http404(f"job {job_id} has no file to download")
     try:
         path = storage.media_path(job.result_file)

@@ -6,6 +6,8 @@ stops start-up with ``ImproperlyConfigured`` naming the variable.
 """
 from __future__ import annotations
 
+import os
+import secrets
 import warnings
 from pathlib import Path
 
@@ -31,8 +33,25 @@ if not SECRET_KEY:
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured("SECRET_KEY must be set when LOUPE_PRODUCTION is on")
-    SECRET_KEY = _DEV_SECRET
-    warnings.warn("SECRET_KEY is not set; using the development key (never do this in production)", stacklevel=1)
+    # Development: a random key made once per checkout and kept in var/ (sessions survive restarts,
+    # and no two checkouts share a key); the fixed key only where var/ cannot be written.
+    _key_file = VAR_DIR / "secret_key"
+    try:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # one process makes it
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(50))
+        SECRET_KEY = _key_file.read_text().strip()
+    except OSError:
+        SECRET_KEY = ""
+    if not SECRET_KEY:
+        SECRET_KEY = _DEV_SECRET
+        warnings.warn("SECRET_KEY is not set and var/secret_key cannot be written; using the development key "
+                      "(never do this in production)", stacklevel=1)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -137,6 +156,8 @@ CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_ROUTES = {
     "annotate.tasks.round_run": {"queue": "gpu"},
     "annotate.tasks.embedding_compute": {"queue": "gpu"},
+    "annotate.tasks.alignment_run": {"queue": "gpu"},
+    "annotate.tasks.final_model_run": {"queue": "gpu"},
     "annotate.tasks.import_run": {"queue": "cpu"},
     "annotate.tasks.export_run": {"queue": "cpu"},
     "annotate.tasks.quality_refresh": {"queue": "cpu"},
@@ -203,6 +224,8 @@ else:
 # --------------------------------------------------------------------------- selection
 SELECTION_DEVICE = env_choice("SELECTION_DEVICE", "cpu", ("cpu", "cuda", "auto"))
 LOUPE_LEASE_SECONDS = env_int("LOUPE_LEASE_SECONDS", 600, minimum=5)
+# A round's MPI selection job (project.selection_ranks > 1) is stopped after this many seconds.
+LOUPE_MPI_TIMEOUT = env_int("LOUPE_MPI_TIMEOUT", 3600, minimum=10)
 LOUPE_DEFAULT_L2 = env_float("LOUPE_DEFAULT_L2", 1.0, minimum=0.0)
 # Workers import torch and fit the head once at start, not in the first round (annotate/warmup.py).
 LOUPE_WORKER_WARMUP = env_bool("LOUPE_WORKER_WARMUP", True)
@@ -229,3 +252,5 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+if LOUPE_EMBEDDED_WORKER:  # memory:// has no host by design; kombu would warn at every start
+    LOGGING["loggers"]["kombu.connection"] = {"level": "ERROR"}

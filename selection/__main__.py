@@ -4,12 +4,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-USAGE = """usage: python -m selection {simulate,bench,embed,fetch} [options]
+USAGE = """usage: python -m selection {simulate,align-sim,bench,embed,fetch,firal-mpi} [options]
 
   simulate   oracle active-learning loop: learning curves (CSV, table, PNG)
+  align-sim  selection via proxy with fixed (SVPp) vs aligned (ASVP) features: curves + sample saving ratio
   bench      time and peak memory per strategy over n, c, d, b   (bench firal: FIRAL's own bench)
   embed      a folder of images -> (n, d) float32 .npy + file list (hf:<id-or-dir>, onnx:<file>, pixels)
   fetch      download a Hugging Face model's safetensors weights for offline use
+  firal-mpi  Approx-FIRAL over MPI ranks: mpirun -n K python -m selection firal-mpi --problem P.npz ...
 
 Run 'python -m selection <command> --help' for the options."""
 
@@ -23,12 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     run: Callable[[list[str]], int | None]
     if cmd == "simulate":
         from .simulate import main as run  # noqa: PLC0415
+    elif cmd == "align-sim":
+        from .align_sim import main as run  # noqa: PLC0415
     elif cmd == "bench":
         from .bench import main as run  # noqa: PLC0415
     elif cmd == "embed":
         from .embed_cli import embed_main as run  # noqa: PLC0415
     elif cmd == "fetch":
         from .embed_cli import fetch_main as run  # noqa: PLC0415
+    elif cmd == "firal-mpi":
+        from .firal.mpi import main as run  # noqa: PLC0415
     else:
         print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -8,7 +8,9 @@ int64 labels in ``[0, c)``.  :func:`load_dataset` parses the ``--data`` argument
 - ``npy:EMB.npy,LABELS.npy`` (or two paths): :func:`load_npy`;
 - ``PATH.npz`` (arrays ``X`` and ``y``): :func:`load_npz`;
 - ``PATH.csv`` (a label column plus numeric features): :func:`load_csv`;
-- ``pendigits`` or the folder holding ``pendigits.tra`` / ``pendigits.tes``: :func:`pendigits`.
+- ``pendigits`` or the folder holding ``pendigits.tra`` / ``pendigits.tes``: :func:`pendigits`;
+- any of these followed by ``@rare=R,keep=K``: :func:`with_rare_classes` (the last R classes cut
+  down to K items each), to test how a strategy finds rare classes.
 """
 from __future__ import annotations
 
@@ -225,9 +227,31 @@ def _load(path: str, what: str) -> np.ndarray:
 _GMM_KEYS = {"n": int, "c": int, "d": int, "imbalance": float, "spread": float, "seed": int}
 
 
+def with_rare_classes(ds: Dataset, rare: int, keep: int, seed: int = 0) -> Dataset:
+    """``ds`` with its last ``rare`` classes cut down to ``keep`` items each (a fixed random choice)."""
+    c = ds.n_classes
+    if not 1 <= rare < c or keep < 1:
+        raise ValueError(f"@rare={rare},keep={keep}: need 1 <= rare < {c} classes and keep >= 1")
+    rng = np.random.default_rng(seed)
+    rows = [np.flatnonzero(ds.y == k) for k in range(c)]
+    rows = [r if k < c - rare else rng.choice(r, size=min(keep, len(r)), replace=False) for k, r in enumerate(rows)]
+    sel = np.sort(np.concatenate(rows))
+    return Dataset(f"{ds.name}@rare={rare},keep={keep}", ds.X[sel], ds.y[sel], list(ds.class_names))
+
+
 def load_dataset(spec: str, *, label_col: str | None = None) -> Dataset:
     """Parse a ``--data`` value (module docstring) and load it (``label_col``: for CSV files)."""
     spec = spec.strip()
+    if "@" in spec:
+        base, _, opts = spec.rpartition("@")
+        kv = dict(part.partition("=")[::2] for part in opts.split(","))
+        try:
+            rare, keep = int(kv.pop("rare")), int(kv.pop("keep"))
+        except (KeyError, ValueError):
+            raise ValueError(f"--data {spec!r}: after '@' write rare=R,keep=K (integers)") from None
+        if kv:
+            raise ValueError(f"--data {spec!r}: unknown option(s) {sorted(kv)} after '@'")
+        return with_rare_classes(load_dataset(base, label_col=label_col), rare, keep)
     if spec == "digits":
         return digits()
     folder = _pendigits_folder(spec.rstrip("/"))

@@ -153,12 +153,33 @@ def paired_table(rows: list[dict], baseline: str = "random", max_cols: int = 8) 
     return "\n".join(lines)
 
 
+def coverage_table(rows: list[dict], max_cols: int = 8) -> str:
+    """Markdown table of the mean number of classes seen per label count, or "" when every curve saw
+    every class from its first round (rows need ``classes_seen``)."""
+    if not rows or "classes_seen" not in rows[0]:
+        return ""
+    seen = [int(r["classes_seen"]) for r in rows]
+    if min(seen) == max(seen):
+        return ""
+    cv = curves([{**r, "accuracy": float(r["classes_seen"])} for r in rows])
+    ns = next(iter(cv.values()))["n"]
+    cols = _cols(len(ns), max_cols)
+    head = ["classes seen"] + [f"{int(ns[i])}" for i in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, c in cv.items():
+        m = np.nanmean(c["acc"], axis=0)
+        lines.append("| " + " | ".join([label] + [f"{m[i]:.1f}" for i in cols]) + " |")
+    return "\n".join(lines)
+
+
 def read_csv(path: str) -> list[dict]:
     rows = []
     with open(path, newline="") as fh:
         for r in csv.DictReader(fh):
             rows.append({**r, "seed": int(r["seed"]), "round": int(r["round"]), "n_labeled": int(r["n_labeled"]),
                          "accuracy": float(r["accuracy"])})
+            if r.get("classes_seen", "") != "":
+                rows[-1]["classes_seen"] = int(r["classes_seen"])
     return rows
 
 

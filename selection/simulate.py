@@ -42,9 +42,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .sim_stats import auc, curves, labels_to_reach, paired_table, plot, read_csv, summary_table  # noqa: F401
+from .sim_stats import (  # noqa: F401
+    auc,
+    coverage_table,
+    curves,
+    labels_to_reach,
+    paired_table,
+    plot,
+    read_csv,
+    summary_table,
+)
 
-DEFAULT_STRATEGIES = "random,margin,badge,firal"
+DEFAULT_STRATEGIES = "random,auto,typiclust,margin,badge"
 
 
 @dataclass
@@ -187,7 +196,7 @@ def run_one(ds, spec: StrategySpec, seed: int, *, initial: int, batch: int, roun
             acc = float(np.mean(y_test == np.bincount(y_pool_all).argmax()))  # no model yet
         row = {"strategy": spec.label, "seed": seed, "round": r, "n_labeled": int(len(lab_idx)),
                "accuracy": acc, "fit_seconds": round(time.perf_counter() - t0, 4), "select_seconds": "",
-               "sub_strategy": ""}
+               "sub_strategy": "", "classes_seen": int(len(np.unique(y_seen[lab_idx])))}
         if r < rounds:
             unl = np.flatnonzero(~labeled)
             probs_pool = None if model is None else model.predict_proba(X_pool_all[unl])
@@ -261,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
 def report(rows: list[dict], title: str) -> str:
     has_random = any(r["strategy"] == "random" for r in rows)
     parts = [f"# {title}", summary_table(rows, baseline="random" if has_random else None)]
+    cov = coverage_table(rows)
+    if cov:
+        parts += ["", "Classes with at least one label (mean over seeds), where some were missing:", "", cov]
     if has_random and len(curves(rows)) > 1:
         parts += ["", ("Paired difference to random, accuracy points, mean ± 95% interval over seeds "
                        "(▼ worse / ▲ better than random beyond noise):"), "", paired_table(rows)]

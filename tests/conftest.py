@@ -11,13 +11,11 @@ Helpers that are not fixtures live in ``tests/support.py``.
 """
 from __future__ import annotations
 
-import hashlib
-import io
+import itertools
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
 
 from tests.support import (
@@ -123,86 +121,50 @@ def _media_root(request, tmp_path):
     yield
 
 
-_PNG_CACHE: dict[int, bytes] = {}
-
-
-def tiny_png(shade: int = 128, size: int = 4) -> bytes:
-    if shade not in _PNG_CACHE:
-        from PIL import Image  # noqa: PLC0415
-
-        buf = io.BytesIO()
-        Image.new("L", (size, size), color=shade).save(buf, format="PNG")
-        _PNG_CACHE[shade] = buf.getvalue()
-    return _PNG_CACHE[shade]
+@pytest.fixture
+def media(settings):
+    """This test's MEDIA_ROOT (set by ``_media_root``), created."""
+    root = Path(settings.MEDIA_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 @pytest.fixture
-def make_user(db, django_user_model):
-    counter = {"n": 0}
+def two_annotators(make_user, make_project, make_round):
+    """(project, ann1, ann2): two annotators of a project with 30 items and its first round (batch 10)."""
+    from annotate.models import Membership  # noqa: PLC0415
 
-    def make(username: str | None = None, *, password: str = "pw-loupe-test", superuser: bool = False):
-        counter["n"] += 1
-        username = username or f"user{counter['n']}"
-        if superuser:
-            return django_user_model.objects.create_superuser(username=username, password=password,
-                                                              email=f"{username}@example.com")
-        return django_user_model.objects.create_user(username=username, password=password)
-
-    return make
+    ann1, ann2 = make_user("ann1"), make_user("ann2")
+    project = make_project(members=[(ann1, Membership.Role.ANNOTATOR), (ann2, Membership.Role.ANNOTATOR)],
+                           batch_size=10)
+    make_round(project)
+    return project, ann1, ann2
 
 
-def clustered_embeddings(n: int, n_classes: int, dim: int, rng: np.random.Generator, spread: float = 0.6):
-    """(n, dim) float32 points around one well-separated centre per class, and their class indices."""
-    centres = rng.normal(size=(n_classes, dim)) * 3.0
-    y = np.arange(n) % n_classes
-    X = centres[y] + spread * rng.normal(size=(n, dim))
-    return X.astype(np.float32), y
+@pytest.fixture
+def make_user(db):
+    """``make_user(username=None, *, password=..., superuser=False)`` (tests/factories.py)."""
+    from tests import factories  # noqa: PLC0415 - models: after Django is set up
+
+    return factories.make_user
 
 
 @pytest.fixture
 def make_project(db, settings):
-    """Factory for a project with ``n_items`` items, a clustered ``(n_items, dim)`` embedding file,
-    tiny PNG files and ground truth; ``members`` is a list of ``(user, role)``."""
-    from annotate import storage  # noqa: PLC0415
-    from annotate.models import Item, Membership, Project  # noqa: PLC0415
+    """``make_project(...)``: a project with ``n_items`` (30) items, a clustered embedding file, tiny PNG
+    files and ground truth; ``members`` a list of ``(user, role)`` (tests/factories.py)."""
+    from tests import factories  # noqa: PLC0415 - models: after Django is set up
 
-    counter = {"n": 0}
+    serial = itertools.count(1)  # per test, so a test's data does not depend on the tests before it
+    return lambda **kw: factories.make_project(serial=next(serial), **kw)
 
-    def make(*, classes=("cat", "dog", "fox"), n_items: int = 30, dim: int = 4, members=(), batch_size: int = 6,
-             refill_threshold: int = 2, strategy: str = "margin", strategy_params=None, audit_rate: float = 0.0,
-             seed: int = 0, name: str | None = None, **fields):
-        counter["n"] += 1
-        project = Project.objects.create(
-            name=name or f"project {counter['n']}", classes=list(classes), strategy=strategy,
-            strategy_params=strategy_params or {}, batch_size=batch_size, refill_threshold=refill_threshold,
-            audit_rate=audit_rate, seed=seed, **fields,
-        )
-        rng = np.random.default_rng(seed + 1000 * counter["n"])
-        X, y = clustered_embeddings(n_items, len(classes), dim, rng)
-        rel = storage.embedding_relpath(project, "test", 1)
-        path = storage.media_path(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, X)
-        project.embedding_file, project.embedding_version, project.embedding_dim = rel, 1, dim
-        project.extractor = "test"
-        project.save()
-        img_dir = storage.images_dir(project)
-        img_dir.mkdir(parents=True, exist_ok=True)
-        items = []
-        for row in range(n_items):
-            data = tiny_png(int(y[row]) * 40 % 256)
-            name_ = f"img-{row:04d}.png"
-            (img_dir / name_).write_bytes(data)
-            items.append(Item(project=project, file=f"projects/{project.pk}/images/{name_}", original_name=name_,
-                              checksum=hashlib.sha256(f"{project.pk}-{row}".encode()).hexdigest(), row=row,
-                              width=4, height=4, ground_truth=classes[int(y[row])]))
-        Item.objects.bulk_create(items)
-        for user, role in members:
-            Membership.objects.create(project=project, user=user, role=role)
-        project.test_X, project.test_y = X, y  # for tests that need the ground truth arrays
-        return project
 
-    return make
+@pytest.fixture
+def add_member(db):
+    """``add_member(project, user or username, role="annotator")`` -> the user (tests/factories.py)."""
+    from tests import factories  # noqa: PLC0415 - models: after Django is set up
+
+    return factories.add_member
 
 
 @pytest.fixture
@@ -260,3 +222,35 @@ def celery_worker_process(tmp_path):
     yield start
     for proc in procs:
         proc.stop()
+
+
+class Pushes(list):
+    """Every message sent to a project group, in order (``realtime.py``'s messages as sent)."""
+
+    def of(self, type_: str) -> list[dict]:
+        return [m for m in self if m["type"] == type_]
+
+    def jobs(self) -> list[dict]:
+        """The job payloads of the ``job.progress`` messages."""
+        return [m["job"] for m in self.of("job.progress")]
+
+
+@pytest.fixture
+def pushes(settings) -> Pushes:
+    """The in-memory channel layer for this test, recording what is pushed to browsers.
+
+    Tests that run jobs or rounds take this instead of replacing the code that pushes: the real
+    ``realtime`` module runs, through the real layer's ``group_send``."""
+    from channels.layers import get_channel_layer  # noqa: PLC0415
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    layer = get_channel_layer()
+    sent = Pushes()
+    send = layer.group_send
+
+    async def record(group: str, message: dict) -> None:
+        sent.append(message)
+        await send(group, message)
+
+    layer.group_send = record
+    return sent

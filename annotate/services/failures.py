@@ -16,3 +16,12 @@ def internal_error(*, what: str, exc: BaseException, logger: logging.Logger) -> 
     ref = uuid.uuid4().hex[:10]
     logger.error("%s failed (reference %s)", what, ref, exc_info=(type(exc), exc, exc.__traceback__))
     return f"{what} failed because of an internal error (reference {ref}; details are in the worker log)"
+
+
+def failure_summary(*, what: str, exc: BaseException, logger: logging.Logger) -> str:
+    """For work whose inputs are Loupe's own rows and arrays (rounds): the exception's type and the first
+    line of its message, never a traceback; the traceback is logged under the reference shown."""
+    ref = uuid.uuid4().hex[:10]
+    logger.error("%s failed (reference %s)", what, ref, exc_info=(type(exc), exc, exc.__traceback__))
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {first} (reference {ref}; the traceback is in the worker log)"

@@ -48,6 +48,8 @@ JOB_TASKS = {
     Job.Kind.IMPORT: "annotate.tasks.import_run",
     Job.Kind.EXPORT: "annotate.tasks.export_run",
     Job.Kind.EMBED: "annotate.tasks.embedding_compute",
+    Job.Kind.ALIGN: "annotate.tasks.alignment_run",
+    Job.Kind.FINAL: "annotate.tasks.final_model_run",
 }
 
 

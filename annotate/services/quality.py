@@ -34,13 +34,21 @@ log = logging.getLogger(__name__)
 MIN_LABELS_FOR_SCORES = 30
 
 
+#: largest pool x labeled x dim product for the neighbour feature of the correctness model (about a
+#: second of BLAS); beyond it the confidence is Platt-scaled max probability alone
+KNN_BUDGET = 5_000_000_000
+
+
 def quality_round_scores(*, project: Project, lab_items: list[int], X_lab, y, probs_lab, probs_pool,
-                         seed: int) -> dict[str, Any]:
+                         seed: int, X_pool=None) -> dict[str, Any]:
     """Suspect scores for the labeled items (written) and calibrated pool confidences (returned).
 
-    Returns ``{"pool_correct": (n_pool,) float or None, "metrics": {...}}``.  With too few labels
-    the calibration is the identity (the head's own max probability): the difference estimate
-    stays unbiased for any confidence fixed before the audit draw, only less tight.
+    Returns ``{"pool_correct": (n_pool,) float or None, "metrics": {...}}``.  The confidence is
+    ``selection.quality.correctness``'s model (head confidence + agreement of the labeled
+    neighbours, fitted on the out-of-fold predictions) when the pool fits ``KNN_BUDGET``, else Platt
+    scaling of the max probability; with too few labels it is the max probability itself.  The
+    difference estimate stays unbiased for any confidence fixed before the audit draw; a better
+    one only makes it tighter.
     """
     from selection.head import LogisticHead  # noqa: PLC0415
     from selection.quality import (  # noqa: PLC0415
@@ -52,6 +60,7 @@ def quality_round_scores(*, project: Project, lab_items: list[int], X_lab, y, pr
 
     metrics: dict[str, Any] = {}
     ab = (1.0, 0.0)
+    model = None
     c = len(project.classes)
     if len(lab_items) >= MIN_LABELS_FOR_SCORES and len(np.unique(y)) >= 2:
         def fit_predict(Xa, ya, Xb):
@@ -60,6 +69,9 @@ def quality_round_scores(*, project: Project, lab_items: list[int], X_lab, y, pr
         P_oof = out_of_fold_proba(X_lab, y, c, n_folds=5, random_state=seed, fit_predict=fit_predict)
         scores = label_error_scores(P_oof, y, probs_lab)
         ab = fit_confidence_calibration(P_oof.max(1), (P_oof.argmax(1) == y).astype(float))
+        if X_pool is not None and len(X_pool) * len(y) * X_lab.shape[1] <= KNN_BUDGET:
+            model = _correctness_model(X_lab, y, P_oof, c, seed)
+            metrics["confidence_model"] = "neighbours"
         with transaction.atomic():
             Item.objects.filter(project=project, suspect_score__isnull=False).update(suspect_score=None)
             objs = [Item(pk=i, suspect_score=float(s)) for i, s in zip(lab_items, scores)]
@@ -69,9 +81,30 @@ def quality_round_scores(*, project: Project, lab_items: list[int], X_lab, y, pr
     metrics["calibration"] = [round(ab[0], 4), round(ab[1], 4)]
     pool_correct = None
     if probs_pool is not None and len(probs_pool):
-        pool_correct = apply_confidence_calibration(np.asarray(probs_pool).max(1), ab)
+        if model is not None:
+            pool_correct = model.predict(probs_pool, X_pool, X_lab, y)
+        else:
+            pool_correct = apply_confidence_calibration(np.asarray(probs_pool).max(1), ab)
         metrics["pool_correct_mean"] = float(pool_correct.mean())
     return {"pool_correct": pool_correct, "metrics": metrics}
+
+
+def _correctness_model(X_lab, y, P_oof, n_classes: int, seed: int):
+    """``CorrectnessModel`` from the out-of-fold probabilities already computed (same folds)."""
+    from selection.quality.correctness import (  # noqa: PLC0415
+        CorrectnessModel,
+        correctness_features,
+        fit_logistic,
+        knn_proba,
+    )
+    from selection.quality.errors import stratified_folds  # noqa: PLC0415
+
+    folds = stratified_folds(y, 5, random_state=seed)  # the folds out_of_fold_proba used
+    F = np.zeros((len(y), 2))
+    for k in range(5):
+        te = folds == k
+        F[te] = correctness_features(P_oof[te], knn_proba(X_lab[~te], y[~te], X_lab[te], n_classes))
+    return CorrectnessModel(fit_logistic(F, (P_oof.argmax(1) == y).astype(float), ridge=1.0))
 
 
 def label_matrix(*, project: Project) -> tuple[list[int], list[int], np.ndarray]:

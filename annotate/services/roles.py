@@ -16,6 +16,9 @@ functions here do so themselves.
 """
 from __future__ import annotations
 
+import secrets
+
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
@@ -104,3 +107,15 @@ def membership_revoked(*, project_id: int, user_id: int) -> None:
     from .. import realtime  # noqa: PLC0415 - realtime imports channels
 
     transaction.on_commit(lambda: realtime.send_membership_revoked(project_id, user_id))
+
+
+def admin_user_ensure(*, username: str = "admin", email: str = "admin@example.com",
+                      password: str | None = None) -> str | None:
+    """Make sure superuser ``username`` exists.  Returns the password when this call created the user
+    (a random one unless given), None when it existed already: an existing password is never changed."""
+    User = get_user_model()
+    if User.objects.filter(username=username).exists():
+        return None
+    password = password or secrets.token_urlsafe(12)
+    User.objects.create_superuser(username=username, email=email, password=password)
+    return password

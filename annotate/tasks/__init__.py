@@ -3,7 +3,8 @@ and services send them by name (``services.dispatch.enqueue_after_commit``): tas
 
 - ``rounds``: ``round_run`` (queue ``gpu``): train the head, select the next batch.
 - ``quality``: ``quality_refresh`` (queue ``cpu``): consensus, agreement, annotator accuracies.
-- ``jobs``:   ``import_run``, ``export_run`` (queue ``cpu``), ``embedding_compute`` (queue ``gpu``).
+- ``jobs``:   ``import_run``, ``export_run`` (queue ``cpu``), ``embedding_compute``, ``alignment_run``,
+  ``final_model_run`` (queue ``gpu``).
 """
 from . import jobs, quality, rounds
 

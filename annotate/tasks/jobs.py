@@ -11,8 +11,10 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import close_old_connections
 
+from ..services.alignment import alignment_execute
 from ..services.embeddings import embedding_execute
 from ..services.exports import export_execute
+from ..services.final_model import final_model_execute
 from ..services.imports import import_execute
 
 
@@ -38,3 +40,13 @@ def export_run(job_id: str) -> None:
              ignore_result=True)
 def embedding_compute(job_id: str) -> None:
     _run(embedding_execute, job_id)
+
+
+@shared_task(name="annotate.tasks.alignment_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def alignment_run(job_id: str) -> None:
+    _run(alignment_execute, job_id)
+
+
+@shared_task(name="annotate.tasks.final_model_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def final_model_run(job_id: str) -> None:
+    _run(final_model_execute, job_id)

@@ -47,6 +47,18 @@ function renderTraining(rnd) {  // the newest round (payloads.round_payload), or
   bar.value = rnd ? rnd.progress : 0;
 }
 
+function queuedSeconds(j) {
+  return Math.max(0, Math.round((Date.now() - Date.parse(j.created_at)) / 1000));
+}
+
+function queuedFor(j) {
+  const s = queuedSeconds(j);
+  return s >= 120 ? `${Math.floor(s / 60)} min` : `${s} s`;
+}
+
+// A queued job's waiting time keeps counting on the page (nothing is pushed while it waits).
+setInterval(() => { if ([...jobs.values()].some((j) => j.status === "queued")) renderJobs(); }, 1000);
+
 function renderJobs() {
   const list = $("#jobs");
   const rows = [...jobs.values()].slice(0, 6);
@@ -65,7 +77,9 @@ function renderJobs() {
     }
     const msg = document.createElement("span");
     msg.className = j.status === "failed" ? "error" : "muted";
-    msg.textContent = j.status === "failed" ? j.error : j.message || "";
+    msg.textContent = j.status === "failed" ? j.error
+      : j.status === "queued" && (j.waiting || queuedSeconds(j) >= 5)
+        ? `${j.waiting || "waiting for a free worker"} (queued ${queuedFor(j)})` : j.message || "";
     li.append(msg);
     if (isAdmin && j.download) {
       const a = document.createElement("a");

@@ -41,7 +41,7 @@ MODEL_PARAMS: tuple[Param, ...] = (
     Param("batch", "int", 32, "Images per forward pass.", min=1, max=4096),
     Param("workers", "int", 2, "CPU threads that decode and preprocess the next batches while the model runs.",
           min=0, max=64),
-    Param("device", "str", "auto", "Where the model runs (auto: CUDA when the worker has it, in float16).",
+    Param("device", "str", "auto", "Where the model runs (auto: CUDA when the worker has it).",
           choices=DEVICE_CHOICES),
     Param("l2", "bool", False, "L2-normalise every embedding (common for CLIP-style models)."),
     Param("pca_dim", "int", 0, "Reduce to this many principal components (0 = keep every dimension). "

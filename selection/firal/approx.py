@@ -60,19 +60,25 @@ class ApproxOracle:
         (= w_i |x_i|^2 sum_a q_ia (1 - q_ia)), reweighted by 1 / (m p_i): the blocks then cost
         O(m c d^2) whatever n is.  Only the preconditioner is sampled, so CG still solves with
         the exact Sigma_z; a 1/sqrt(m) error in the blocks only costs CG iterations.
+
+        On a row shard the importances are gathered (n numbers), every rank draws the same
+        global sample and keeps its own rows, and the blocks are allreduced.
         """
         prob = self.prob
         xp = prob.xp
-        n = w.shape[0]
+        comm = prob.comm
+        n = prob.n_rows_total
         m = self.precond_rows
         if not m or n <= m or self.pre_rng is None:
-            return block_diag(prob.X, prob.Q, w)
-        imp = np.asarray(to_numpy(w * self.trace_h), dtype=np.float64)
+            return comm.allreduce(block_diag(prob.X, prob.Q, w))
+        imp = np.asarray(comm.allgather(np.asarray(to_numpy(w * self.trace_h))), dtype=np.float64)
         pr = imp / imp.sum()
         idx = np.sort(self.pre_rng.choice(n, size=m, replace=True, p=pr))
+        lo = prob.row_offset
+        idx = idx[(idx >= lo) & (idx < lo + w.shape[0])]
         scale = xp.asarray(1.0 / (m * pr[idx]), dtype=prob.dtype)
-        ii = xp.asarray(idx)
-        return block_diag(prob.X[ii], prob.Q[ii], w[ii] * scale)
+        ii = xp.asarray(idx - lo)
+        return comm.allreduce(block_diag(prob.X[ii], prob.Q[ii], w[ii] * scale))
 
     def solve(self, z):
         prob = self.prob
@@ -140,7 +146,8 @@ def approx_firal(prob, b: int, *, probes: int = 10, estimator: str = "factored",
     relax_progress = None if progress is None else (lambda f, m: progress(0.6 * f, m))
     z, rinfo = mirror_descent(oracle, prob.n_pool, b, xp=xp, dtype=prob.dtype, iters=relax_iters,
                               step=step, step_rule=step_rule, tol=relax_tol, average=resample,
-                              progress=relax_progress)
+                              progress=relax_progress, comm=prob.comm)
+    comm_relax = prob.comm.seconds
     t1 = time.perf_counter()
     round_progress = None if progress is None else (lambda f, m: progress(0.6 + 0.4 * f, m))
     idx, oinfo = round_blockdiag(prob, z, b, eta, progress=round_progress,
@@ -155,5 +162,7 @@ def approx_firal(prob, b: int, *, probes: int = 10, estimator: str = "factored",
         "cg_matvecs": oracle.cg_matvecs, "cg_unconverged_solves": oracle.cg_unconverged,
         "round_eta": oinfo["eta"], "round_gains": oinfo["gains"],
         "round_candidates": oinfo["candidates"],
+        "comm_relax_seconds": comm_relax, "comm_round_seconds": prob.comm.seconds - comm_relax,
+        "ranks": prob.comm.size,
     }
     return idx, z, info

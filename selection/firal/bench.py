@@ -133,6 +133,10 @@ def _fmt(v, nd=2):
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is not None and any(a == "--ranks" or a.startswith("--ranks=") for a in argv):
+        from .bench_mpi import main as ranks_main  # noqa: PLC0415 - strong scaling over MPI ranks
+
+        return ranks_main(argv)
     ap = argparse.ArgumentParser(prog="python -m selection bench firal", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[2000, 10000], help="pool sizes")

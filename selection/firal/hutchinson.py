@@ -55,17 +55,59 @@ def gamma_sqrt_apply(Q, qc, Xi):
     return out
 
 
+def rademacher_rows(rng, rows: int, lo: int, hi: int, width: int, dtype, xp):
+    """Rows [lo, hi) of a (rows, width) +-1 array drawn as :func:`rademacher` draws it.
+
+    Every rank draws the bytes of the whole block (so the generator advances alike on all
+    ranks and a row gets the same signs whichever rank owns it) but unpacks only its rows.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    packed = rng.integers(0, 256, size=(rows * width + 7) // 8, dtype=np.uint8)
+    if lo == 0 and hi == rows:
+        return rademacher_from(packed, (rows, width), dtype, xp)
+    b0, b1 = lo * width, hi * width
+    part = packed[b0 // 8: (b1 + 7) // 8]
+    bits = np.unpackbits(part)[b0 % 8: b0 % 8 + (b1 - b0)]
+    a = xp.asarray(bits).astype(dtype).reshape(hi - lo, width)
+    a *= 2
+    a -= 1
+    return a
+
+
+def rademacher_from(packed, shape, dtype, xp):
+    import numpy as np  # noqa: PLC0415
+
+    size = int(np.prod(shape))
+    a = xp.unpackbits(xp.asarray(packed))[:size].astype(dtype).reshape(shape)
+    a *= 2
+    a -= 1
+    return a
+
+
 def factored_probes(prob, s: int, rng):
-    """R (s, k, d): r_j = F xi_j with Rademacher xi_j in R^{n (c-1)}; E[r r^T] = H_p."""
+    """R (s, k, d): r_j = F xi_j with Rademacher xi_j in R^{n (c-1)}; E[r r^T] = H_p.
+
+    On a row shard the chunks are the global pool's (``prob.pool_offset``, ``n_pool_total``),
+    so the signs of a row do not depend on how the pool is split, and R is allreduced.
+    """
     xp = prob.xp
-    k, d, n = prob.k, prob.d, prob.n_pool
+    k, d = prob.k, prob.d
+    n, off, n_loc = prob.n_pool_total, prob.pool_offset, prob.n_pool
     R = xp.zeros((s * k, d), dtype=prob.dtype)
     Xp, Qp, qcp = prob.Xp, prob.Qp, prob.qcp
     for sl in row_chunks(n, s * k):
         rows = sl.stop - sl.start
-        Xi = rademacher(rng, (rows, s, k), prob.dtype, xp)
-        LXi = gamma_sqrt_apply(Qp[sl], qcp[sl], Xi)          # (rows, s, k)
-        R += LXi.reshape(rows, s * k).T @ Xp[sl]
+        lo, hi = max(sl.start, off), min(sl.stop, off + n_loc)
+        if hi <= lo:
+            rng.integers(0, 256, size=(rows * s * k + 7) // 8, dtype="uint8")  # keep in step
+            continue
+        Xi = rademacher_rows(rng, rows, lo - sl.start, hi - sl.start, s * k, prob.dtype, xp)
+        Xi = Xi.reshape(hi - lo, s, k)
+        ls = slice(lo - off, hi - off)
+        LXi = gamma_sqrt_apply(Qp[ls], qcp[ls], Xi)          # (rows, s, k)
+        R += LXi.reshape(hi - lo, s * k).T @ Xp[ls]
+    R = prob.comm.allreduce(R)
     R *= 1.0 / float(n) ** 0.5
     return R.reshape(s, k, d)
 

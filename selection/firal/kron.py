@@ -56,8 +56,11 @@ def fisher_matvec(X, Q, w, V, *, out=None):
 
 
 def sigma_matvec(prob, w_all, V):
-    """Sigma_z V = (H_o + sum_i z_i H_i + lambda I) V with w_all = prob.weights(z)."""
-    out = fisher_matvec(prob.X, prob.Q, w_all, V)
+    """Sigma_z V = (H_o + sum_i z_i H_i + lambda I) V with w_all = prob.weights(z).
+
+    On a row shard the local sum is finished with one allreduce (of s k d numbers).
+    """
+    out = prob.comm.allreduce(fisher_matvec(prob.X, prob.Q, w_all, V))
     out += prob.lam * V
     return out
 
@@ -65,8 +68,8 @@ def sigma_matvec(prob, w_all, V):
 def hp_matvec(prob, V):
     """H_p V with H_p = mean over the pool of H_i."""
     xp = prob.xp
-    w = xp.full(prob.n_pool, 1.0 / prob.n_pool, dtype=prob.dtype)
-    return fisher_matvec(prob.Xp, prob.Qp, w, V)
+    w = xp.full(prob.n_pool, 1.0 / prob.n_pool_total, dtype=prob.dtype)
+    return prob.comm.allreduce(fisher_matvec(prob.Xp, prob.Qp, w, V))
 
 
 def block_diag(X, Q, w=None):

@@ -21,7 +21,7 @@ is one weighted sum over all rows (weight 1 for a labeled row, z_i for a pool ro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,18 @@ class FisherProblem:
     qc: Any
     n_lab: int
     lam: float
+    comm: Any = field(default=None, repr=False)
+
+    def __post_init__(self):
+        # Row-sharded runs (selection.firal.mpi): this object holds one rank's rows (the labeled
+        # rows on rank 0 only, then its block of pool rows); the global row order is the rank
+        # order.  ``comm`` finishes every sum over rows; SelfComm makes it the identity.
+        if self.comm is None:
+            from .comm import SelfComm  # noqa: PLC0415
+
+            self.comm = SelfComm()
+        self.pool_offset, self.n_pool_total = self.comm.counts(self.n_pool)
+        self.row_offset, self.n_rows_total = self.comm.counts(self.X.shape[0])
 
     @property
     def xp(self):
@@ -95,12 +107,14 @@ class FisherProblem:
 
 
 def make_problem(X_pool, probs_pool, X_labeled=None, probs_labeled=None, *, lam: float,
-                 intercept: bool = True, dtype: str = "float64") -> FisherProblem:
+                 intercept: bool = True, dtype: str = "float64", comm=None) -> FisherProblem:
     """Build a :class:`FisherProblem` in the array namespace of ``X_pool``.
 
     X_pool : (n, d), probs_pool : (n, c) rows summing to 1, X_labeled : (m, d) or None,
     probs_labeled : (m, c) or None (the model's probabilities at the labeled points; with
     X_labeled but no probs_labeled the labeled Fisher H_o is left out).
+    ``comm``: a :mod:`selection.firal.comm` communicator when the arguments are this rank's
+    shard (X_pool its block of pool rows, the labeled rows on rank 0 only); None = one process.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not one of {list(DTYPES)}")
@@ -125,4 +139,4 @@ def make_problem(X_pool, probs_pool, X_labeled=None, probs_labeled=None, *, lam:
     X = xp.ascontiguousarray(X)
     Q = xp.ascontiguousarray(P[:, : c - 1])
     qc = xp.ascontiguousarray(P[:, c - 1])
-    return FisherProblem(X=X, Q=Q, qc=qc, n_lab=n_lab, lam=float(lam))
+    return FisherProblem(X=X, Q=Q, qc=qc, n_lab=n_lab, lam=float(lam), comm=comm)

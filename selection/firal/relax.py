@@ -24,8 +24,11 @@ STEP_RULES = ("adaptive", "normalized", "constant")
 
 def mirror_descent(oracle: Callable, n: int, b: int, *, xp, dtype, iters: int = 30,
                    step: float = 1.0, step_rule: str = "adaptive", tol: float = 1e-4,
-                   average: bool = False, progress: Callable | None = None):
+                   average: bool = False, progress: Callable | None = None, comm=None):
     """Return (z, info); z is an (n,) array of the oracle's namespace summing to b.
+
+    ``comm`` (selection.firal.comm): z and g are this rank's block of a row-sharded pool of
+    ``comm``-summed size; the normalisations (max |g|, the shift, sum z) are then global.
 
     ``average``: return the mean of the iterates of the second half of the run instead of the
     last one (iterate averaging for stochastic gradients; the feasible set is convex, so the
@@ -33,7 +36,11 @@ def mirror_descent(oracle: Callable, n: int, b: int, *, xp, dtype, iters: int = 
     """
     if step_rule not in STEP_RULES:
         raise ValueError(f"step_rule={step_rule!r} is not one of {list(STEP_RULES)}")
-    z = xp.full(n, b / n, dtype=dtype)
+    if comm is None:
+        from .comm import SelfComm  # noqa: PLC0415
+
+        comm = SelfComm()
+    z = xp.full(n, b / comm.counts(n)[1], dtype=dtype)
     f, g = oracle(z)
     history = [float(f)]
     eta = float(step)
@@ -43,14 +50,14 @@ def mirror_descent(oracle: Callable, n: int, b: int, *, xp, dtype, iters: int = 
         if step_rule == "constant":
             eta_t = eta
         else:
-            scale = float(xp.abs(g).max())
+            scale = comm.max(_amax(xp.abs(g)))
             if not math.isfinite(scale) or scale <= 0:
                 break  # flat objective: nothing left to move
             eta_t = eta / scale
         e = -eta_t * g
-        e -= e.max()
+        e -= comm.max(_amax(e))
         z_new = z * xp.exp(e)
-        z_new *= b / z_new.sum()
+        z_new *= b / comm.sum(z_new.sum())
         f_new, g_new = oracle(z_new)
         calls += 1
         if step_rule == "adaptive" and not f_new <= f:
@@ -77,3 +84,8 @@ def mirror_descent(oracle: Callable, n: int, b: int, *, xp, dtype, iters: int = 
     return z, {"objective": float(f), "averaged_iterates": n_avg, "history": history, "oracle_calls": calls,
                "accepted": accepted, "rejected": rejected}
 
+
+
+def _amax(a) -> float:
+    """max of a (possibly empty: a rank with no rows) array as a float."""
+    return float(a.max()) if a.shape[0] else -math.inf

@@ -117,23 +117,29 @@ def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
     blocks eta * sum_t F_t after the last step (for tests).
     """
     xp = prob.xp
+    comm = prob.comm
     k, d, n = prob.k, prob.d, prob.n_pool
     eta = default_eta(prob.p) if eta is None else float(eta)
     eye = xp.eye(d, dtype=prob.dtype)
-    D = block_diag(prob.X, prob.Q, prob.weights(z)) + prob.lam * eye   # blocks of Sigma*
+    D = comm.allreduce(block_diag(prob.X, prob.Q, prob.weights(z))) + prob.lam * eye  # Sigma*
     Linv = xp.linalg.inv(xp.linalg.cholesky(D))                       # W_a = L_a^-1
     Ho = prob.lam * xp.broadcast_to(eye, (k, d, d))
-    if prob.n_lab:
+    if comm.size > 1:
+        Ho = Ho + comm.allreduce(block_diag(prob.Xo, prob.Qo))        # labeled rows: rank 0
+    elif prob.n_lab:
         Ho = Ho + block_diag(prob.Xo, prob.Qo)
     C = Linv @ Ho @ Linv.transpose(0, 2, 1)                            # whitened H_o + lam I
     G = prob.Qp * (1 - prob.Qp)                                        # (n, k) block weights
     Xp = prob.Xp
-    cand = None
-    if candidates and candidates < n:
-        zh = np.asarray(to_numpy(z), dtype=np.float64)
+    off, n_tot = prob.pool_offset, prob.n_pool_total
+    gidx = np.arange(off, off + n)                  # global pool index of each scored row
+    if candidates and candidates < n_tot:
+        zh = np.asarray(comm.allgather(z), dtype=np.float64)
         cand = np.sort(np.argpartition(-zh, max(candidates, b) - 1)[:max(candidates, b)])
-        ci = xp.asarray(cand)
-        G, Xp, n = G[ci], Xp[ci], len(cand)
+        gidx = cand[(cand >= off) & (cand < off + n)]
+        ci = xp.asarray(gidx - off)
+        G, Xp, n = G[ci], Xp[ci], len(gidx)
+    n_scored = comm.counts(n)[1]
     B = xp.zeros((k, d, d), dtype=prob.dtype)
     taken = np.zeros(n, dtype=bool)
     chosen, gains = [], []
@@ -157,17 +163,24 @@ def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
             scores[sl] = num / den
         ratio = to_numpy(scores).astype(np.float64)
         ratio[taken] = -np.inf
-        i = int(np.argmax(ratio))
-        chosen.append(i)
-        gains.append(float(ratio[i]))
-        taken[i] = True
-        u = Linv @ Xp[i]                                               # (k, d): W_a x_i
-        B += eta * (G[i][:, None, None] * (u[:, :, None] * u[:, None, :]) + C / b)
+        i = int(np.argmax(ratio)) if n else -1
+        if comm.size == 1:
+            gain, gi = float(ratio[i]), int(gidx[i])
+            xi, gi_w = Xp[i], G[i]
+            taken[i] = True
+        else:   # every rank offers its best point and its row; all take the same winner
+            offer = (to_numpy(Xp[i]), to_numpy(G[i])) if n else None
+            gain, gi, (xi, gi_w) = comm.argmax_with(float(ratio[i]) if n else -math.inf,
+                                                     int(gidx[i]) if n else n_tot, offer)
+            if n and int(gidx[i]) == gi:
+                taken[i] = True
+        chosen.append(gi)
+        gains.append(gain)
+        u = Linv @ xp.asarray(xi)                                      # (k, d): W_a x_i
+        B += eta * (xp.asarray(gi_w)[:, None, None] * (u[:, :, None] * u[:, None, :]) + C / b)
         if progress is not None:
             progress((t + 1) / b, f"ROUND {t + 1}/{b}")
-    info = {"eta": eta, "gains": gains, "candidates": n}
-    if cand is not None:
-        chosen = cand[np.asarray(chosen, dtype=np.int64)].tolist()
+    info = {"eta": eta, "gains": gains, "candidates": n_scored}
     if return_state:
         info["state"] = (Linv, B)
     return np.asarray(chosen, dtype=np.int64), info

@@ -11,7 +11,9 @@ Three experiments per seed on one data set (each seed its own split and draws):
    ``audit`` (n uniform draws, Wilson), ``ppi`` (the same draws, PPI++ with the test set's
    confidences as the unlabeled pool) and ``active_testing`` (n draws from the proposal
    proportional to sqrt(f(1-f)) mixed with 20% uniform, Hansen-Hurwitz with f as control
-   variate).  Draws are with replacement, so every interval targets the test accuracy exactly.
+   variate), and ``difference_app`` (the app's estimator: the same draws and f as ``ppi``, the
+   exact test-set mean of f, no power tuning, the small-sample variance adjustment).
+   Draws are with replacement, so every interval targets the test accuracy exactly.
 2. **Suspected label errors** (``--label-noise p``): ``--error-labels`` pool items, a share p of
    them flipped to a uniformly chosen other class; 5-fold out-of-fold probabilities and a fit on
    all of them; precision of the top 5% of :func:`~selection.quality.label_error_scores`
@@ -45,10 +47,11 @@ from .estimators import (
     active_testing_accuracy,
     active_testing_proposal,
     audit_accuracy,
+    difference_accuracy,
     ppi_accuracy,
 )
 
-ESTIMATORS = ("audit", "ppi", "active_testing")
+ESTIMATORS = ("audit", "ppi", "active_testing", "difference_app")
 
 
 @dataclass
@@ -95,6 +98,8 @@ def estimate_rows(ds: Dataset, pool, test, seed: int, cfg: QualityConfig) -> lis
             "audit": audit_accuracy(correct[i]),
             "ppi": ppi_accuracy(correct[i], f[i], f),
             "active_testing": active_testing_accuracy(correct[j], f[j], q[j], pool_mean=float(f.mean()), n_pool=N),
+            # the app's form: exact pool mean, small-sample variance adjustment (annotate/selectors_quality.py)
+            "difference_app": difference_accuracy(correct[i], f[i], np.full(n, f.mean())),
         }
         for name, e in ests.items():
             rows.append({"experiment": "estimate", "data": ds.name, "seed": seed, "estimator": name, "n": n,
@@ -193,7 +198,8 @@ def tables(rows: list[dict]) -> str:
                            f"{hw:.4f} | {hw / base:.2f} |")
     err = [r for r in rows if r["experiment"] == "errors"]
     if err:
-        out += ["", f"suspected label errors: {err[0]['n']} labels, noise {np.mean([r['noise_rate'] for r in err]):.3f}",
+        noise = np.mean([r["noise_rate"] for r in err])
+        out += ["", f"suspected label errors: {err[0]['n']} labels, noise {noise:.3f}",
                 "", "| ranking | precision of top 5% (mean ± sd) | min over seeds |", "|---|---|---|"]
         for name in dict.fromkeys(r["estimator"] for r in err):
             p = [r["precision_top5pc"] for r in err if r["estimator"] == name]
@@ -238,7 +244,8 @@ def main_from_args(args) -> int:
         accs = tuple(float(a) for a in args.annotators.split(",")) if args.annotators else ()
         sizes = tuple(int(s) for s in args.audit_sizes.split(","))
     except ValueError:
-        raise SystemExit("error: --annotators takes numbers like 0.9,0.7,0.6 and --audit-sizes ints like 50,100")
+        raise SystemExit("error: --annotators takes numbers like 0.9,0.7,0.6 and --audit-sizes ints "
+                         "like 50,100") from None
     noise = args.label_noise or 0.0
     overlap = 1.0 if args.overlap is None else args.overlap
     if not 0 <= noise < 1:

@@ -3,51 +3,79 @@
 Budget-aware, after Hacohen, Dekel & Weinshall ("Active Learning on a Budget: Opposite
 Strategies Suit High and Low Budgets", ICML 2022): with few labels per class a model's
 uncertainty is not yet worth trusting and typical, representative points help most
-(TypiClust); with more labels uncertainty-based selection wins.  So:
+(TypiClust); with more labels uncertainty-based selection wins.  So, with r = labels /
+declared classes:
 
-- while the labels per class (labels / declared classes) are below ``switch_per_class``, or
-  there is no model yet: ``typiclust``;
-- from then on: ``then`` (default margin), with its own defaults, which include the
-  Good–Turing exploration share while some class has no label and leave out copies.
+- no model yet: ``typiclust``;
+- otherwise a share s of the batch by ``typiclust`` and the rest by ``then`` (default margin,
+  with its own defaults: the Good–Turing exploration share while some class has no label,
+  copies left out), where s = clip(1/2 + (switch_per_class - r) / blend_per_class, 0, 1):
+  all TypiClust at few labels per class, all ``then`` at many, a linear hand-over of width
+  ``blend_per_class`` around ``switch_per_class`` (0: a hard switch at it).
 
-The switch point and the later strategy were chosen from the evaluation suite on two data sets
-(scikit-learn digits and UCI pendigits; docs/strategies.md has the tables and the commands).
-Each round's ``Selection.info["sub_strategy"]`` names the strategy that chose the batch.
+The rule and its two numbers were chosen with the evaluation suite on two data sets
+(scikit-learn digits and UCI pendigits; docs/strategies.md has the tables and commands).
+Each round's ``Selection.info["sub_strategy"]`` names what chose the batch
+("typiclust", "margin" or "typiclust+margin").
 """
 from __future__ import annotations
+
+import numpy as np
 
 from ..params import Param
 from .base import Selection, Strategy, make_strategy, register
 
-LATER = ("firal", "badge", "margin", "cluster_margin", "power", "coreset")
+LATER = ("margin", "firal", "badge", "cluster_margin", "power", "coreset")
 
 
 @register
 class Auto(Strategy):
     name = "auto"
-    description = ("TypiClust while labels per class are few, then margin (budget-aware; "
-                   "Hacohen et al. 2022).")
+    description = ("TypiClust while labels per class are few, then margin, handed over gradually "
+                   "(budget-aware; Hacohen et al. 2022).")
     params = (
-        Param("switch_per_class", "float", 10.0, "Use TypiClust while labels / classes is below this, "
-              "then the 'then' strategy.", min=0.0, max=1e6),
-        Param("then", "str", "margin", "Strategy once labels per class reach switch_per_class (its "
-              "default parameters).", choices=LATER),
+        Param("switch_per_class", "float", 10.0, "Labels per class at which half of the batch is TypiClust "
+              "and half the 'then' strategy.", min=0.0, max=1e6),
+        Param("blend_per_class", "float", 0.0, "Width (in labels per class) of the hand-over from TypiClust "
+              "to the 'then' strategy; 0 switches at once.", min=0.0, max=1e6),
+        Param("then", "str", "margin", "Strategy for many labels per class (its default parameters).",
+              choices=LATER),
     )
-    needs_probs = False  # the sub-strategy checks what it needs
+    needs_probs = False  # the sub-strategies check what they need
     uses_cold_start = False  # typiclust is the cold start
-    distinct = False  # the sub-strategy leaves copies out itself
+    distinct = False  # the sub-strategies leave copies out themselves
 
-    def choose(self, n_labeled: int, n_classes: int | None, has_model: bool) -> str:
-        """The sub-strategy for a round with ``n_labeled`` labels over ``n_classes`` declared classes."""
-        if not has_model or not n_classes or n_labeled < self.params_["switch_per_class"] * n_classes:
-            return "typiclust"
-        return self.params_["then"]
+    def typiclust_share(self, n_labeled: int, n_classes: int | None, has_model: bool) -> float:
+        """Share of the batch for TypiClust with ``n_labeled`` labels over ``n_classes`` classes."""
+        if not has_model or not n_classes:
+            return 1.0
+        r = n_labeled / n_classes
+        tau, w = self.params_["switch_per_class"], self.params_["blend_per_class"]
+        if w <= 0:
+            return 1.0 if r < tau else 0.0
+        return float(np.clip(0.5 + (tau - r) / w, 0.0, 1.0))
 
     def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
         n_lab = 0 if y_labeled is None else len(y_labeled)
         c = None if probs_pool is None else probs_pool.shape[1]
-        sub = self.choose(n_lab, c, probs_pool is not None and n_lab > 0)
-        sel = make_strategy(sub, {}).select(
-            X_pool, probs_pool, X_labeled=X_labeled, probs_labeled=probs_labeled, y_labeled=y_labeled,
-            batch_size=batch_size, random_state=rng, context=context)
-        return Selection(sel.indices, sel.scores, {**sel.info, "sub_strategy": sub})
+        share = self.typiclust_share(n_lab, c, probs_pool is not None and n_lab > 0)
+        n_typ = int(np.floor(share * batch_size + 0.5))
+        then = self.params_["then"]
+        kw = {"X_labeled": X_labeled, "probs_labeled": probs_labeled, "y_labeled": y_labeled,
+              "random_state": rng, "context": context}
+        if n_typ >= batch_size:
+            sel = make_strategy("typiclust", {}).select(X_pool, None, batch_size=batch_size, **kw)
+            return Selection(sel.indices, sel.scores, {**sel.info, "sub_strategy": "typiclust"})
+        if n_typ <= 0:
+            sel = make_strategy(then, {}).select(X_pool, probs_pool, batch_size=batch_size, **kw)
+            return Selection(sel.indices, sel.scores, {**sel.info, "sub_strategy": then})
+        typ = make_strategy("typiclust", {}).select(X_pool, None, batch_size=n_typ, **kw)
+        rest = np.setdiff1d(np.arange(X_pool.shape[0]), typ.indices)
+        from .base import _subset_context  # noqa: PLC0415
+
+        sub = make_strategy(then, {}).select(
+            X_pool[rest], probs_pool[rest], batch_size=batch_size - n_typ,
+            **{**kw, "context": _subset_context(context, rest) if context is not None else None})
+        idx = np.concatenate([typ.indices, rest[sub.indices]])
+        scores = None if sub.scores is None else np.concatenate([np.full(n_typ, np.nan), sub.scores])
+        return Selection(idx, scores, {**sub.info, "sub_strategy": f"typiclust+{then}", "n_typiclust": n_typ})

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..params import Param, validate_params
+from .checks import _check_output, check_inputs
 from .guards import distinct_rows, unseen_share
 
 COLD_START = Param(
@@ -99,6 +100,9 @@ class SelectionContext:
     l2         : the head's L2 strength (lambda in FIRAL's Fisher matrices).
     device     : "cpu" | "cuda" | "auto" for strategies that run array code.
     progress   : callback(fraction in [0, 1], message) for long work.
+    ranks      : MPI ranks for strategies that can split over them (``firal``: > 1 runs
+                 ``mpirun -n ranks python -m selection firal-mpi``, selection.firal.mpi).
+    ranks_timeout : seconds before that MPI job is stopped (a failed round, not a hung one).
     """
 
     X_all: Any = None
@@ -108,6 +112,8 @@ class SelectionContext:
     l2: float | None = None
     device: str = "cpu"
     progress: Callable[[float, str], None] | None = None
+    ranks: int = 1
+    ranks_timeout: float = 3600.0
 
 
 _REGISTRY: dict[str, type["Strategy"]] = {}
@@ -162,6 +168,7 @@ class Strategy:
     needs_probs: ClassVar[bool] = True  # False for strategies that never look at probabilities
     uses_cold_start: ClassVar[bool] = True
     distinct: ClassVar[bool] = True  # never two picks on identical embeddings (guards.distinct_rows)
+    unseen_share_default: ClassVar[float | None] = None  # a strategy's own default for unseen_share
 
     def __init__(self, **params: Any) -> None:
         self.params_ = validate_params(self.schema(), params)
@@ -170,7 +177,12 @@ class Strategy:
     def schema(cls) -> tuple[Param, ...]:
         if not cls.uses_cold_start:
             return cls.params
-        return cls.params + ((COLD_START, UNSEEN_SHARE, UNSEEN_RULE) if cls.needs_probs else (COLD_START,))
+        if not cls.needs_probs:
+            return cls.params + (COLD_START,)
+        share = UNSEEN_SHARE
+        if cls.unseen_share_default is not None:
+            share = replace(UNSEEN_SHARE, default=cls.unseen_share_default)
+        return cls.params + (COLD_START, share, UNSEEN_RULE)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params_.items())
@@ -255,6 +267,8 @@ class Strategy:
         """Picks spent on unseen classes this round (guards.unseen_share; rounded, at most the batch)."""
         p = self.params_
         share = unseen_share(p["unseen_rule"], p["unseen_share"], y_labeled, n_classes)
+        if share <= 0:
+            return 0
         if p["unseen_rule"] == "fixed":  # the earlier rule: at least one pick while a class is missing
             return min(batch_size, max(1, math.ceil(share * batch_size - 1e-9)))
         return min(batch_size, int(math.floor(share * batch_size + 0.5)))
@@ -318,83 +332,3 @@ def _subset_context(ctx: SelectionContext, rows: np.ndarray) -> SelectionContext
 
 
 # --------------------------------------------------------------------- validation
-def _finite(xp, a) -> bool:
-    # One float64 reduction instead of an elementwise mask: NaN/inf propagate into the sum, and
-    # float32 data cannot overflow a float64 sum; a non-finite sum is re-checked exactly.
-    if a.size == 0 or bool(xp.isfinite(a.sum(dtype=xp.float64))):
-        return True
-    return bool(xp.isfinite(a).all())
-
-
-def check_inputs(X_pool, probs_pool, X_labeled, probs_labeled, y_labeled, batch_size, *, needs_probs=True):
-    """Validate shapes, finiteness and the batch size; raise ``ValueError`` naming the problem."""
-    xp = get_array_module(X_pool)
-    if X_pool is None:
-        raise ValueError("X_pool is required: an (n, d) array of pool embeddings")
-    X_pool = xp.asarray(X_pool)
-    if X_pool.ndim != 2:
-        raise ValueError(f"X_pool must be 2-D (n, d); got shape {tuple(X_pool.shape)}")
-    n, d = X_pool.shape
-    if n == 0:
-        raise ValueError("the pool is empty: nothing left to select")
-    if not _finite(xp, X_pool):
-        raise ValueError("X_pool contains NaN or inf")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise ValueError(f"batch_size must be an int; got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    if batch_size > n:
-        raise ValueError(f"batch_size={batch_size} is larger than the pool ({n} items)")
-    if probs_pool is None:
-        if needs_probs:
-            raise ValueError("probs_pool is required: an (n, c) array of class probabilities")
-    else:
-        probs_pool = xp.asarray(probs_pool)
-        if probs_pool.ndim != 2 or probs_pool.shape[0] != n:
-            raise ValueError(f"probs_pool must have shape ({n}, c) to match X_pool; got {tuple(probs_pool.shape)}")
-        if probs_pool.shape[1] < 2:
-            raise ValueError(f"probs_pool has c={probs_pool.shape[1]} classes; at least 2 are needed")
-        _check_probs(xp, probs_pool, "probs_pool")
-    c = None if probs_pool is None else probs_pool.shape[1]
-    if X_labeled is not None:
-        X_labeled = xp.asarray(X_labeled)
-        if X_labeled.ndim != 2 or X_labeled.shape[1] != d:
-            raise ValueError(f"X_labeled must have shape (m, {d}); got {tuple(X_labeled.shape)}")
-        if not _finite(xp, X_labeled):
-            raise ValueError("X_labeled contains NaN or inf")
-    m = 0 if X_labeled is None else X_labeled.shape[0]
-    if y_labeled is not None:
-        y_labeled = np.asarray(to_numpy(y_labeled))
-        if y_labeled.ndim != 1 or len(y_labeled) != m:
-            raise ValueError(f"y_labeled must have shape ({m},) to match X_labeled; got {y_labeled.shape}")
-        if m and not np.issubdtype(y_labeled.dtype, np.integer):
-            raise ValueError(f"y_labeled must hold integer class indices; got dtype {y_labeled.dtype}")
-        if m and c is not None and (y_labeled.min() < 0 or y_labeled.max() >= c):
-            raise ValueError(f"y_labeled has class indices outside [0, {c})")
-        y_labeled = y_labeled.astype(np.int64)
-    if probs_labeled is not None:
-        probs_labeled = xp.asarray(probs_labeled)
-        if probs_labeled.ndim != 2 or probs_labeled.shape[0] != m or (c is not None and probs_labeled.shape[1] != c):
-            raise ValueError(f"probs_labeled must have shape ({m}, {c}); got {tuple(probs_labeled.shape)}")
-        _check_probs(xp, probs_labeled, "probs_labeled")
-    return X_pool, probs_pool, X_labeled, probs_labeled, y_labeled
-
-
-def _check_probs(xp, p, name: str) -> None:
-    sums = p.sum(axis=1, dtype=xp.float64)  # NaN/inf in a row make its sum non-finite
-    if not bool(xp.isfinite(sums).all()) and not bool(xp.isfinite(p).all()):
-        raise ValueError(f"{name} contains NaN or inf")
-    if bool(p.min() < 0):
-        raise ValueError(f"{name} has negative entries")
-    if bool((xp.abs(sums - 1) > 1e-3).any()):
-        raise ValueError(f"{name} rows must sum to 1 (max deviation {float(xp.abs(sums - 1).max()):.3g})")
-
-
-def _check_output(idx: np.ndarray, n: int, b: int, name: str) -> None:
-    # A strategy bug must never reach the queue as duplicates or out-of-range rows.
-    if idx.ndim != 1 or len(idx) != b:
-        raise AssertionError(f"strategy {name!r} returned {idx.shape} indices; expected ({b},)")
-    if len(idx) and (idx.min() < 0 or idx.max() >= n):
-        raise AssertionError(f"strategy {name!r} returned indices outside the pool [0, {n})")
-    if len(np.unique(idx)) != len(idx):
-        raise AssertionError(f"strategy {name!r} returned duplicate indices")

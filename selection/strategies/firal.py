@@ -6,6 +6,10 @@ Both minimise the Fisher information ratio tr(Sigma_S^-1 H_p) of the chosen batc
 ``memory_budget_mb``); ``firal`` is matrix-free (Kronecker products, Hutchinson, PCG,
 block-diagonal ROUND) and runs on NumPy or CuPy.  See :mod:`selection.firal`.
 
+No exploration share by default (``unseen_share=0``): FIRAL's objective, the Fisher ratio
+against the whole pool's H_p, spreads the batch over the pool by itself, and in the evaluation
+suite the share only cost it accuracy (docs/strategies.md).
+
 lambda: the ``lam`` parameter when set, else ``SelectionContext.l2`` (the head's L2 strength:
 the head minimises sum CE + (l2/2)||W||^2, whose Hessian is sum_i H_i + l2 I), else 1.0 (the
 head's default).  Device: the ``device`` parameter when set, else ``SelectionContext.device``.
@@ -73,6 +77,7 @@ class FiralExact(Strategy):
     name = "firal_exact"
     description = ("Exact FIRAL (Chen & Biros 2023): dense Fisher matrices, for small problems "
                    "(refuses past memory_budget_mb; use 'firal' then).")
+    unseen_share_default = 0.0  # its objective covers the pool already (docs/strategies.md)
     params = _COMMON + (
         Param("relax_iters", "int", 50, "Maximum RELAX (mirror descent) iterations.", min=1, max=10000),
         Param("relax_tol", "float", 1e-5, "Stop RELAX when a step lowers f by less than this (relative).",
@@ -100,6 +105,7 @@ class Firal(Strategy):
     name = "firal"
     description = ("Approx-FIRAL (Chen, Wen & Biros 2024): matrix-free FIRAL with Hutchinson "
                    "estimates, block-Jacobi PCG and a block-diagonal ROUND; NumPy or CuPy.")
+    unseen_share_default = 0.0  # its objective covers the pool already (docs/strategies.md)
     params = _COMMON + (
         Param("probes", "int", 10, "Hutchinson probes s per RELAX iteration.", min=1, max=1024),
         Param("probe_resample", "bool", True, "Draw fresh probes every RELAX iteration (unbiased "
@@ -131,6 +137,9 @@ class Firal(Strategy):
 
     def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
         p = self.params_
+        if context is not None and context.ranks > 1:
+            return self._select_mpi(X_pool, probs_pool, X_labeled, probs_labeled, batch_size, rng,
+                                    context)
         prob, info = _problem(p, context, X_pool, probs_pool, X_labeled, probs_labeled, p["dtype"])
         idx, _z, run = approx_firal(
             prob, batch_size, probes=p["probes"], estimator=p["estimator"],
@@ -139,6 +148,22 @@ class Firal(Strategy):
             relax_tol=p["relax_tol"], eta=p["round_eta"], round_candidates=p["round_candidates"],
             rng=rng, progress=_progress(context))
         return Selection(idx, np.asarray(_gains(run, idx)), {**info, **_clean(run)})
+
+
+    def _select_mpi(self, X_pool, probs_pool, X_labeled, probs_labeled, batch_size, rng, context):
+        """The same algorithm split over ``context.ranks`` MPI ranks (selection.firal.mpi)."""
+        from ..firal.mpi import run_firal_mpi  # noqa: PLC0415
+
+        p = self.params_
+        lam, lam_source = _lam(p, context)
+        device = p["device"] or context.device or "cpu"
+        seed = int(rng.integers(2**31 - 1))
+        idx, run = run_firal_mpi(X_pool, probs_pool, X_labeled, probs_labeled, lam=lam,
+                                 b=batch_size, ranks=context.ranks, params={**p, "lam": lam},
+                                 seed=seed, device=device, timeout=context.ranks_timeout)
+        gains = run.pop("round_gains", [np.nan] * len(idx))
+        return Selection(idx, np.asarray(gains, dtype=np.float64),
+                         {"lam": lam, "lam_source": lam_source, "mpi_seed": seed, **_clean(run)})
 
 
 def _gains(run, idx):

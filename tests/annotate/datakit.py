@@ -1,4 +1,4 @@
-"""Small builders for the data-in/out tests: image files, folders, zips, projects and members."""
+"""Small builders for the data-in/out tests: image files, folders, zips (rows: tests/factories.py)."""
 from __future__ import annotations
 
 import io
@@ -6,11 +6,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from django.contrib.auth import get_user_model
 from PIL import Image
 
 from annotate.models import Annotation, Item, Project
-from annotate.services.roles import membership_set
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tiff": "TIFF"}
 
@@ -52,20 +50,6 @@ def class_tree(n_per_class: int = 3, classes=("cat", "dog"), start_seed: int = 0
     return files
 
 
-def make_user(username: str, **kw):
-    User = get_user_model()
-    user = User.objects.create_user(username=username, password="pw-" + username, **kw)
-    return user
-
-
-def make_project(name: str = "p", classes=("cat", "dog"), **kw):
-    return Project.objects.create(name=name, classes=list(classes), **kw)
-
-
-def add_member(project, user, role: str):
-    return membership_set(project=project, user=user, role=role)
-
-
 def db_snapshot(project) -> dict:
     """Everything an import may touch, to compare before/after a rejected import."""
     p = Project.objects.get(pk=project.pk)
@@ -78,3 +62,14 @@ def db_snapshot(project) -> dict:
 
 def media_files(media_root: Path) -> list[str]:
     return sorted(str(p.relative_to(media_root)) for p in media_root.rglob("*") if p.is_file())
+
+
+def imported_project(tmp_path: Path, n: int):
+    """A two-class project (``factories.empty_project``) holding ``n`` distinct images, imported."""
+    from annotate.services.imports import ImportOptions, import_images  # noqa: PLC0415
+    from tests.factories import empty_project  # noqa: PLC0415
+
+    src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(n)})
+    project = empty_project()
+    import_images(project=project, options=ImportOptions(source=str(src)))
+    return project

@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from annotate.models import Annotation, Membership, QueueEntry
+from annotate.models import Annotation, QueueEntry
 from annotate.services.annotations import annotation_submit, annotation_undo
 from annotate.services.errors import BadInput, Conflict, NotFound
 from annotate.services.queue import queue_lease
@@ -12,13 +12,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def setup(make_user, make_project, make_round):
-    ann1, ann2 = make_user("ann1"), make_user("ann2")
-    project = make_project(members=[(ann1, Membership.Role.ANNOTATOR), (ann2, Membership.Role.ANNOTATOR)],
-                           batch_size=10)
-    make_round(project)
-    leased = queue_lease(project=project, user=ann1, n=3)
-    return project, ann1, ann2, leased
+def setup(two_annotators):
+    project, ann1, ann2 = two_annotators
+    return project, ann1, ann2, queue_lease(project=project, user=ann1, n=3)
 
 
 def snapshot():

@@ -3,26 +3,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datakit import image_bytes, make_project, write_tree
+from tests.annotate.datakit import imported_project
 from PIL import Image
 
 from annotate import storage
 from annotate.models import Item, Job
 from annotate.services.embeddings import embedding_execute, embedding_request, embeddings_compute
-from annotate.services.imports import ImportOptions, import_images
 from selection.extractors import make_extractor
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def project(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
-    src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(12)})
-    p = make_project()
-    import_images(project=p, options=ImportOptions(source=str(src)))
-    return p
+def project(media, tmp_path):
+    return imported_project(tmp_path, 12)
 
 
 def test_pixels_embedding_sets_rows_and_matches_the_extractor(project):
@@ -54,10 +48,8 @@ def test_changing_the_extractor_writes_a_new_version_and_drops_caches(project):
     assert storage.load_embeddings(project).shape == (12, 2)
 
 
-def test_torch_extractor_through_the_job(project, tmp_path, monkeypatch):
+def test_torch_extractor_through_the_job(project, tmp_path, monkeypatch, pushes):
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
-    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
     model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # (B, 3*2*2)
     rel = f"projects/{project.pk}/extractors/m.pt"
     storage.media_path(rel).parent.mkdir(parents=True)
@@ -77,8 +69,7 @@ def test_torch_extractor_through_the_job(project, tmp_path, monkeypatch):
     np.testing.assert_allclose(E[first.row], ref, rtol=1e-5, atol=1e-5)
 
 
-def test_bad_extractor_requests_are_named(project, monkeypatch):
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
+def test_bad_extractor_requests_are_named(project, monkeypatch, pushes):
     with pytest.raises(ValueError, match="unknown extractor 'clip'"):
         embedding_request(project=project, extractor="clip", params={})
     with pytest.raises(ValueError, match="'dim'=0 is below the minimum"):

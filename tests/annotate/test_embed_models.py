@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import imported_project
+from tests.factories import add_member, make_user
 from PIL import Image
 
 from annotate import storage
 from annotate.models import Item, Job
 from annotate.services import embeddings as emb
-from annotate.services.imports import ImportOptions, import_images
 from selection.extractors import make_extractor
 from tests.modelkit import fake_hub_cache, tiny_hf_model, tiny_onnx_model
 
@@ -19,14 +19,8 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture
-def project(tmp_path, settings, monkeypatch):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.MEDIA_ROOT.mkdir()
-    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
-    src = write_tree(tmp_path / "src", {f"{i:02d}.png": image_bytes(i) for i in range(14)})
-    p = make_project()
-    import_images(project=p, options=ImportOptions(source=str(src)))
-    return p
+def project(media, tmp_path, monkeypatch, pushes):
+    return imported_project(tmp_path, 14)
 
 
 def _images(project):
@@ -34,9 +28,7 @@ def _images(project):
     return items, [Image.open(storage.media_path(i.file)).convert("RGB") for i in items]
 
 
-def test_hf_job_embeds_with_progress_and_stores_pca_with_the_version(project, tmp_path, monkeypatch):
-    pushed = []
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: pushed.append((job.progress, job.message)))
+def test_hf_job_embeds_with_progress_and_stores_pca_with_the_version(project, tmp_path, monkeypatch, pushes):
     monkeypatch.setattr("annotate.services.jobs._MIN_INTERVAL_S", 0.0)
     folder = tiny_hf_model(tmp_path / "dino", "dinov2")
     params = {"model": str(folder), "device": "cpu", "batch": 4, "pca_dim": 5}
@@ -45,7 +37,8 @@ def test_hf_job_embeds_with_progress_and_stores_pca_with_the_version(project, tm
     project.refresh_from_db()
     assert (project.extractor, project.embedding_dim, project.embedding_version) == ("hf", 5, 1)
     assert job.result["pca"]["from_dim"] == 16 and job.result["pca"]["to_dim"] == 5
-    assert sum("embedded" in m and "images on cpu" in m for _, m in pushed) == 4  # ceil(14 / 4) batches pushed
+    pushed = [j["message"] for j in pushes.jobs()]
+    assert sum("embedded" in m and "images on cpu" in m for m in pushed) == 4  # ceil(14 / 4) batches pushed
     items, imgs = _images(project)
     ref = make_extractor("hf", params).extract(lambda k: imgs[k], len(imgs))
     E = storage.load_embeddings(project)
@@ -55,8 +48,7 @@ def test_hf_job_embeds_with_progress_and_stores_pca_with_the_version(project, tm
     np.testing.assert_allclose((raw - pca["mean"]) @ pca["components"].T, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_a_killed_embedding_job_resumes_where_it_stopped(project, tmp_path, monkeypatch):
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
+def test_a_killed_embedding_job_resumes_where_it_stopped(project, tmp_path, monkeypatch, pushes):
     tiny_onnx_model(tmp_path / "m.onnx", size=8)
     rel = f"projects/{project.pk}/extractors/m.onnx"
     storage.media_path(rel).parent.mkdir(parents=True)
@@ -92,10 +84,9 @@ def test_a_killed_embedding_job_resumes_where_it_stopped(project, tmp_path, monk
     assert not (storage.project_dir(project) / "embeddings" / "partial").exists()  # checkpoints dropped after
 
 
-def test_missing_hf_model_fails_the_job_with_the_fetch_instructions(project, tmp_path, monkeypatch):
+def test_missing_hf_model_fails_the_job_with_the_fetch_instructions(project, tmp_path, monkeypatch, pushes):
     from huggingface_hub import constants
 
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     job = emb.embedding_request(project=project, extractor="hf", params={"model": "facebook/dinov2-small"})
     job = emb.embedding_execute(job_id=str(job.pk))
@@ -130,7 +121,7 @@ def test_fetch_command_keeps_safetensors_only_and_checks_the_model_loads(tmp_pat
 
 
 def test_project_admin_picks_an_hf_model_in_admin_and_the_next_round_uses_it(project, tmp_path, monkeypatch,
-                                                                             make_round):
+                                                                             make_round, pushes):
     """The issue's "done when": choose hf + a model id in admin -> embedding job with progress -> rounds on it."""
     from django.test import Client
     from huggingface_hub import constants
@@ -138,7 +129,6 @@ def test_project_admin_picks_an_hf_model_in_admin_and_the_next_round_uses_it(pro
     from annotate.forms import field_name
     from annotate.models import QueueEntry
 
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     cache = tmp_path / "hub"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     fake_hub_cache(cache, "acme/tiny-dino", tiny_hf_model(tmp_path / "dino", "dinov2"))

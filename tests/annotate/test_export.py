@@ -9,7 +9,9 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from datakit import class_tree, image_bytes, make_project, make_user, write_tree
+from django.urls import reverse
+from tests.annotate.datakit import class_tree, image_bytes, write_tree
+from tests.factories import empty_project, make_user
 
 from annotate import storage
 from annotate.models import Annotation, Item, Job, Round
@@ -22,22 +24,14 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def media(tmp_path, settings):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
-
-
-@pytest.fixture
 def labeled(media, tmp_path):
     """A project with 6 images: 4 labeled by two annotators (one corrected by a reviewer), 2 unlabeled."""
     files = {f"imgs/{i}.png": image_bytes(i) for i in range(6)}
     src = write_tree(tmp_path / "src", files)
-    project = make_project(classes=("cat", "dog", "bird"))
+    project = empty_project(classes=("cat", "dog", "bird"))
     import_images(project=project, options=ImportOptions(source=str(src)))
     ann, ann2, rev = make_user("ann"), make_user("bob"), make_user("rev")
-    from datakit import add_member
+    from tests.factories import add_member
 
     add_member(project, rev, "reviewer")
     items = {i.original_name: i for i in Item.objects.filter(project=project)}
@@ -166,7 +160,7 @@ def media_root(project):
 def test_round_trip_import_label_export_import_elsewhere(media, tmp_path, fmt):
     files = class_tree(n_per_class=3, classes=("cat", "dog"))
     src = write_tree(tmp_path / "orig", files)
-    first = make_project(name="first", classes=("cat", "dog"))
+    first = empty_project(name="first", classes=("cat", "dog"))
     import_images(project=first, options=ImportOptions(source=str(src)))
     labeler = make_user("labeler")
     truth = {}
@@ -178,7 +172,7 @@ def test_round_trip_import_label_export_import_elsewhere(media, tmp_path, fmt):
         Annotation.objects.create(item=item, annotator=labeler, label=label)
         truth[item.checksum] = label
     out = _export(first, fmt, tmp_path)
-    second = make_project(name="second", classes=("cat", "dog"))
+    second = empty_project(name="second", classes=("cat", "dog"))
     if fmt == "imagefolder":
         opts = ImportOptions(source=str(out), class_folders=True, labels_as="prelabels")
     else:
@@ -201,10 +195,8 @@ def test_chunks_are_bounded_and_cover_every_item_once(labeled):
     assert sizes == [4, 2] and seen == sorted(set(seen)) and len(seen) == 6
 
 
-def test_export_job_writes_a_file_and_reports_progress(labeled, monkeypatch, django_capture_on_commit_callbacks):
+def test_export_job_writes_a_file_and_reports_progress(labeled, pushes, django_capture_on_commit_callbacks):
     project, _, expected = labeled
-    pushed = []
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: pushed.append(job.status))
     with django_capture_on_commit_callbacks(execute=False) as cbs:
         job = export_request(project=project, fmt="csv", predictions=False)
     assert len(cbs) == 1
@@ -213,7 +205,9 @@ def test_export_job_writes_a_file_and_reports_progress(labeled, monkeypatch, dja
     path = storage.media_path(job.result_file)
     assert path.is_file() and path.parent == storage.exports_dir(project).resolve()
     assert hashlib.sha256(path.read_bytes()).hexdigest()
-    assert pushed[0] == Job.Status.RUNNING and pushed[-1] == Job.Status.DONE
+    pushed = pushes.jobs()
+    assert pushed[0]["status"] == Job.Status.RUNNING and pushed[-1]["status"] == Job.Status.DONE
+    assert pushed[-1]["download"] == reverse("job_download", args=[job.pk])
     with pytest.raises(ValueError, match="export format 'xml' is not one of"):
         export_request(project=project, fmt="xml")
 
@@ -225,7 +219,7 @@ def test_management_commands_import_embed_and_export(media, tmp_path):
     src = write_tree(tmp_path / "src", class_tree(n_per_class=3))
     call_command("import_images", "cmdproj", str(src), "--create", "--class-folders", "--labels-as", "prelabels",
                  "--no-embed")
-    project = type(make_project()).objects.get(name="cmdproj")
+    project = type(empty_project()).objects.get(name="cmdproj")
     assert project.classes == ["cat", "dog"] and project.items.count() == 6
     call_command("embed_project", "cmdproj", "--extractor", "pixels", "--param", "size=8", "--param", "dim=3")
     project.refresh_from_db()
@@ -236,20 +230,19 @@ def test_management_commands_import_embed_and_export(media, tmp_path):
         rows = list(csv.DictReader(fh))
     assert {r["image"]: r["label"] for r in rows} == {name: name.split("/")[0] for name in class_tree(3)}
     with pytest.raises(CommandError, match="escapes the target folder"):
-        from datakit import write_zip
+        from tests.annotate.datakit import write_zip
 
         call_command("import_images", "cmdproj", str(write_zip(tmp_path / "bad.zip", {"../a.png": b"x"})))
     with pytest.raises(CommandError, match="no project 'nope'"):
         call_command("export_project", "nope", "--format", "csv", "--out", str(out))
 
 
-def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
+def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch, pushes):
     """Import with embeddings -> a round -> label over the JSON API -> export -> import elsewhere."""
     from django.test import Client
 
     from annotate.services.rounds import round_execute, round_request
 
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     files = class_tree(n_per_class=6, classes=("cat", "dog"))
     names = sorted(files)
     src = write_tree(tmp_path / "orig", files)
@@ -257,11 +250,11 @@ def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
     man.write_text("image\n" + "\n".join(names) + "\n")
     X = np.random.default_rng(0).normal(size=(len(names), 5)).astype(np.float32)
     np.save(tmp_path / "e.npy", X)
-    first = make_project(name="first", classes=("cat", "dog"), batch_size=8, audit_rate=0.25)
+    first = empty_project(name="first", classes=("cat", "dog"), batch_size=8, audit_rate=0.25)
     import_images(project=first, options=ImportOptions(source=str(src), manifest=str(man),
                                                        embeddings=str(tmp_path / "e.npy")))
     labeler = make_user("labeler")
-    from datakit import add_member
+    from tests.factories import add_member
 
     add_member(first, labeler, "annotator")
     rnd = round_request(project=first, reason="test")
@@ -281,7 +274,7 @@ def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
     for fmt in ("imagefolder", "label_studio"):
         job = export_execute(job_id=str(export_request(project=first, fmt=fmt).pk))
         out = storage.media_path(job.result_file)
-        second = make_project(name=f"second-{fmt}", classes=())
+        second = empty_project(name=f"second-{fmt}", classes=())
         opts = (ImportOptions(source=str(out), class_folders=True, labels_as="prelabels") if fmt == "imagefolder"
                 else ImportOptions(source=str(src), manifest=str(out), labels_as="prelabels"))
         import_images(project=second, options=opts)
@@ -289,11 +282,10 @@ def test_round_trip_through_the_labeling_api(media, tmp_path, monkeypatch):
         assert got == truth, fmt
 
 
-def test_only_the_newest_export_files_are_kept(labeled, monkeypatch):
+def test_only_the_newest_export_files_are_kept(labeled, monkeypatch, pushes):
     import annotate.services.exports as exports
 
     project, _, _ = labeled
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
     monkeypatch.setattr(exports, "EXPORTS_KEPT", 2)
     jobs = [export_execute(job_id=str(export_request(project=project, fmt="csv").pk)) for _ in range(3)]
     for j in jobs:
@@ -301,3 +293,18 @@ def test_only_the_newest_export_files_are_kept(labeled, monkeypatch):
     assert jobs[0].result_file == "" and "file removed" in jobs[0].message
     assert all(storage.media_path(j.result_file).is_file() for j in jobs[1:])
     assert len(list(storage.exports_dir(project).glob("*.csv"))) == 2
+
+
+def test_exports_use_the_consensus_of_overlapped_items(labeled, tmp_path):
+    from annotate.services.quality import quality_refresh
+
+    project, _, expected = labeled
+    items = {i.original_name: i for i in Item.objects.filter(project=project)}
+    # three more annotators label image 0: two say "bird"; the consensus (Dawid-Skene) outvotes the latest "cat"
+    for name, lab in (("c1", "bird"), ("c2", "bird"), ("c3", "dog")):
+        Annotation.objects.create(item=items["imgs/0.png"], annotator=make_user(name), label=lab)
+    quality_refresh(project_id=project.pk)
+    assert Item.objects.get(pk=items["imgs/0.png"].pk).consensus_label == "bird"
+    with open(_export(project, "csv", tmp_path), newline="") as fh:
+        rows = {r["image"]: r["label"] for r in csv.DictReader(fh) if r["label"]}
+    assert rows == {**expected, "imgs/0.png": "bird"}

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.urls import reverse
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
-from datakit import image_bytes, write_tree
+from tests.annotate.datakit import image_bytes, write_tree
 
 from annotate.models import Job, Membership
 from annotate.routing import websocket_urlpatterns

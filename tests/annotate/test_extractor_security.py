@@ -6,7 +6,8 @@ import json
 import logging
 
 import pytest
-from datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import image_bytes, write_tree
+from tests.factories import add_member, empty_project, make_user
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -24,14 +25,11 @@ SECRET = "TOPSECRET-worker-file-42"
 
 
 @pytest.fixture
-def world(tmp_path, settings, monkeypatch):
+def world(tmp_path, settings, pushes):
     pytest.importorskip("torch")
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
-    pushed = []
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: pushed.append((job.message, job.error)))
-    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
-    project = make_project(classes=("cat", "dog"))
+    project = empty_project(classes=("cat", "dog"))
     import_images(project=project, options=ImportOptions(source=str(write_tree(tmp_path / "s", {
         f"{i}.png": image_bytes(i) for i in range(3)}))))
     admin = make_user("padmin")
@@ -40,7 +38,7 @@ def world(tmp_path, settings, monkeypatch):
     secret = tmp_path / "secret.txt"  # a file on the worker the uploader must never see
     secret.write_text(SECRET)
     evil = file_reading_torchscript(tmp_path / "evil.pt", secret)
-    return project, admin, evil, pushed
+    return project, admin, evil, pushes
 
 
 def _change_form(project, **extra):
@@ -120,6 +118,9 @@ def test_project_admin_cannot_point_hf_at_a_server_folder(world, tmp_path):
     r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
         project, extractor="hf", **{field_name("ep", "hf", "model"): str(tmp_path)}))
     assert r.status_code == 200 and "only a superuser may point" in r.content.decode()
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
+        project, extractor="hf", **{field_name("ep", "hf", "model"): ""}))
+    assert r.status_code == 200 and "give a model" in r.content.decode()
     project.refresh_from_db()
     assert project.extractor == "pixels"
     # A folder a superuser chose may be re-run by the project admin (an import re-embeds): it runs no code.

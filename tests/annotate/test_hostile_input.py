@@ -10,7 +10,8 @@ import json
 import zipfile
 
 import pytest
-from datakit import image_bytes, make_project, write_tree
+from tests.annotate.datakit import image_bytes, write_tree
+from tests.factories import empty_project
 from django.test import Client
 
 from annotate.models import Item, Membership
@@ -52,7 +53,7 @@ def test_a_zip_with_a_bad_crc_member_and_a_broken_deflate_stream_imports_the_res
         zf.writestr(zipfile.ZipInfo("dog/good2.png"), image_bytes(4), compress_type=zipfile.ZIP_DEFLATED)
     _damage(z, "cat/badcrc.png", b"\x00\xff")  # stored: the bytes change, the recorded CRC does not
     _damage(z, "dog/deflate.png", b"\xff" * 12)  # an invalid deflate block
-    project = make_project()
+    project = empty_project()
     res = import_images(project=project, options=ImportOptions.from_dict({"source": str(z)}))
     reasons = {s["name"]: s["reason"] for s in res.skipped}
     assert res.imported == 2
@@ -66,7 +67,7 @@ def test_a_nul_byte_in_a_manifest_path_skips_that_row_by_name(media, tmp_path):
     write_tree(tmp_path / "imgs", {"a.png": image_bytes(1), "b.png": image_bytes(2)})
     man = tmp_path / "list.json"
     man.write_text(json.dumps([{"image": "imgs/a.png"}, {"image": "imgs/\u0000b.png"}, {"image": "imgs/b.png"}]))
-    project = make_project()
+    project = empty_project()
     res = import_images(project=project, options=ImportOptions.from_dict({"manifest": man.as_uri()}))
     assert res.imported == 2
     assert res.skipped == [{"name": "imgs/\\x00b.png", "reason": "cannot be read: its path contains a NUL byte"}]
@@ -147,7 +148,7 @@ def test_a_tiny_png_of_13000_by_13000_pixels_is_skipped_by_name(media, tmp_path,
     Image.new("1", (13000, 13000)).save(buf, "PNG", optimize=True)  # 1-bit: a 13k × 13k PNG of a few KB
     assert len(buf.getvalue()) < 64 * 1024
     src = write_tree(tmp_path / "src", {"huge.png": buf.getvalue(), "ok.png": image_bytes(1)})
-    project = make_project()
+    project = empty_project()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     res = import_images(project=project, options=ImportOptions.from_dict({"source": str(src)}))
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
@@ -156,5 +157,5 @@ def test_a_tiny_png_of_13000_by_13000_pixels_is_skipped_by_name(media, tmp_path,
                                                           "LOUPE_MAX_IMAGE_PIXELS=40000000"}]
     assert grown_mib < 100  # never decoded (decoding is 169 MB at one byte per pixel)
     settings.LOUPE_MAX_IMAGE_PIXELS = 63  # the limit is configurable: now the 8×8 one is too large as well
-    res = import_images(project=make_project(name="q"), options=ImportOptions.from_dict({"source": str(src)}))
+    res = import_images(project=empty_project(name="q"), options=ImportOptions.from_dict({"source": str(src)}))
     assert res.imported == 0 and {s["name"] for s in res.skipped} == {"huge.png", "ok.png"}

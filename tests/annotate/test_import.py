@@ -9,22 +9,14 @@ from functools import partial
 
 import numpy as np
 import pytest
-from datakit import (class_tree, db_snapshot, image_bytes, make_project, make_user, media_files, write_tree,
-                     write_zip)
+from tests.annotate.datakit import class_tree, db_snapshot, image_bytes, media_files, write_tree, write_zip
+from tests.factories import empty_project, make_user
 
 from annotate import storage
 from annotate.models import Annotation, Item, Job
 from annotate.services.imports import ImportOptions, ImportRejected, import_execute, import_images, import_request
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def media(tmp_path, settings):
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
 
 
 def run(project, **opts):
@@ -36,7 +28,7 @@ def test_folder_with_class_folders_as_ground_truth_imports_every_format(media, t
     src = write_tree(tmp_path / "src", files)
     (src / "dog" / "nested").mkdir()
     (src / "dog" / "nested" / "deep.png").write_bytes(image_bytes(99))  # recursive
-    project = make_project(classes=())
+    project = empty_project(classes=())
     res = run(project, source=str(src), class_folders=True, labels_as="ground_truth")
     assert res.imported == 11 and res.skipped_count == 0
     project.refresh_from_db()
@@ -58,7 +50,7 @@ def test_zip_with_prelabels_creates_annotations_and_rerun_is_idempotent(media, t
     files = class_tree(n_per_class=2, classes=("a", "b"))
     z = write_zip(tmp_path / "in.zip", files)
     user = make_user("admin1")
-    project = make_project(classes=("a", "b"))
+    project = empty_project(classes=("a", "b"))
     res = import_images(project=project, options=ImportOptions(source=str(z), class_folders=True,
                                                                labels_as="prelabels"), user=user)
     assert res.imported == 4
@@ -79,7 +71,7 @@ def test_class_folders_skip_a_folder_that_wraps_everything(media, tmp_path):
     assert class_labels(["cat/1.png", "x.png"]) == ["cat", ""]
     assert class_labels(["a/b/1.png"]) == ["b"]
     z = write_zip(tmp_path / "wrapped.zip", {f"export/{k}": v for k, v in class_tree(2).items()})
-    project = make_project(classes=())
+    project = empty_project(classes=())
     run(project, source=str(z), class_folders=True)
     assert sorted(set(Item.objects.values_list("ground_truth", flat=True))) == ["cat", "dog"]
 
@@ -93,7 +85,7 @@ def test_corrupt_and_non_image_files_are_reported_by_name_and_skipped(media, tmp
         "notes.txt": b"hello",
         "copy.png": good,  # same bytes as ok.png
     })
-    project = make_project()
+    project = empty_project()
     res = run(project, source=str(src))
     assert res.imported == 1
     reasons = {s["name"]: s["reason"] for s in res.skipped}
@@ -107,7 +99,7 @@ def test_corrupt_and_non_image_files_are_reported_by_name_and_skipped(media, tmp
 
 
 def test_path_traversing_zip_is_rejected_and_changes_nothing(media, tmp_path):
-    project = make_project()
+    project = empty_project()
     run(project, source=str(write_zip(tmp_path / "ok.zip", {"cat/x.png": image_bytes(5)})))
     before, files_before = db_snapshot(project), media_files(media)
     evil = write_zip(tmp_path / "evil.zip", {"cat/y.png": image_bytes(6), "../../escape.png": image_bytes(7)})
@@ -121,7 +113,7 @@ def test_path_traversing_zip_is_rejected_and_changes_nothing(media, tmp_path):
 
 
 def test_size_limits_reject_zip_bombs_and_skip_huge_images(media, tmp_path, settings):
-    project = make_project()
+    project = empty_project()
     settings.LOUPE_MAX_UPLOAD_BYTES = 5000
     bomb = write_zip(tmp_path / "bomb.zip", {"a.png": image_bytes(1), "zeros.bin": b"\0" * 100_000})
     with pytest.raises(ImportRejected, match="would unpack to .* more than LOUPE_MAX_UPLOAD_BYTES=5000"):
@@ -144,7 +136,7 @@ def test_csv_manifest_with_labels_against_a_folder(media, tmp_path):
     src = write_tree(tmp_path / "src", files)
     man = tmp_path / "m.csv"
     man.write_text(_csv([("x/2.png", "dog"), ("x/0.png", "cat"), ("x/missing.png", "cat")]))
-    project = make_project()
+    project = empty_project()
     res = run(project, source=str(src), manifest=str(man))
     assert res.imported == 2
     gt = dict(Item.objects.values_list("original_name", "ground_truth"))
@@ -158,7 +150,7 @@ def test_json_manifest_without_source_resolves_paths_next_to_it(media, tmp_path)
     write_tree(tmp_path / "imgs", {"a.png": image_bytes(1), "b.jpg": image_bytes(2, ".jpg")})
     man = tmp_path / "list.json"
     man.write_text(json.dumps([{"image": "imgs/a.png", "label": "cat"}, {"path": "imgs/b.jpg", "class": "dog"}]))
-    project = make_project()
+    project = empty_project()
     res = run(project, manifest=man.as_uri(), labels_as="prelabels")  # a file:// URL
     assert res.imported == 2
     assert dict(Annotation.objects.values_list("item__original_name", "label")) == {"imgs/a.png": "cat",
@@ -183,7 +175,7 @@ def test_manifest_and_images_over_http(media, http_dir):
     root, base = http_dir
     write_tree(root, {"i/a.png": image_bytes(1), "i/b.png": image_bytes(2)})
     (root / "m.csv").write_text(_csv([(f"{base}/i/a.png", "cat"), (f"{base}/i/b.png", "dog")]))
-    project = make_project()
+    project = empty_project()
     res = run(project, manifest=f"{base}/m.csv")
     assert res.imported == 2
     assert sorted(Item.objects.values_list("ground_truth", flat=True)) == ["cat", "dog"]
@@ -197,7 +189,7 @@ def test_unknown_class_in_manifest_is_rejected_and_changes_nothing(media, tmp_pa
     src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.png": image_bytes(2)})
     man = tmp_path / "m.csv"
     man.write_text(_csv([("a.png", "cat"), ("b.png", "zebra")]))
-    project = make_project()
+    project = empty_project()
     before, files = db_snapshot(project), media_files(media)
     with pytest.raises(ImportRejected, match=r"unknown class 'zebra' \(for 'b.png'\); the project's classes are"):
         run(project, source=str(src), manifest=str(man))
@@ -211,7 +203,7 @@ def test_embeddings_aligned_with_manifest_set_rows_and_a_new_version(media, tmp_
     man.write_text(_csv([("2.png", ""), ("bad.png", ""), ("0.png", ""), ("1.png", "")]))
     X = np.arange(12, dtype=np.float32).reshape(4, 3) + 0.5
     np.save(tmp_path / "e.npy", X)
-    project = make_project()
+    project = empty_project()
     res = run(project, source=str(src), manifest=str(man), embeddings=str(tmp_path / "e.npy"))
     assert res.imported == 3 and [s["name"] for s in res.skipped] == ["bad.png"]
     project.refresh_from_db()
@@ -240,7 +232,7 @@ def test_embeddings_aligned_with_manifest_set_rows_and_a_new_version(media, tmp_
 def test_bad_embeddings_are_rejected_and_change_nothing(media, tmp_path, matrix, message):
     src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.png": image_bytes(2)})
     np.save(tmp_path / "e.npy", matrix)
-    project = make_project()
+    project = empty_project()
     before, files = db_snapshot(project), media_files(media)
     with pytest.raises(ImportRejected, match=message):
         run(project, source=str(src), embeddings=str(tmp_path / "e.npy"))
@@ -248,7 +240,7 @@ def test_bad_embeddings_are_rejected_and_change_nothing(media, tmp_path, matrix,
 
 
 def test_embedding_dimension_must_match_the_project(media, tmp_path):
-    project = make_project()
+    project = empty_project()
     np.save(tmp_path / "e.npy", np.ones((1, 4), np.float32))
     run(project, source=str(write_tree(tmp_path / "a", {"a.png": image_bytes(1)})), embeddings=str(tmp_path / "e.npy"))
     np.save(tmp_path / "e5.npy", np.ones((1, 5), np.float32))
@@ -263,7 +255,7 @@ def test_failure_while_moving_files_rolls_back_rows_and_files(media, tmp_path, m
     import annotate.services.imports as imports
 
     src = write_tree(tmp_path / "src", {f"{i}.png": image_bytes(i) for i in range(4)})
-    project = make_project()
+    project = empty_project()
     before, files = db_snapshot(project), media_files(media)
     real_replace, calls = imports.os.replace, []
 
@@ -280,12 +272,9 @@ def test_failure_while_moving_files_rolls_back_rows_and_files(media, tmp_path, m
 
 
 def test_import_job_records_progress_result_and_queues_embedding(media, tmp_path, django_capture_on_commit_callbacks,
-                                                                  monkeypatch):
-    pushed = []
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: pushed.append((job.status, job.progress)))
-    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
+                                                                  pushes):
     src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.txt": b"x"})
-    project = make_project()
+    project = empty_project()
     user = make_user("boss")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         job = import_request(project=project, options={"source": str(src)}, user=user)
@@ -297,7 +286,9 @@ def test_import_job_records_progress_result_and_queues_embedding(media, tmp_path
     assert job.result["skipped"] == [{"name": "b.txt", "reason": reason}]
     emb = Job.objects.get(pk=job.result["embedding_job"])
     assert emb.kind == Job.Kind.EMBED and emb.params["extractor"] == "pixels" and len(callbacks) == 1
+    pushed = [(j["status"], j["progress"]) for j in pushes.jobs()]
     assert pushed[0][0] == Job.Status.RUNNING and pushed[-1] == (Job.Status.DONE, 1.0)
+    assert pushes.of("stats.updated")[-1]["stats"]["totals"]["items"] == 1
 
     bad = import_request(project=project, options={"source": str(write_zip(tmp_path / "e.zip", {"../x.png": b""}))})
     before = db_snapshot(project)
@@ -320,7 +311,7 @@ def test_without_server_paths_a_manifest_may_not_reach_outside(media, tmp_path, 
     up = media / "uploads" / "u1"
     up.mkdir(parents=True)
     src = write_zip(up / "src.zip", {"a.png": image_bytes(1)})
-    project = make_project()
+    project = empty_project()
     man = up / "m.csv"
     for ref in [str(tmp_path / "secret" / "s.png"), "../secret/s.png", (tmp_path / "secret" / "s.png").as_uri()]:
         man.write_text(_csv([("a.png", "cat"), (ref, "cat")]))
@@ -347,10 +338,10 @@ def test_without_server_paths_a_manifest_may_not_reach_outside(media, tmp_path, 
 
 
 def test_admin_import_page_for_a_project_admin_offers_uploads_only(media, tmp_path):
-    from datakit import add_member
+    from tests.factories import add_member
     from django.test import Client
 
-    project = make_project()
+    project = empty_project()
     boss = make_user("boss")
     add_member(project, boss, "admin")
     c = Client()
@@ -376,10 +367,8 @@ def test_admin_import_page_for_a_project_admin_offers_uploads_only(media, tmp_pa
     assert not storage.media_path(job.params["cleanup_dir"]).exists()  # the upload is removed afterwards
 
 
-def test_import_stands_when_the_embedding_job_cannot_be_queued(media, tmp_path, monkeypatch):
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
-    monkeypatch.setattr("annotate.services.jobs.stats_push", lambda project_id: None)
-    project = make_project(extractor="torch")  # no model file uploaded yet
+def test_import_stands_when_the_embedding_job_cannot_be_queued(media, tmp_path, monkeypatch, pushes):
+    project = empty_project(extractor="torch")  # no model file uploaded yet
     source = str(write_tree(tmp_path / "s", {"a.png": image_bytes(1)}))
     job = import_request(project=project, options={"source": source})
     job = import_execute(job_id=str(job.pk))

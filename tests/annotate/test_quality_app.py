@@ -69,7 +69,7 @@ def test_overlap_copies_survive_a_new_round_and_undo_keeps_the_count(make_projec
 
 
 def test_refresh_writes_dawid_skene_consensus_used_for_training_unless_corrected(make_project, make_user):
-    from datakit import add_member
+    from tests.factories import add_member
 
     project = make_project(classes=("cat", "dog", "fox"), n_items=60)
     users = [make_user(n) for n in ("good", "ok", "bad")]
@@ -131,7 +131,7 @@ def test_rounds_write_suspect_scores_that_rank_flipped_labels_first(make_project
 
 
 def test_review_api_sorts_by_suspect_score(client, make_project, make_user):
-    from datakit import add_member
+    from tests.factories import add_member
 
     project = make_project(n_items=6)
     rev = make_user("rev")
@@ -177,3 +177,40 @@ def test_accuracy_estimate_matches_the_library_on_the_audit_entries(make_project
     assert est["best"]["key"] == "ppi" and est["best"]["n_labels"] == 29
     assert est["ppi"]["value"] == pytest.approx(ref.value) and est["ppi"]["low"] == pytest.approx(ref.low)
     assert est["audit"]["value"] == pytest.approx(audit_accuracy(y_all).value) and est["audit"]["n_labels"] == 30
+
+
+def test_dashboard_and_stats_api_carry_the_estimate_and_the_agreement_report(client, make_project, make_user):
+    project = make_project(classes=("cat", "dog"), n_items=12)
+    users = [make_user(n) for n in ("a", "b", "c")]
+    for k, item in enumerate(project.items.order_by("pk")):
+        for j, u in enumerate(users):
+            Annotation.objects.create(item=item, annotator=u, label=item.ground_truth if (k + j) % 4 else "cat")
+    quality_refresh(project_id=project.pk)
+    client.force_login(users[0])
+    from tests.factories import add_member
+
+    add_member(project, users[0], "annotator")
+    stats = client.get(f"/api/projects/{project.pk}/stats").json()
+    assert stats["quality"]["items_overlapped"] == 12 and len(stats["quality"]["annotators"]) == 3
+    assert stats["accuracy"] == {"best": None, "audit": None, "ppi": None}  # no audit labels yet
+    page = client.get(f"/projects/{project.pk}/").content.decode()
+    assert 'id="quality"' in page and '"items_overlapped": 12' in page
+
+
+def test_audit_entries_store_the_confidence_the_estimate_corrects(make_project, make_round, make_user, monkeypatch):
+    from annotate.services import quality as quality_service
+
+    project = make_project(n_items=120, batch_size=40, audit_rate=0.5, dim=5)
+    a = make_user("a")
+    make_round(project)
+    _label_all(project, a, n=40)
+    rnd = make_round(project)
+    assert rnd.metrics["quality"]["confidence_model"] == "neighbours"
+    audit = QueueEntry.objects.filter(round=rnd, is_audit=True)
+    assert audit.exists() and all(0 <= e.correct_probability <= 1 for e in audit)
+    # beyond the neighbour budget: Platt-scaled max probability, still stored
+    monkeypatch.setattr(quality_service, "KNN_BUDGET", 0)
+    _label_all(project, a, n=50)
+    rnd = make_round(project)
+    assert "confidence_model" not in rnd.metrics["quality"]
+    assert all(e.correct_probability is not None for e in QueueEntry.objects.filter(round=rnd, is_audit=True))

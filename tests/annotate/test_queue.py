@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotate.models import Membership, QueueEntry
+from annotate.models import QueueEntry
 from annotate.services.errors import BadInput
 from annotate.services.queue import queue_lease, queue_release, queue_release_expired
 
@@ -12,12 +12,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def setup(make_user, make_project, make_round):
-    ann1, ann2 = make_user("ann1"), make_user("ann2")
-    project = make_project(members=[(ann1, Membership.Role.ANNOTATOR), (ann2, Membership.Role.ANNOTATOR)],
-                           batch_size=10)
-    make_round(project)
-    return project, ann1, ann2
+def setup(two_annotators):
+    return two_annotators
 
 
 def test_two_annotators_never_get_the_same_item(setup):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import image_bytes, write_tree
+from tests.factories import add_member, empty_project, make_user
 from django.test import Client
 
 from annotate.models import Annotation, Item
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 def setup(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
-    project = make_project(classes=("cat", "dog"))
+    project = empty_project(classes=("cat", "dog"))
     import_images(project=project, options=ImportOptions(source=str(write_tree(tmp_path / "s", {
         f"{i}.png": image_bytes(i) for i in range(3)}))))
     ann, rev = make_user("ann"), make_user("rev")

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from datakit import make_user
+from tests.factories import make_user
 from django.utils import timezone
 
 from annotate.models import Annotation, QueueEntry, Round
@@ -32,7 +32,7 @@ def test_wilson_interval_values_and_symmetry():
 def test_learning_curve_counts_only_labeled_audit_items_with_a_prediction(make_project):
     project = make_project(classes=("cat", "dog", "fox"), n_items=30)
     ann, rev = make_user("ann"), make_user("rev")
-    from datakit import add_member
+    from tests.factories import add_member
 
     add_member(project, rev, "reviewer")
     items = list(project.items.order_by("pk"))

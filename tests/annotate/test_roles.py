@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from datakit import add_member, image_bytes, make_project, make_user, write_tree
+from tests.annotate.datakit import image_bytes, write_tree
+from tests.factories import add_member, empty_project, make_user
 from django.test import Client
 
 from annotate.models import Annotation, Item, Job, Membership
@@ -16,11 +17,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def world(tmp_path, settings, monkeypatch):
+def world(tmp_path, settings, monkeypatch, pushes):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MEDIA_ROOT.mkdir()
-    monkeypatch.setattr("annotate.services.jobs._push", lambda job: None)
-    project = make_project(classes=("cat", "dog"))
+    project = empty_project(classes=("cat", "dog"))
     import_images(project=project, options=ImportOptions(source=str(write_tree(tmp_path / "s", {
         "a.png": image_bytes(1), "b.png": image_bytes(2)}))))
     users = {name: make_user(name) for name in ("annotator", "reviewer", "admin", "outsider")}
@@ -120,7 +120,7 @@ def test_roles_are_mirrored_on_django_groups_and_staff(world):
 
 def test_project_admins_see_only_their_projects_in_django_admin(world):
     project, users, _, _ = world
-    other = make_project(name="other")
+    other = empty_project(name="other")
     c = client_for(users["admin"])
     assert c.get("/admin/annotate/project/").status_code == 200
     assert c.get(f"/admin/annotate/project/{project.pk}/change/").status_code == 200

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from datakit import make_project, make_user
+from tests.factories import empty_project, make_user
 from django.test import Client
 
 from annotate.forms import build_project_form, field_name
@@ -46,7 +46,7 @@ def _data(project, **params):
 
 
 def test_fields_are_typed_with_defaults_ranges_and_help(fake):
-    form = build_project_form()(instance=make_project())
+    form = build_project_form()(instance=empty_project())
     k = form.fields[field_name("sp", "test_fake", "k")]
     assert type(k).__name__ == "IntegerField" and k.initial == 5 and "range [1, 10]" in k.help_text
     assert "Candidates per cluster." in k.help_text
@@ -67,7 +67,7 @@ def test_fields_are_typed_with_defaults_ranges_and_help(fake):
     ("beta", "", "may not be empty"),
 ])
 def test_out_of_range_parameters_are_rejected(fake, param, value, message):
-    project = make_project()
+    project = empty_project()
     form = build_project_form()(data=_data(project, **{param: value}), instance=project)
     assert not form.is_valid()
     errors = " ".join(form.errors.get(field_name("sp", "test_fake", param), []))
@@ -76,7 +76,7 @@ def test_out_of_range_parameters_are_rejected(fake, param, value, message):
 
 
 def test_valid_parameters_are_saved_and_other_strategies_are_ignored(fake):
-    project = make_project()
+    project = empty_project()
     data = _data(project, k=10, beta=0.0, mode="softmax", eps="0.5", greedy="on")
     other = next((s for s in strategy_names() if s != "test_fake"), None)
     if other is not None:
@@ -94,7 +94,7 @@ def test_valid_parameters_are_saved_and_other_strategies_are_ignored(fake):
 
 
 def test_every_registered_strategy_rejects_values_beyond_its_schema():
-    project = make_project()
+    project = empty_project()
     checked = 0
     for s in strategy_names():
         for p in base.get_strategy(s).schema():
@@ -112,7 +112,7 @@ def test_every_registered_strategy_rejects_values_beyond_its_schema():
 
 
 def test_audit_rate_and_classes_are_validated(fake):
-    project = make_project()
+    project = empty_project()
     data = _data(project)
     data["audit_rate"] = 1.5
     data["classes_text"] = "cat\ncat"
@@ -125,7 +125,7 @@ def test_audit_rate_and_classes_are_validated(fake):
 def test_admin_change_page_saves_a_strategy_change_for_the_next_round(fake, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     admin = make_user("root", is_superuser=True, is_staff=True)
-    project = make_project()
+    project = empty_project()
     c = Client()
     c.force_login(admin)
     page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
@@ -151,7 +151,7 @@ def test_round_history_inline_shows_the_latest_rounds_with_their_details(setting
 
     settings.MEDIA_ROOT = tmp_path
     admin = make_user("root2", is_superuser=True, is_staff=True)
-    project = make_project()
+    project = empty_project()
     Round.objects.bulk_create([
         Round(project=project, number=n, status="done", strategy="margin", params={"cold_start": "kcenter"},
               labeled_count=10 * n, timings={"train": 0.25, "select": 0.5}, metrics={"train_accuracy": 0.875})
@@ -168,7 +168,7 @@ def test_round_history_inline_shows_the_latest_rounds_with_their_details(setting
 def test_a_new_project_starts_on_the_library_default_in_the_model_and_the_add_form(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     assert DEFAULT_STRATEGY == "auto" and DEFAULT_STRATEGY in strategy_names()
-    project = make_project()
+    project = empty_project()
     assert project.strategy == DEFAULT_STRATEGY and project.strategy_params == DEFAULT_PARAMS
     admin = make_user("root3", is_superuser=True, is_staff=True)
     c = Client()
@@ -183,7 +183,7 @@ def test_round_history_names_the_strategy_auto_used(settings, tmp_path):
 
     settings.MEDIA_ROOT = tmp_path
     admin = make_user("root4", is_superuser=True, is_staff=True)
-    project = make_project()
+    project = empty_project()
     Round.objects.create(project=project, number=1, status="done", strategy="auto",
                          metrics={"sub_strategy": "typiclust"})
     Round.objects.create(project=project, number=2, status="done", strategy="auto", metrics={"sub_strategy": "firal"})
@@ -192,3 +192,32 @@ def test_round_history_names_the_strategy_auto_used(settings, tmp_path):
     page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
     assert "auto → typiclust" in page and "auto → firal" in page
     assert "auto → firal" in c.get("/admin/annotate/round/").content.decode()
+
+
+def test_overlap_settings_are_validated_and_kept_when_absent(fake):
+    project = empty_project()
+    data = {**_data(project), "overlap_rate": 1.5, "overlap_k": 1}
+    form = build_project_form()(data=data, instance=project)
+    assert not form.is_valid()
+    assert "between 0 and 1" in str(form.errors["overlap_rate"]) and "from 2 to 10" in str(form.errors["overlap_k"])
+    form = build_project_form()(data={**_data(project), "overlap_rate": 0.25, "overlap_k": 3}, instance=project)
+    assert form.is_valid(), form.errors
+    saved = form.save()
+    assert (saved.overlap_rate, saved.overlap_k) == (0.25, 3)
+    form = build_project_form()(data=_data(project), instance=saved)  # a post without the fields keeps them
+    assert form.is_valid(), form.errors
+    assert (form.save().overlap_rate, saved.overlap_k) == (0.25, 3)
+
+
+def test_selection_ranks_is_validated_and_kept_when_absent(fake):
+    project = empty_project()
+    assert project.selection_ranks == 1
+    form = build_project_form()(data={**_data(project), "selection_ranks": 0}, instance=project)
+    assert not form.is_valid() and "from 1 to 256" in str(form.errors["selection_ranks"])
+    form = build_project_form()(data={**_data(project), "selection_ranks": 4}, instance=project)
+    assert form.is_valid(), form.errors
+    saved = form.save()
+    assert saved.selection_ranks == 4
+    form = build_project_form()(data=_data(project), instance=saved)  # a post without it keeps it
+    assert form.is_valid(), form.errors
+    assert form.save().selection_ranks == 4

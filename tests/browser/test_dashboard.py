@@ -81,6 +81,12 @@ def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
         page.wait_for_function("Number(document.querySelector('[data-stat=labeled]').textContent) >= 19",
                                timeout=15000)
         assert page.locator("#chart-curve svg circle.dot").count() >= 1
+        # The accuracy tile names its estimator and the labels behind it; the agreement report is drawn.
+        page.wait_for_function("document.querySelector('[data-stat=accuracy-detail]').textContent"
+                               ".includes('audit labels')", timeout=15000)
+        assert "±" in page.text_content("[data-stat=accuracy]")
+        page.wait_for_function("document.querySelector('#quality').textContent.includes('Krippendorff')",
+                               timeout=30000)
         assert page.locator("#chart-distribution svg rect.bar").count() >= 2
 
         # An admin starts a round from Django admin in another tab; the dashboard shows it finish.

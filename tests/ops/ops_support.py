@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from django.test import Client
 
 from tests.support import need
 from tests.support import wait_for as shared_wait_for
@@ -168,3 +169,21 @@ def run_app_code(code: str, env: dict[str, str], timeout: float = 120) -> str:
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
     """The shared poller (tests.support.wait_for), polling a little faster for the ops tests."""
     return shared_wait_for(predicate, timeout, what, interval)
+
+
+def client_for(user=None, **kw) -> Client:
+    """A test client, logged in as ``user`` when given."""
+    c = Client(**kw)
+    if user is not None:
+        c.force_login(user)
+    return c
+
+
+def seed_queue(project, n=None):
+    """Queue entries (no round) for the first ``n`` items of the project that have none."""
+    from annotate.models import QueueEntry  # noqa: PLC0415
+
+    items = list(project.items.all()[: n or 100])
+    QueueEntry.objects.bulk_create(
+        [QueueEntry(project=project, item=it, rank=k) for k, it in enumerate(items)
+         if not QueueEntry.objects.filter(item=it).exists()])

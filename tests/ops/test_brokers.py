@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.db import connection
 
-from ops_support import (
+from tests.ops.ops_support import (
     AMQP_URL,
     WorkerProcess,
     app_env,
@@ -44,7 +44,7 @@ def _purge(env) -> None:
     import subprocess
     import sys
 
-    from ops_support import ROOT
+    from tests.ops.ops_support import ROOT
 
     subprocess.run([sys.executable, "-m", "celery", "-A", "config", "purge", "-f", "-Q", "gpu,cpu"],
                    env=env, cwd=ROOT, capture_output=True, timeout=60)
@@ -64,7 +64,7 @@ def _compose_worker_healthcheck(env, hostname: str) -> int:
 
     import yaml
 
-    from ops_support import ROOT
+    from tests.ops.ops_support import ROOT
 
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     test = compose["services"]["worker"]["healthcheck"]["test"]

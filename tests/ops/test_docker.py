@@ -271,8 +271,17 @@ def test_gpu_image_is_cuda_based_with_cuda_torch_and_cupy():
     assert cupy.group(1) == cuda_major
 
 
+def test_multigpu_override_reserves_every_gpu_and_installs_mpi():
+    override = load_compose("compose.multigpu.yaml")["services"]["gpu-worker"]
+    devices = override["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["count"] == "all" and devices[0]["capabilities"] == ["gpu"]
+    assert override["shm_size"] and "LOUPE_MPI_TIMEOUT" in override["environment"]
+    runs = " ".join(_instructions(_dockerfile("Dockerfile.gpu"), "RUN"))
+    assert "openmpi-bin" in runs and "-r requirements-mpi.txt" in runs
+
+
 def test_all_requirements_are_pinned():
-    for name in ("requirements.txt", "requirements-gpu.txt", "requirements-dev.txt"):
+    for name in ("requirements.txt", "requirements-gpu.txt", "requirements-dev.txt", "requirements-mpi.txt"):
         for line in (ROOT / name).read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if not line or line.startswith("-r "):

@@ -19,7 +19,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from ops_support import (
+from tests.ops.ops_support import (
     WorkerProcess,
     app_env,
     database_url,
@@ -179,7 +179,8 @@ def test_round_that_fails_is_marked_failed_with_its_reason_and_writes_nothing(
     from annotate.models import QueueEntry, Round
 
     settings.MEDIA_ROOT = ops_media
-    project = make_project(name="fails", n_items=30, batch_size=5, strategy="random")
+    # refill_threshold=0: the annotators below must not start round 2 themselves (labels run the refill policy).
+    project = make_project(name="fails", n_items=30, batch_size=5, strategy="random", refill_threshold=0)
     r1 = make_round(project)
     _annotators_hold_items(project, add_member)
     before = _snapshot(project)

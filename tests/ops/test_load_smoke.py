@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_support import need_service, redis_db_url
+from tests.ops.ops_support import need_service, redis_db_url
 from tests.support import PG_ADMIN_URL, need, postgres_available
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -180,9 +180,9 @@ def test_count_finer_than_the_cells_returns_the_cells():
 def test_default_candidates_and_clusters_follow_pool_and_batch():
     from selection.strategies.cluster_margin import candidate_count, cluster_size
 
-    assert candidate_count(None, 1250, 50) == 125  # a tenth of the pool
-    assert candidate_count(None, 7700, 50) == 500  # at most 10 b
-    assert candidate_count(None, 300, 50) == 63  # at least 1.25 b
+    assert candidate_count(None, 7700, 50) == 77  # a hundredth of the pool
+    assert candidate_count(None, 10**6, 500) == 5000  # at most 10 b
+    assert candidate_count(None, 1250, 50) == 63  # at least 1.25 b
     assert candidate_count(None, 40, 40) == 40 and candidate_count(10.0, 1250, 50) == 500
     assert cluster_size(None, 1258, 50) == 2.0 and cluster_size(None, 7694, 50) == 16.0
     assert cluster_size(None, 10**6, 50) == 32.0 and cluster_size(7.0, 10, 1) == 7.0

@@ -167,3 +167,29 @@ def test_cli_killed_with_sigkill_resumes_from_its_checkpoint(tmp_path):
     loaded = [Image.open(folder / f"{i:03d}.png") for i in range(300)]
     ref = make_extractor("onnx", {"path": str(tmp_path / "m.onnx"), "size": 32}).extract(lambda i: loaded[i], 300)
     np.testing.assert_allclose(np.load(out), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_prefetch_prepares_the_next_batch_while_the_model_runs():
+    """forward(batch k) waits until preprocess(batch k+1) has begun: without prefetch it would wait forever."""
+    import threading
+
+    from selection.extractors.pipeline import run_batched
+
+    started = [threading.Event() for _ in range(4)]
+
+    def preprocess(images):
+        started[images[0] // 2].set()
+        return np.asarray(images, dtype=np.float32).reshape(-1, 1)
+
+    overlapped = []
+
+    def forward(x):
+        k = int(x[0, 0]) // 2
+        if k + 1 < len(started):
+            overlapped.append(started[k + 1].wait(timeout=30))
+        return np.hstack([x, 2 * x])
+
+    X = run_batched(lambda i: i, 8, preprocess=preprocess, forward=forward, batch=2, workers=1,
+                    progress=lambda f, m: None)
+    assert overlapped == [True, True, True]
+    np.testing.assert_array_equal(X, np.stack([np.arange(8), 2 * np.arange(8)], axis=1))

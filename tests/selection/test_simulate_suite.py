@@ -111,3 +111,21 @@ def test_parallel_jobs_give_the_same_rows_as_one_process(tmp_path):
         with open(tmp_path / sub / "curves.csv") as fh:
             got.append(sorted(map(key, csv.DictReader(fh))))
     assert got[0] == got[1]
+
+
+def test_rare_class_variant_and_the_coverage_table(tmp_path, capsys):
+    ds = load_dataset("digits@rare=3,keep=8")
+    assert np.bincount(ds.y).tolist()[-4:] == [np.bincount(load_dataset("digits").y)[6], 8, 8, 8]
+    with pytest.raises(ValueError, match="rare=R,keep=K"):
+        load_dataset("digits@rare=x")
+    rc = simulate.main(["--data", "digits@rare=3,keep=8", "--strategies", "random,margin:unseen_share=0,margin",
+                        "--initial", "10", "--batch", "10", "--rounds", "2", "--seeds", "2", "--head", "sklearn",
+                        "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    if "Classes with at least one label" in out:  # some seed started without a rare class
+        assert "| classes seen |" in out
+    with open(tmp_path / "curves.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(1 <= int(r["classes_seen"]) <= 10 for r in rows)
+    assert all(int(r["classes_seen"]) <= int(r["n_labeled"]) for r in rows)

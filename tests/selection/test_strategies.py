@@ -4,11 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from selection import SelectionContext, make_strategy, strategy_names, strategy_schema
+from selection import SelectionContext, get_strategy, make_strategy, strategy_names, strategy_schema
 
-MINE = ["random", "least_confidence", "margin", "entropy", "power", "softmax", "softrank",
-        "badge", "coreset", "cluster_margin"]
-NAMES = [n for n in MINE if n in strategy_names()]
+#: The strategies swept below, spelled out: one dropped from the registry fails its tests here
+#: instead of silently leaving the parameter list.
+NAMES = ["random", "least_confidence", "margin", "entropy", "power", "softmax", "softrank",
+         "badge", "coreset", "cluster_margin"]
+#: Registered strategies whose properties are tested in their own files (test_firal_strategy.py,
+#: test_typiclust_auto.py): too slow, or composed of the others.
+TESTED_ELSEWHERE = {"firal", "firal_exact", "typiclust", "auto"}
 
 
 def _problem(n=300, d=6, c=4, m=20, seed=0):
@@ -29,8 +33,9 @@ def _select(name, b=25, seed=0, **kw):
                                           batch_size=b, random_state=seed)
 
 
-def test_all_issue_strategies_are_registered():
-    assert set(MINE[:4]) <= set(strategy_names())
+def test_every_built_in_strategy_is_tested_here_or_named_as_tested_elsewhere():
+    built_in = {n for n in strategy_names() if get_strategy(n).__module__.startswith("selection.strategies.")}
+    assert built_in == set(NAMES) | TESTED_ELSEWHERE
 
 
 @pytest.mark.parametrize("name", NAMES)

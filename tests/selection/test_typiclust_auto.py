@@ -127,3 +127,30 @@ def test_auto_is_the_default_and_switches_by_labels_per_class():
     ref = make_strategy(s.params_["then"], {}).select(X[30:], P[:270], X_labeled=X[:many], probs_labeled=P[:many],
                                                        y_labeled=y[:many], **kw)
     assert high.indices.tolist() == ref.indices.tolist()
+
+
+def test_auto_hands_over_gradually_with_a_blend():
+    s = make_strategy("auto", {"switch_per_class": 10, "blend_per_class": 10})
+    assert [s.typiclust_share(n, 3, True) for n in (0, 15, 30, 45, 60)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    assert s.typiclust_share(90, 3, False) == 1.0  # no model yet
+    X, y = _blobs((100, 100, 100))
+    P = np.random.default_rng(1).dirichlet(np.ones(3), size=270)
+    sel = s.select(X[30:], P, X_labeled=X[:30], probs_labeled=P[:30], y_labeled=y[:30], batch_size=10,
+                   random_state=0)
+    assert sel.info["sub_strategy"] == "typiclust+margin" and sel.info["n_typiclust"] == 5
+    assert len(np.unique(sel.indices)) == 10 and np.isnan(sel.scores[:5]).all()
+
+
+def test_firal_takes_no_exploration_share_by_default():
+    from selection import get_strategy
+
+    for name in ("firal", "firal_exact"):
+        share = {p.name: p.default for p in get_strategy(name).schema()}["unseen_share"]
+        assert share == 0.0
+    assert {p.name: p.default for p in get_strategy("margin").schema()}["unseen_share"] == 0.5
+    rng = np.random.default_rng(0)
+    X, P = rng.normal(size=(60, 3)), rng.dirichlet(np.ones(4), size=60)
+    for rule in ("fixed", "good_turing"):  # share 0 means no exploration under either rule
+        sel = make_strategy("margin", {"unseen_share": 0, "unseen_rule": rule}).select(
+            X, P, X_labeled=X[:2] + 9, y_labeled=np.array([0, 1]), batch_size=6, random_state=0)
+        assert "cold_start" not in sel.info

@@ -4,10 +4,9 @@ An existing user's password is never changed: the command says so and prints no 
 """
 from __future__ import annotations
 
-import secrets
-
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+
+from annotate.services.roles import admin_user_ensure
 
 
 class Command(BaseCommand):
@@ -19,13 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--email", default="admin@example.com")
 
     def handle(self, *args, **opts):
-        User = get_user_model()
-        user = User.objects.filter(username=opts["username"]).first()
-        if user is not None:
-            self.stdout.write(f"admin user {user.username!r} exists; its password is unchanged")
+        password = admin_user_ensure(username=opts["username"], email=opts["email"], password=opts["password"])
+        if password is None:
+            self.stdout.write(f"admin user {opts['username']!r} exists; its password is unchanged")
             return
-        password = opts["password"] or secrets.token_urlsafe(12)
-        User.objects.create_superuser(username=opts["username"], email=opts["email"], password=password)
         self.stdout.write(self.style.SUCCESS(
             f"created admin user\n    username: {opts['username']}\n    password: {password}"
         ))

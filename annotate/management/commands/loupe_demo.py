@@ -1,6 +1,8 @@
 """``python manage.py loupe_demo``: build the digits demo project and its first round (idempotent)."""
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -20,21 +22,24 @@ class Command(BaseCommand):
         parser.add_argument("--refill-threshold", type=int, default=10)
 
     def handle(self, *args, **opts):
+        if opts["verbosity"] < 1:  # make run: the server's banner comes first, not the first round's log
+            logging.getLogger("annotate").setLevel(logging.WARNING)
         try:
             res = demo_build(name=opts["name"], size=opts["size"], limit=opts["limit"],
                              batch_size=opts["batch_size"], refill_threshold=opts["refill_threshold"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         project = res.project
+        say = self.stdout.write if opts["verbosity"] >= 1 else (lambda *a, **k: None)
         if res.created_items or res.wrote_embeddings:
-            self.stdout.write(f"project {project.pk} {project.name!r}: added {res.created_items} items"
+            say(f"project {project.pk} {project.name!r}: added {res.created_items} items"
                               f"{', wrote embeddings' if res.wrote_embeddings else ''}")
         else:
-            self.stdout.write(f"project {project.pk} {project.name!r} is complete; nothing changed")
+            say(f"project {project.pk} {project.name!r} is complete; nothing changed")
         if not Round.objects.filter(project=project).exists():
             rnd = round_request(project=project, reason="initial")
             if rnd is not None and settings.LOUPE_EMBEDDED_WORKER:
                 # The memory broker lives in this process only: run the first round here.
                 round_execute(round_id=rnd.pk)
                 rnd.refresh_from_db()
-            self.stdout.write(f"round {rnd.number}: {rnd.status}")
+            say(f"round {rnd.number}: {rnd.status}")

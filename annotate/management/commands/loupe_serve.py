@@ -63,6 +63,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-worker", action="store_true", help="do not start the embedded worker thread")
         parser.add_argument("--worker-concurrency", type=int, default=1)
+        parser.add_argument("--admin", metavar="USERNAME", default=None,
+                            help="make sure this superuser exists and print how to log in (make run does)")
 
     def handle(self, *args, **opts):
         from channels.routing import get_default_application  # noqa: PLC0415
@@ -102,9 +104,21 @@ class Command(BaseCommand):
         reactor.callWhenRunning(record_loop)
 
         host, port = opts["host"], opts["port"]
+        if opts["verbosity"] < 2:  # Daphne's start-up lines would bury the banner below
+            logging.getLogger("daphne").setLevel(logging.WARNING)
+        login = ""
+        if opts["admin"]:
+            from annotate.services.roles import admin_user_ensure  # noqa: PLC0415
+
+            password = admin_user_ensure(username=opts["admin"])
+            login = (f"\n  log in as {opts['admin']!r} with password {password}  (new account: shown this once)"
+                     if password else
+                     f"\n  log in as {opts['admin']!r} (password as set before; "
+                     f"python manage.py changepassword {opts['admin']} sets a new one)")
 
         def ready() -> None:
-            self.stdout.write(f"Loupe is serving http://{host}:{port}/  ({mode}; channel layer {layer})")
+            self.stdout.write(self.style.SUCCESS(f"Loupe is serving http://{host}:{port}/") + login
+                              + f"\n  ({mode}; channel layer {layer}; Ctrl+C stops it)")
             self.stdout.flush()
 
         Server(

@@ -69,7 +69,7 @@ def test_simulate_cli_reports_estimates_errors_and_consensus(tmp_path, capsys):
     with open(tmp_path / "quality.csv") as fh:
         rows = list(csv.DictReader(fh))
     est = [r for r in rows if r["experiment"] == "estimate"]
-    assert len(est) == 2 * 3  # 2 seeds x 3 estimators x 1 audit size
+    assert len(est) == 2 * 4  # 2 seeds x 4 estimators x 1 audit size
     assert all(float(r["low"]) <= float(r["value"]) <= float(r["high"]) for r in est)
     with pytest.raises(SystemExit, match="annotators"):
         main(["--annotators", "0.9", "--out", str(tmp_path)])

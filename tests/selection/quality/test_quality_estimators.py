@@ -68,7 +68,7 @@ def test_intervals_cover_the_population_accuracy(estimator):
             elif estimator == "ppi":
                 est = ppi_accuracy(Y[i], f[i], f)
             else:
-                est = difference_accuracy(Y[i], f[i], np.full(n, f.mean()))
+                est = difference_accuracy(Y[i], f[i], np.full(n, f.mean()), small_sample=False)
         hits += est.covers(truth)
         widths.append(est.half_width)
     # 95% nominal: with 400 runs, fewer than 360 hits (90%) would be a real miss
@@ -110,3 +110,21 @@ def test_bad_inputs_name_the_problem():
     with pytest.raises(ValueError, match="floor"):
         active_testing_proposal([0.5], floor=0)
     assert audit_accuracy([]).n_labels == 0
+
+
+def test_small_sample_adjustment_keeps_the_estimate_and_restores_coverage_at_small_n():
+    rng = np.random.default_rng(5)
+    N = 3000
+    # rare confident mistakes: the skewed residuals that make the plain interval under-cover
+    f = np.where(rng.random(N) < 0.9, 0.97, 0.6)
+    Y = (rng.random(N) < f).astype(float)
+    truth, n, runs = Y.mean(), 30, 1000
+    hits = {True: 0, False: 0}
+    for _ in range(runs):
+        i = rng.integers(0, N, n)
+        for adj in (True, False):
+            est = difference_accuracy(Y[i], f[i], np.full(n, f.mean()), small_sample=adj)
+            hits[adj] += est.covers(truth)
+        assert est.value == pytest.approx(difference_accuracy(Y[i], f[i], np.full(n, f.mean())).value)
+    assert hits[False] < 0.93 * runs  # the problem is real here
+    assert hits[True] >= 0.94 * runs
