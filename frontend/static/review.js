@@ -1,6 +1,6 @@
 // Review page: list labeled items with who labeled them; a reviewer corrects a label in place.
 const root = document.getElementById("review");
-const projectId = root.dataset.projectId;
+const urls = {items: root.dataset.itemsUrl, correct: root.dataset.correctUrl};  // from {% url %} in the page
 const csrf = root.dataset.csrf;
 const classes = JSON.parse(document.getElementById("classes-data").textContent);
 const grid = document.getElementById("items");
@@ -35,7 +35,7 @@ function card(it) {
   status.className = "saved";
   sel.addEventListener("change", async () => {
     status.textContent = "saving…";
-    const r = await fetch(`/api/projects/${projectId}/review/correct`, {
+    const r = await fetch(urls.correct, {
       method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
       body: JSON.stringify({item_id: it.item_id, label: sel.value}),
     });
@@ -57,7 +57,7 @@ async function load() {
   const q = new URLSearchParams({page, annotator: filters.querySelector("[name=annotator]").value,
                                  label: filters.querySelector("[name=label]").value,
                                  sort: filters.querySelector("[name=sort]").value});
-  const r = await fetch(`/api/projects/${projectId}/review/items?${q}`);
+  const r = await fetch(`${urls.items}?${q}`);
   const data = await r.json();
   if (!r.ok) { grid.textContent = data.error; return; }
   pages = data.pages;
