@@ -165,6 +165,14 @@ def test_final_model_is_exported_and_measured_on_audit_items_it_never_trained_on
     F = make_extractor("hf", {"model": str(folder / "backbone"), "device": "cpu"}).extract(lambda k: imgs[k], 4)
     y = np.array([("cat", "dog").index(i.annotations.get().label) for i in items[:4]])
     assert cfg["audit_accuracy"] == pytest.approx(((F @ head["weight"].T + head["bias"]).argmax(1) == y).mean())
+    # predictions for the unlabeled items come from the exported model
+    preds = z.read("predictions.csv").decode().splitlines()
+    assert preds[0] == "item_id,file,label,confidence" and len(preds) - 1 == N - 16
+    unl = [i for i in Item.objects.filter(project=project).order_by("pk") if not i.annotations.exists()][:3]
+    imgs = [Image.open(storage.media_path(i.file)).convert("RGB") for i in unl]
+    F = make_extractor("hf", {"model": str(folder / "backbone"), "device": "cpu"}).extract(lambda k: imgs[k], 3)
+    want = [("cat", "dog")[k] for k in (F @ head["weight"].T + head["bias"]).argmax(1)]
+    assert [row.split(",")[2] for row in preds[1:4]] == want
     with pytest.raises(ValueError, match="method"):
         final_model_request(project=project, method="sgd")
     admin_user = make_user("boss")

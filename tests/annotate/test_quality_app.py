@@ -214,3 +214,51 @@ def test_audit_entries_store_the_confidence_the_estimate_corrects(make_project, 
     rnd = make_round(project)
     assert "confidence_model" not in rnd.metrics["quality"]
     assert all(e.correct_probability is not None for e in QueueEntry.objects.filter(round=rnd, is_audit=True))
+
+
+def test_three_annotators_end_to_end_estimate_agreement_and_suspects(make_project, make_round, make_user, client):
+    """The issue's "done when", at the service level: three people of different accuracy label a
+    project with overlap; the stats carry an interval, agreement and per-annotator accuracy, and the
+    review order puts wrong labels first."""
+    from annotate.selectors_stats import project_stats
+    from tests.factories import add_member
+
+    project = make_project(classes=("cat", "dog", "fox"), n_items=400, dim=8, batch_size=40, audit_rate=0.3,
+                           overlap_rate=0.5, overlap_k=3)
+    people = {"ann": 0.97, "bob": 0.85, "cy": 0.65}
+    users = {n: make_user(n) for n in people}
+    rev = make_user("rev")
+    add_member(project, rev, "reviewer")
+    rng = np.random.default_rng(7)
+    wrong: set[tuple[int, str]] = set()
+
+    def label_of(e, name):
+        truth = e.item.ground_truth
+        if rng.random() < people[name]:
+            return truth
+        wrong.add((e.item_id, name))
+        return str(rng.choice([c for c in project.classes if c != truth]))
+
+    make_round(project)
+    while Annotation.objects.filter(item__project=project).count() < 260:
+        for name, u in users.items():
+            _label_all(project, u, label_of=lambda e, name=name: label_of(e, name), n=15)
+        make_round(project)
+    report = quality_refresh(project_id=project.pk)
+    make_round(project)  # scores the latest labels, trained on the consensus
+    stats = project_stats(project=project)
+    acc = stats["accuracy"]["best"]
+    assert acc["key"] == "ppi" and acc["n_labels"] >= 20 and acc["low"] <= acc["value"] <= acc["high"]
+    ds_acc = {a["user"]: a["ds_accuracy"] for a in report["annotators"]}
+    assert ds_acc["ann"] > ds_acc["bob"] > ds_acc["cy"]
+    assert report["alpha"] is not None and report["items_overlapped"] > 20
+    # final labels that are still wrong (single-labeled mistakes) come first in the review order
+    finals = labeled_item_labels(project=project)
+    truth = dict(Item.objects.filter(project=project).values_list("pk", "ground_truth"))
+    bad = {i for i, lab in finals.items() if lab != truth[i]}
+    assert bad, "the simulation should leave some wrong final labels"
+    client.force_login(rev)
+    top = [r["item_id"] for r in client.get(f"/api/projects/{project.pk}/review/items").json()["items"]][:len(bad)]
+    hits = len(set(top) & bad)
+    print(f"wrong final labels {len(bad)} of {len(finals)}; in the first {len(bad)} of the review: {hits}")
+    assert hits >= 3 * len(bad) * len(bad) / len(finals)  # three times a random order's expectation
