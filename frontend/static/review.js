@@ -2,7 +2,7 @@
 import {api, notify} from "./api.js";
 
 const root = document.getElementById("review");
-const projectId = root.dataset.projectId;
+const urls = {items: root.dataset.itemsUrl, correct: root.dataset.correctUrl};  // from {% url %} in the page
 const classes = JSON.parse(document.getElementById("classes-data").textContent);
 const grid = document.getElementById("items");
 const filters = root.querySelector(".filters");
@@ -37,7 +37,7 @@ function card(it) {
   sel.addEventListener("change", async () => {
     status.textContent = "saving…";
     try {
-      const data = await api(`/api/projects/${projectId}/review/correct`, {item_id: it.item_id, label: sel.value});
+      const data = await api(urls.correct, {item_id: it.item_id, label: sel.value});
       status.textContent = `corrected to ${data.label}`;
       status.classList.remove("error");
       el.dataset.corrected = "true";
@@ -57,7 +57,7 @@ async function load() {
                                  sort: filters.querySelector("[name=sort]").value});
   let data;
   try {
-    data = await api(`/api/projects/${projectId}/review/items?${q}`);
+    data = await api(`${urls.items}?${q}`);
   } catch (err) {
     notify(document.getElementById("notice"), `Could not load the labels: ${err.message}`, {kind: "error", ms: 0});
     return;
