@@ -63,6 +63,6 @@ check: $(VENV)/.requirements
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
-## screenshot: refresh docs/img/labeling.png from the browser test
+## screenshot: refresh the screenshots in docs/img/ from the browser tests
 screenshot: $(VENV)/.requirements-dev
-	LOUPE_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser/test_label_browser.py -q
+	LOUPE_UPDATE_SCREENSHOT=1 $(PY) -m pytest tests/browser/test_label_browser.py tests/browser/test_labeling_keys.py tests/browser/test_setup_pages.py -q

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from .admin_pages import ProjectPages
+from .admin_parts import RoundHistoryInline
 from .forms import EP, SP, build_project_form, extractor_warning
 from .models import Annotation, Item, Job, Membership, Project, QueueEntry, Round
 from .payloads import item_image_url, job_download_url
@@ -54,60 +55,14 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class RoundInline(admin.TabularInline):
-    model = Round
-    extra = 0
-    can_delete = False
-    show_change_link = True
-    ordering = ["-number"]
-    fields = ["number", "status", "reason", "strategy_used", "params", "labeled_count", "batch_size", "timing_summary",
-              "metric_summary", "created_at", "finished_at", "failure"]
-    readonly_fields = fields
-    verbose_name_plural = "round history (newest first)"
-    shown = 50
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def get_formset(self, request, obj=None, **kwargs):
-        self._project = obj  # inline instances are made per request
-        return super().get_formset(request, obj, **kwargs)
-
-    def get_queryset(self, request):
-        qs = super().get_queryset(request)
-        project = getattr(self, "_project", None)
-        if project is not None:  # only the latest rounds; the full list is under Rounds
-            last = qs.filter(project=project).order_by("-number").values_list("number", flat=True).first() or 0
-            qs = qs.filter(number__gt=last - self.shown)
-        return qs
-
-    @admin.display(description="strategy")
-    def strategy_used(self, obj):
-        return obj.strategy_used
-
-    @admin.display(description="timings (s)")
-    def timing_summary(self, obj):
-        return ", ".join(f"{k} {v:.2f}" for k, v in (obj.timings or {}).items() if isinstance(v, (int, float))) or "-"
-
-    @admin.display(description="metrics")
-    def metric_summary(self, obj):
-        parts = []
-        for k, v in (obj.metrics or {}).items():
-            if isinstance(v, float):
-                parts.append(f"{k} {v:.3g}")
-            elif isinstance(v, (int, str, bool)):
-                parts.append(f"{k} {v}")
-        return ", ".join(parts) or "-"
-
-
 @admin.register(Project)
 class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
     project_path = ""
     list_display = ["name", "strategy", "batch_size", "audit_rate", "extractor", "embedding_version", "item_count",
                     "links"]
     search_fields = ["name"]
-    inlines = [MembershipInline, RoundInline]
-    actions = ["start_round", "reembed", "align", "final_model", "export"]
+    inlines = [MembershipInline, RoundHistoryInline]
+    actions = ["start_round", "reembed", "align", "final_model", "export", "reassign_keys"]
     change_form_template = "admin/annotate/project/change_form.html"
 
     class Media:
@@ -167,6 +122,9 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
             "description": "For 'hf' backbones (ASVP): every N new labels a worker fine-tunes the backbone on the "
                            "labels and re-embeds the pool when LogME-PED improves by more than the threshold. "
                            "Also used by the 'Train the final model' action. See docs/feature-alignment.md."}))
+        sets.append(("Labeling page", {"fields": ["suggestions", "suggest_min_accuracy", "candidate_coverage"],
+                                       "description": "The model's guess and its likely classes, shown to annotators "
+                                                      "(never on the random audit items)."}))
         sets.append(("Embeddings", {"fields": ["extractor"],
                                     "description": "Changing the extractor or its parameters re-embeds all items."}))
         for key, fields in form.generated.items():
@@ -232,6 +190,17 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
             self.message_user(request, format_html('{}: embedding job <a href="{}">{}</a> queued', str(project),
                                                    reverse("admin:annotate_project_job", args=[project.pk, job.pk]),
                                                    str(job.pk)[:8]))
+
+    @admin.action(description="Reassign keyboard keys (from the class names)")
+    def reassign_keys(self, request, queryset):
+        from .services.keymap import keymap_reset  # noqa: PLC0415
+
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            keys = keymap_reset(project=project)
+            shown = ", ".join(f"{k} {c}" for c, k in keys.items())
+            self.message_user(request, f"{project}: keys reassigned ({shown})"[:500])
 
     @admin.action(description="Check feature alignment now (fine-tune, compare LogME-PED)")
     def align(self, request, queryset):

@@ -1,5 +1,5 @@
-"""The project admin's own pages: import, export, a job's progress, and the start-round and
-re-embed buttons.  Thin views: validate with a form, call one service, redirect to the job page.
+"""The project admin's own pages: import, export, a job's progress (in words), and the start-round,
+re-embed and reassign-keys buttons.  Thin views: validate with a form, call one service, redirect to the job page.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
+from .admin_parts import job_story, keymap_rows
 from .forms import ExportForm, ImportForm
 from .models import Job, Project
 from .payloads import project_ws_url
@@ -33,6 +34,8 @@ class ProjectPages:
             path("<int:project_id>/start-round/", wrap(require_POST(self.start_round_view)),
                  name="annotate_project_start_round"),
             path("<int:project_id>/reembed/", wrap(require_POST(self.reembed_view)), name="annotate_project_reembed"),
+            path("<int:project_id>/reassign-keys/", wrap(require_POST(self.reassign_keys_view)),
+                 name="annotate_project_reassign_keys"),
             path("<int:project_id>/jobs/<uuid:job_id>/", wrap(self.job_view), name="annotate_project_job"),
         ] + super().get_urls()
 
@@ -96,9 +99,19 @@ class ProjectPages:
         self.reembed(request, Project.objects.filter(pk=project.pk))
         return HttpResponseRedirect(reverse("admin:annotate_project_change", args=[project.pk]))
 
+    def reassign_keys_view(self, request, project_id):
+        project = self._project(request, project_id)
+        self.reassign_keys(request, Project.objects.filter(pk=project.pk))
+        return HttpResponseRedirect(reverse("admin:annotate_project_change", args=[project.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        project = Project.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        extra = {"keymap": keymap_rows(project)} if project is not None else {}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
     def job_view(self, request, project_id, job_id):
         project = self._project(request, project_id)
         job = get_object_or_404(Job, pk=job_id, project=project)
         return TemplateResponse(request, "admin/annotate/project/job.html",
                                 self._context(request, project, job=job, ws_url=project_ws_url(project.pk),
-                                              title=f"{job.kind} job for {project}"))
+                                              story=job_story(job), title=f"{job.kind} job for {project}"))

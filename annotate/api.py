@@ -20,6 +20,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from . import selectors, throttle
+from .models import Annotation
 from .payloads import annotation_payload, entry_payload
 from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo
@@ -177,17 +178,18 @@ def lease(request, project_id: int):
     data = _fields(request.json, {"n"})
     entries = queue_lease(project=project, user=request.user, n=data.get("n", DEFAULT_LEASE))
     return JsonResponse({
-        "items": [entry_payload(e) for e in entries],
+        "items": [entry_payload(e, project=project) for e in entries],
         "progress": selectors.project_progress(project=project, user=request.user),
     })
 
 
 def _submit(request, project_id: int, *, skip: bool):
     project = project_for(user=request.user, project_id=project_id)
-    allowed = {"item_id", "client_id", "time_ms"} | (set() if skip else {"label"})
+    allowed = {"item_id", "client_id", "time_ms"} | (set() if skip else {"label", "origin"})
     data = _fields(request.json, allowed, {"item_id"} | (set() if skip else {"label"}))
     res = annotation_submit(project=project, user=request.user, item_id=data["item_id"], label=data.get("label"),
-                            skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0))
+                            skip=skip, client_id=data.get("client_id"), time_ms=data.get("time_ms", 0),
+                            origin=data.get("origin", Annotation.Origin.MANUAL))
     return JsonResponse({
         "annotation": annotation_payload(res.annotation),
         "created": res.created,
@@ -216,7 +218,7 @@ def undo(request, project_id: int):
     return JsonResponse({
         "undone": annotation_payload(res.undone),
         "annotation": annotation_payload(res.annotation),
-        "item": entry_payload(res.entry),
+        "item": entry_payload(res.entry, project=project),
         "created": res.created,
         "progress": selectors.project_progress(project=project, user=request.user),
     }, status=201 if res.created else 200)

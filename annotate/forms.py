@@ -23,6 +23,7 @@ from selection.extractors import get_extractor, extractor_names
 from selection.params import Param
 
 from .models import Annotation, Project
+from .param_words import plain_help, plain_label
 from .services.exports import FORMATS
 from .services.imports import LABELS_AS
 from .services.projects import extractor_changed
@@ -36,10 +37,15 @@ def field_name(prefix: str, owner: str, param: str) -> str:
     return f"{prefix}__{owner}__{param}"
 
 
+def _short(text: str, n: int = 70) -> str:
+    """A dropdown entry that fits the form (the full description is in the help below it)."""
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
 def param_field(p: Param, *, upload: bool = False) -> forms.Field:
     """A typed form field for one schema parameter (required-ness is checked in ``clean``)."""
-    help_text = f"{p.help} ({p.range_text()})"
-    common: dict[str, Any] = {"required": False, "label": p.name.replace("_", " "), "help_text": help_text,
+    help_text = f"{plain_help(p.name, p.help)} ({p.range_text()})"
+    common: dict[str, Any] = {"required": False, "label": plain_label(p.name), "help_text": help_text,
                               "initial": p.default}
     if upload:
         return forms.FileField(required=False, label=p.name, help_text=p.help)
@@ -70,7 +76,8 @@ class ProjectConfigForm(forms.ModelForm):
 
     classes_text = forms.CharField(
         label="Classes", required=False, widget=forms.Textarea(attrs={"rows": 4}),
-        help_text="One class per line, in order (the labeling page numbers them 1-9, 0). "
+        help_text="One class per line, in order. A class named with one digit or letter gets that key on the "
+                  "labeling page, the others free keys; keys stay fixed (\"Reassign keyboard keys\" starts over). "
                   "Left empty, an import with labels sets them.",
     )
 
@@ -82,11 +89,14 @@ class ProjectConfigForm(forms.ModelForm):
         fields = ["name", "description", "strategy", "batch_size", "refill_policy", "refill_threshold",
                   "retrain_every", "audit_rate", "overlap_rate", "overlap_k", "l2", "seed", "selection_ranks",
                   "extractor",
-                  "align_every", "align_threshold", "finetune_params"]
+                  "align_every", "align_threshold", "finetune_params",
+                  "suggestions", "suggest_min_accuracy", "candidate_coverage"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         inst = self.instance
+        for name in ("suggest_min_accuracy", "candidate_coverage"):
+            self.fields[name].required = False
         self.fields["classes_text"].initial = "\n".join(inst.classes or [])
         for name in ("align_every", "align_threshold", "overlap_rate", "overlap_k", "selection_ranks"):
             if name in self.fields:
@@ -113,6 +123,21 @@ class ProjectConfigForm(forms.ModelForm):
                 if owner != chosen[prefix]:
                     for name, _ in fields:
                         self.fields[name].disabled = True  # not this submission's strategy: not read
+
+    def _optional_float(self, name: str, lo: float, hi: float, what: str) -> float:
+        """A labeling-page setting: left out of a post it keeps its value; out of range is an error beside it."""
+        v = self.cleaned_data.get(name)
+        if v is None:
+            return getattr(self.instance, name)
+        if not lo <= v <= hi:
+            raise forms.ValidationError(f"{what} must be between {lo:g} and {hi:g}; got {v:g}")
+        return v
+
+    def clean_suggest_min_accuracy(self) -> float:
+        return self._optional_float("suggest_min_accuracy", 0.0, 1.0, "the accuracy needed for suggestions")
+
+    def clean_candidate_coverage(self) -> float:
+        return self._optional_float("candidate_coverage", 0.5, 0.99, "how often the candidates hold the right class")
 
     def clean_classes_text(self) -> list[str]:
         lines = [ln.strip() for ln in (self.cleaned_data.get("classes_text") or "").splitlines()]
@@ -307,7 +332,7 @@ def build_project_form(user=None) -> type[ProjectConfigForm]:
             attrs[name] = param_field(p, upload=(p.name == "path"))
             generated.setdefault(f"{EP}:{e}", []).append((name, p))
     attrs["strategy"] = forms.ChoiceField(
-        choices=[(s, f"{s} - {get_strategy(s).description}".rstrip(" -")) for s in strategies],
+        choices=[(s, _short(f"{s} - {get_strategy(s).description}".rstrip(" -"))) for s in strategies],
         initial=DEFAULT_STRATEGY,
         help_text=f"Selection strategy ('{DEFAULT_STRATEGY}' for a new project); a change applies from the next round.")
     attrs["extractor"] = forms.ChoiceField(

@@ -27,6 +27,14 @@ class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
     classes = models.JSONField(default=list, help_text="Ordered list of class names.")
+    # class name -> keyboard key, fixed once set so muscle memory holds (services/keymap.py).
+    hotkeys = models.JSONField(default=dict, blank=True, help_text="Keyboard key of each class (class -> key).")
+    suggestions = models.BooleanField(
+        default=True, help_text="Show the model's guess on the labeling page once it is right often enough.")
+    suggest_min_accuracy = models.FloatField(
+        default=0.8, help_text="Show the guess once the model was right this often on the latest labels.")
+    candidate_coverage = models.FloatField(
+        default=0.9, help_text="The offered candidate classes hold the right one this often (calibrated on labels).")
     # Strategy: a name from the selection registry and its parameters, validated against its schema.
     strategy = models.CharField(max_length=64, default=DEFAULT_STRATEGY)
     strategy_params = models.JSONField(default=default_strategy_params, blank=True)
@@ -210,6 +218,10 @@ class QueueEntry(models.Model):
     is_audit = models.BooleanField(default=False, help_text="Drawn uniformly at random for the accuracy estimate.")
     predicted_label = models.CharField(max_length=200, blank=True)
     predicted_confidence = models.FloatField(null=True, blank=True)
+    # The model's top classes when the round wrote the entry: [[class, probability], ...], most probable first.
+    top_classes = models.JSONField(default=list, blank=True)
+    candidate_count = models.PositiveSmallIntegerField(
+        default=0, help_text="How many of top_classes form the calibrated candidate set.")
     correct_probability = models.FloatField(
         null=True, blank=True, help_text="Calibrated P(model right) at serve time (prediction-powered estimate)."
     )
@@ -255,11 +267,18 @@ class Annotation(models.Model):
         UNDO = "undo"
         CORRECT = "correct"  # a reviewer's correction of someone else's label
 
+    class Origin(models.TextChoices):
+        MANUAL = "manual", "typed or clicked by the annotator"
+        SUGGESTION = "suggestion", "the model's suggestion, accepted with one key"
+        CANDIDATE = "candidate", "picked from the model's candidate classes"
+        PRELABEL = "prelabel", "imported with the images"
+
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="annotations")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations")
     action = models.CharField(max_length=16, choices=Action.choices, default=Action.LABEL)
     label = models.CharField(max_length=200, blank=True)
     skipped = models.BooleanField(default=False)
+    origin = models.CharField(max_length=16, choices=Origin.choices, default=Origin.MANUAL)
     time_ms = models.PositiveIntegerField(default=0)
     is_current = models.BooleanField(default=True)
     supersedes = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")

@@ -10,7 +10,7 @@ from typing import Any, TypedDict
 
 from django.urls import reverse
 
-from .models import Annotation, Job, QueueEntry, Round
+from .models import Annotation, Job, Project, QueueEntry, Round
 from .selectors_workers import job_waiting
 
 
@@ -105,9 +105,14 @@ def item_image_url(item_id: int) -> str:
     return reverse("item_image", args=[item_id])
 
 
-def entry_payload(entry: QueueEntry) -> dict[str, Any]:
-    """A leased item as the labeling page shows it (no prediction: it would bias the label)."""
+def entry_payload(entry: QueueEntry, *, project: Project | None = None) -> dict[str, Any]:
+    """A leased item as the labeling page shows it.  With ``project``, also the model's candidate classes
+    and, once it is right often enough, its suggestion (``services.candidates.offer``; never on audit items,
+    whose labels must not lean on the model they measure)."""
+    from .services.candidates import offer  # noqa: PLC0415 - services import this module
+
     return {
+        **(offer(entry, project=project) if project is not None else {}),
         "entry_id": entry.pk,
         "item_id": entry.item_id,
         "image_url": item_image_url(entry.item_id),
@@ -123,6 +128,7 @@ def annotation_payload(ann: Annotation) -> dict[str, Any]:
         "item_id": ann.item_id,
         "action": ann.action,
         "label": ann.label,
+        "origin": ann.origin,
         "client_id": str(ann.client_id) if ann.client_id else None,
         "created_at": _iso(ann.created_at),
     }

@@ -28,6 +28,7 @@ class FinalLabel:
     action: str
     created_at: datetime
     n_annotations: int  # how many current labeled rows the item has (agreement context)
+    origin: str = Annotation.Origin.MANUAL  # manual, suggestion, candidate or prelabel (Annotation.Origin)
     consensus: bool = False  # the label is the annotators' consensus, not the latest row's
 
 
@@ -41,12 +42,12 @@ def final_labels(item_ids: Iterable[int]) -> dict[int, FinalLabel]:
         .exclude(label="")
         .order_by("item_id", "id")
         .values_list("item_id", "label", "annotator__username", "annotator_id", "id", "action", "created_at",
-                     "item__consensus_label")
+                     "item__consensus_label", "origin")
     )
     out: dict[int, FinalLabel] = {}
     counts: dict[int, int] = {}
     consensus: dict[int, str] = {}
-    for item_id, label, user, user_id, ann_id, action, created, agreed in rows:
+    for item_id, label, user, user_id, ann_id, action, created, agreed, origin in rows:
         counts[item_id] = counts.get(item_id, 0) + 1
         if agreed:
             consensus[item_id] = agreed
@@ -55,7 +56,7 @@ def final_labels(item_ids: Iterable[int]) -> dict[int, FinalLabel]:
         # label over a correction.
         if prev is not None and prev.action == Annotation.Action.CORRECT and action != Annotation.Action.CORRECT:
             continue
-        out[item_id] = FinalLabel(label, user, user_id, ann_id, action, created, 0)
+        out[item_id] = FinalLabel(label, user, user_id, ann_id, action, created, 0, origin=origin)
     for k, v in out.items():
         if k in consensus and counts[k] >= 2 and v.action != Annotation.Action.CORRECT:
             out[k] = FinalLabel(**{**v.__dict__, "label": consensus[k], "consensus": True})

@@ -13,6 +13,7 @@ from .api import authenticate
 from .models import Item
 from .payloads import project_ws_url
 from .permissions import project_for, projects_of, role_of
+from .services.keymap import keyed_classes
 
 
 @require_GET
@@ -27,19 +28,16 @@ def project_list(request: HttpRequest) -> HttpResponse:
     return render(request, "annotate/project_list.html", {"rows": rows})
 
 
-def hotkeys(classes: list[str]) -> list[tuple[str, str | None]]:
-    """(class, key) pairs: keys 1-9 for the first nine classes, 0 for the tenth, none beyond."""
-    keys = [str(i) for i in range(1, 10)] + ["0"]
-    return [(c, keys[i] if i < len(keys) else None) for i, c in enumerate(classes)]
-
-
 @require_GET
 @login_required
 def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_for(user=request.user, project_id=project_id)
+    buttons = keyed_classes(project=project)
     return render(request, "annotate/label.html", {
         "project": project,
-        "buttons": hotkeys(list(project.classes)),
+        "buttons": buttons,
+        # "0" fits the image unless a class owns it (class keys always win).
+        "zoom_reset_key": "" if any(k == "0" for _, k in buttons) else "0",
         "progress": selectors.project_progress(project=project, user=request.user),
         "ws_url": project_ws_url(project.pk),
     })

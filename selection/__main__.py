@@ -4,11 +4,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-USAGE = """usage: python -m selection {simulate,align-sim,bench,embed,fetch,firal-mpi} [options]
+USAGE = """usage: python -m selection {simulate,align-sim,bench,candidates,embed,fetch,firal-mpi} [options]
 
   simulate   oracle active-learning loop: learning curves (CSV, table, PNG)
   align-sim  selection via proxy with fixed (SVPp) vs aligned (ASVP) features: curves + sample saving ratio
   bench      time and peak memory per strategy over n, c, d, b   (bench firal: FIRAL's own bench)
+  candidates simulated annotator: how often the offered candidate set holds the true class, its size
   embed      a folder of images -> (n, d) float32 .npy + file list (hf:<id-or-dir>, onnx:<file>, pixels)
   fetch      download a Hugging Face model's safetensors weights for offline use
   firal-mpi  Approx-FIRAL over MPI ranks: mpirun -n K python -m selection firal-mpi --problem P.npz ...
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         from .align_sim import main as run  # noqa: PLC0415
     elif cmd == "bench":
         from .bench import main as run  # noqa: PLC0415
+    elif cmd == "candidates":
+        from .candidates_sim import main as run  # noqa: PLC0415
     elif cmd == "embed":
         from .embed_cli import embed_main as run  # noqa: PLC0415
     elif cmd == "fetch":

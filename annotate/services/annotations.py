@@ -29,6 +29,8 @@ from .queue import lease_seconds
 from .rounds import round_maybe_request
 
 MAX_TIME_MS = 24 * 3600 * 1000
+#: origins a labeling request may claim (pre-labels come only from an import)
+ANNOTATOR_ORIGINS = (Annotation.Origin.MANUAL, Annotation.Origin.SUGGESTION, Annotation.Origin.CANDIDATE)
 
 
 @dataclass
@@ -91,8 +93,14 @@ def annotation_submit(
     skip: bool = False,
     client_id=None,
     time_ms=0,
+    origin: str = Annotation.Origin.MANUAL,
 ) -> SubmitResult:
     """Store a label (or a skip) for an item leased to ``user``; the entry is then done (skipped).
+
+    ``origin``: how the annotator gave the label: ``manual`` (a class key, button or the type-ahead),
+    ``suggestion`` (accepted the model's guess with one key) or ``candidate`` (picked one of the model's
+    candidate classes).  It is the annotator's label either way; the origin lets quality statistics
+    separate the labels that were shown the model's answer.
 
     Then the refill policy runs.  The hot path (docs/bench-load.md) reads the progress counts and
     the current round once: they feed the policy (the round holds the project's pace), and the
@@ -101,6 +109,8 @@ def annotation_submit(
     item_id = parse_item_id(item_id)
     cid = _parse_client_id(client_id)
     time_ms = _parse_time_ms(time_ms)
+    if origin not in ANNOTATOR_ORIGINS:
+        raise BadInput(f"origin={origin!r} is not one of {list(ANNOTATOR_ORIGINS)}")
     if skip:
         action, label = Annotation.Action.SKIP, ""
     else:
@@ -110,7 +120,8 @@ def annotation_submit(
     try:
         with transaction.atomic():
             ann, created = _submit(project=project, user=user, item_id=item_id, action=action, label=label,
-                                   cid=cid, time_ms=time_ms)
+                                   cid=cid, time_ms=time_ms,
+                                   origin=origin if action == Annotation.Action.LABEL else "manual")
     except IntegrityError:
         # Two retries of one submit raced: the other one stored it.
         prior = None
@@ -125,7 +136,7 @@ def annotation_submit(
     return SubmitResult(ann, created, counts, started or current)
 
 
-def _submit(*, project, user, item_id, action, label, cid, time_ms) -> tuple[Annotation, bool]:
+def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> tuple[Annotation, bool]:
     entry = (
         QueueEntry.objects.select_for_update()
         .filter(project=project, item_id=item_id, state=QueueEntry.State.LEASED, leased_by=user)
@@ -157,6 +168,7 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms) -> tuple[Ann
         label=label,
         skipped=action == Annotation.Action.SKIP,
         time_ms=time_ms,
+        origin=origin,
         is_current=True,
         supersedes=prev,
         queue_entry=entry,

@@ -4,6 +4,7 @@ reads the chunks and says which writer runs).  Formats and their fields: see ``e
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import shutil
@@ -41,7 +42,8 @@ def _write_label_studio(project, chunks, fh, predictions: bool) -> int:
                 task["annotations"].append({
                     "id": r.annotation_id,
                     "loupe_annotator": r.annotator,
-                    "result": [_ls_choice(r.label)],
+                    "loupe_origin": r.origin,
+                    "result": [_ls_choice(r.label, _LS_ORIGIN.get(r.origin, "manual"))],
                     "created_at": _iso(r.labeled_at),
                     "updated_at": _iso(r.labeled_at),
                     "was_cancelled": False,
@@ -58,8 +60,13 @@ def _write_label_studio(project, chunks, fh, predictions: bool) -> int:
     return n
 
 
-def _ls_choice(label: str) -> dict[str, Any]:
-    return {"from_name": "choice", "to_name": "image", "type": "choices", "origin": "manual",
+#: Label Studio's result origins: "prediction" is a model's answer kept as it was (an imported pre-label,
+#: an accepted suggestion); the exact Loupe origin is in each annotation's "loupe_origin".
+_LS_ORIGIN = {"manual": "manual", "candidate": "manual", "suggestion": "prediction", "prelabel": "prediction"}
+
+
+def _ls_choice(label: str, origin: str = "manual") -> dict[str, Any]:
+    return {"from_name": "choice", "to_name": "image", "type": "choices", "origin": origin,
             "value": {"choices": [label]}}
 
 
@@ -72,7 +79,8 @@ def _write_json_min(project, chunks, fh, predictions: bool) -> int:
                 continue
             obj: dict[str, Any] = {"image": LS_LOCAL_PREFIX + quote(r.image), "id": r.item_id}
             if r.label:
-                obj.update({"choice": r.label, "annotator": r.annotator, "annotation_id": r.annotation_id,
+                obj.update({"choice": r.label, "annotator": r.annotator, "origin": r.origin,
+                            "annotation_id": r.annotation_id,
                             "created_at": _iso(r.labeled_at), "updated_at": _iso(r.labeled_at)})
             else:
                 obj.update({"prediction": r.prediction, "confidence": r.confidence})
@@ -82,7 +90,8 @@ def _write_json_min(project, chunks, fh, predictions: bool) -> int:
     return n
 
 
-CSV_FIELDS = ["image", "label", "annotator", "labeled_at", "item_id", "ground_truth", "width", "height", "created_at"]
+CSV_FIELDS = ["image", "label", "annotator", "labeled_at", "item_id", "ground_truth", "width", "height", "created_at",
+              "origin"]
 
 
 def _write_csv(project, chunks, fh, predictions: bool) -> int:
@@ -93,7 +102,7 @@ def _write_csv(project, chunks, fh, predictions: bool) -> int:
     for rows in chunks:
         for r in rows:
             vals = [r.image, r.label, r.annotator, _iso(r.labeled_at) or "", r.item_id, r.ground_truth,
-                    r.width, r.height, _iso(r.created_at) or ""]
+                    r.width, r.height, _iso(r.created_at) or "", r.origin]
             if predictions:
                 vals += [r.prediction, "" if r.confidence is None else f"{r.confidence:.6g}"]
             w.writerow(vals)
@@ -120,7 +129,7 @@ def _write_coco(project, chunks, fh, predictions: bool) -> int:
                 ann = None
                 if r.label in cat_id:
                     ann = {"id": r.annotation_id, "image_id": r.item_id, "category_id": cat_id[r.label],
-                           "annotator": r.annotator, "created_at": _iso(r.labeled_at)}
+                           "annotator": r.annotator, "origin": r.origin, "created_at": _iso(r.labeled_at)}
                 elif predictions and r.prediction in cat_id:
                     ann = {"id": -r.item_id, "image_id": r.item_id, "category_id": cat_id[r.prediction],
                            "score": r.confidence, "is_prediction": True}
@@ -137,9 +146,13 @@ def _write_coco(project, chunks, fh, predictions: bool) -> int:
 _UNSAFE = re.compile(r"[\\/\x00]")
 
 
+ORIGINS_FILE = "loupe-origins.csv"
+
+
 def _write_imagefolder(project, chunks, path: Path, predictions: bool) -> int:
     n = 0
     used: set[str] = set()
+    origins: list[tuple[str, str, str, str]] = []
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for rows in chunks:
             for r in rows:
@@ -153,7 +166,16 @@ def _write_imagefolder(project, chunks, path: Path, predictions: bool) -> int:
                     arc = f"{folder}/{stem}-{r.item_id}{suffix or PurePosixPath(r.file).suffix}"
                 used.add(arc)
                 zf.write(storage.media_path(r.file), arcname=arc)
+                origins.append((arc, r.label, r.origin, r.annotator))
                 n += 1
+        # Where each label came from (a pre-label is not a person's label): one CSV beside the class folders,
+        # which ImageFolder-style loaders ignore (they read sub-folders only).
+        if origins:
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["path", "label", "origin", "annotator"])
+            w.writerows(origins)
+            zf.writestr(ORIGINS_FILE, buf.getvalue())
     return n
 
 
@@ -165,7 +187,7 @@ def _write_parquet(project, chunks, path: Path, predictions: bool) -> int:
     fields = [
         ("image", pa.string()), ("label", pa.string()), ("annotator", pa.string()), ("labeled_at", ts),
         ("item_id", pa.int64()), ("ground_truth", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
-        ("created_at", ts),
+        ("created_at", ts), ("origin", pa.string()),
     ]
     if predictions:
         fields += [("prediction", pa.string()), ("confidence", pa.float64())]
@@ -183,6 +205,7 @@ def _write_parquet(project, chunks, path: Path, predictions: bool) -> int:
                 "width": [r.width for r in rows],
                 "height": [r.height for r in rows],
                 "created_at": [r.created_at for r in rows],
+                "origin": [r.origin or None for r in rows],
             }
             if predictions:
                 cols["prediction"] = [r.prediction or None for r in rows]

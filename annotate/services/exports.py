@@ -34,7 +34,7 @@ from .. import storage
 from ..models import Item, Job, Project, QueueEntry, Round
 from ..selectors_labels import final_labels
 from . import jobs as job_services
-from .export_writers import BINARY_WRITERS, LS_LOCAL_PREFIX, TEXT_WRITERS
+from .export_writers import BINARY_WRITERS, LS_LOCAL_PREFIX, ORIGINS_FILE, TEXT_WRITERS
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class Row:
     ground_truth: str
     label: str = ""
     annotator: str = ""
+    origin: str = ""  # how the label came: manual, suggestion, candidate, prelabel (Annotation.Origin)
     annotation_id: int | None = None
     labeled_at: datetime | None = None
     created_at: datetime | None = None
@@ -136,7 +137,7 @@ def export_chunks(project: Project, *, predictions: bool = False, chunk: int = C
             r = Row(pk, name or PurePosixPath(file).name, file, w, h, gt, created_at=created)
             fl = labels.get(pk)
             if fl is not None:
-                r.label, r.annotator = fl.label, fl.annotator
+                r.label, r.annotator, r.origin = fl.label, fl.annotator, fl.origin
                 r.annotation_id, r.labeled_at = fl.annotation_id, fl.created_at
             rows.append(r)
             row_of[pk] = row
@@ -224,4 +225,5 @@ def export_execute(*, job_id: str) -> Job:
     return job_services.job_run(job_id=job_id, work=_export, expected=())
 
 
-__all__ = ["FORMATS", "LS_LOCAL_PREFIX", "export_chunks", "export_write", "export_request", "export_execute"]
+__all__ = ["FORMATS", "LS_LOCAL_PREFIX", "ORIGINS_FILE", "export_chunks", "export_write", "export_request",
+           "export_execute"]

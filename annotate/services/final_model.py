@@ -17,10 +17,12 @@ unbiased estimate of its accuracy on the pool (with its binomial standard error)
 **Export** (``projects/<id>/exports/final-<job>.zip``, the job's result file): ``backbone/`` (an ``hf``
 model folder: config.json, model.safetensors, preprocessor_config.json), ``head.safetensors``
 (``weight`` (c, d), ``bias`` (c,) float32: logits = backbone(x) @ weightᵀ + bias) and ``config.json``
-(classes, method, pooling, base model, accuracies, counts).
+(classes, method, pooling, base model, accuracies, counts), and ``predictions.csv`` (item_id, file, label,
+confidence) for every unlabeled item, from this model.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -31,7 +33,7 @@ import numpy as np
 from selection.extractors import ExtractorError
 
 from .. import storage
-from ..models import Job, Project, QueueEntry
+from ..models import Item, Job, Project, QueueEntry
 from . import jobs as job_services
 from .transfer_common import finetune_config, hf_model_of, labeled_set, pretrained_of
 
@@ -105,6 +107,9 @@ def _final(job: Job, progress: job_services.Progress) -> job_services.JobOutcome
     save_file({"weight": np.ascontiguousarray(res.head_weight), "bias": np.ascontiguousarray(res.head_bias)},
               str(out_dir / "head.safetensors"))
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    if job.params.get("predict_unlabeled", True):
+        progress(0.93, "predicting the unlabeled items")
+        _write_predictions(project, data, backbone, res, out_dir / "predictions.csv")
     zip_path = out_dir.with_suffix(".zip")
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(out_dir.rglob("*")):
@@ -115,6 +120,37 @@ def _final(job: Job, progress: job_services.Progress) -> job_services.JobOutcome
         "; no labeled audit items to measure it on"
     return job_services.JobOutcome(result={**config, "folder": out_dir.relative_to(storage.media_path("")).as_posix()},
                                    result_file=zip_path.relative_to(storage.media_path("")).as_posix(), message=msg)
+
+
+def _write_predictions(project: Project, data, backbone, res, path) -> int:
+    """``predictions.csv`` (item_id, file, label, confidence) for every item without a label; returns the count."""
+    from PIL import Image  # noqa: PLC0415
+
+    from selection.transfer.finetune import embed  # noqa: PLC0415
+    from selection.transfer.hf_backbone import image_loader  # noqa: PLC0415
+
+    rows = list(Item.objects.filter(project=project).exclude(pk__in=data.item_ids).order_by("pk")
+                .values_list("pk", "original_name", "file"))
+
+    def image(i: int):
+        with Image.open(storage.media_path(rows[i][2])) as im:
+            im.load()
+            return im.copy()
+
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["item_id", "file", "label", "confidence"])
+        load = image_loader(backbone.source, image)
+        for s in range(0, len(rows), 1024):  # bounded memory on a large pool
+            idx = np.arange(s, min(s + 1024, len(rows)))
+            F = embed(backbone, lambda k, idx=idx: load(idx[k]), len(idx), device=res.device)
+            logits = F @ res.head_weight.T + res.head_bias
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            for j, i in enumerate(idx):
+                k = int(p[j].argmax())
+                out.writerow([rows[i][0], rows[i][1] or rows[i][2], data.classes[k], f"{p[j, k]:.6f}"])
+    return len(rows)
 
 
 def final_model_execute(*, job_id: str) -> Job:

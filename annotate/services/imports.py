@@ -38,6 +38,7 @@ from . import jobs as job_services
 from .import_plan import import_embeddings_load, import_plan
 from .import_sources import ImportRejected, _Entry, check_image
 from .import_sources import check_public_url, class_labels  # noqa: F401 - this module's API (forms, tests)
+from .keymap import keymap_sync
 
 log = logging.getLogger(__name__)
 
@@ -233,10 +234,12 @@ def _commit(project, opts, staged, X, staging, result, user, progress) -> Import
                 created = {i.checksum: i for i in fresh}
                 Annotation.objects.bulk_create(
                     [Annotation(item=created[s.checksum], annotator=annotator, action=Annotation.Action.LABEL,
-                                label=s.entry.label) for s in staged if s.entry.label],
+                                label=s.entry.label, origin=Annotation.Origin.PRELABEL)
+                     for s in staged if s.entry.label],
                     batch_size=1000,
                 )
             project.save()
+            keymap_sync(project=project)  # classes set by this import get their keys now, fixed from here on
             progress(0.95, "moving files into place")
             for s in staged:
                 dest = storage.media_path(f"projects/{project.pk}/images/{s.checksum[:2]}/{s.checksum}{s.ext}")

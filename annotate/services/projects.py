@@ -15,6 +15,7 @@ from .. import storage
 from ..models import Job, Project
 from .dispatch import BrokerUnavailable
 from .embeddings import embedding_request, extractor_check_allowed, extractor_validate
+from .keymap import keymap_sync
 
 
 def upload_save(upload, rel: str) -> Path:
@@ -64,6 +65,7 @@ def project_configure(*, project: Project, user, previous: tuple[str, dict[str, 
     if user is not None and (previous is None or uploads or extractor_changed(old=previous, new=new)):
         extractor_check_allowed(user=user, name=project.extractor, params=_normalised(*new))
     project.save()
+    keymap_sync(project=project)  # classes added here get their keys now; kept classes keep theirs
     if uploads:
         params = dict(project.extractor_params)
         for name, upload in uploads.items():

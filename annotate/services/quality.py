@@ -151,17 +151,19 @@ def quality_refresh(*, project_id: int) -> dict[str, Any]:
                               "annotators": [], "alpha": None, "pairs": []}
     consensus: dict[int, tuple[str, float]] = {}
     if len(items) and len(classes) >= 2 and multi.any():
-        ds = dawid_skene(L, len(classes))
+        # Fitted on the overlapped items only: single labels say nothing about who is right, and this
+        # keeps the EM's (annotators x items x classes) work bounded by the overlap, not the project.
         Lm = L[multi]
+        ds = dawid_skene(Lm, len(classes))
         report["alpha"] = _num(krippendorff_alpha(Lm, len(classes)))
         kappa, common = pairwise_cohen_kappa(Lm, len(classes))
-        conf = confusion_vs_reference(Lm, ds.labels[multi], len(classes))
+        conf = confusion_vs_reference(Lm, ds.labels, len(classes))
         for a, uid in enumerate(users):
             n_over = int((Lm[:, a] != -1).sum())
             agree = np.trace(conf[a]) / conf[a].sum() if conf[a].sum() else float("nan")
             report["annotators"].append({
                 "user": names.get(uid, str(uid)), "labels": int((L[:, a] != -1).sum()), "overlapped": n_over,
-                "ds_accuracy": _num(ds.accuracy[a]), "agreement_with_consensus": _num(agree),
+                "ds_accuracy": _num(ds.accuracy[a]) if n_over else None, "agreement_with_consensus": _num(agree),
                 "confusion": conf[a].tolist(),
             })
         for a in range(len(users)):
@@ -169,8 +171,8 @@ def quality_refresh(*, project_id: int) -> dict[str, Any]:
                 if common[a, b] >= 2:
                     report["pairs"].append({"a": names.get(users[a]), "b": names.get(users[b]),
                                             "items": int(common[a, b]), "kappa": _num(kappa[a, b])})
-        for k in np.flatnonzero(multi):
-            consensus[items[k]] = (classes[int(ds.labels[k])], float(ds.posterior[k].max()))
+        for j, k in enumerate(np.flatnonzero(multi)):
+            consensus[items[k]] = (classes[int(ds.labels[j])], float(ds.posterior[j].max()))
         report["ds_iterations"] = ds.n_iter
     report["classes"] = classes
     with transaction.atomic():

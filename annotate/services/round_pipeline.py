@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from .. import realtime, selectors, storage
 from ..models import Item, Project, QueueEntry, Round
+from . import candidates
 from .quality import quality_enqueue
 from .refill import POLICY_REASONS, pace_measure, refill_point
 
@@ -110,7 +111,9 @@ def round_load(rnd: Round) -> RoundData:
         X_labeled=np.asarray(X_all[lab_rows], dtype=np.float32) if len(lab_rows) else None,
         y=y, warm=_warm_state(project, rnd, len(classes), X_all.shape[1]) if len(y) else None,
         metrics={"labeled": int(len(y)), "pool": int(len(pool_ids)),
-                 "classes_seen": int(len(np.unique(y))) if len(y) else 0},
+                 "classes_seen": int(len(np.unique(y))) if len(y) else 0,
+                 # the candidate-set threshold and the accuracy that turns suggestions on (services/candidates.py)
+                 **candidates.calibration_read(project=project, labels=labels, classes=classes)},
     )
 
 
@@ -175,17 +178,17 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
         )
         taken |= set(selectors.decided_item_ids(project=project).values_list("item_id", flat=True))
         entries = []
+        # The prediction, top classes and candidate-set size of each pick (services/candidates.py).
+        preds = ([] if trained.probs_pool is None else candidates.entry_predictions(
+            trained.probs_pool[[p.position for p in plan.picks]], data.classes,
+            metrics.get("candidate_threshold", 0.0)))
         for rank, pick in enumerate(plan.picks):
             item_id = int(data.pool_ids[pick.position])
             if item_id in taken:
                 continue
-            pred, conf = "", None
-            if trained.probs_pool is not None:
-                k = int(np.argmax(trained.probs_pool[pick.position]))
-                pred, conf = data.classes[k], float(trained.probs_pool[pick.position, k])
             entries.append(QueueEntry(
                 project=project, round=locked, item_id=item_id, rank=rank, score=pick.score,
-                is_audit=pick.is_audit, predicted_label=pred, predicted_confidence=conf, overlap_k=pick.overlap_k,
+                is_audit=pick.is_audit, overlap_k=pick.overlap_k, **(preds[rank] if preds else {}),
                 correct_probability=(None if trained.pool_correct is None
                                      else float(trained.pool_correct[pick.position])),
             ))

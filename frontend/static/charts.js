@@ -20,7 +20,7 @@ function frame(el) {
   const width = Math.max(240, el.clientWidth || 480);
   const height = Number(el.dataset.height || 220);
   const svg = node("svg", {viewBox: `0 0 ${width} ${height}`, width: "100%", height, role: "img",
-                           class: "chart"});
+                           class: "chart", "aria-label": el.dataset.label || el.getAttribute("aria-label") || "chart"});
   el.replaceChildren(svg);
   return {svg, width, height, w: width - M.left - M.right, h: height - M.top - M.bottom};
 }
@@ -34,6 +34,16 @@ export function ticks(lo, hi, count = 5) {
   const out = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toFixed(10));
   return out;
+}
+
+// Ticks from lo up to the first "nice" value at or above hi: the axis top is never below the data, so the
+// tallest bar is never clipped and two different values are never drawn at the same height.
+export function ticksCovering(lo, hi, count = 5) {
+  const t = ticks(lo, hi, count);
+  if (t.length < 2) return hi > lo ? [lo, hi] : [lo, lo + 1];
+  const step = t[1] - t[0];
+  while (t[t.length - 1] < hi - step * 1e-9) t.push(+(t[t.length - 1] + step).toFixed(10));
+  return t;
 }
 
 function axes(f, {xTicks, yTicks, x, y, xLabel, yLabel, fmtX = String, fmtY = String}) {
@@ -92,8 +102,8 @@ export function barChart(el, {bars, xLabel, yLabel, format = (v) => v, emptyText
     empty(f, emptyText || "no data yet");
     return f.svg;
   }
-  const yTicks = ticks(0, max);
-  const top = yTicks[yTicks.length - 1] || max;
+  const yTicks = ticksCovering(0, max);
+  const top = yTicks[yTicks.length - 1];
   const y = (v) => M.top + (1 - v / top) * f.h;
   const band = f.w / bars.length;
   const x = (i) => M.left + band * (i + 0.5);

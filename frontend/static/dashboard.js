@@ -9,13 +9,13 @@
 //   job.progress  -> the job list (progress bar, error, download link)
 //   queue.updated -> fetch fresh statistics (throttled)
 
+import {api, notify} from "./api.js";
 import {barChart, lineChart} from "./charts.js";
 import {renderAccuracy, renderQuality} from "./quality.js";
 import {LiveSocket} from "./ws.js";
 
 const root = document.getElementById("dashboard");
 const urls = {stats: root.dataset.statsUrl, exports: root.dataset.exportsUrl, ws: root.dataset.wsUrl};
-const csrf = root.dataset.csrf;
 const isAdmin = root.dataset.admin === "true";  // downloads are for project admins
 let stats = JSON.parse(document.getElementById("stats-data").textContent);
 const jobs = new Map((stats.jobs || []).map((j) => [j.id, j]));
@@ -125,10 +125,9 @@ let fetching = null;
 let again = false;
 async function refresh() {
   if (fetching) { again = true; return; }
-  fetching = fetch(urls.stats, {headers: {Accept: "application/json"}})
-    .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`stats: HTTP ${r.status}`))))
+  fetching = api(urls.stats)
     .then(render)
-    .catch((e) => console.warn(e))
+    .catch((e) => notify($("#notice"), `Could not refresh the statistics: ${e.message}`, {kind: "error"}))
     .finally(() => {
       fetching = null;
       if (again) { again = false; setTimeout(refresh, 1000); }
@@ -158,19 +157,22 @@ const light = $("#live");
 new LiveSocket(urls.ws, {
   onMessage,
   onOpen: (reconnected) => { if (reconnected) refresh(); },
-  onState: (state) => { light.dataset.state = state; light.title = `live updates: ${state}`; },
+  onState: (state) => {
+    light.dataset.state = state;
+    light.title = `live updates: ${state}`;
+    light.setAttribute("aria-label", light.title);
+  },
 });
 
 for (const form of root.querySelectorAll("form[data-export]")) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = {format: form.elements.format.value, predictions: form.elements.predictions.checked};
-    const r = await fetch(urls.exports, {
-      method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": csrf}, body: JSON.stringify(body),
-    });
-    const data = await r.json();
-    if (!r.ok) { alert(data.error || `export failed (HTTP ${r.status})`); return; }
-    onMessage({type: "job.progress", job: data});
+    try {
+      onMessage({type: "job.progress", job: await api(urls.exports, body)});
+    } catch (err) {
+      notify($("#export-error"), `Export not started: ${err.message}`, {kind: "error", ms: 0});
+    }
   });
 }
 

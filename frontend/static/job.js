@@ -1,4 +1,5 @@
 // Admin job page: follow a job's progress (polls the job API; also listens on the project's socket).
+import {api} from "./api.js";
 import {LiveSocket} from "./ws.js";
 
 const box = document.getElementById("job");
@@ -9,6 +10,7 @@ const message = box.querySelector("[data-field=message]");
 const result = box.querySelector("[data-field=result]");
 const link = box.querySelector("[data-field=download]");
 let finished = false;
+const renderedFinished = box.dataset.state === "done" || box.dataset.state === "failed";
 
 function show(j) {
   bar.value = j.progress || 0;
@@ -18,11 +20,16 @@ function show(j) {
   if (j.result && Object.keys(j.result).length) result.textContent = JSON.stringify(j.result, null, 2);
   if (j.download) { link.href = j.download; link.hidden = false; }
   finished = j.status === "done" || j.status === "failed";
+  // The page was rendered while the job ran: load it once more to show what it did, in words.
+  if (finished && !renderedFinished) location.reload();
 }
 
 async function poll() {
-  const r = await fetch(box.dataset.url);
-  if (r.ok) show(await r.json());
+  try {
+    show(await api(box.dataset.url));
+  } catch (err) {
+    message.textContent = `Could not read the job: ${err.message}`;
+  }
   if (!finished) setTimeout(poll, 1000);
 }
 

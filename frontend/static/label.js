@@ -4,14 +4,23 @@
 // item without waiting for the network.  Label, skip and undo requests run in order in the
 // background (one promise chain); each carries a client_id so a retry after a network error is
 // stored once.  A WebSocket to the project's group refreshes the queue when a round writes a
-// new batch and shows the round's progress; it reconnects with backoff and resyncs.
-import { LiveSocket } from "./ws.js";
+// new batch and shows "updating the queue…" with a progress bar while a round runs.
+//
+// Keys: each class button declares its key (data-hotkey, fixed per project: services/keymap.py).
+// The page's own keys are never letters or digits: Enter accepts the model's suggestion, Shift+1..9
+// picks a candidate, "/" finds a class by name, Space skips, Backspace undoes, "?" helps, + - zoom.
+import {apiRetrying, csrfToken, notify, uuid} from "./api.js";
+import {LiveSocket} from "./ws.js";
+import {ZoomPan} from "./zoom.js";
 
 const PREFETCH = 6;      // items held (current + preloaded)
 const REFILL_AT = 3;     // lease more when fewer than this are waiting
+const RECENT = 8;        // labeled items kept in the strip
 const root = document.getElementById("labeler");
 const API = root.dataset.api;
 const $ = (id) => document.getElementById(id);
+const classButtons = [...root.querySelectorAll(".class-btn")];
+const byLabel = new Map(classButtons.map((b) => [b.dataset.label, b]));
 
 const state = {
   queue: [],            // leased items waiting, images preloading
@@ -22,105 +31,96 @@ const state = {
   leasing: null,
   leaseAgain: false,
   round: null,
+  recent: [],           // [{item_id, image_url, label, skipped}] newest first
 };
 
-// ------------------------------------------------------------------ HTTP
-function csrfToken() {
-  const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return m ? decodeURIComponent(m[1]) : root.dataset.csrf;
-}
-
-class ApiError extends Error {
-  constructor(message, status) { super(message); this.status = status; }
-}
-
-async function call(path, body) {
-  const init = {credentials: "same-origin", headers: {"Accept": "application/json"}};
-  if (body !== undefined) {
-    init.method = "POST";
-    init.headers["Content-Type"] = "application/json";
-    init.headers["X-CSRFToken"] = csrfToken();
-    init.body = JSON.stringify(body);
-  }
-  const resp = await fetch(API + path, init);
-  let data = {};
-  try { data = await resp.json(); } catch { /* not JSON: handled below */ }
-  if (resp.status === 401) { location.href = `/accounts/login/?next=${encodeURIComponent(location.pathname)}`; }
-  if (!resp.ok) throw new ApiError(data.error || `${resp.status} ${resp.statusText}`, resp.status);
-  return data;
-}
-
-// Network failures (not 4xx answers) are retried with the same body, so with the same client_id.
-async function callRetrying(path, body, tries = 6) {
-  for (let i = 0; ; i++) {
-    try { return await call(path, body); } catch (err) {
-      if (err instanceof ApiError || i >= tries - 1) throw err;
-      await new Promise((r) => setTimeout(r, 300 * 2 ** i));
-    }
-  }
-}
-
-function uuid() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-// Requests that change labels run one after another, in the order of the keypresses.
 function inOrder(fn) {
   const run = state.chain.then(fn);
   state.chain = run.catch(() => {});
   return run;
 }
 
-// ------------------------------------------------------------------ view
-let toastTimer = null;
-function toast(text, kind = "info") {
-  const el = $("toast");
-  el.textContent = text;
-  el.dataset.kind = kind;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
-}
+const toast = (text, kind = "info") => notify($("toast"), text, {kind});
+const zoom = new ZoomPan($("canvas"), $("current-image"), {
+  onChange: (s) => { $("zoom-level").textContent = `${Math.round(s * 100)}%`; },
+});
 
+// ------------------------------------------------------------------ view
 function showProgress(p) {
   if (!p) return;
   $("labeled-count").textContent = p.labeled;
   $("total-count").textContent = p.total;
   if (p.mine !== undefined) $("mine-count").textContent = p.mine;
-  $("queue-info").textContent = `${p.pending} waiting in the queue`;
+  $("queue-info").textContent = `${p.pending} waiting`;
   if (p.round) showRound(p.round);
 }
 
+// Annotators see whether the queue is being updated and how far along, not the solver's terms
+// (the round's own message stays in the tooltip for whoever is curious).
 function showRound(r) {
   state.round = r;
   const el = $("round-indicator");
+  const running = r.status === "running" || r.status === "queued";
   el.dataset.round = r.number;
-  el.dataset.state = r.status === "queued" || r.status === "running" ? "running" : r.status;
-  if (r.status === "running" || r.status === "queued") {
-    const pct = Math.round((r.progress || 0) * 100);
-    el.textContent = `Round ${r.number} running… ${pct}%${r.message ? " · " + r.message : ""}`;
+  el.dataset.state = running ? "running" : r.status;
+  $("round-progress").value = running ? r.progress || 0 : 0;
+  if (running) {
+    $("round-text").textContent = "updating the queue…";
+    el.title = `round ${r.number}: ${Math.round((r.progress || 0) * 100)}%`;
   } else if (r.status === "failed") {
-    el.textContent = `Round ${r.number} failed`;
-    el.title = r.failure || "";
+    $("round-text").textContent = "queue update failed — keep labeling";
+    el.title = `round ${r.number} failed; an admin can see why`;
   } else {
-    el.textContent = `Round ${r.number}`;
-    el.title = r.message || "";
+    $("round-text").textContent = "queue up to date";
+    el.title = `round ${r.number}`;
   }
+}
+
+function showOffer(item) {
+  const sug = item && item.suggestion;
+  const box = $("suggestion");
+  box.dataset.state = sug ? "on" : "none";
+  $("accept-btn").disabled = !sug;
+  $("accept-btn").dataset.label = sug ? sug.label : "";
+  $("suggestion-label").textContent = sug ? sug.label : "–";
+  $("suggestion-conf").textContent = sug && sug.confidence != null ? `${Math.round(sug.confidence * 100)}%` : "";
+  $("suggestion-note").hidden = !!sug;
+  const list = $("candidates");
+  const cands = (item && item.candidates) || [];
+  list.replaceChildren(...cands.map((c, i) => {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "candidate";
+    b.dataset.label = c.label;
+    b.dataset.candidate = String(i + 1);
+    const k = document.createElement("kbd");
+    k.textContent = `⇧${i + 1}`;
+    const name = document.createElement("span");
+    name.textContent = c.label;
+    const p = document.createElement("span");
+    p.className = "muted";
+    p.textContent = c.p < 0.005 ? "<1%" : `${Math.round(c.p * 100)}%`;
+    b.append(k, name, p);
+    b.addEventListener("click", () => submit("label", c.label, "candidate"));
+    li.append(b);
+    return li;
+  }));
+  root.dataset.suggestion = sug ? sug.label : "";
+  root.dataset.candidates = cands.length;
 }
 
 function render() {
   const img = $("current-image");
   const item = state.current;
+  zoom.reset();
+  showOffer(item);
   if (!item) {
     img.hidden = true;
     $("item-caption").textContent = "";
     const running = state.round && (state.round.status === "running" || state.round.status === "queued");
     $("empty-text").textContent = running
-      ? "Waiting for the next batch: the model is being retrained…"
+      ? "Waiting for the next batch: the queue is being updated…"
       : "Nothing to label right now. New items appear here by themselves.";
     $("empty").hidden = false;
     root.dataset.itemId = "";
@@ -133,6 +133,27 @@ function render() {
   root.dataset.itemId = item.item_id;
   $("item-caption").textContent = `item ${item.item_id}` + (item.round ? ` · from round ${item.round}` : "");
   state.shownAt = performance.now();
+}
+
+function renderRecent() {
+  $("recent").replaceChildren(...state.recent.map((r) => {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "recent-item";
+    b.dataset.itemId = r.item_id;
+    b.title = `item ${r.item_id}: ${r.skipped ? "skipped" : r.label} — click to fix`;
+    b.setAttribute("aria-label", `fix item ${r.item_id}, now ${r.skipped ? "skipped" : r.label}`);
+    const im = document.createElement("img");
+    im.src = r.image_url;
+    im.alt = "";
+    const cap = document.createElement("span");
+    cap.textContent = r.skipped ? "skipped" : r.label;
+    b.append(im, cap);
+    b.addEventListener("click", () => undo(r.item_id));
+    li.append(b);
+    return li;
+  }));
 }
 
 function next() {
@@ -158,7 +179,7 @@ function lease() {
   }
   state.leasing = (async () => {
     try {
-      const data = await callRetrying("lease", {n: PREFETCH});
+      const data = await apiRetrying(API + "lease", {n: PREFETCH});
       const have = new Set(state.queue.map((i) => i.item_id));
       if (state.current) have.add(state.current.item_id);
       for (const item of data.items) {
@@ -181,32 +202,79 @@ function lease() {
   return state.leasing;
 }
 
-function submit(kind, label) {
+function submit(kind, label, origin = "manual") {
   const item = state.current;
   if (!item) return;
   const body = {item_id: item.item_id, client_id: uuid(), time_ms: Math.round(performance.now() - state.shownAt)};
-  if (kind === "label") body.label = label;
+  if (kind === "label") { body.label = label; body.origin = origin; }
   state.done.add(item.item_id);
+  state.recent = [{item_id: item.item_id, image_url: item.image_url, label, skipped: kind === "skip"},
+                  ...state.recent.filter((r) => r.item_id !== item.item_id)].slice(0, RECENT);
+  renderRecent();
   next();
-  inOrder(() => callRetrying(kind, body))
+  inOrder(() => apiRetrying(API + kind, body))
     .then((data) => showProgress(data.progress))
     .catch((err) => toast(`Item ${item.item_id} was not saved: ${err.message}`, "error"));
 }
 
-function undo() {
-  inOrder(() => callRetrying("undo", {client_id: uuid()}))
+// Undo the latest label, or the one on `itemId` (a click in the strip): the item comes back to label again.
+function undo(itemId) {
+  const body = {client_id: uuid()};
+  if (itemId !== undefined) body.item_id = itemId;
+  inOrder(() => apiRetrying(API + "undo", body))
     .then((data) => {
       const back = data.item;
       state.done.delete(back.item_id);
+      state.recent = state.recent.filter((r) => r.item_id !== back.item_id);
+      renderRecent();
       state.queue = state.queue.filter((i) => i.item_id !== back.item_id);
       if (state.current && state.current.item_id !== back.item_id) state.queue.unshift(state.current);
       state.current = preload(back);
       render();
       showProgress(data.progress);
-      toast(`Undone: ${data.undone.action === "skip" ? "skip" : "label " + data.undone.label} on item ${back.item_id}`);
+      const what = data.undone.action === "skip" ? "skip" : `label ${data.undone.label}`;
+      toast(`Undone: ${what} on item ${back.item_id}. Label it again.`);
     })
     .catch((err) => toast(err.status === 404 ? "Nothing to undo." : `Undo failed: ${err.message}`, "error"));
 }
+
+// ------------------------------------------------------------------ type-ahead
+const finder = $("finder");
+
+function filterClasses() {
+  const q = finder.value.trim().toLowerCase();
+  let first = null;
+  const starts = [], contains = [];
+  for (const b of classButtons) {
+    const name = b.dataset.label.toLowerCase();
+    const hit = !q || name.includes(q);
+    b.hidden = !hit;
+    b.classList.remove("first-match");
+    if (hit && q) (name.startsWith(q) ? starts : contains).push(b);
+  }
+  first = starts[0] || contains[0] || null;
+  if (first) first.classList.add("first-match");
+  root.dataset.firstMatch = first ? first.dataset.label : "";
+  return first;
+}
+
+function closeFinder() {
+  finder.value = "";
+  filterClasses();
+  finder.blur();
+}
+
+finder.addEventListener("input", filterClasses);
+finder.addEventListener("keydown", (e) => {
+  if (e.key === "Enter") {
+    e.preventDefault();
+    const first = filterClasses();
+    if (first) { flash(first); submit("label", first.dataset.label); closeFinder(); }
+  } else if (e.key === "Escape") {
+    e.preventDefault();
+    closeFinder();
+  }
+});
 
 // ------------------------------------------------------------------ input
 function flash(btn) {
@@ -217,16 +285,34 @@ function flash(btn) {
 function toggleHelp(show) {
   const el = $("help");
   el.hidden = show === undefined ? !el.hidden : !show;
+  if (!el.hidden) $("help-close").focus();
 }
 
-for (const btn of document.querySelectorAll(".class-btn")) {
+for (const btn of classButtons) {
   btn.addEventListener("click", () => { flash(btn); submit("label", btn.dataset.label); });
 }
+$("accept-btn").addEventListener("click", (e) => {
+  const label = e.currentTarget.dataset.label;
+  if (!label || !byLabel.has(label)) return;
+  flash(e.currentTarget);
+  submit("label", label, "suggestion");
+});
 $("skip-btn").addEventListener("click", (e) => { flash(e.currentTarget); submit("skip"); });
 $("undo-btn").addEventListener("click", (e) => { flash(e.currentTarget); undo(); });
 $("help-btn").addEventListener("click", () => toggleHelp());
 $("help-close").addEventListener("click", () => toggleHelp(false));
+$("zoom-in").addEventListener("click", () => zoom.zoomBy(1.25));
+$("zoom-out").addEventListener("click", () => zoom.zoomBy(1 / 1.25));
+$("zoom-reset").addEventListener("click", () => zoom.reset());
 
+// A button clicked with the mouse keeps the focus, and Space or Enter would then press it again on top of
+// their own meaning (skip, accept): give the focus back to the page after every mouse click.
+document.addEventListener("click", (e) => {
+  const b = e.target.closest && e.target.closest("button");
+  if (b && e.detail > 0) b.blur();
+});
+
+const resetKey = root.dataset.zoomResetKey;
 document.addEventListener("keydown", (e) => {
   if (e.target.closest && e.target.closest("input, textarea, select, [contenteditable]")) return;
   if (e.altKey || e.metaKey) return;
@@ -236,12 +322,23 @@ document.addEventListener("keydown", (e) => {
     return;
   }
   if (!$("help").hidden) {
-    if (key === "h" || key === "escape") { e.preventDefault(); toggleHelp(false); }
+    if (key === "?" || key === "escape") { e.preventDefault(); toggleHelp(false); }
     return;
   }
   if (e.repeat) return;  // a held key must not label a run of items
+  // Shift + digit picks a candidate (e.code: the same physical key whatever the keyboard layout).
+  const digit = /^Digit([1-9])$/.exec(e.code || "");
+  if (e.shiftKey && digit) {
+    const cand = root.querySelector(`[data-candidate="${digit[1]}"]`);
+    if (cand) { e.preventDefault(); flash(cand); cand.click(); }
+    return;
+  }
+  if (key === "/") { e.preventDefault(); finder.focus(); return; }
+  if (key === "+" || key === "=") { e.preventDefault(); zoom.zoomBy(1.25); return; }
+  if (key === "-") { e.preventDefault(); zoom.zoomBy(1 / 1.25); return; }
+  if (resetKey && key === resetKey) { e.preventDefault(); zoom.reset(); return; }
   const btn = root.querySelector(`[data-hotkey="${CSS.escape(key)}"]`);
-  if (btn) { e.preventDefault(); btn.click(); }
+  if (btn && !btn.disabled) { e.preventDefault(); btn.click(); }
 });
 
 // ------------------------------------------------------------------ live updates
@@ -249,7 +346,7 @@ function onMessage(msg, receivedAt) {
   // Other scripts (and tests) can watch pushes: detail = {message, receivedAt}.
   document.dispatchEvent(new CustomEvent("loupe:message", {detail: {message: msg, receivedAt}}));
   if (msg.type === "queue.updated") {
-    $("queue-info").textContent = `${msg.pending} waiting in the queue`;
+    $("queue-info").textContent = `${msg.pending} waiting`;
     root.dataset.queueRound = msg.round;
     lease();
   } else if (msg.type === "round.status") {
@@ -258,15 +355,21 @@ function onMessage(msg, receivedAt) {
   }
 }
 
+const CONN = {connecting: "connecting", open: "connected", closed: "disconnected, retrying"};
 const sock = new LiveSocket(root.dataset.ws, {
   onMessage,
   onOpen: (reconnected) => {
     if (reconnected) {  // pushes may have been missed while disconnected
-      call("status").then((d) => showProgress(d.progress)).catch(() => {});
+      apiRetrying(API + "status").then((d) => showProgress(d.progress)).catch(() => {});
       lease();
     }
   },
-  onState: (s) => { $("conn").dataset.state = s; },
+  onState: (s) => {
+    const el = $("conn");
+    el.dataset.state = s;
+    el.title = `live updates: ${CONN[s] || s}`;
+    el.setAttribute("aria-label", el.title);
+  },
 });
 window.loupeSocket = sock;
 

@@ -1,7 +1,8 @@
 // Review page: list labeled items with who labeled them; a reviewer corrects a label in place.
+import {api, notify} from "./api.js";
+
 const root = document.getElementById("review");
-const projectId = root.dataset.projectId;
-const csrf = root.dataset.csrf;
+const urls = {items: root.dataset.itemsUrl, correct: root.dataset.correctUrl};  // from {% url %} in the page
 const classes = JSON.parse(document.getElementById("classes-data").textContent);
 const grid = document.getElementById("items");
 const filters = root.querySelector(".filters");
@@ -35,18 +36,15 @@ function card(it) {
   status.className = "saved";
   sel.addEventListener("change", async () => {
     status.textContent = "saving…";
-    const r = await fetch(`/api/projects/${projectId}/review/correct`, {
-      method: "POST", headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
-      body: JSON.stringify({item_id: it.item_id, label: sel.value}),
-    });
-    const data = await r.json();
-    if (r.ok) {
+    try {
+      const data = await api(urls.correct, {item_id: it.item_id, label: sel.value});
       status.textContent = `corrected to ${data.label}`;
+      status.classList.remove("error");
       el.dataset.corrected = "true";
-    } else {
-      status.textContent = "";
+    } catch (err) {
       sel.value = it.label;
-      alert(data.error || `HTTP ${r.status}`);
+      status.textContent = `not saved: ${err.message}`;  // next to the field it is about
+      status.classList.add("error");
     }
   });
   el.append(img, who, sel, status);
@@ -57,9 +55,13 @@ async function load() {
   const q = new URLSearchParams({page, annotator: filters.querySelector("[name=annotator]").value,
                                  label: filters.querySelector("[name=label]").value,
                                  sort: filters.querySelector("[name=sort]").value});
-  const r = await fetch(`/api/projects/${projectId}/review/items?${q}`);
-  const data = await r.json();
-  if (!r.ok) { grid.textContent = data.error; return; }
+  let data;
+  try {
+    data = await api(`${urls.items}?${q}`);
+  } catch (err) {
+    notify(document.getElementById("notice"), `Could not load the labels: ${err.message}`, {kind: "error", ms: 0});
+    return;
+  }
   pages = data.pages;
   grid.replaceChildren(...data.items.map(card));
   document.getElementById("count").textContent = `${data.count} labeled items`;

@@ -15,8 +15,8 @@ from tests.factories import empty_project, make_user
 
 from annotate import storage
 from annotate.models import Annotation, Item, Job, Round
-from annotate.services.exports import (FORMATS, LS_LOCAL_PREFIX, export_chunks, export_execute, export_request,
-                                       export_write)
+from annotate.services.exports import (FORMATS, LS_LOCAL_PREFIX, ORIGINS_FILE, export_chunks, export_execute,
+                                       export_request, export_write)
 from annotate.services.imports import ImportOptions, import_images
 from annotate.services.review import annotation_correct
 
@@ -95,8 +95,10 @@ def test_coco(labeled, tmp_path):
 def test_imagefolder_zip(labeled, tmp_path):
     project, src, expected = labeled
     with zipfile.ZipFile(_export(project, "imagefolder", tmp_path)) as zf:
-        names = zf.namelist()
+        names = [n for n in zf.namelist() if n != ORIGINS_FILE]
         assert len(names) == 4
+        origins = list(csv.DictReader(zf.read(ORIGINS_FILE).decode().splitlines()))
+        assert sorted(r["path"] for r in origins) == sorted(names)
         for name in names:
             cls, base = name.split("/")
             original = f"imgs/{base}"
@@ -293,6 +295,37 @@ def test_only_the_newest_export_files_are_kept(labeled, monkeypatch, pushes):
     assert jobs[0].result_file == "" and "file removed" in jobs[0].message
     assert all(storage.media_path(j.result_file).is_file() for j in jobs[1:])
     assert len(list(storage.exports_dir(project).glob("*.csv"))) == 2
+
+
+def test_prelabels_keep_their_own_origin_in_every_format(media, tmp_path):
+    """Imported pre-labels are not a person's labels: every format says so (issue 9)."""
+    import pyarrow.parquet as pq
+
+    src = write_tree(tmp_path / "src", class_tree(2, classes=("cat", "dog")))
+    project = empty_project(classes=("cat", "dog"))
+    import_images(project=project, options=ImportOptions(source=str(src), class_folders=True, labels_as="prelabels"))
+    ann = make_user("ann")
+    item = Item.objects.filter(project=project).order_by("pk").first()
+    Annotation.objects.filter(item=item).update(is_current=False)
+    Annotation.objects.create(item=item, annotator=ann, label="dog", origin="suggestion")
+    want = {"prelabel": 3, "suggestion": 1}
+
+    def count(origins):
+        origins = list(origins)
+        return {o: origins.count(o) for o in set(origins)}
+
+    tasks = json.loads(_export(project, "label_studio", tmp_path).read_text())
+    anns = [a for t in tasks for a in t["annotations"]]
+    assert count(a["loupe_origin"] for a in anns) == want
+    assert {a["result"][0]["origin"] for a in anns} == {"prediction"}  # Label Studio's word for a model's answer
+    assert count(r["origin"] for r in json.loads(_export(project, "json_min", tmp_path).read_text())) == want
+    with open(_export(project, "csv", tmp_path), newline="") as fh:
+        assert count(r["origin"] for r in csv.DictReader(fh)) == want
+    doc = json.loads(_export(project, "coco", tmp_path).read_text())
+    assert count(a["origin"] for a in doc["annotations"]) == want
+    assert count(r["origin"] for r in pq.read_table(_export(project, "parquet", tmp_path)).to_pylist()) == want
+    with zipfile.ZipFile(_export(project, "imagefolder", tmp_path)) as zf:
+        assert count(r["origin"] for r in csv.DictReader(zf.read(ORIGINS_FILE).decode().splitlines())) == want
 
 
 def test_exports_use_the_consensus_of_overlapped_items(labeled, tmp_path):

@@ -85,3 +85,15 @@ def test_review_api_lists_labels_with_annotators_and_filters(setup):
     assert r.status_code == 400 and "'bird'" in r.json()["error"]
     page = c.get(f"/projects/{project.pk}/review/").content.decode()
     assert "Review labels" in page and "ann" in page
+
+
+def test_the_review_page_gives_its_script_the_api_urls(client, make_project, make_user):
+    """review.js fetches what the page names (reverse()), not URLs it spells out itself."""
+    from django.urls import reverse
+
+    user = make_user("rev")
+    project = make_project(n_items=3, members=[(user, "reviewer")])
+    client.force_login(user)
+    html = client.get(reverse("review", args=[project.pk])).content.decode()
+    for name in ("api_review_items", "api_review_correct"):
+        assert f'="{reverse(name, args=[project.pk])}"' in html

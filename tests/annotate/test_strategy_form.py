@@ -161,8 +161,12 @@ def test_round_history_inline_shows_the_latest_rounds_with_their_details(setting
     c.force_login(admin)
     page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
     assert "round history" in page.lower() and "out of memory on the GPU" in page
-    assert "train 0.25, select 0.50" in page and "train_accuracy 0.875" in page and "kcenter" in page
-    assert "round 60 (failed)" in page and "round 11 (done)" in page and "round 10 (done)" not in page
+    # One compact line per round (the latest 30); the parameters, metrics and timings in the row's tooltip.
+    assert page.count('<tr data-round="') == 30
+    assert '<tr data-round="60" data-status="failed">' in page and '<tr data-round="31" data-status="done">' in page
+    assert '<tr data-round="30"' not in page
+    assert "train_accuracy 0.875" in page and "train s 0.25" in page and "kcenter" in page
+    assert "<br" not in page.split('class="loupe-compact"')[1].split("</table>")[0]
 
 
 def test_a_new_project_starts_on_the_library_default_in_the_model_and_the_add_form(settings, tmp_path):

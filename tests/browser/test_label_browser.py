@@ -126,7 +126,7 @@ def test_the_queue_refreshes_after_a_round_without_a_reload(page, server):
     shot = server.var_dir / "labeling.png"
     page.screenshot(path=str(shot))
     if os.environ.get("LOUPE_UPDATE_SCREENSHOT") == "1":
-        dest = ROOT / "docs" / "img" / "labeling.png"
+        dest = ROOT / "docs" / "img" / "labeling-demo.png"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, dest)
     assert page.errors == []
@@ -134,9 +134,9 @@ def test_the_queue_refreshes_after_a_round_without_a_reload(page, server):
 
 def test_undo_and_help_by_keyboard(page):
     before = press_and_advance(page, "2")
-    page.keyboard.press("z")
+    page.keyboard.press("Backspace")
     page.wait_for_function(f"document.getElementById('labeler').dataset.itemId === '{before}'", timeout=5000)
-    page.keyboard.press("h")
+    page.keyboard.press("?")
     assert page.is_visible("#help")
     page.keyboard.press("Escape")
     assert not page.is_visible("#help")
