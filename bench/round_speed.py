@@ -119,6 +119,9 @@ def main(argv=None) -> int:
         print(f"{name:<16} {walls[0]:>8.2f} {statistics.median(rest):>9.2f} {min(rest):>5.2f}-{max(rest):<6.2f} "
               f"{med['load']:>6.2f} {med['train']:>6.2f} {med['quality']:>7.2f} {med['select']:>7.2f} "
               f"{med['write']:>6.2f} {statistics.median(updates):>8.0f} {statistics.median(cpus[1:] or cpus):>6.2f}")
+    import shutil  # noqa: PLC0415
+
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
