@@ -1,12 +1,15 @@
 """Simulated annotators against the embedded default: how long a keypress waits for the next item.
 
     python bench/annotators.py run --strategy firal --annotators 1 --rate 1 --duration 600
+    python bench/annotators.py run --strategy firal,margin --duration 20 --limit 600   # both in one server
 
 ``run`` does everything:
 
 1. ``setup`` (a child process with Django): a fresh SQLite database and media folder under a
    temporary directory, the full digits demo (1,797 items) with ``--strategy``, its first round
-   (as ``make run`` does), and one user + logged-in session per annotator;
+   (as ``make run`` does), and one user + logged-in session per annotator.  With several
+   strategies (comma-separated), one demo project each, all served by the same server and worker
+   (so one project's rounds may wait behind another's), ``--annotators`` on each;
 2. starts ``manage.py loupe_serve`` (Daphne + the embedded worker thread, in-memory channel layer:
    the ``make run`` path) and waits until it serves;
 3. ``--annotators`` clients (asyncio, no Django) that do what ``frontend/static/label.js`` does:
@@ -56,6 +59,7 @@ def _django(root: Path) -> None:
 
 def cmd_setup(args) -> None:
     _django(Path(args.root))
+    from django.conf import settings  # noqa: PLC0415
     from django.contrib.auth import get_user_model  # noqa: PLC0415
     from django.contrib.sessions.backends.db import SessionStore  # noqa: PLC0415
     from django.core.management import call_command  # noqa: PLC0415
@@ -65,24 +69,28 @@ def cmd_setup(args) -> None:
     from annotate.services.rounds import round_execute, round_request  # noqa: PLC0415
 
     call_command("migrate", verbosity=0)
-    project = demo_build(limit=args.limit, batch_size=args.batch_size, refill_threshold=args.refill_threshold).project
-    project.strategy, project.strategy_params = args.strategy, {}
-    project.save(update_fields=["strategy", "strategy_params"])
-    rnd = round_request(project=project, reason="initial")
-    round_execute(round_id=rnd.pk)
-    users = []
-    for i in range(args.annotators):
-        user = get_user_model().objects.create_user(f"sim{i:02d}", password=None)
-        Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
-        session = SessionStore()
-        session["_auth_user_id"] = str(user.pk)
-        session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
-        session["_auth_user_hash"] = user.get_session_auth_hash()
-        session.create()
-        users.append({"id": user.pk, "session": session.session_key})
-    truth = dict(Item.objects.filter(project=project).values_list("id", "ground_truth"))
-    Path(args.out).write_text(json.dumps({"project_id": project.pk, "classes": project.classes, "users": users,
-                                          "truth": {str(k): v for k, v in truth.items()}}))
+    out = []
+    for strategy in args.strategy.split(","):
+        project = demo_build(name=f"Digits demo ({strategy})", limit=args.limit, batch_size=args.batch_size,
+                             refill_threshold=args.refill_threshold).project
+        project.strategy, project.strategy_params = strategy, {}
+        project.save(update_fields=["strategy", "strategy_params"])
+        rnd = round_request(project=project, reason="initial")
+        round_execute(round_id=rnd.pk)
+        users = []
+        for i in range(args.annotators):
+            user = get_user_model().objects.create_user(f"sim{i:02d}-{project.pk}", password=None)
+            Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
+            session = SessionStore()
+            session["_auth_user_id"] = str(user.pk)
+            session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
+            session["_auth_user_hash"] = user.get_session_auth_hash()
+            session.create()
+            users.append({"id": user.pk, "session": session.session_key})
+        truth = dict(Item.objects.filter(project=project).values_list("id", "ground_truth"))
+        out.append({"strategy": strategy, "project_id": project.pk, "classes": project.classes, "users": users,
+                    "truth": {str(k): v for k, v in truth.items()}})
+    Path(args.out).write_text(json.dumps(out))
 
 
 def cmd_report(args) -> None:
@@ -260,20 +268,24 @@ class Annotator:
                 await h.close()
 
 
-async def simulate(cfg: dict) -> dict:
-    log = {"waits_ms": [], "wait_at": [], "dry": [], "lease_ms": [], "submit_ms": [], "pending_seen": [],
-           "errors": [], "labels": 0, "queue_updates": 0, "round_status": 0}
-    cfg["t0"] = time.monotonic()
-    stop_at = cfg["t0"] + cfg["duration"]
-    clients = [Annotator(i, u, cfg, log) for i, u in enumerate(cfg["users"])]
-    await asyncio.gather(*(c.run(stop_at) for c in clients))
-    return log
+async def simulate(common: dict, projects: list[dict]) -> dict[str, dict]:
+    """Run every project's annotators at once; one log per strategy."""
+    t0 = time.monotonic()
+    logs, clients = {}, []
+    for proj in projects:
+        cfg = {**common, **proj, "t0": t0}
+        log = logs[proj["strategy"]] = {"waits_ms": [], "wait_at": [], "dry": [], "lease_ms": [], "submit_ms": [],
+                                        "pending_seen": [], "errors": [], "labels": 0, "queue_updates": 0,
+                                        "round_status": 0}
+        clients += [Annotator(i, u, cfg, log) for i, u in enumerate(proj["users"])]
+    await asyncio.gather(*(c.run(t0 + common["duration"]) for c in clients))
+    return logs
 
 
 # =========================================================================== run
-def summary(log: dict, report: dict, args) -> str:
+def summary(strategy: str, log: dict, report: dict, args) -> str:
     w = log["waits_ms"]
-    lines = [f"strategy {args.strategy}, {args.annotators} annotator(s) at {args.rate} item/s each, "
+    lines = [f"strategy {strategy}, {args.annotators} annotator(s) at {args.rate} item/s each, "
              f"{args.duration:.0f} s, {'full demo' if args.limit is None else f'{args.limit} items'}, "
              f"batch {args.batch_size}, threshold {args.refill_threshold}",
              f"keypresses {len(w)}, labels acknowledged {log['labels']}, stored {report['annotations']}, "
@@ -302,7 +314,7 @@ def cmd_run(args) -> None:
                     "--annotators", str(args.annotators), "--batch-size", str(args.batch_size),
                     "--refill-threshold", str(args.refill_threshold)]
                    + (["--limit", str(args.limit)] if args.limit else []), env=env, check=True)
-    setup = json.loads(setup_json.read_text())
+    projects = json.loads(setup_json.read_text())
     port = free_port()
     log_path = tmp / "serve.log"
     with open(log_path, "wb") as out:
@@ -314,36 +326,39 @@ def cmd_run(args) -> None:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.1)
-        cfg = {**setup, "host": "127.0.0.1", "port": port, "rate": args.rate, "duration": args.duration,
-               "seed": args.seed, "jitter": args.jitter}
-        log = asyncio.run(simulate(cfg))
+        client_cfg = {"host": "127.0.0.1", "port": port, "rate": args.rate, "duration": args.duration,
+                      "seed": args.seed, "jitter": args.jitter}
+        logs = asyncio.run(simulate(client_cfg, projects))
     finally:
         server.terminate()
         try:
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
-    report_json = tmp / "report.json"
-    subprocess.run([sys.executable, __file__, "report", *common, "--project-id", str(setup["project_id"]),
-                    "--out", str(report_json)], env=env, check=True)
-    report = json.loads(report_json.read_text())
-    text = summary(log, report, args)
+    reports, texts = {}, []
+    for proj in projects:
+        report_json = tmp / f"report-{proj['project_id']}.json"
+        subprocess.run([sys.executable, __file__, "report", *common, "--project-id", str(proj["project_id"]),
+                        "--out", str(report_json)], env=env, check=True)
+        reports[proj["strategy"]] = json.loads(report_json.read_text())
+        texts.append(summary(proj["strategy"], logs[proj["strategy"]], reports[proj["strategy"]], args))
+    text = "\n\n".join(texts)
     print(text)
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "summary": text, "log": log, "report": report,
+        Path(args.out).write_text(json.dumps({"args": vars(args), "summary": text, "logs": logs, "reports": reports,
                                               "load_average": os.getloadavg()}, default=str))
     if not args.keep:
         import shutil  # noqa: PLC0415
 
         shutil.rmtree(tmp, ignore_errors=True)
-    return log, report
+    return logs, reports
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run")
-    run.add_argument("--strategy", default="margin")
+    run.add_argument("--strategy", default="margin", help="one or more, comma-separated (one project each)")
     run.add_argument("--annotators", type=int, default=1)
     run.add_argument("--rate", type=float, default=1.0, help="items per second per annotator")
     run.add_argument("--duration", type=float, default=60.0)

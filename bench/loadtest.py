@@ -158,7 +158,7 @@ def cmd_setup(args) -> None:
         # A logged-in session, as the login form would leave (PBKDF2 logins are not what we measure).
         session = SessionStore()
         session["_auth_user_id"] = str(user.pk)
-        session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+        session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
         session["_auth_user_hash"] = user.get_session_auth_hash()
         session.create()
         users.append({"id": user.pk, "username": user.username, "session": session.session_key})

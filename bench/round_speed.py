@@ -8,7 +8,7 @@ does at start-up): a throwaway SQLite database and media folder under a temporar
 1,797-item demo project, ``--labels`` items labeled from the ground truth (``--labels`` / 10 per class
 on average, drawn at random with ``--seed``), then ``--repeats`` rounds per strategy back to back.
 Prints per strategy: the first round's wall time, the median (min–max) of the rest, the round's own
-timings (load / train / select / write), and how many progress updates (DB writes + pushes) a round
+timings (load / train / quality / select / write), and how many progress updates (DB writes + pushes) a round
 made.  ``--profile DIR`` writes a cProfile report (top functions by cumulative time) of the last round per
 strategy.
 """
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     print(f"demo: {len(items)} items, {args.labels} labeled, batch {args.batch_size}, "
           f"{args.repeats} rounds per strategy, load average {os.getloadavg()[0]:.2f}")
     print(f"{'strategy':<16} {'first s':>8} {'median s':>9} {'min-max s':>12} {'load':>6} {'train':>6} "
-          f"{'select':>7} {'write':>6} {'updates':>8} {'cpu s':>6}")
+          f"{'quality':>7} {'select':>7} {'write':>6} {'updates':>8} {'cpu s':>6}")
     for name in args.strategies.split(","):
         project.strategy, project.strategy_params = name, {}
         project.save(update_fields=["strategy", "strategy_params"])
@@ -114,11 +114,14 @@ def main(argv=None) -> int:
             assert rnd.status == Round.Status.DONE, rnd.failure
             rows.append(rnd.timings)
         rest = walls[1:] or walls
-        med = {k: statistics.median(r.get(k, 0.0) for r in rows[1:] or rows) for k in ("load", "train", "select",
-                                                                                          "write")}
-        print(f"{name:<16} {walls[0]:>8.2f} {statistics.median(rest):>9.2f} "
-              f"{min(rest):>5.2f}-{max(rest):<6.2f} {med['load']:>6.2f} {med['train']:>6.2f} {med['select']:>7.2f} "
+        phases = ("load", "train", "quality", "select", "write")
+        med = {k: statistics.median(r.get(k, 0.0) for r in rows[1:] or rows) for k in phases}
+        print(f"{name:<16} {walls[0]:>8.2f} {statistics.median(rest):>9.2f} {min(rest):>5.2f}-{max(rest):<6.2f} "
+              f"{med['load']:>6.2f} {med['train']:>6.2f} {med['quality']:>7.2f} {med['select']:>7.2f} "
               f"{med['write']:>6.2f} {statistics.median(updates):>8.0f} {statistics.median(cpus[1:] or cpus):>6.2f}")
+    import shutil  # noqa: PLC0415
+
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

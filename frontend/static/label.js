@@ -100,7 +100,7 @@ function showOffer(item) {
     name.textContent = c.label;
     const p = document.createElement("span");
     p.className = "muted";
-    p.textContent = `${Math.round(c.p * 100)}%`;
+    p.textContent = c.p < 0.005 ? "<1%" : `${Math.round(c.p * 100)}%`;
     b.append(k, name, p);
     b.addEventListener("click", () => submit("label", c.label, "candidate"));
     li.append(b);

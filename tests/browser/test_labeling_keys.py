@@ -150,10 +150,10 @@ def test_status_and_toasts_never_move_or_cover_the_buttons(server, pw, tmp_path,
                 bb = page.locator(sel).bounding_box()
                 assert bb["y"] + bb["height"] <= viewport[1], (sel, bb)
             assert page.evaluate("document.documentElement.scrollHeight") <= viewport[1]
-        page.evaluate("() => window.loupeSocket.onMessage({type: 'round.status', round: {number: 9, status: 'done'}})")
-        assert boxes(page) == before
         if viewport == (1280, 800):
             save_screenshot(page, "labeling-round-running.png", tmp_path)
+        page.evaluate("() => window.loupeSocket.onMessage({type: 'round.status', round: {number: 9, status: 'done'}})")
+        assert boxes(page) == before
         assert page.errors == []
     finally:
         browser.close()
