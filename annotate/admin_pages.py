@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from .admin_parts import job_story, keymap_rows
-from .forms import ExportForm, ImportForm
+from .forms_io import ExportForm, ImportForm
 from .models import Job, Project
 from .payloads import project_ws_url
 from .services import exports as export_services

@@ -23,7 +23,7 @@ from . import selectors, throttle
 from .models import Annotation
 from .payloads import annotation_payload, entry_payload
 from .permissions import project_for
-from .services.annotations import annotation_submit, annotation_undo
+from .services.annotations import annotation_submit, annotation_undo, is_item_id
 from .services.errors import ServiceError
 from .services.queue import queue_lease, queue_release
 from .services.tokens import parse_authorization, token_user
@@ -229,8 +229,7 @@ def release(request, project_id: int):
     project = project_for(user=request.user, project_id=project_id)
     data = _fields(request.json, {"item_ids"})
     ids = data.get("item_ids")
-    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool)
-                                                                  for i in ids)):
-        raise ServiceError(f"item_ids={ids!r} must be a list of integers")
+    if ids is not None and (not isinstance(ids, list) or not all(is_item_id(i) for i in ids)):
+        raise ServiceError(f"item_ids={ids!r} must be a list of item ids (positive integers)")
     n = queue_release(project=project, user=request.user, item_ids=ids)
     return JsonResponse({"released": n})

@@ -81,8 +81,13 @@ def label_distribution(*, project: Project) -> list[dict[str, Any]]:
         .order_by("-corr", "-id")
         .values("label")[:1]
     )
-    rows = (Item.objects.filter(project=project).annotate(final=Subquery(final)).exclude(final=None)
-            .values("final").annotate(n=Count("id")).order_by())
+    # Only items with a current label row can have a final label: restricting to them first keeps
+    # the correlated subquery off the unlabeled items (a million-item project with a few thousand
+    # labels: docs/million-items.md).
+    labeled = (Annotation.objects.filter(item__project=project, is_current=True, action__in=LABEL_ACTIONS)
+               .exclude(label="").values("item_id"))
+    rows = (Item.objects.filter(project=project, pk__in=labeled).annotate(final=Subquery(final))
+            .exclude(final=None).values("final").annotate(n=Count("id")).order_by())
     counts = {r["final"]: r["n"] for r in rows}
     order = list(project.classes) + sorted(set(counts) - set(project.classes))
     return [{"label": c, "count": counts.get(c, 0)} for c in order]
@@ -122,13 +127,14 @@ def project_stats(*, project: Project) -> dict[str, Any]:
     distribution = label_distribution(project=project)
     jobs = Job.objects.filter(project=project).order_by("-created_at")[:5]
     rounds = [round_payload(r) for r in Round.objects.filter(project=project).order_by("-number")[:ROUNDS_SHOWN]]
+    items = Item.objects.filter(project=project).aggregate(items=Count("id"), embedded=Count("row"))  # one scan
     return {
         "project": project.pk,
         "generated_at": timezone.now().isoformat(),
         "classes": list(project.classes),
         "totals": {
-            "items": Item.objects.filter(project=project).count(),
-            "embedded": Item.objects.filter(project=project, row__isnull=False).count(),
+            "items": items["items"],
+            "embedded": items["embedded"],
             "labeled": sum(d["count"] for d in distribution),
             "pending": QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count(),
             "leased": QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED).count(),

@@ -51,7 +51,7 @@ def export_create(request: HttpRequest, project_id: int):
     project = project_for(user=request.user, project_id=project_id, role=Membership.Role.ADMIN)
     data = request.json
     fmt = data.get("format")
-    if fmt not in export_services.FORMATS:
+    if not isinstance(fmt, str) or fmt not in export_services.FORMATS:
         raise BadInput(f"format {fmt!r} is not one of {sorted(export_services.FORMATS)}")
     predictions = data.get("predictions", False)
     if not isinstance(predictions, bool):

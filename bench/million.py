@@ -13,7 +13,7 @@ at the end) and a temporary media folder:
    end to end including the queue writes; the round's own timings (load / train / select / write).
 4. lease and submit: median of ``--lease-reps`` ``queue_lease(n=1)`` + ``annotation_submit`` calls.
 5. dashboard: ``project_stats`` + ``project_progress``.
-6. export: ``export_write`` (CSV), with the Python allocation peak during it (tracemalloc).
+6. export: ``export_write`` (CSV), with the resident memory before and its peak during the export.
 Peak RSS of the process is printed last.  Markdown table on stdout.
 """
 from __future__ import annotations
@@ -23,11 +23,12 @@ import io
 import os
 import resource
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
-import tracemalloc
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--strategy", default="cluster_margin")
     ap.add_argument("--lease-reps", type=int, default=20)
     ap.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    ap.add_argument("--profile", action="store_true", help="print the top functions of submit and dashboard")
     args = ap.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="loupe-million-")
@@ -62,6 +64,7 @@ def main(argv=None) -> int:
     try:
         return run(args)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)   # media: the embeddings .npy, images, the export
         if not args.sqlite:
             from django.db import connections  # noqa: PLC0415
 
@@ -165,15 +168,50 @@ def run(args) -> int:
     project_stats(project=project)
     project_progress(project=project, user=user)
     rec("dashboard (project_stats + project_progress)", time.perf_counter() - t)
+    if args.profile:
+        import cProfile  # noqa: PLC0415
+        import pstats  # noqa: PLC0415
 
-    tracemalloc.start()  # 6. export
+        from django.db import connection, reset_queries  # noqa: PLC0415
+        from django.test.utils import CaptureQueriesContext  # noqa: PLC0415
+
+        prof = cProfile.Profile()
+        with CaptureQueriesContext(connection) as ctx:
+            prof.enable()
+            project_stats(project=project)
+            project_progress(project=project, user=user)
+            got = queue_lease(project=project, user=user, n=1)
+            if got:
+                annotation_submit(project=project, user=user, item_id=got[0].item_id, label=got[0].item.ground_truth)
+            prof.disable()
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+        slow = sorted(ctx.captured_queries, key=lambda q: -float(q["time"]))[:8]
+        for q in slow:
+            print(f"{float(q['time']):.3f} s  {q['sql'][:300]}")
+        reset_queries()
+
+    # 6. export; resident memory sampled every 0.2 s (tracemalloc would slow the per-row Python 2-3x)
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    base_rss, peak_rss, done = rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak_rss[0] = max(peak_rss[0], rss())
+            time.sleep(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
     t = time.perf_counter()
-    out = Path(tempfile.mkdtemp(prefix="loupe-million-export-")) / "export.csv"
+    out = Path(os.environ["LOUPE_VAR_DIR"]) / "export.csv"
     written = export_write(project=project, fmt="csv", path=out)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    done.set()
+    th.join()
     rec("export CSV (streamed)", time.perf_counter() - t,
-        f"{written} records, {out.stat().st_size / 2**20:.0f} MiB, Python allocation peak {peak / 2**20:.0f} MiB")
+        f"{written} records, {out.stat().st_size / 2**20:.0f} MiB file, resident memory "
+        f"{base_rss / 2**20:.0f} MiB before, peak {peak_rss[0] / 2**20:.0f} MiB during")
 
     print(f"\nn={n} d={args.d} classes={c} b={args.b}, load average {os.getloadavg()[0]:.1f}, "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB\n")

@@ -9,7 +9,10 @@ does at start-up): a throwaway SQLite database and media folder under a temporar
 on average, drawn at random with ``--seed``), then ``--repeats`` rounds per strategy back to back.
 Prints per strategy: the first round's wall time, the median (min–max) of the rest, the round's own
 timings (load / train / quality / select / write), and how many progress updates (DB writes + pushes) a round
-made.  ``--profile DIR`` writes a cProfile report (top functions by cumulative time) of the last round per
+made.  After each round (outside its timing) the follow-up quality task runs in the same process, as a
+``cpu`` worker would once the round's queue is committed (``quality_refresh``: consensus, suspect scores,
+the calibration the next round applies); "follow-up s" is its median.
+``--profile DIR`` writes a cProfile report (top functions by cumulative time) of the last round per
 strategy.
 """
 from __future__ import annotations
@@ -51,6 +54,7 @@ def main(argv=None) -> int:
     from annotate import realtime  # noqa: PLC0415
     from annotate.models import Annotation, Item, Round  # noqa: PLC0415
     from annotate.services.demo import demo_build  # noqa: PLC0415
+    from annotate.services.quality import quality_refresh  # noqa: PLC0415
     from annotate.services.rounds import round_execute, round_request  # noqa: PLC0415
 
     call_command("migrate", verbosity=0)
@@ -81,11 +85,11 @@ def main(argv=None) -> int:
     print(f"demo: {len(items)} items, {args.labels} labeled, batch {args.batch_size}, "
           f"{args.repeats} rounds per strategy, load average {os.getloadavg()[0]:.2f}")
     print(f"{'strategy':<16} {'first s':>8} {'median s':>9} {'min-max s':>12} {'load':>6} {'train':>6} "
-          f"{'quality':>7} {'select':>7} {'write':>6} {'updates':>8} {'cpu s':>6}")
+          f"{'quality':>7} {'select':>7} {'write':>6} {'updates':>8} {'cpu s':>6} {'follow-up s':>11}")
     for name in args.strategies.split(","):
         project.strategy, project.strategy_params = name, {}
         project.save(update_fields=["strategy", "strategy_params"])
-        walls, cpus, rows, updates = [], [], [], []
+        walls, cpus, rows, updates, follow = [], [], [], [], []
         for rep in range(args.repeats):
             rnd = round_request(project=project, reason="bench")
             assert rnd is not None
@@ -113,12 +117,19 @@ def main(argv=None) -> int:
                 (out / f"{name}.txt").write_text(buf.getvalue())
             assert rnd.status == Round.Status.DONE, rnd.failure
             rows.append(rnd.timings)
+            t = time.perf_counter()
+            quality_refresh(project_id=project.pk)  # the cpu task the round sent after its commit
+            follow.append(time.perf_counter() - t)
         rest = walls[1:] or walls
         phases = ("load", "train", "quality", "select", "write")
         med = {k: statistics.median(r.get(k, 0.0) for r in rows[1:] or rows) for k in phases}
         print(f"{name:<16} {walls[0]:>8.2f} {statistics.median(rest):>9.2f} {min(rest):>5.2f}-{max(rest):<6.2f} "
               f"{med['load']:>6.2f} {med['train']:>6.2f} {med['quality']:>7.2f} {med['select']:>7.2f} "
-              f"{med['write']:>6.2f} {statistics.median(updates):>8.0f} {statistics.median(cpus[1:] or cpus):>6.2f}")
+              f"{med['write']:>6.2f} {statistics.median(updates):>8.0f} {statistics.median(cpus[1:] or cpus):>6.2f} "
+              f"{statistics.median(follow):>11.2f}")
+    import shutil  # noqa: PLC0415
+
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

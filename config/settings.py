@@ -250,7 +250,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    # Django's own default config gives "django" a console handler too (under DEBUG), so every
+    # "Not Found" or traceback was printed twice: let its records reach the root handler only.
+    "loggers": {"django": {"handlers": [], "level": env_str("LOG_LEVEL", "INFO")},
+                "django.channels.server": {"level": "WARNING"}},
 }
 if LOUPE_EMBEDDED_WORKER:  # memory:// has no host by design; kombu would warn at every start
     LOGGING["loggers"]["kombu.connection"] = {"level": "ERROR"}

@@ -160,6 +160,13 @@ def _fmt(v, nd=3):
     return str(v)
 
 
+def write_json(path: str | None, rows: list[dict]) -> None:
+    """The rows as JSON to ``path`` (--json), when one is given."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
 def table(rows: list[dict]) -> str:
     cols = ["strategy", "n", "c", "d", "b", "seconds", "min_s", "round_s", "min_round_s", "cluster_s", "clusters",
             "traced_MiB", "rss_GiB", "error"]
@@ -227,9 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} CPUs)")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(args.json, rows)
     return 0
 
 

@@ -21,6 +21,8 @@ not depend on the projection the stored matrix may have.
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 from django.db import transaction
 
@@ -127,6 +129,7 @@ def _align(job: Job, progress: job_services.Progress) -> job_services.JobOutcome
         except (ExtractorError, dispatch.BrokerUnavailable) as exc:
             note = f"; re-embedding could not be queued: {exc}"
         decision.save(update_fields=["finetuned_model", "embed_job"])
+        _remove_stale_backbones(project, keep={folder.resolve(), Path(current).expanduser().resolve()})
     delta = s_new - s_old
     return job_services.JobOutcome(
         result={"decision": decision.pk, "score_current": s_old, "score_finetuned": s_new, "delta": delta,
@@ -136,6 +139,14 @@ def _align(job: Job, progress: job_services.Progress) -> job_services.JobOutcome
                  + ("" if realign else "; features kept") + note),
         stats_changed=True,
     )
+
+
+def _remove_stale_backbones(project: Project, keep: set[Path]) -> None:
+    """Delete earlier fine-tuned backbone folders: the one in use and the new one stay (a backbone can
+    be hundreds of MB, and every re-alignment writes one)."""
+    for old in storage.models_dir(project).glob("backbone-align-*"):
+        if old.is_dir() and old.resolve() not in keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def alignment_execute(*, job_id: str) -> Job:

@@ -49,9 +49,18 @@ class UndoResult:
     created: bool
 
 
+# The largest primary key a BigAutoField holds; a larger JSON integer would overflow the database driver.
+MAX_ID = 2**63 - 1
+
+
+def is_item_id(value) -> bool:
+    """A JSON integer that can be an item's primary key (not true, not 1708.9, not 2**64)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
+
 def parse_item_id(item_id) -> int:
-    if isinstance(item_id, bool) or not isinstance(item_id, int) or item_id < 1:
-        raise BadInput(f"item_id={item_id!r} must be a positive integer")
+    if not is_item_id(item_id):
+        raise BadInput(f"item_id={item_id!r} must be a positive integer (at most {MAX_ID})")
     return item_id
 
 

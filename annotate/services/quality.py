@@ -1,17 +1,12 @@
 """Label and model quality, computed in workers (the library: ``selection.quality``, docs/quality.md).
 
-- :func:`quality_round_scores` runs inside a round (services/rounds.py), where the head, the
-  labeled embeddings and the pool probabilities are already loaded.  From out-of-fold
-  probabilities of the labeled set (5 refits of the head) it writes each labeled item's
-  ``suspect_score`` (confident learning + learnability; the review page sorts by it) and fits a
-  Platt calibration of the head's confidence, whose value on the pool gives the round's
-  ``pool_correct_mean`` and each audit entry's ``correct_probability``: the inputs of the
-  prediction-powered (difference) accuracy estimate in ``selectors_stats``.
 - :func:`quality_refresh` (task ``annotate.tasks.quality_refresh``, queue ``cpu``, after every
   round): the annotators' label matrix, Dawid-Skene, agreement, per-annotator confusion against
   the consensus; writes ``Item.consensus_label`` for items with two or more labels (the training
   label and exports use it unless a reviewer corrected the item) and the project's
-  :class:`~annotate.models.QualityReport`.
+  :class:`~annotate.models.QualityReport`; then the out-of-fold pass of ``services/quality_scores.py``
+  (suspect scores, and the confidence calibration the next round applies, stored in the report's
+  ``calibration``).  It runs after the round's queue is committed, so the round never waits for it.
 """
 from __future__ import annotations
 
@@ -21,7 +16,6 @@ import logging
 
 import numpy as np
 from celery import current_app
-from django.conf import settings
 from django.db import transaction
 from kombu.exceptions import OperationalError
 
@@ -29,82 +23,6 @@ from ..models import Annotation, Item, Project, QualityReport
 from . import dispatch
 
 log = logging.getLogger(__name__)
-
-#: fewer labeled items than this: no out-of-fold scores (5 folds of a handful say nothing)
-MIN_LABELS_FOR_SCORES = 30
-
-
-#: largest pool x labeled x dim product for the neighbour feature of the correctness model (about a
-#: second of BLAS); beyond it the confidence is Platt-scaled max probability alone
-KNN_BUDGET = 5_000_000_000
-
-
-def quality_round_scores(*, project: Project, lab_items: list[int], X_lab, y, probs_lab, probs_pool,
-                         seed: int, X_pool=None) -> dict[str, Any]:
-    """Suspect scores for the labeled items (written) and calibrated pool confidences (returned).
-
-    Returns ``{"pool_correct": (n_pool,) float or None, "metrics": {...}}``.  The confidence is
-    ``selection.quality.correctness``'s model (head confidence + agreement of the labeled
-    neighbours, fitted on the out-of-fold predictions) when the pool fits ``KNN_BUDGET``, else Platt
-    scaling of the max probability; with too few labels it is the max probability itself.  The
-    difference estimate stays unbiased for any confidence fixed before the audit draw; a better
-    one only makes it tighter.
-    """
-    from selection.head import LogisticHead  # noqa: PLC0415
-    from selection.quality import (  # noqa: PLC0415
-        apply_confidence_calibration,
-        fit_confidence_calibration,
-        label_error_scores,
-        out_of_fold_proba,
-    )
-
-    metrics: dict[str, Any] = {}
-    ab = (1.0, 0.0)
-    model = None
-    c = len(project.classes)
-    if len(lab_items) >= MIN_LABELS_FOR_SCORES and len(np.unique(y)) >= 2:
-        def fit_predict(Xa, ya, Xb):
-            return LogisticHead(c, l2=float(project.l2), device=settings.SELECTION_DEVICE).fit(Xa, ya).predict_proba(Xb)
-
-        P_oof = out_of_fold_proba(X_lab, y, c, n_folds=5, random_state=seed, fit_predict=fit_predict)
-        scores = label_error_scores(P_oof, y, probs_lab)
-        ab = fit_confidence_calibration(P_oof.max(1), (P_oof.argmax(1) == y).astype(float))
-        if X_pool is not None and len(X_pool) * len(y) * X_lab.shape[1] <= KNN_BUDGET:
-            model = _correctness_model(X_lab, y, P_oof, c, seed)
-            metrics["confidence_model"] = "neighbours"
-        with transaction.atomic():
-            Item.objects.filter(project=project, suspect_score__isnull=False).update(suspect_score=None)
-            objs = [Item(pk=i, suspect_score=float(s)) for i, s in zip(lab_items, scores)]
-            Item.objects.bulk_update(objs, ["suspect_score"], batch_size=1000)
-        metrics["oof_accuracy"] = float((P_oof.argmax(1) == y).mean())
-        metrics["suspects_flagged"] = int((scores > scores.max(initial=0) / 2).sum()) if len(scores) else 0
-    metrics["calibration"] = [round(ab[0], 4), round(ab[1], 4)]
-    pool_correct = None
-    if probs_pool is not None and len(probs_pool):
-        if model is not None:
-            pool_correct = model.predict(probs_pool, X_pool, X_lab, y)
-        else:
-            pool_correct = apply_confidence_calibration(np.asarray(probs_pool).max(1), ab)
-        metrics["pool_correct_mean"] = float(pool_correct.mean())
-    return {"pool_correct": pool_correct, "metrics": metrics}
-
-
-def _correctness_model(X_lab, y, P_oof, n_classes: int, seed: int):
-    """``CorrectnessModel`` from the out-of-fold probabilities already computed (same folds)."""
-    from selection.quality.correctness import (  # noqa: PLC0415
-        CorrectnessModel,
-        correctness_features,
-        fit_logistic,
-        knn_proba,
-    )
-    from selection.quality.errors import stratified_folds  # noqa: PLC0415
-
-    folds = stratified_folds(y, 5, random_state=seed)  # the folds out_of_fold_proba used
-    F = np.zeros((len(y), 2))
-    for k in range(5):
-        te = folds == k
-        F[te] = correctness_features(P_oof[te], knn_proba(X_lab[~te], y[~te], X_lab[te], n_classes))
-    return CorrectnessModel(fit_logistic(F, (P_oof.argmax(1) == y).astype(float), ridge=1.0))
 
 
 def label_matrix(*, project: Project) -> tuple[list[int], list[int], np.ndarray]:
@@ -175,12 +93,20 @@ def quality_refresh(*, project_id: int) -> dict[str, Any]:
             consensus[items[k]] = (classes[int(ds.labels[j])], float(ds.posterior[j].max()))
         report["ds_iterations"] = ds.n_iter
     report["classes"] = classes
+    from .quality_scores import quality_label_scores, stored_calibration  # noqa: PLC0415
+
+    report["calibration"] = stored_calibration(project=project)  # until the pass below replaces it
     with transaction.atomic():
         Item.objects.filter(project=project).exclude(consensus_label="").exclude(pk__in=list(consensus)).update(
             consensus_label="", consensus_probability=None)
         objs = [Item(pk=i, consensus_label=lab, consensus_probability=p) for i, (lab, p) in consensus.items()]
         Item.objects.bulk_update(objs, ["consensus_label", "consensus_probability"], batch_size=1000)
         QualityReport.objects.update_or_create(project=project, defaults={"data": report})
+    # After the consensus is written: the out-of-fold pass trains on the final labels it changes.
+    fresh = quality_label_scores(project=project)  # None with too few labels: the stored one stays
+    if fresh is not None:
+        report["calibration"] = fresh
+        QualityReport.objects.filter(project=project).update(data=report)
     return report
 
 

@@ -6,7 +6,8 @@
    current label or skip that nobody holds a lease on; items still pending from an earlier round
    are in it, since this round supersedes their entries), and the previous model for a warm start;
 2. :func:`round_train` fits the logistic head and predicts the pool (arrays only); then
-   ``services/quality.py`` scores suspected label errors and calibrates the pool's confidences;
+   ``services/quality_scores.py`` applies the stored confidence calibration to the pool (cheap; the
+   out-of-fold fits and suspect scores run in the quality task after step 4's commit);
 3. ``selection.plan.plan_batch`` draws the audit share and asks the strategy for the rest (pure);
 4. :func:`round_write` saves the model and, in ONE transaction, supersedes the project's
    still-pending entries of earlier rounds, creates this round's entries with the prediction of
@@ -63,7 +64,7 @@ class TrainedHead:
     state: dict[str, np.ndarray] | None = None  # LogisticHead.get_state()
     probs_pool: np.ndarray | None = None  # (n, c)
     probs_labeled: np.ndarray | None = None  # (m, c)
-    pool_correct: np.ndarray | None = None  # (n,) calibrated P(prediction right), from services/quality.py
+    pool_correct: np.ndarray | None = None  # (n,) calibrated P(prediction right), services/quality_scores.py
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -217,7 +218,7 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
         pending = QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
         number, n_added, round_id, project_id = locked.number, len(entries), locked.pk, project.pk
         transaction.on_commit(lambda: round_status_push(round_id))
-        quality_enqueue(project_id=project_id)  # the quality report follows the new round (after commit)
+        quality_enqueue(project_id=project_id)  # report, suspect scores, next calibration (after commit)
         transaction.on_commit(lambda: realtime.send_queue_updated(
             project_id, round_number=number, pending=pending, added=n_added))
     log.info("round %s of project %s: %d entries, %s", number, project_id, n_added, metrics)

@@ -33,7 +33,7 @@ from .. import realtime, selectors, storage
 from ..models import Project, Round
 from . import dispatch, liveness, round_pipeline
 from .failures import failure_summary
-from .quality import quality_round_scores
+from .quality_scores import quality_round_confidence
 from .refill import Pace, next_batch_size, refill_point
 from .threads import compute_threads
 
@@ -197,12 +197,12 @@ def _execute(rnd: Round) -> None:
                                          device=settings.SELECTION_DEVICE)
     timings["train"] = time.perf_counter() - t
 
-    t = time.perf_counter()  # suspect scores of the labeled items, calibrated pool confidences
+    # Calibrated pool confidences from the calibration stored by the last quality task (no head fit:
+    # the out-of-fold pass and the suspect scores run after the queue is written, services/quality.py).
+    t = time.perf_counter()
     if len(data.y):
-        _progress(rnd, 0.4, "scoring suspected label errors")
-        q = quality_round_scores(project=project, lab_items=data.labeled_ids, X_lab=data.X_labeled, y=data.y,
-                                 probs_lab=trained.probs_labeled, probs_pool=trained.probs_pool,
-                                 X_pool=data.X_pool, seed=int(rnd.seed) % (2**32))
+        q = quality_round_confidence(project=project, probs_pool=trained.probs_pool, X_pool=data.X_pool,
+                                     X_lab=data.X_labeled, y=data.y)
         trained.pool_correct = q["pool_correct"]
         trained.metrics["quality"] = q["metrics"]
     timings["quality"] = time.perf_counter() - t

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from ..bench import write_json
+
 
 def make_data(n: int, c: int, d: int, m: int, seed: int, dtype: str):
     """Synthetic embeddings: c Gaussian clusters in d dims, probabilities from a softmax of a
@@ -204,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_fmt(r['oracle_calls'])} | {cg} | {r['peak_rss_mb']:.0f} "
                   f"({r['rss_before_mb']:.0f}) | {_fmt(r['traced_peak_mb'], 0)} | {ratio} | {same} | {firs} |",
                   flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(args.json, rows)
     return 0
 
 

@@ -78,6 +78,8 @@ def test_alignment_scores_are_logme_ped_of_each_backbones_features_and_realign_r
     project.align_threshold = -1e9  # any difference counts: the re-embedding path
     project.save()
     assert alignment.alignment_due(project=project)
+    stale = storage.models_dir(project) / "backbone-align-999"
+    stale.mkdir(parents=True)  # a backbone an earlier re-alignment left behind
     job = alignment.alignment_request(project=project)
     assert alignment.alignment_request(project=project) is None  # one at a time
     job = alignment.alignment_execute(job_id=str(job.pk))
@@ -90,6 +92,7 @@ def test_alignment_scores_are_logme_ped_of_each_backbones_features_and_realign_r
     folder = storage.media_path(d.finetuned_model)
     assert (folder / "model.safetensors").is_file()
     assert json.loads((folder / "loupe.json").read_text())["base_model"] == d.current_model
+    assert not stale.exists()  # superseded backbones are deleted; the one in use is outside models/ here
     tuned = make_extractor("hf", {"model": str(folder), "device": "cpu"}).extract(lambda k: imgs[k], 16)
     assert d.score_finetuned == pytest.approx(logme_ped(tuned, y), rel=1e-4)
     assert job.result["delta"] == pytest.approx(d.score_finetuned - d.score_current)

@@ -159,3 +159,26 @@ def test_a_tiny_png_of_13000_by_13000_pixels_is_skipped_by_name(media, tmp_path,
     settings.LOUPE_MAX_IMAGE_PIXELS = 63  # the limit is configurable: now the 8×8 one is too large as well
     res = import_images(project=empty_project(name="q"), options=ImportOptions.from_dict({"source": str(src)}))
     assert res.imported == 0 and {s["name"] for s in res.skipped} == {"huge.png", "ok.png"}
+
+
+# --------------------------------------------------------------------------- found by QA on the running app
+@pytest.mark.parametrize("path,body", [
+    ("label", {"item_id": 2**64, "label": "cat"}),
+    ("skip", {"item_id": 2**64}),
+    ("undo", {"item_id": 2**64}),
+    ("release", {"item_ids": [2**64]}),
+])
+def test_an_item_id_too_large_for_the_database_is_a_400(reviewer_client, path, body):
+    # SQLite's driver raised OverflowError (a 500) for a JSON integer above 2**63 - 1.
+    project, client = reviewer_client
+    resp = _post(client, f"/api/projects/{project.pk}/{path}", json.dumps(body).encode())
+    assert resp.status_code == 400, resp.content[:300]
+    assert "item_id" in resp.json()["error"]
+
+
+@pytest.mark.parametrize("fmt", [["csv"], {"csv": 1}])
+def test_an_export_format_that_is_not_a_string_is_a_400(reviewer_client, fmt):
+    project, client = reviewer_client
+    resp = _post(client, f"/api/projects/{project.pk}/exports", json.dumps({"format": fmt}).encode())
+    assert resp.status_code == 400, resp.content[:300]
+    assert "format" in resp.json()["error"]

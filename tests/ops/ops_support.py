@@ -166,6 +166,22 @@ def run_app_code(code: str, env: dict[str, str], timeout: float = 120) -> str:
     return out.stdout
 
 
+def purge_queues(env: dict[str, str]) -> None:
+    """Empty the worker queues (gpu, cpu) on the broker ``env`` names: no task of an earlier run is left."""
+    subprocess.run([sys.executable, "-m", "celery", "-A", "config", "purge", "-f", "-Q", "gpu,cpu"],
+                   env=env, cwd=ROOT, capture_output=True, timeout=60)
+
+
+def enqueue_round(env: dict[str, str], project_id: int, reason: str) -> int:
+    """The web side asks for a round (a separate app process with the real broker configured); its id."""
+    out = run_app_code(
+        "from annotate.models import Project\n"
+        "from annotate.services.rounds import round_request\n"
+        f"r = round_request(project=Project.objects.get(pk={project_id}), reason={reason!r})\n"
+        "print('ROUND', r.pk)\n", env)
+    return int(out.split("ROUND")[1].split()[0])
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
     """The shared poller (tests.support.wait_for), polling a little faster for the ops tests."""
     return shared_wait_for(predicate, timeout, what, interval)

@@ -22,10 +22,11 @@ from tests.ops.ops_support import (
     WorkerProcess,
     app_env,
     database_url,
+    enqueue_round,
     need_postgres_db,
     need_service,
+    purge_queues,
     redis_db_url,
-    run_app_code,
     wait_for,
 )
 
@@ -38,25 +39,6 @@ def _need_broker(url: str) -> None:
     parts = urlsplit(url)
     name = "RabbitMQ" if parts.scheme.startswith("amqp") else "Redis"
     need_service(name, parts.hostname or "127.0.0.1", parts.port or (5672 if name == "RabbitMQ" else 6379))
-
-
-def _purge(env) -> None:
-    import subprocess
-    import sys
-
-    from tests.ops.ops_support import ROOT
-
-    subprocess.run([sys.executable, "-m", "celery", "-A", "config", "purge", "-f", "-Q", "gpu,cpu"],
-                   env=env, cwd=ROOT, capture_output=True, timeout=60)
-
-
-def _enqueue_round(env, project_id: int) -> int:
-    out = run_app_code(
-        "from annotate.models import Project\n"
-        "from annotate.services.rounds import round_request\n"
-        f"r = round_request(project=Project.objects.get(pk={project_id}), reason='broker-test')\n"
-        "print('ROUND', r.pk)\n", env)
-    return int(out.split("ROUND")[1].split()[0])
 
 
 def _compose_worker_healthcheck(env, hostname: str) -> int:
@@ -135,7 +117,7 @@ def test_worker_runs_a_round_enqueued_by_the_app(broker, media, make_project, ma
     prefix = f"ops-{secrets.token_hex(4)}"
     layer_url = redis_db_url()
     env = app_env(broker_url=url, media_root=media, redis_url=layer_url, extra={"LOUPE_CHANNEL_PREFIX": prefix})
-    _purge(env)
+    purge_queues(env)
     project = make_project(name=f"broker-{broker}", n_items=40, batch_size=6, strategy="margin")
     r1 = make_round(project)
     host = f"ops-{secrets.token_hex(4)}"  # the container's $HOSTNAME in compose
@@ -146,7 +128,7 @@ def test_worker_runs_a_round_enqueued_by_the_app(broker, media, make_project, ma
         if broker == "redis":  # once is enough: a node that does not exist fails it (after its 10 s timeout)
             assert _compose_worker_healthcheck(env, host + "-gone") != 0
         with GroupListener(layer_url, prefix, realtime.group_name(project.pk)) as listener:
-            rid = _enqueue_round(env, project.pk)
+            rid = enqueue_round(env, project.pk, "broker-test")
             rnd = wait_for(lambda: Round.objects.filter(pk=rid, status__in=["done", "failed"]).first(), 120,
                            f"round {rid} on {broker}")
             assert rnd.status == "done", rnd.failure
@@ -172,7 +154,7 @@ def test_rabbitmq_returns_the_round_of_a_worker_killed_whole_to_a_new_worker(med
     need_postgres_db()
     _need_broker(AMQP_URL)
     env = app_env(broker_url=AMQP_URL, media_root=media)
-    _purge(env)
+    purge_queues(env)
     project = make_project(name="amqp-kill", n_items=40, batch_size=5, strategy="random")
     r1 = make_round(project)
     pending = list(QueueEntry.objects.filter(round=r1, state="pending").values_list("id", flat=True))
@@ -188,7 +170,7 @@ def test_rabbitmq_returns_the_round_of_a_worker_killed_whole_to_a_new_worker(med
     lock = psycopg.connect(database_url(), autocommit=False)
     try:
         lock.execute("SELECT id FROM annotate_queueentry WHERE id = %s FOR UPDATE", [pending[0]])
-        rid = _enqueue_round(env, project.pk)
+        rid = enqueue_round(env, project.pk, "broker-test")
         blocked = wait_for(waiters, 120, "the round's write to block")
         first.kill_all()
         second = WorkerProcess(env, tmp_path / "second.log").start()

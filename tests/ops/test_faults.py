@@ -19,18 +19,17 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from tests.ops.ops_support import (
-    WorkerProcess,
-    app_env,
-    database_url,
-    need_postgres_db,
-    need_service,
-    redis_db_url,
-    run_app_code,
-    wait_for,
-)
+from tests.ops import ops_support as ops
 
-BROKER = redis_db_url()
+BROKER = ops.redis_db_url()
+
+
+def worker_test(test):
+    """The marks of a test that runs rounds on the module's real worker (PostgreSQL, Redis broker)."""
+    for mark in (pytest.mark.django_db(transaction=True), pytest.mark.celery, pytest.mark.redis,
+                 pytest.mark.postgres):
+        test = mark(test)
+    return test
 
 
 # --------------------------------------------------------------------------- worker fixtures
@@ -43,34 +42,13 @@ def ops_media(tmp_path_factory):
 def worker(django_db_setup, django_db_blocker, ops_media, tmp_path_factory):
     """One real worker for the module (Redis broker, the test database, the module's media folder)."""
     with django_db_blocker.unblock():
-        need_postgres_db()
-        need_service("Redis", "127.0.0.1", 6379)
-        env = app_env(broker_url=BROKER, media_root=ops_media)
-    _purge(env)
-    w = WorkerProcess(env, tmp_path_factory.mktemp("ops-faults-logs") / "worker.log").start()
+        ops.need_postgres_db()
+        ops.need_service("Redis", "127.0.0.1", 6379)
+        env = ops.app_env(broker_url=BROKER, media_root=ops_media)
+    ops.purge_queues(env)
+    w = ops.WorkerProcess(env, tmp_path_factory.mktemp("ops-faults-logs") / "worker.log").start()
     yield w
     w.stop()
-
-
-def _purge(env):
-    import subprocess
-    import sys
-
-    subprocess.run([sys.executable, "-m", "celery", "-A", "config", "purge", "-f", "-Q", "gpu,cpu"],
-                   env=env, cwd=str(os.path.dirname(os.path.dirname(os.path.dirname(__file__)))),
-                   capture_output=True, timeout=60)
-
-
-def _enqueue_round(env, project_id: int) -> int:
-    """The web side asks for a round (a separate app process with the real broker configured)."""
-    out = run_app_code(
-        "from annotate.models import Project\n"
-        "from annotate.services.rounds import round_request\n"
-        f"r = round_request(project=Project.objects.get(pk={project_id}), reason='ops-test')\n"
-        "print('ROUND', r.pk)\n", env)
-    return int(out.split("ROUND")[1].split()[0])
-
-
 
 
 def _annotators_hold_items(project, add_member):
@@ -110,10 +88,7 @@ def _waiting_write(dbname: str):
 
 
 # --------------------------------------------------------------------------- item 2: worker killed
-@pytest.mark.postgres
-@pytest.mark.redis
-@pytest.mark.celery
-@pytest.mark.django_db(transaction=True)
+@worker_test
 def test_worker_killed_inside_the_round_write_loses_nothing_and_the_round_is_rerun(
         worker, ops_media, settings, make_project, make_round, add_member):
     import psycopg
@@ -130,12 +105,12 @@ def test_worker_killed_inside_the_round_write_loses_nothing_and_the_round_is_rer
     assert pending_r1
 
     dbname = connection.settings_dict["NAME"]
-    lock = psycopg.connect(database_url(), autocommit=False)
+    lock = psycopg.connect(ops.database_url(), autocommit=False)
     try:
         # Hold one pending entry: the round's write blocks on it inside its transaction.
         lock.execute("SELECT id FROM annotate_queueentry WHERE id = %s FOR UPDATE", [pending_r1[0]])
-        r2 = _enqueue_round(worker.env, project.pk)
-        waiting = wait_for(lambda: _waiting_write(dbname), 90, "the round's write to block on the row lock")
+        r2 = ops.enqueue_round(worker.env, project.pk, "ops-test")
+        waiting = ops.wait_for(lambda: _waiting_write(dbname), 90, "the round's write to block on the row lock")
         children = worker.children()
         assert len(children) == 1
         os.kill(children[0], signal.SIGKILL)  # the pool process dies inside the transaction
@@ -143,7 +118,7 @@ def test_worker_killed_inside_the_round_write_loses_nothing_and_the_round_is_rer
         # round
         # (the dead attempt's backend still holds the round row until our lock goes, so the re-run
         # waits at its first update of the round).  Meanwhile nothing of the killed attempt is visible:
-        wait_for(lambda: any(pid != waiting[0] for pid, _ in _lock_waiters(dbname)), 90,
+        ops.wait_for(lambda: any(pid != waiting[0] for pid, _ in _lock_waiters(dbname)), 90,
                  "the re-run to start and wait for the round row")
         assert os.getpgid(worker.proc.pid) and worker.children() and worker.children() != children
         mid = Round.objects.get(pk=r2)
@@ -155,7 +130,7 @@ def test_worker_killed_inside_the_round_write_loses_nothing_and_the_round_is_rer
         lock.rollback()
         lock.close()
 
-    done = wait_for(lambda: Round.objects.filter(pk=r2, status__in=["done", "failed"]).first(), 90, "round 2")
+    done = ops.wait_for(lambda: Round.objects.filter(pk=r2, status__in=["done", "failed"]).first(), 90, "round 2")
     assert done.status == "done", done.failure
     assert done.attempts == 2
     entries = list(QueueEntry.objects.filter(round=done).values_list("item_id", flat=True))
@@ -169,10 +144,7 @@ def test_worker_killed_inside_the_round_write_loses_nothing_and_the_round_is_rer
     assert "WorkerLostError" in worker.log() or "SIGKILL" in worker.log()
 
 
-@pytest.mark.postgres
-@pytest.mark.redis
-@pytest.mark.celery
-@pytest.mark.django_db(transaction=True)
+@worker_test
 def test_round_that_fails_is_marked_failed_with_its_reason_and_writes_nothing(
         worker, ops_media, settings, make_project, make_round, add_member):
     from annotate import storage
@@ -186,8 +158,8 @@ def test_round_that_fails_is_marked_failed_with_its_reason_and_writes_nothing(
     before = _snapshot(project)
     pending = set(QueueEntry.objects.filter(round=r1, state="pending").values_list("id", flat=True))
     storage.media_path(project.embedding_file).unlink()  # the embeddings vanish (a bad volume, say)
-    r2 = _enqueue_round(worker.env, project.pk)
-    rnd = wait_for(lambda: Round.objects.filter(pk=r2, status__in=["done", "failed"]).first(), 90, "round 2")
+    r2 = ops.enqueue_round(worker.env, project.pk, "ops-test")
+    rnd = ops.wait_for(lambda: Round.objects.filter(pk=r2, status__in=["done", "failed"]).first(), 90, "round 2")
     assert rnd.status == "failed"
     assert "FileNotFoundError" in rnd.failure, rnd.failure
     assert rnd.finished_at is not None
@@ -263,7 +235,7 @@ def test_concurrent_retries_of_one_label_are_stored_once(make_project, add_membe
     from annotate.services.errors import Conflict
     from annotate.services.queue import queue_lease
 
-    need_postgres_db()
+    ops.need_postgres_db()
     project = make_project(name="race", n_items=3)
     QueueEntry.objects.bulk_create([QueueEntry(project=project, item=it, rank=k)
                                     for k, it in enumerate(project.items.all())])

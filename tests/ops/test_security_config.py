@@ -48,7 +48,7 @@ def test_rule6_upload_size_and_type_limits(settings, tmp_path):
 
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from annotate.forms import ImportForm
+    from annotate.forms_io import ImportForm
     from annotate.services.imports import ImportOptions, import_images
 
 
