@@ -15,7 +15,8 @@ import {ZoomPan} from "./zoom.js";
 
 const PREFETCH = 6;      // items held (current + preloaded)
 const REFILL_AT = 3;     // lease more when fewer than this are waiting
-const RECENT = 8;        // labeled items kept in the strip
+const RECENT = 8;        // labeled items kept in the strip (always this many slots, so it never reflows)
+const PIXELATED_MAX = 64; // images this small (px, natural size) are drawn with hard pixel edges when enlarged
 const root = document.getElementById("labeler");
 const API = root.dataset.api;
 const $ = (id) => document.getElementById(id);
@@ -46,6 +47,15 @@ const zoom = new ZoomPan($("canvas"), $("current-image"), {
 });
 
 // ------------------------------------------------------------------ view
+// Hard pixel edges suit a tiny image enlarged many times (an 8x8 digit); a photo is drawn smoothly.
+function markPixelated(img) {
+  const set = () => img.classList.toggle("pixelated",
+    img.naturalWidth > 0 && Math.max(img.naturalWidth, img.naturalHeight) <= PIXELATED_MAX);
+  img.addEventListener("load", set);
+  if (img.complete) set();
+}
+markPixelated($("current-image"));
+
 function showProgress(p) {
   if (!p) return;
   $("labeled-count").textContent = p.labeled;
@@ -76,38 +86,53 @@ function showRound(r) {
   }
 }
 
+// The model's guess as one list: its suggestion on top (Enter accepts it, stored as "suggestion"),
+// then its other likely classes; row n also answers Shift+n (stored as "candidate").  Without a
+// suggestion the list holds the likely classes only, and a line says why there is no guess.
+function guessRow(n, label, p) {
+  const li = document.createElement("li");
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "candidate";
+  b.dataset.label = label;
+  b.dataset.candidate = String(n);
+  const k = document.createElement("kbd");
+  k.textContent = `⇧${n}`;
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = label;
+  const pc = document.createElement("span");
+  pc.className = "p muted";
+  pc.textContent = percent(p);
+  b.append(k, name, pc);
+  b.addEventListener("click", () => submit("label", label, "candidate"));
+  li.append(b);
+  return li;
+}
+
+const percent = (p) => (p == null ? "" : p < 0.005 ? "<1%" : `${Math.round(p * 100)}%`);
+
 function showOffer(item) {
   const sug = item && item.suggestion;
-  const box = $("suggestion");
-  box.dataset.state = sug ? "on" : "none";
-  $("accept-btn").disabled = !sug;
-  $("accept-btn").dataset.label = sug ? sug.label : "";
-  $("suggestion-label").textContent = sug ? sug.label : "–";
-  $("suggestion-conf").textContent = sug && sug.confidence != null ? `${Math.round(sug.confidence * 100)}%` : "";
-  $("suggestion-note").hidden = !!sug;
-  const list = $("candidates");
   const cands = (item && item.candidates) || [];
-  list.replaceChildren(...cands.map((c, i) => {
-    const li = document.createElement("li");
-    const b = document.createElement("button");
-    b.type = "button";
-    b.className = "candidate";
-    b.dataset.label = c.label;
-    b.dataset.candidate = String(i + 1);
-    const k = document.createElement("kbd");
-    k.textContent = `⇧${i + 1}`;
-    const name = document.createElement("span");
-    name.textContent = c.label;
-    const p = document.createElement("span");
-    p.className = "muted";
-    p.textContent = c.p < 0.005 ? "<1%" : `${Math.round(c.p * 100)}%`;
-    b.append(k, name, p);
-    b.addEventListener("click", () => submit("label", c.label, "candidate"));
-    li.append(b);
-    return li;
-  }));
+  const rest = sug ? cands.filter((c) => c.label !== sug.label) : cands;
+  $("guess").dataset.state = sug ? "on" : cands.length ? "candidates" : "none";
+  const top = $("top-row");
+  const accept = $("accept-btn");
+  top.hidden = !sug;
+  accept.disabled = !sug;
+  accept.dataset.label = sug ? sug.label : "";
+  accept.dataset.candidate = sug ? "1" : "";
+  $("suggestion-label").textContent = sug ? sug.label : "–";
+  $("suggestion-conf").textContent = sug ? percent(sug.confidence) : "";
+  const first = sug ? 2 : 1;
+  $("candidates").replaceChildren(top, ...rest.map((c, i) => guessRow(first + i, c.label, c.p)));
+  const note = $("suggestion-note");
+  note.hidden = !!sug;
+  note.textContent = cands.length ? "Not sure enough for one guess; its likely classes:"
+    : "No guess yet: the model learns from your first labels.";
   root.dataset.suggestion = sug ? sug.label : "";
-  root.dataset.candidates = cands.length;
+  root.dataset.candidates = rest.length + (sug ? 1 : 0);
 }
 
 function render() {
@@ -136,7 +161,7 @@ function render() {
 }
 
 function renderRecent() {
-  $("recent").replaceChildren(...state.recent.map((r) => {
+  const tiles = state.recent.map((r) => {
     const li = document.createElement("li");
     const b = document.createElement("button");
     b.type = "button";
@@ -145,15 +170,24 @@ function renderRecent() {
     b.title = `item ${r.item_id}: ${r.skipped ? "skipped" : r.label} — click to fix`;
     b.setAttribute("aria-label", `fix item ${r.item_id}, now ${r.skipped ? "skipped" : r.label}`);
     const im = document.createElement("img");
-    im.src = r.image_url;
     im.alt = "";
+    markPixelated(im);
+    im.src = r.image_url;
     const cap = document.createElement("span");
     cap.textContent = r.skipped ? "skipped" : r.label;
     b.append(im, cap);
     b.addEventListener("click", () => undo(r.item_id));
     li.append(b);
     return li;
-  }));
+  });
+  // Empty slots keep the strip's shape from the first label on (nothing reflows as it fills).
+  while (tiles.length < RECENT) {
+    const li = document.createElement("li");
+    li.className = "recent-slot";
+    li.setAttribute("aria-hidden", "true");
+    tiles.push(li);
+  }
+  $("recent").replaceChildren(...tiles);
 }
 
 function next() {
@@ -329,8 +363,12 @@ document.addEventListener("keydown", (e) => {
   // Shift + digit picks a candidate (e.code: the same physical key whatever the keyboard layout).
   const digit = /^Digit([1-9])$/.exec(e.code || "");
   if (e.shiftKey && digit) {
-    const cand = root.querySelector(`[data-candidate="${digit[1]}"]`);
-    if (cand) { e.preventDefault(); flash(cand); cand.click(); }
+    const cand = root.querySelector(`#candidates [data-candidate="${digit[1]}"]`);
+    if (cand && !cand.disabled) {
+      e.preventDefault();
+      flash(cand);
+      submit("label", cand.dataset.label, "candidate");  // also on the top row: picked by number, not accepted
+    }
     return;
   }
   if (key === "/") { e.preventDefault(); finder.focus(); return; }
@@ -372,6 +410,8 @@ const sock = new LiveSocket(root.dataset.ws, {
   },
 });
 window.loupeSocket = sock;
+
+renderRecent();
 
 // Leaving the page hands the items not labeled yet back to the queue at once (instead of after the
 // lease expires), so teammates can have them.  keepalive lets the request outlive the page.

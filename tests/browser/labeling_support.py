@@ -26,9 +26,9 @@ def chromium_or_skip():
     return sync_playwright
 
 
-def class_zip(path: Path, classes: list[str], per_class: int, seed: int = 0) -> Path:
-    """A zip of ``<class>/<n>.png`` images: each class its own grey level (well apart even after the
-    ``pixels`` extractor's downscale) and tint, with a little noise."""
+def class_zip(path: Path, classes: list[str], per_class: int, seed: int = 0, size: int = 96) -> Path:
+    """A zip of ``<class>/<n>.png`` images (``size`` px square): each class its own grey level (well apart
+    even after the ``pixels`` extractor's downscale) and tint, with a little noise."""
     from PIL import Image  # noqa: PLC0415 - Pillow only when a zip is built
 
     rng = np.random.default_rng(seed)
@@ -41,15 +41,17 @@ def class_zip(path: Path, classes: list[str], per_class: int, seed: int = 0) -> 
                 a[(k * 5) % 24:(k * 5) % 24 + 3, :, :] = 255 - grey  # a band whose place tells the class too
                 a += rng.normal(0, 6, size=a.shape)
                 buf = io.BytesIO()
-                Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).resize((96, 96), Image.NEAREST).save(buf, "PNG")
+                img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+                img.resize((size, size), Image.NEAREST).save(buf, "PNG")
                 zf.writestr(f"{c}/{n:03d}.png", buf.getvalue())
     return path
 
 
-def add_project(srv: LoupeServer, name: str, classes: list[str], *, per_class: int = 6, batch: int = 12) -> int:
+def add_project(srv: LoupeServer, name: str, classes: list[str], *, per_class: int = 6, batch: int = 12,
+                size: int = 96) -> int:
     """A project with ``classes`` in this order, its images imported from a class-folder zip (folder names
     kept as ground truth), embedded, with ``admin`` as its admin.  Returns the project id."""
-    zpath = class_zip(srv.var_dir / f"{name}.zip", classes, per_class)
+    zpath = class_zip(srv.var_dir / f"{name}.zip", classes, per_class, size=size)
     out = srv.manage("shell", "--no-imports", "-c", (
         "import json; from django.contrib.auth.models import User; "
         "from annotate.models import Project, Membership; "

@@ -36,7 +36,7 @@ def server(tmp_path_factory):
         srv.manage("migrate", "-v0")
         srv.manage("loupe_admin", "--username", "admin", "--password", PASSWORD)
         srv.projects = {
-            "digits": add_project(srv, "five digits", DIGITS, per_class=4),
+            "digits": add_project(srv, "five digits", DIGITS, per_class=4, size=24),  # tiny images: pixelated
             "animals": add_project(srv, "animals", ANIMALS, per_class=30),
             "letters": add_project(srv, "letters", LETTERS, per_class=2, batch=20),
         }
@@ -78,9 +78,11 @@ def test_keys_follow_class_names_and_store_the_class_pressed(server, pw, tmp_pat
     try:
         wait_for_item(page)
         assert keys_on_buttons(page) == expected
-        # Every key is shown on its button.
+        # Every key is shown on its button, once: a key that is the class name is not printed twice ("a a").
         for label, key in expected.items():
             assert page.inner_text(f'.class-btn[data-label="{label}"] kbd') == key
+            text = " ".join(page.inner_text(f'.class-btn[data-label="{label}"]').split())
+            assert text == (label if key == label else f"{key} {label}"), (label, text)
         pressed = label_by_truth(page, server, pid, expected, 6)
         stored = wait_for(lambda: (s := stored_labels(server, pid)) and len(s) >= 6 and s, 15, "six stored labels")
         assert {i: stored[i][0] for i in pressed} == pressed  # the class of the key, never its neighbour
@@ -114,7 +116,7 @@ def test_type_ahead_filters_and_enter_picks(server, pw):
 
 def boxes(page) -> dict[str, tuple]:
     return page.evaluate("""() => Object.fromEntries(['#viewer', '#current-image', '.class-btn', '#skip-btn',
-        '#undo-btn', '#help-btn', '#recent', '#accept-btn'].map((s) => {
+        '#undo-btn', '#help-btn', '#recent', '#accept-btn', '#guess', '#finder'].map((s) => {
             const r = document.querySelector(s).getBoundingClientRect();
             return [s, [r.x, r.y, r.width, r.height].map((v) => Math.round(v))];
         }))""")
@@ -137,7 +139,7 @@ def test_status_and_toasts_never_move_or_cover_the_buttons(server, pw, tmp_path,
         assert page.is_visible("#round-progress")
         assert boxes(page) == before
         toast = page.locator("#toast").bounding_box()
-        for sel in [".class-btn", ".tools button", ".candidate", "#accept-btn", ".recent-item"]:
+        for sel in [".class-btn", ".tools button", ".candidate", "#accept-btn", ".recent-item", "#finder"]:
             for b in page.locator(sel).all():
                 bb = b.bounding_box()
                 if bb is None:
@@ -159,11 +161,18 @@ def test_status_and_toasts_never_move_or_cover_the_buttons(server, pw, tmp_path,
         browser.close()
 
 
+def pixelated(page) -> bool:
+    page.wait_for_function("document.getElementById('current-image').complete")
+    return page.evaluate("""() => { const im = document.getElementById('current-image');
+        return [im.classList.contains('pixelated'), getComputedStyle(im).imageRendering]; }""") == [True, "pixelated"]
+
+
 def test_zoom_keys_and_a_class_named_zero_wins_over_the_zoom_reset(server, pw):
     pid = server.projects["digits"]
     browser, page = open_page(pw, server, f"/projects/{pid}/label/")
     try:
         item = wait_for_item(page)
+        assert pixelated(page)  # 24 px images: hard pixel edges when enlarged
         page.keyboard.press("+")
         page.keyboard.press("+")
         assert float(page.get_attribute("#canvas", "data-zoom")) > 1.4
@@ -185,6 +194,11 @@ def test_the_strip_of_last_labels_fixes_one_by_click(server, pw):
     browser, page = open_page(pw, server, f"/projects/{pid}/label/")
     try:
         wait_for_item(page)
+        assert not pixelated(page)  # 96 px images are drawn smoothly, as a photo would be
+        # Before any label the strip shows its empty slots, in the side panel next to the image.
+        assert page.locator(".recent-item").count() == 0 and page.locator(".recent-slot").count() == 8
+        strip, viewer = page.locator("#recent").bounding_box(), page.locator("#viewer").bounding_box()
+        assert strip["x"] > viewer["x"] + viewer["width"] and strip["y"] < viewer["y"] + viewer["height"]
         first = press_and_advance(page, "1")
         second = press_and_advance(page, "1")
         assert page.locator(".recent-item").count() >= 2
@@ -237,6 +251,12 @@ def test_suggestion_mode_accepts_with_enter_and_records_the_origin(server, pw, t
         suggested = page.get_attribute("#labeler", "data-suggestion")
         assert page.inner_text("#suggestion-conf").endswith("%")
         assert int(page.get_attribute("#labeler", "data-candidates")) >= 1
+        # One list: the suggestion on top, marked Enter, and no class twice.
+        rows = page.evaluate("""() => [...document.querySelectorAll('#candidates button')].filter((b) => b.offsetParent)
+            .map((b) => [b.dataset.label, b.querySelector('kbd').textContent])""")
+        assert rows[0] == [suggested, "Enter"], rows
+        assert len({label for label, _ in rows}) == len(rows) == int(page.get_attribute("#labeler", "data-candidates"))
+        assert [k for _, k in rows[1:]] == [f"⇧{n}" for n in range(2, len(rows) + 1)]
         save_screenshot(page, "labeling.png", tmp_path)
         press_and_advance(page, "Enter")
         # A class key overrides the suggestion; Shift+1 picks the first candidate.
