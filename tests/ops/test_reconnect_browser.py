@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import CHROMIUM, LoupeServer, launch_chromium, need
+from tests.support import CHROMIUM, LoupeServer, launch_chromium, log_in, need
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,10 +52,7 @@ def test_websocket_reconnects_with_backoff_and_resyncs(server):
         api_calls: list[tuple[float, str]] = []
         page.on("request", lambda req: api_calls.append((time.monotonic(), req.url))
                 if "/api/projects/" in req.url else None)
-        page.goto(f"{server.url}/accounts/login/?next=/projects/1/label/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", "admin-pw-123")
-        page.click("button[type=submit]")
+        log_in(page, server.url, "/projects/1/label/")
         page.wait_for_selector("#current-image:not([hidden])", timeout=15000)
         page.wait_for_function("document.getElementById('conn').dataset.state === 'open'", timeout=10000)
         assert len(attempts) == 1
@@ -100,10 +97,7 @@ def test_websocket_gives_up_when_the_server_says_not_logged_in(server):
         browser = launch_chromium(p, CHROMIUM)
         page = browser.new_page()
         page.route_web_socket(re.compile(r"/ws/projects/\d+/"), on_ws)
-        page.goto(f"{server.url}/accounts/login/?next=/projects/1/label/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", "admin-pw-123")
-        page.click("button[type=submit]")
+        log_in(page, server.url, "/projects/1/label/")
         page.wait_for_function("document.getElementById('conn').dataset.state === 'open'", timeout=15000)
         routes[-1].close(code=4401, reason="not authenticated")
         page.wait_for_function("document.getElementById('conn').dataset.state === 'closed'", timeout=5000)
