@@ -325,7 +325,6 @@ def log_in(page, base_url: str, next_path: str = "", username: str = "admin", pa
     page.click("button[type=submit]")
 
 
-
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     """Poll ``predicate`` until it returns something truthy (returned), or fail naming ``what``."""
     deadline = time.monotonic() + timeout
