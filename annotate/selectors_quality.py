@@ -6,7 +6,7 @@ of agreements (Wilson interval).  The prediction-powered one (a difference estim
 et al. 2023) adds the model's own calibrated confidence: for audit item i of round r,
 z_i = pool_mean_r + Y_i - f_i, where f_i is the calibrated probability that the model is right on
 the item and pool_mean_r the mean of it over the round's whole pool, both fixed when the round
-ran (services/quality.py).  It estimates the same quantity with a variance Var(Y - f) / n in
+ran (services/quality_scores.py).  It estimates the same quantity with a variance Var(Y - f) / n in
 place of Var(Y) / n.  Both are cheap (one query over the audit entries), so they are computed
 per request; the heavier agreement model runs in a worker and is read from ``QualityReport``.
 """

@@ -23,6 +23,7 @@ import io
 import os
 import resource
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     try:
         return run(args)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)   # media: the embeddings .npy, images, the export
         if not args.sqlite:
             from django.db import connections  # noqa: PLC0415
 
@@ -203,7 +205,7 @@ def run(args) -> int:
     th = threading.Thread(target=sample, daemon=True)
     th.start()
     t = time.perf_counter()
-    out = Path(tempfile.mkdtemp(prefix="loupe-million-export-")) / "export.csv"
+    out = Path(os.environ["LOUPE_VAR_DIR"]) / "export.csv"
     written = export_write(project=project, fmt="csv", path=out)
     done.set()
     th.join()

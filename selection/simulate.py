@@ -9,7 +9,7 @@ minimise the same objective), scores the test set, and asks the strategy for the
 the unlabeled pool, whose true labels the oracle reveals.
 
 Sizes are label counts or, with a ``pc`` suffix, counts per class: the default protocol is
-``--initial 2pc --batch 5pc --budget 40pc`` (2 random labels per class to start, batches of 5
+``--initial 2pc --batch 5pc --budget 40pc`` (2 × classes labels drawn uniformly to start, batches of 5
 per class, until 40 per class), 10 seeds.  Strategies are registry names with optional
 parameter overrides::
 

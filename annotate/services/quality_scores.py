@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 #: fewer labeled items than this: no out-of-fold scores (5 folds of a handful say nothing)
 MIN_LABELS_FOR_SCORES = 30
 
-#: largest pool x labeled x dim product for the neighbour feature in the round (it runs on the round's
-#: critical path: about 0.1 s of BLAS at this size); beyond it the round uses the Platt scaling alone
-KNN_BUDGET = 500_000_000
+#: largest pool x labeled x dim product for the neighbour feature in the round (on the round's critical
+#: path: 0.13 s for the demo's 1,417 x 380 x 64 = 3.4e7 at load 8, 0.64-0.77 s at 5e8); beyond it the
+#: round uses the Platt scaling alone (docs/bench-rounds.md)
+KNN_BUDGET = 100_000_000
 
 N_FOLDS = 5
 

@@ -36,7 +36,14 @@ function renderTotals(s) {
   renderAccuracy($("#accuracy"), s.accuracy);
 }
 
+// Rounds of a project run one at a time and are numbered in order, so the newest one shown is the
+// current one: a push or a statistics response about an older round arriving late (a finished
+// round's "done" push can arrive after the next round's "queued" one) must not replace it.
+let shownRound = 0;
+
 function renderTraining(rnd) {  // the newest round (payloads.round_payload), or null before the first
+  if (rnd ? rnd.number < shownRound : shownRound > 0) return;
+  if (rnd) shownRound = rnd.number;
   const box = $("#training");
   const status = rnd ? rnd.status : "none";
   box.dataset.state = status;

@@ -3,11 +3,15 @@
 A real Loupe (``loupe_serve``: Daphne + embedded worker, its own SQLite and MEDIA_ROOT) serves the
 digits demo.  Headless Chromium keeps the dashboard open while labels are posted over the JSON API
 (a token, as another annotator would) and while an admin clicks "Start a round now" in a second tab.
+
+How many rounds a burst of labels starts is the refill policy's business, not fixed: it adapts to
+the measured pace (``services/refill.py``), and labels posted at API speed while a round takes
+longer (a loaded machine) make it start another round within the same burst.  So the test waits
+until no round is active and then checks that the page shows exactly the newest round, done.
 """
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -49,9 +53,18 @@ def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
             assert status == 201, res
         return len(data["items"])
 
-    def round_status(number: int) -> str | None:
+    def newest_round() -> dict:
         _, data = srv.api(token, "/api/projects/1/stats")
-        return next((r["status"] for r in data["rounds"] if r["number"] == number), None)
+        return max(data["rounds"], key=lambda r: r["number"])
+
+    def settled() -> int:
+        """Wait until the newest round is done (the rounds the labels started have all finished;
+        nothing starts one without a label or an admin) and the page shows it; its number."""
+        wait_for(lambda: newest_round()["status"] == "done", 60, "the newest round done")
+        number = newest_round()["number"]
+        page.wait_for_function("n => document.querySelector('#training-state').textContent === `Round ${n}: done`",
+                               arg=number, timeout=15000)
+        return number
 
     with sync_playwright() as p:
         browser = launch_chromium(p, CHROMIUM)
@@ -69,14 +82,15 @@ def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
         assert page.get_attribute("#chart-curve", "data-points") == "0"
         assert page.text_content("[data-stat=labeled]").strip() == "0"
 
-        # Round 1 (cold start) is in the queue; labeling it makes the worker run round 2, whose
-        # audit items carry the predictions of a trained model; labeling those runs round 3.
+        # Round 1 (cold start) is in the queue; labeling it makes the worker run round 2 (and maybe
+        # more), whose audit items carry the predictions of a trained model; labeling those runs more.
         assert label_round(10) == 10
-        wait_for(lambda: round_status(2) == "done", 60, "round 2")
-        page.wait_for_function("document.querySelector('#training-state').textContent.includes('Round 2')",
-                               timeout=15000)
-        label_round(10)
-        wait_for(lambda: round_status(3) == "done", 60, "round 3")
+        first = settled()
+        assert first >= 2
+        assert label_round(10) >= 1  # the newest batch (items labeled meanwhile are left out of it)
+        newest = settled()
+        assert newest > first
+        print(f"the refill policy ran rounds 2..{first} for the first 10 labels, ..{newest} for the next")
         # The learning curve gets its first point and the counters move, without a reload.
         page.wait_for_function("Number(document.querySelector('#chart-curve').dataset.points) >= 1", timeout=15000)
         page.wait_for_function("Number(document.querySelector('[data-stat=labeled]').textContent) >= 19",
@@ -90,22 +104,16 @@ def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
                                timeout=30000)
         assert page.locator("#chart-distribution svg rect.bar").count() >= 2
 
-        # An admin starts a round from Django admin in another tab; the dashboard shows it finish.
+        # An admin starts a round from Django admin in another tab; the dashboard shows it finish.  No label
+        # came since the rounds settled, so nothing else started one: the admin's is the next number.
         admin = context.new_page()  # same session (logged in)
         admin.goto(srv.url + "/admin/annotate/project/1/change/")
         admin.click("text=Start a round now")
-        # Round 4, unless the refill policy started one first (the batch size adapts to the labeling pace,
-        # so the queue may run low while round 3's items are labeled): then the admin's is the next one,
-        # or the admin is told a round is already running.  Either way the newest round must finish.
-        said = admin.wait_for_selector("text=/round \\d+ queued|already queued or running/", timeout=15000)
-        started = re.search(r"round (\d+) queued", said.text_content())
-        _, data = srv.api(token, "/api/projects/1/stats")
-        number = int(started.group(1)) if started else max(r["number"] for r in data["rounds"])
-        assert number >= 4
-        page.wait_for_function("document.querySelector('#training-state').textContent"
-                               f".includes('Round {number}: done')", timeout=30000)
-        page.wait_for_function(f"document.querySelectorAll('#chart-rounds svg rect.bar').length >= {number}",
-                               timeout=15000)
+        admin.wait_for_selector(f"text=round {newest + 1} queued", timeout=15000)
+        page.wait_for_function("n => document.querySelector('#training-state').textContent === `Round ${n}: done`",
+                               arg=newest + 1, timeout=30000)
+        page.wait_for_function("n => document.querySelectorAll('#chart-rounds svg rect.bar').length === n",
+                               arg=newest + 1, timeout=15000)
         assert page.evaluate("window.__noReload") == "still here"
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         browser.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 
 import daphne.server  # noqa: F401  - installs Twisted's asyncio reactor before anything imports a reactor
@@ -55,6 +56,23 @@ def start_embedded_worker(*, concurrency: int = 1, loglevel: str = "INFO") -> th
     return thread
 
 
+def port_check(host: str, port: int) -> None:
+    """CommandError unless ``host:port`` can be listened on.
+
+    Checked before anything starts: with the port taken (say, by another ``make run``), Daphne only
+    logged "Listen failure" and the command exited 0, after its worker thread had started and
+    re-enqueued the rounds and jobs the other server was running as "left over".
+    """
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Twisted listens
+            sock.bind(addr)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another server "
+                           f"using it? Choose another port (make run PORT=...).") from None
+
+
 class Command(BaseCommand):
     help = "Serve Loupe with Daphne (HTTP + WebSockets); in the embedded default also run a Celery worker thread."
 
@@ -76,6 +94,7 @@ class Command(BaseCommand):
         from annotate.services.jobs import jobs_resume_orphans  # noqa: PLC0415
         from annotate.services.rounds import rounds_resume_orphans  # noqa: PLC0415
 
+        port_check(opts["host"], opts["port"])
         embedded = settings.LOUPE_EMBEDDED_WORKER
         if embedded and not opts["no_worker"]:
             start_embedded_worker(concurrency=opts["worker_concurrency"])
