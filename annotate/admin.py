@@ -160,80 +160,73 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
             role_services.membership_revoked(project_id=form.instance.pk, user_id=user_id)
 
     # ------------------------------------------------------------------ actions
+    def _per_project(self, request, queryset, run, errors: type[Exception] | tuple = ()) -> None:
+        """``run(project)`` for each chosen project (only an admin of it may), showing the (message, level)
+        it returns; an exception of ``errors`` is that project's error message and the others go on."""
+        for project in queryset:
+            if not self._is_admin(request, project):
+                raise PermissionDenied
+            try:
+                text, level = run(project)
+            except errors as exc:
+                text, level = f"{project}: {exc}", messages.ERROR
+            self.message_user(request, text, level)
+
     @admin.action(description="Start a round now")
     def start_round(self, request, queryset):
         from .services.rounds import round_request  # noqa: PLC0415
 
-        for project in queryset:
-            if not self._is_admin(request, project):
-                raise PermissionDenied
-            try:
-                rnd = round_request(project=project, reason="admin")
-            except BrokerUnavailable as exc:
-                self.message_user(request, f"{project}: {exc}", messages.ERROR)
-                continue
+        def run(project):
+            rnd = round_request(project=project, reason="admin")
             if rnd is None:
-                self.message_user(request, f"{project}: a round is already queued or running", messages.WARNING)
-            else:
-                self.message_user(request, f"{project}: round {rnd.number} queued")
+                return f"{project}: a round is already queued or running", messages.WARNING
+            return f"{project}: round {rnd.number} queued", messages.INFO
+
+        self._per_project(request, queryset, run, BrokerUnavailable)
 
     @admin.action(description="Re-embed (recompute embeddings)")
     def reembed(self, request, queryset):
-        for project in queryset:
-            if not self._is_admin(request, project):
-                raise PermissionDenied
-            try:
-                job = embedding_services.embedding_request(project=project, user=request.user)
-            except (ValueError, BrokerUnavailable) as exc:
-                self.message_user(request, f"{project}: {exc}", messages.ERROR)
-                continue
-            self.message_user(request, format_html('{}: embedding job <a href="{}">{}</a> queued', str(project),
-                                                   reverse("admin:annotate_project_job", args=[project.pk, job.pk]),
-                                                   str(job.pk)[:8]))
+        def run(project):
+            job = embedding_services.embedding_request(project=project, user=request.user)
+            return format_html('{}: embedding job <a href="{}">{}</a> queued', str(project),
+                               reverse("admin:annotate_project_job", args=[project.pk, job.pk]),
+                               str(job.pk)[:8]), messages.INFO
+
+        self._per_project(request, queryset, run, (ValueError, BrokerUnavailable))
 
     @admin.action(description="Reassign keyboard keys (from the class names)")
     def reassign_keys(self, request, queryset):
         from .services.keymap import keymap_reset  # noqa: PLC0415
 
-        for project in queryset:
-            if not self._is_admin(request, project):
-                raise PermissionDenied
+        def run(project):
             keys = keymap_reset(project=project)
             shown = ", ".join(f"{k} {c}" for c, k in keys.items())
-            self.message_user(request, f"{project}: keys reassigned ({shown})"[:500])
+            return f"{project}: keys reassigned ({shown})"[:500], messages.INFO
+
+        self._per_project(request, queryset, run)
 
     @admin.action(description="Check feature alignment now (fine-tune, compare LogME-PED)")
     def align(self, request, queryset):
         from .services.alignment import alignment_request  # noqa: PLC0415
 
-        for project in queryset:
-            if not self._is_admin(request, project):
-                raise PermissionDenied
-            try:
-                job = alignment_request(project=project, user=request.user)
-            except (ValueError, BrokerUnavailable) as exc:
-                self.message_user(request, f"{project}: {exc}", messages.ERROR)
-                continue
+        def run(project):
+            job = alignment_request(project=project, user=request.user)
             if job is None:
-                self.message_user(request, f"{project}: an alignment check is already queued or running",
-                                  messages.WARNING)
-            else:
-                self.message_user(request, f"{project}: alignment job {str(job.pk)[:8]} queued")
+                return f"{project}: an alignment check is already queued or running", messages.WARNING
+            return f"{project}: alignment job {str(job.pk)[:8]} queued", messages.INFO
+
+        self._per_project(request, queryset, run, (ValueError, BrokerUnavailable))
 
     @admin.action(description="Train the final model (LP-FT or FT, measured on the audit items)")
     def final_model(self, request, queryset):
         from .services.final_model import final_model_request  # noqa: PLC0415
 
-        for project in queryset:
-            if not self._is_admin(request, project):
-                raise PermissionDenied
-            try:
-                job = final_model_request(project=project, user=request.user)
-            except (ValueError, BrokerUnavailable) as exc:
-                self.message_user(request, f"{project}: {exc}", messages.ERROR)
-                continue
-            self.message_user(request, f"{project}: final-model job {str(job.pk)[:8]} queued; its download "
-                                       "appears under Jobs on the dashboard")
+        def run(project):
+            job = final_model_request(project=project, user=request.user)
+            return (f"{project}: final-model job {str(job.pk)[:8]} queued; its download appears under Jobs on the "
+                    "dashboard"), messages.INFO
+
+        self._per_project(request, queryset, run, (ValueError, BrokerUnavailable))
 
     @admin.action(description="Export labels")
     def export(self, request, queryset):

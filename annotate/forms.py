@@ -121,20 +121,24 @@ class ProjectConfigForm(forms.ModelForm):
                     for name, _ in fields:
                         self.fields[name].disabled = True  # not this submission's strategy: not read
 
-    def _optional_float(self, name: str, lo: float, hi: float, what: str) -> float:
-        """A labeling-page setting: left out of a post it keeps its value; out of range is an error beside it."""
+    def _kept_or_in_range(self, name: str, lo: float, hi: float, error: str):
+        """A setting a post may leave out (then the project's value stays); out of [lo, hi] is an error
+        beside it: ``error`` formatted with the value ``v``."""
         v = self.cleaned_data.get(name)
         if v is None:
             return getattr(self.instance, name)
         if not lo <= v <= hi:
-            raise forms.ValidationError(f"{what} must be between {lo:g} and {hi:g}; got {v:g}")
+            raise forms.ValidationError(error.format(v=v))
         return v
 
     def clean_suggest_min_accuracy(self) -> float:
-        return self._optional_float("suggest_min_accuracy", 0.0, 1.0, "the accuracy needed for suggestions")
+        return self._kept_or_in_range("suggest_min_accuracy", 0.0, 1.0,
+                                      "the accuracy needed for suggestions must be between 0 and 1; got {v:g}")
 
     def clean_candidate_coverage(self) -> float:
-        return self._optional_float("candidate_coverage", 0.5, 0.99, "how often the candidates hold the right class")
+        return self._kept_or_in_range(
+            "candidate_coverage", 0.5, 0.99,
+            "how often the candidates hold the right class must be between 0.5 and 0.99; got {v:g}")
 
     def clean_classes_text(self) -> list[str]:
         lines = [ln.strip() for ln in (self.cleaned_data.get("classes_text") or "").splitlines()]
@@ -155,28 +159,15 @@ class ProjectConfigForm(forms.ModelForm):
         return v
 
     def clean_overlap_rate(self) -> float:
-        v = self.cleaned_data["overlap_rate"]
-        if v is None:  # absent from the post: keep what the project has
-            return self.instance.overlap_rate
-        if not (0.0 <= v <= 1.0):
-            raise forms.ValidationError(f"overlap rate {v} must be between 0 and 1 (a share of each batch)")
-        return v
+        return self._kept_or_in_range("overlap_rate", 0.0, 1.0,
+                                      "overlap rate {v} must be between 0 and 1 (a share of each batch)")
 
     def clean_selection_ranks(self) -> int:
-        v = self.cleaned_data["selection_ranks"]
-        if v is None:  # absent from the post: keep what the project has
-            return self.instance.selection_ranks
-        if not 1 <= v <= 256:
-            raise forms.ValidationError(f"selection ranks ({v}) must be from 1 to 256 (MPI ranks for 'firal')")
-        return v
+        return self._kept_or_in_range("selection_ranks", 1, 256,
+                                      "selection ranks ({v}) must be from 1 to 256 (MPI ranks for 'firal')")
 
     def clean_overlap_k(self) -> int:
-        v = self.cleaned_data["overlap_k"]
-        if v is None:
-            return self.instance.overlap_k
-        if not 2 <= v <= 10:
-            raise forms.ValidationError(f"annotators per overlapped item ({v}) must be from 2 to 10")
-        return v
+        return self._kept_or_in_range("overlap_k", 2, 10, "annotators per overlapped item ({v}) must be from 2 to 10")
 
     def clean_finetune_params(self) -> dict[str, Any]:
         from .services.transfer_common import finetune_config  # noqa: PLC0415

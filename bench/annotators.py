@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.loadtest import Http, free_port, percentile  # noqa: E402
+from bench.loadtest import Http, free_port, logged_in_session, percentile  # noqa: E402
 
 PREFETCH = 6  # label.js: items held (current + preloaded)
 REFILL_AT = 3  # label.js: lease more when fewer than this are waiting
@@ -59,9 +59,7 @@ def _django(root: Path) -> None:
 
 def cmd_setup(args) -> None:
     _django(Path(args.root))
-    from django.conf import settings  # noqa: PLC0415
     from django.contrib.auth import get_user_model  # noqa: PLC0415
-    from django.contrib.sessions.backends.db import SessionStore  # noqa: PLC0415
     from django.core.management import call_command  # noqa: PLC0415
 
     from annotate.models import Item, Membership  # noqa: PLC0415
@@ -81,12 +79,7 @@ def cmd_setup(args) -> None:
         for i in range(args.annotators):
             user = get_user_model().objects.create_user(f"sim{i:02d}-{project.pk}", password=None)
             Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
-            session = SessionStore()
-            session["_auth_user_id"] = str(user.pk)
-            session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
-            session["_auth_user_hash"] = user.get_session_auth_hash()
-            session.create()
-            users.append({"id": user.pk, "session": session.session_key})
+            users.append({"id": user.pk, "session": logged_in_session(user)})
         truth = dict(Item.objects.filter(project=project).values_list("id", "ground_truth"))
         out.append({"strategy": strategy, "project_id": project.pk, "classes": project.classes, "users": users,
                     "truth": {str(k): v for k, v in truth.items()}})

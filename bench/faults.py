@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 import websockets  # noqa: E402
 
-from tests.support import LoupeServer, RedisServer  # noqa: E402
+from tests.support import LoupeServer, RedisServer, wait_for  # noqa: E402
 
 PROJECT = 1
 
@@ -143,13 +143,7 @@ class Run:
 
     @staticmethod
     def wait(pred, timeout: float, what: str, interval: float = 0.25):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            value = pred()
-            if value:
-                return value
-            time.sleep(interval)
-        raise TimeoutError(f"no {what} after {timeout} s")
+        return wait_for(pred, timeout, what, interval)
 
     def ws_try(self, wait_push_s: float = 0.0) -> str:
         """Open the project's WebSocket; 'open', 'push' (a push arrived within wait_push_s) or why it failed."""

@@ -94,6 +94,20 @@ def django_setup() -> None:
 
 
 # =========================================================================== setup (Django)
+def logged_in_session(user) -> str:
+    """The key of a session logged in as ``user``, as the login form would leave it (PBKDF2 logins are not
+    what we measure).  Django must be set up."""
+    from django.conf import settings  # noqa: PLC0415
+    from django.contrib.sessions.backends.db import SessionStore  # noqa: PLC0415
+
+    session = SessionStore()
+    session["_auth_user_id"] = str(user.pk)
+    session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
+    session["_auth_user_hash"] = user.get_session_auth_hash()
+    session.create()
+    return session.session_key
+
+
 def cmd_setup(args) -> None:
     django_setup()
     import hashlib  # noqa: PLC0415
@@ -102,7 +116,6 @@ def cmd_setup(args) -> None:
     import numpy as np  # noqa: PLC0415
     from django.conf import settings  # noqa: PLC0415
     from django.contrib.auth import get_user_model  # noqa: PLC0415
-    from django.contrib.sessions.backends.db import SessionStore  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
     from sklearn.datasets import load_digits  # noqa: PLC0415
 
@@ -155,13 +168,7 @@ def cmd_setup(args) -> None:
     for i in range(args.annotators):
         user = User.objects.create_user(f"load{i:03d}-{project.pk}", password=None)
         Membership.objects.create(project=project, user=user, role=Membership.Role.ANNOTATOR)
-        # A logged-in session, as the login form would leave (PBKDF2 logins are not what we measure).
-        session = SessionStore()
-        session["_auth_user_id"] = str(user.pk)
-        session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
-        session["_auth_user_hash"] = user.get_session_auth_hash()
-        session.create()
-        users.append({"id": user.pk, "username": user.username, "session": session.session_key})
+        users.append({"id": user.pk, "username": user.username, "session": logged_in_session(user)})
 
     # Round 1 now (this process has the memory broker, so the enqueued task goes nowhere).
     rnd = round_request(project=project, reason="loadtest-setup")

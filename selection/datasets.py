@@ -89,41 +89,26 @@ def load_npy(embeddings: str, labels: str) -> Dataset:
     """
     X = _load(embeddings, "embeddings")
     y = _load(labels, "labels")
-    if X.ndim != 2:
-        raise ValueError(f"embeddings file {embeddings!r} must hold a 2-D (n, d) array; got shape {X.shape}")
-    if X.dtype.kind not in "fiu":
-        raise ValueError(f"embeddings file {embeddings!r} must be numeric; got dtype {X.dtype}")
-    if not np.isfinite(X).all():
-        bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise ValueError(f"embeddings file {embeddings!r} has NaN or inf in {bad} rows")
-    if y.ndim != 1:
-        raise ValueError(f"labels file {labels!r} must hold a 1-D (n,) array; got shape {y.shape}")
-    if len(y) != len(X):
-        raise ValueError(f"labels file {labels!r} has {len(y)} labels but the embeddings have {len(X)} rows")
-    if y.dtype.kind == "f":
-        if not (np.isfinite(y).all() and np.all(y == np.round(y))):
-            raise ValueError(f"labels file {labels!r} holds non-integer numbers; use ints or strings")
-        y = y.astype(np.int64)
-    if y.dtype.kind not in "iuUSO":
-        raise ValueError(f"labels file {labels!r} must hold ints or strings; got dtype {y.dtype}")
-    names, yi = np.unique(y, return_inverse=True)
-    if len(names) < 2:
-        raise ValueError(f"labels file {labels!r} has only {len(names)} distinct class(es); at least 2 are needed")
     base = os.path.splitext(os.path.basename(embeddings))[0]
-    return Dataset(f"npy:{base}", X.astype(np.float32), yi.astype(np.int64), [str(v) for v in names])
+    return _as_dataset(f"npy:{base}", X, y, f"embeddings file {embeddings!r}, labels file {labels!r}",
+                       features="embeddings")
 
 
-def _as_dataset(name: str, X: np.ndarray, y: np.ndarray, where: str) -> Dataset:
-    """Check (n, d) finite numeric X and (n,) labels (ints or strings; mapped to 0..c-1 in sorted order)."""
+def _as_dataset(name: str, X: np.ndarray, y: np.ndarray, where: str, features: str = "features") -> Dataset:
+    """Check (n, d) finite numeric X and (n,) labels (ints or strings; mapped to 0..c-1 in sorted order).
+
+    Errors start with ``where`` (the source) and call X ``features`` (e.g. "embeddings")."""
     if X.ndim != 2:
-        raise ValueError(f"{where}: features must form a 2-D (n, d) array; got shape {X.shape}")
+        raise ValueError(f"{where}: {features} must form a 2-D (n, d) array; got shape {X.shape}")
     if X.dtype.kind not in "fiu":
-        raise ValueError(f"{where}: features must be numeric; got dtype {X.dtype}")
+        raise ValueError(f"{where}: {features} must be numeric; got dtype {X.dtype}")
     if not np.isfinite(X).all():
         bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise ValueError(f"{where}: features have NaN or inf in {bad} rows")
-    if y.ndim != 1 or len(y) != len(X):
-        raise ValueError(f"{where}: labels must be (n,) = ({len(X)},); got shape {y.shape}")
+        raise ValueError(f"{where}: {features} have NaN or inf in {bad} rows")
+    if y.ndim != 1:
+        raise ValueError(f"{where}: labels must form a 1-D (n,) array; got shape {y.shape}")
+    if len(y) != len(X):
+        raise ValueError(f"{where}: {len(y)} labels but the {features} have {len(X)} rows")
     if y.dtype.kind == "f":
         if not (np.isfinite(y).all() and np.all(y == np.round(y))):
             raise ValueError(f"{where}: labels hold non-integer numbers; use ints or strings")

@@ -27,6 +27,7 @@ PYTHON = sys.executable
 REQUIRE_SERVICES = os.environ.get("LOUPE_REQUIRE_SERVICES", "") == "1"
 PG_ADMIN_URL = os.environ.get("LOUPE_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("LOUPE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+ADMIN_PASSWORD = "admin-pw-123"  # the admin LoupeServer.setup_demo adds
 CHROMIUM = os.environ.get("LOUPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -260,7 +261,7 @@ class LoupeServer:
         self.manage("migrate", "-v0")
         self.manage("loupe_demo", *(["--limit", str(limit)] if limit is not None else []),
                     "--batch-size", str(batch_size), "--refill-threshold", str(refill_threshold))
-        self.manage("loupe_admin", "--username", "admin", "--password", "admin-pw-123")
+        self.manage("loupe_admin", "--username", "admin", "--password", ADMIN_PASSWORD)
 
     def token(self, username: str = "admin") -> str:
         return self.manage("loupe_token", username, "--quiet").strip()
@@ -315,6 +316,13 @@ def start_celery_worker(env: dict[str, str], log: Path, *, timeout: float = 90, 
 def launch_chromium(playwright, path: str):
     return playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
 
+
+def log_in(page, base_url: str, next_path: str = "", username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
+    """Sign in through the login page (as the demo's admin by default), going on to ``next_path``."""
+    page.goto(f"{base_url}/accounts/login/" + (f"?next={next_path}" if next_path else ""))
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):

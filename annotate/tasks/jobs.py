@@ -18,35 +18,24 @@ from ..services.final_model import final_model_execute
 from ..services.imports import import_execute
 
 
-def _run(execute, job_id: str) -> None:
-    close_old_connections()
-    try:
-        execute(job_id=job_id)
-    finally:
+def _job_task(name: str, execute):
+    """The Celery task ``annotate.tasks.<name>``: takes a job id and runs ``execute`` on it, with the
+    database connections closed before and after (a worker process outlives many tasks)."""
+
+    def run(job_id: str) -> None:
         close_old_connections()
+        try:
+            execute(job_id=job_id)
+        finally:
+            close_old_connections()
+
+    run.__name__ = run.__qualname__ = name
+    return shared_task(name=f"annotate.tasks.{name}", acks_late=True, reject_on_worker_lost=True,
+                       ignore_result=True)(run)
 
 
-@shared_task(name="annotate.tasks.import_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def import_run(job_id: str) -> None:
-    _run(import_execute, job_id)
-
-
-@shared_task(name="annotate.tasks.export_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def export_run(job_id: str) -> None:
-    _run(export_execute, job_id)
-
-
-@shared_task(name="annotate.tasks.embedding_compute", acks_late=True, reject_on_worker_lost=True,
-             ignore_result=True)
-def embedding_compute(job_id: str) -> None:
-    _run(embedding_execute, job_id)
-
-
-@shared_task(name="annotate.tasks.alignment_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def alignment_run(job_id: str) -> None:
-    _run(alignment_execute, job_id)
-
-
-@shared_task(name="annotate.tasks.final_model_run", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def final_model_run(job_id: str) -> None:
-    _run(final_model_execute, job_id)
+import_run = _job_task("import_run", import_execute)
+export_run = _job_task("export_run", export_execute)
+embedding_compute = _job_task("embedding_compute", embedding_execute)
+alignment_run = _job_task("alignment_run", alignment_execute)
+final_model_run = _job_task("final_model_run", final_model_execute)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, launch_chromium
+from tests.support import ROOT, launch_chromium, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,10 +48,7 @@ def page(server, tmp_path_factory):
         pg = browser.new_page(viewport={"width": 1100, "height": 860})
         errors = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
-        pg.goto(f"{server.url}/accounts/login/?next=/projects/1/label/")
-        pg.fill("#id_username", "admin")
-        pg.fill("#id_password", "admin-pw-123")
-        pg.click("button[type=submit]")
+        log_in(pg, server.url, "/projects/1/label/")
         pg.wait_for_selector("#current-image:not([hidden])", timeout=15000)
         pg.wait_for_function("document.getElementById('conn').dataset.state === 'open'", timeout=10000)
         # Marks that vanish on a reload, and a log of every push the page gets.

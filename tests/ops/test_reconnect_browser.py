@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support import CHROMIUM, LoupeServer, launch_chromium, need
+from tests.support import CHROMIUM, LoupeServer, launch_chromium, log_in, need
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,39 +30,54 @@ def server(tmp_path_factory):
         srv.stop()
 
 
-def test_websocket_reconnects_with_backoff_and_resyncs(server):
-    need(Path(CHROMIUM).exists(), f"Chromium is not installed at {CHROMIUM} (LOUPE_CHROMIUM)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    attempts: list[float] = []  # monotonic time of every connection attempt
-    routes = []
-    refuse = {"n": 0}  # refuse this many attempts (a network still down)
+class _Gate:
+    """Stands between the page and the server's WebSocket: times every connection attempt, refuses the next
+    ``refuse`` ones (a network still down) and lets the others through."""
 
-    def on_ws(route):
-        attempts.append(time.monotonic())
-        if refuse["n"] > 0:
-            refuse["n"] -= 1
+    def __init__(self) -> None:
+        self.attempts: list[float] = []  # monotonic time of every connection attempt
+        self.routes: list = []
+        self.refuse = 0
+
+    def __call__(self, route) -> None:
+        self.attempts.append(time.monotonic())
+        if self.refuse > 0:
+            self.refuse -= 1
             route.close(code=1011, reason="test: network down")
             return
         route.connect_to_server()
-        routes.append(route)
+        self.routes.append(route)
 
+
+@contextmanager
+def _page_behind(gate: _Gate):
+    """A headless page whose project WebSockets go through ``gate``."""
+    need(Path(CHROMIUM).exists(), f"Chromium is not installed at {CHROMIUM} (LOUPE_CHROMIUM)")
+    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = launch_chromium(p, CHROMIUM)
         page = browser.new_page()
-        page.route_web_socket(re.compile(r"/ws/projects/\d+/"), on_ws)
+        page.route_web_socket(re.compile(r"/ws/projects/\d+/"), gate)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def test_websocket_reconnects_with_backoff_and_resyncs(server):
+    gate = _Gate()
+    attempts, routes = gate.attempts, gate.routes
+    with _page_behind(gate) as page:
         api_calls: list[tuple[float, str]] = []
         page.on("request", lambda req: api_calls.append((time.monotonic(), req.url))
                 if "/api/projects/" in req.url else None)
-        page.goto(f"{server.url}/accounts/login/?next=/projects/1/label/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", "admin-pw-123")
-        page.click("button[type=submit]")
+        log_in(page, server.url, "/projects/1/label/")
         page.wait_for_selector("#current-image:not([hidden])", timeout=15000)
         page.wait_for_function("document.getElementById('conn').dataset.state === 'open'", timeout=10000)
         assert len(attempts) == 1
 
         # The connection drops, and the network stays down for the next three attempts.
-        refuse["n"] = 3
+        gate.refuse = 3
         dropped_at = time.monotonic()
         routes[-1].close(code=1001, reason="test: dropped")
         page.wait_for_function("document.getElementById('conn').dataset.state === 'closed'", timeout=5000)
@@ -69,8 +85,6 @@ def test_websocket_reconnects_with_backoff_and_resyncs(server):
         reopened_at = time.monotonic()
         page.wait_for_timeout(1500)
         resync = [u for t, u in api_calls if t >= reopened_at - 0.05]
-        page.close()
-        browser.close()
 
     assert len(attempts) == 5, attempts  # the first connection, 3 refused, 1 that got through
     gaps = [attempts[1] - dropped_at] + [b - a for a, b in zip(attempts[1:], attempts[2:])]
@@ -86,27 +100,12 @@ def test_websocket_reconnects_with_backoff_and_resyncs(server):
 
 def test_websocket_gives_up_when_the_server_says_not_logged_in(server):
     """Close code 4401 (the session ended) stops the retries instead of hammering the server."""
-    need(Path(CHROMIUM).exists(), f"Chromium is not installed at {CHROMIUM} (LOUPE_CHROMIUM)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    attempts: list[float] = []
-    routes = []
-
-    def on_ws(route):
-        attempts.append(time.monotonic())
-        route.connect_to_server()
-        routes.append(route)
-
-    with sync_api.sync_playwright() as p:
-        browser = launch_chromium(p, CHROMIUM)
-        page = browser.new_page()
-        page.route_web_socket(re.compile(r"/ws/projects/\d+/"), on_ws)
-        page.goto(f"{server.url}/accounts/login/?next=/projects/1/label/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", "admin-pw-123")
-        page.click("button[type=submit]")
+    gate = _Gate()
+    attempts, routes = gate.attempts, gate.routes
+    with _page_behind(gate) as page:
+        log_in(page, server.url, "/projects/1/label/")
         page.wait_for_function("document.getElementById('conn').dataset.state === 'open'", timeout=15000)
         routes[-1].close(code=4401, reason="not authenticated")
         page.wait_for_function("document.getElementById('conn').dataset.state === 'closed'", timeout=5000)
         page.wait_for_timeout(2500)  # longer than the first two back-off delays
-        browser.close()
     assert len(attempts) == 1, attempts
