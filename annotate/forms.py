@@ -16,6 +16,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.db.models import Count
 
 from selection import DEFAULT_STRATEGY, get_strategy, strategy_names
 from selection.extractors import get_extractor, extractor_names
@@ -150,6 +151,18 @@ class ProjectConfigForm(forms.ModelForm):
         dup = sorted({c for c in classes if classes.count(c) > 1})
         if dup:
             raise forms.ValidationError(f"classes must be unique; repeated: {dup}")
+        if self.instance.pk:  # a class dropped while items carry it would orphan those labels
+            in_use = dict(
+                Annotation.objects.filter(item__project=self.instance, is_current=True,
+                                          action__in=[Annotation.Action.LABEL, Annotation.Action.CORRECT])
+                .exclude(label="").exclude(label__in=classes)
+                .values_list("label").annotate(n=Count("id")).order_by("label")
+            )
+            if in_use:
+                used = ", ".join(f"{c!r} ({n} item{'s' if n != 1 else ''})" for c, n in in_use.items())
+                raise forms.ValidationError(
+                    f"cannot remove classes that items are labeled with: {used}; relabel those items on the "
+                    "review page first, or keep the class")
         return classes
 
     def clean_audit_rate(self) -> float:

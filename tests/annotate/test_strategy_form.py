@@ -6,7 +6,7 @@ from tests.factories import empty_project, make_user
 from django.test import Client
 
 from annotate.forms import build_project_form, field_name
-from annotate.models import Project
+from annotate.models import Annotation, Project
 from selection import DEFAULT_PARAMS, DEFAULT_STRATEGY, Param, Selection, Strategy, strategy_names
 from selection.strategies import base
 
@@ -225,3 +225,20 @@ def test_selection_ranks_is_validated_and_kept_when_absent(fake):
     form = build_project_form()(data=_data(project), instance=saved)  # a post without it keeps it
     assert form.is_valid(), form.errors
     assert form.save().selection_ranks == 4
+
+
+def test_a_class_that_items_are_labeled_with_cannot_be_removed(fake, make_project):
+    # Found by QA: removing a class in the admin saved silently and orphaned its labels.
+    project = make_project(classes=("cat", "dog", "fox"))
+    user = make_user()
+    items = list(project.items.all()[:3])
+    Annotation.objects.create(item=items[0], annotator=user, label="fox")
+    Annotation.objects.create(item=items[1], annotator=user, label="fox", is_current=False)  # history only
+    Annotation.objects.create(item=items[2], annotator=user, label="cat")
+    data = _data(project)  # classes "cat\ndog": drops fox
+    form = build_project_form()(data=data, instance=project)
+    assert not form.is_valid()
+    assert "cannot remove classes that items are labeled with: 'fox' (1 item)" in form.errors["classes_text"][0]
+    data["classes_text"] = "cat\ndog\nfox\nowl"  # adding a class is fine
+    form = build_project_form()(data=data, instance=project)
+    assert "classes_text" not in form.errors
