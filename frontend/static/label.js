@@ -11,6 +11,7 @@
 // picks a candidate, "/" finds a class by name, Space skips, Backspace undoes, "?" helps, + - zoom.
 import {apiRetrying, csrfToken, notify, uuid} from "./api.js";
 import {LiveSocket} from "./ws.js";
+import {showGuess} from "./guess.js";
 import {ZoomPan} from "./zoom.js";
 
 const PREFETCH = 6;      // items held (current + preloaded)
@@ -86,60 +87,11 @@ function showRound(r) {
   }
 }
 
-// The model's guess as one list: its suggestion on top (Enter accepts it, stored as "suggestion"),
-// then its other likely classes; row n also answers Shift+n (stored as "candidate").  Without a
-// suggestion the list holds the likely classes only, and a line says why there is no guess.
-function guessRow(n, label, p) {
-  const li = document.createElement("li");
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = "candidate";
-  b.dataset.label = label;
-  b.dataset.candidate = String(n);
-  const k = document.createElement("kbd");
-  k.textContent = `⇧${n}`;
-  const name = document.createElement("span");
-  name.className = "name";
-  name.textContent = label;
-  const pc = document.createElement("span");
-  pc.className = "p muted";
-  pc.textContent = percent(p);
-  b.append(k, name, pc);
-  b.addEventListener("click", () => submit("label", label, "candidate"));
-  li.append(b);
-  return li;
-}
-
-const percent = (p) => (p == null ? "" : p < 0.005 ? "<1%" : `${Math.round(p * 100)}%`);
-
-function showOffer(item) {
-  const sug = item && item.suggestion;
-  const cands = (item && item.candidates) || [];
-  const rest = sug ? cands.filter((c) => c.label !== sug.label) : cands;
-  $("guess").dataset.state = sug ? "on" : cands.length ? "candidates" : "none";
-  const top = $("top-row");
-  const accept = $("accept-btn");
-  top.hidden = !sug;
-  accept.disabled = !sug;
-  accept.dataset.label = sug ? sug.label : "";
-  accept.dataset.candidate = sug ? "1" : "";
-  $("suggestion-label").textContent = sug ? sug.label : "–";
-  $("suggestion-conf").textContent = sug ? percent(sug.confidence) : "";
-  const first = sug ? 2 : 1;
-  $("candidates").replaceChildren(top, ...rest.map((c, i) => guessRow(first + i, c.label, c.p)));
-  const note = $("suggestion-note");
-  note.hidden = !!sug;
-  note.textContent = cands.length ? "Not sure enough for one guess; its likely classes:"
-    : "No guess yet: the model learns from your first labels.";
-  root.dataset.suggestion = sug ? sug.label : "";
-  root.dataset.candidates = rest.length + (sug ? 1 : 0);
-}
-
 function render() {
   const img = $("current-image");
   const item = state.current;
   zoom.reset();
-  showOffer(item);
+  showGuess(root, item, (label) => submit("label", label, "candidate"));
   if (!item) {
     img.hidden = true;
     $("item-caption").textContent = "";
