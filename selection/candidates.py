@@ -105,3 +105,31 @@ def coverage_and_size(top_idx: np.ndarray, sizes: np.ndarray, y: np.ndarray) -> 
 
 
 __all__ = ["coverage_and_size", "lac_threshold", "set_sizes", "top_k", "true_class_probs"]
+
+
+def confidence_gate(confidence: np.ndarray, correct: np.ndarray, target: float, *, min_n: int) -> float | None:
+    """The lowest top-1 confidence from which the model's guess is right at least ``target`` of the time.
+
+    confidence : (n,) float, each calibration item's top-1 probability (prequential);
+    correct : (n,) bool, whether that top-1 class was the label given.
+    Sorting the items by decreasing confidence, a cut-off c keeps the items with confidence >= c; the
+    answer is the lowest c whose kept items number at least ``min_n`` and are right at least ``target``
+    of the time (so guesses are shown on the items the model is sure of, even while its picks, chosen for
+    being hard, are mostly wrong).  None when no cut-off qualifies.
+    """
+    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    ok = np.asarray(correct, dtype=bool).ravel()
+    if conf.shape != ok.shape:
+        raise ValueError(f"confidence {conf.shape} and correct {ok.shape} must have the same length")
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"target must be in [0, 1]; got {target}")
+    order = np.argsort(-conf, kind="stable")
+    conf, ok = conf[order], ok[order]
+    # Only cut between distinct confidences: items tied with the cut-off are all kept.
+    last_of_tie = np.r_[conf[1:] != conf[:-1], True]
+    kept = np.arange(1, conf.size + 1)
+    right = np.cumsum(ok)
+    good = last_of_tie & (kept >= min_n) & (right >= target * kept)
+    if not good.any():
+        return None
+    return float(conf[np.flatnonzero(good)[-1]])

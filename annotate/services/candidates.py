@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from selection.candidates import lac_threshold, set_sizes, top_k
+from selection.candidates import confidence_gate, lac_threshold, set_sizes, top_k
 
 from ..models import Annotation, Project, QueueEntry
 
@@ -47,7 +47,7 @@ def calibration_read(*, project: Project, labels: dict[int, str], classes: list[
         .exclude(origin=Annotation.Origin.MANUAL).values_list("item_id", flat=True)
     )
     index = {c: k for k, c in enumerate(classes)}
-    p_true, hits = [], []
+    p_true, hits, conf = [], [], []
     for item_id, top in rows:
         label = labels.get(item_id)
         if label is None or label not in index or item_id in shown or not top:
@@ -55,11 +55,15 @@ def calibration_read(*, project: Project, labels: dict[int, str], classes: list[
         names = [c for c, _ in top]
         p_true.append(float(dict(top).get(label, 0.0)))
         hits.append(names[0] == label)
+        conf.append(float(top[0][1]))
     n = len(p_true)
     return {
         "prequential_n": n,
         "prequential_accuracy": float(np.mean(hits)) if n else None,
         "candidate_threshold": lac_threshold(np.array(p_true), float(project.candidate_coverage)) if n else 0.0,
+        "suggest_target": float(project.suggest_min_accuracy),
+        "suggest_confidence": confidence_gate(np.array(conf), np.array(hits, dtype=bool),
+                                              float(project.suggest_min_accuracy), min_n=MIN_CALIBRATION),
     }
 
 
@@ -77,12 +81,23 @@ def entry_predictions(probs: np.ndarray, classes: list[str], threshold: float) -
     ]
 
 
-def suggestions_on(*, project: Project, metrics: dict[str, Any] | None) -> bool:
-    """Does the page show the model's guess for entries of a round with these metrics?"""
+def suggestions_on(*, project: Project, metrics: dict[str, Any] | None, confidence: float | None = None) -> bool:
+    """Does the page show the model's guess for an entry of a round with these metrics?
+
+    Per item: the guess is shown when the entry's confidence reaches the round's ``suggest_confidence``,
+    the lowest top-1 confidence above which the model's earlier guesses were right at least
+    ``suggest_min_accuracy`` of the time (:func:`selection.candidates.confidence_gate`).  Rounds written
+    before that cut-off existed, or for another ``suggest_min_accuracy`` than the project's now, fall
+    back to the round-wide prequential accuracy until the next round.
+    """
     m = metrics or {}
+    if not project.suggestions or m.get("prequential_n", 0) < MIN_CALIBRATION:
+        return False
+    if "suggest_confidence" in m and m.get("suggest_target") == float(project.suggest_min_accuracy):
+        cut = m["suggest_confidence"]
+        return cut is not None and confidence is not None and confidence >= cut
     acc = m.get("prequential_accuracy")
-    return bool(project.suggestions and acc is not None and m.get("prequential_n", 0) >= MIN_CALIBRATION
-                and acc >= project.suggest_min_accuracy)
+    return acc is not None and acc >= project.suggest_min_accuracy
 
 
 def offer(entry: QueueEntry, *, project: Project) -> dict[str, Any]:
@@ -92,6 +107,7 @@ def offer(entry: QueueEntry, *, project: Project) -> dict[str, Any]:
         return {}
     n = min(entry.candidate_count or 1, MAX_SHOWN, len(entry.top_classes))
     out: dict[str, Any] = {"candidates": [{"label": c, "p": p} for c, p in entry.top_classes[:n]]}
-    if entry.round_id is not None and suggestions_on(project=project, metrics=entry.round.metrics):
+    if entry.round_id is not None and suggestions_on(project=project, metrics=entry.round.metrics,
+                                                     confidence=entry.predicted_confidence):
         out["suggestion"] = {"label": entry.predicted_label, "confidence": entry.predicted_confidence}
     return out

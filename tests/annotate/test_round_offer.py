@@ -65,8 +65,14 @@ def test_suggestions_appear_once_the_model_is_right_often_enough_and_never_on_au
         rnd = make_round(project)
     assert rnd.metrics["prequential_n"] >= MIN_CALIBRATION
     assert rnd.metrics["prequential_accuracy"] >= 0.5  # clustered embeddings: easy
-    entry = rnd.entries.select_related("round").first()
+    cut = rnd.metrics["suggest_confidence"]
+    assert cut is not None and rnd.metrics["suggest_target"] == 0.5
+    entries = list(rnd.entries.select_related("round").filter(is_audit=False).order_by("-predicted_confidence"))
+    entry, least = entries[0], entries[-1]
+    assert entry.predicted_confidence >= cut
     shown = offer(entry, project=project)
+    # Per item: a guess below the round's cut-off is not suggested, only offered among the candidates.
+    assert ("suggestion" in offer(least, project=project)) == (least.predicted_confidence >= cut)
     assert shown["suggestion"]["label"] == entry.predicted_label
     assert [c["label"] for c in shown["candidates"]] == [c for c, _ in entry.top_classes[:len(shown["candidates"])]]
     entry.is_audit = True
@@ -103,3 +109,23 @@ def test_the_origin_of_a_label_is_stored_and_checked(make_project, make_round, u
     annotation_submit(project=project, user=user, item_id=e3.item_id, skip=True, origin="suggestion")
     got = dict(Annotation.objects.filter(item__project=project).values_list("item_id", "origin"))
     assert got == {e1.item_id: "suggestion", e2.item_id: "candidate", e3.item_id: "manual"}
+
+
+def test_suggestion_cut_off_is_shown_where_the_model_was_right_often_enough(make_project, make_round, user):
+    """The stored cut-off, recomputed by brute force from the calibration entries: the lowest confidence
+    c whose entries at or above c number >= MIN_CALIBRATION and were right >= the target share."""
+    project = make_project(n_items=160, batch_size=16, members=[(user, Membership.Role.ANNOTATOR)],
+                           suggest_min_accuracy=0.7)
+    make_round(project)
+    for _ in range(3):
+        label_all(project, user, 16)
+        rnd = make_round(project)
+    labels = selectors.labeled_item_labels(project=project)
+    done = QueueEntry.objects.filter(project=project, state=QueueEntry.State.DONE).exclude(top_classes=[])
+    conf = np.array([e.top_classes[0][1] for e in done])
+    right = np.array([e.top_classes[0][0] == labels[e.item_id] for e in done])
+    qualifying = [c for c in np.unique(conf)
+                  if (conf >= c).sum() >= MIN_CALIBRATION and right[conf >= c].mean() >= 0.7]
+    want = min(qualifying) if qualifying else None
+    got = rnd.metrics["suggest_confidence"]
+    assert (got is None and want is None) or got == pytest.approx(want)

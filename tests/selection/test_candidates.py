@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from selection.candidates import coverage_and_size, lac_threshold, set_sizes, top_k, true_class_probs
+from selection.candidates import (
+    confidence_gate,
+    coverage_and_size,
+    lac_threshold,
+    set_sizes,
+    top_k,
+    true_class_probs,
+)
 from selection.candidates_sim import simulate_candidates, summary
 
 
@@ -112,3 +119,22 @@ def test_a_thousand_classes_calibrated_sets_cover_and_stay_small():
     cov, size = coverage_and_size(idx[2000:], sizes, y[2000:])
     assert coverage - 0.03 <= cov <= coverage + 0.05, cov
     assert 1 < size < 3, size  # more than the best guess, far fewer than 1,000
+
+
+def test_confidence_gate_matches_a_brute_force_search():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(0, 40))
+        conf = np.round(rng.uniform(0.1, 1.0, n), 1)  # ties on purpose
+        right = rng.uniform(size=n) < conf
+        target, min_n = float(rng.uniform(0.3, 1.0)), int(rng.integers(1, 10))
+        ok = [c for c in np.unique(conf) if (conf >= c).sum() >= min_n and right[conf >= c].mean() >= target]
+        got = confidence_gate(conf, right, target, min_n=min_n)
+        assert got == (min(ok) if ok else None)
+
+
+def test_confidence_gate_rejects_bad_input():
+    with pytest.raises(ValueError, match="same length"):
+        confidence_gate(np.ones(3), np.ones(2, bool), 0.8, min_n=1)
+    with pytest.raises(ValueError, match="target"):
+        confidence_gate(np.ones(3), np.ones(3, bool), 1.5, min_n=1)
