@@ -45,7 +45,7 @@ export function showGuess(root, item, onPick) {
   const note = $("suggestion-note");
   note.hidden = !!sug;
   note.textContent = cands.length ? "Not sure enough for one guess; its likely classes:"
-    : "No guess yet: the model learns from your first labels.";
+    : "No model guess for this item.";
   root.dataset.suggestion = sug ? sug.label : "";
   root.dataset.candidates = rest.length + (sug ? 1 : 0);
 }

@@ -17,7 +17,8 @@ import {ZoomPan} from "./zoom.js";
 const PREFETCH = 6;      // items held (current + preloaded)
 const REFILL_AT = 3;     // lease more when fewer than this are waiting
 const RECENT = 8;        // labeled items kept in the strip (always this many slots, so it never reflows)
-const PIXELATED_MAX = 64; // images this small (px, natural size) are drawn with hard pixel edges when enlarged
+const PIXELATED_MAX = 128; // images this small (px, natural size) are drawn with hard pixel edges when enlarged
+// (the demo's digits are 8x8 pixels stored at 128 px; a photo is larger)
 const root = document.getElementById("labeler");
 const API = root.dataset.api;
 const $ = (id) => document.getElementById(id);

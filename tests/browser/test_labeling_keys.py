@@ -37,7 +37,7 @@ def server(tmp_path_factory):
         srv.manage("loupe_admin", "--username", "admin", "--password", PASSWORD)
         srv.projects = {
             "digits": add_project(srv, "five digits", DIGITS, per_class=4, size=24),  # tiny images: pixelated
-            "animals": add_project(srv, "animals", ANIMALS, per_class=30),
+            "animals": add_project(srv, "animals", ANIMALS, per_class=30, size=160),
             "letters": add_project(srv, "letters", LETTERS, per_class=2, batch=20),
         }
         srv.start()
@@ -194,7 +194,7 @@ def test_the_strip_of_last_labels_fixes_one_by_click(server, pw):
     browser, page = open_page(pw, server, f"/projects/{pid}/label/")
     try:
         wait_for_item(page)
-        assert not pixelated(page)  # 96 px images are drawn smoothly, as a photo would be
+        assert not pixelated(page)  # 160 px images are drawn smoothly, as a photo would be
         # Before any label the strip shows its empty slots, in the side panel next to the image.
         assert page.locator(".recent-item").count() == 0 and page.locator(".recent-slot").count() == 8
         strip, viewer = page.locator("#recent").bounding_box(), page.locator("#viewer").bounding_box()
