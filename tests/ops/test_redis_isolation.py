@@ -31,6 +31,16 @@ def _session(env: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _claimed(proc: subprocess.Popen) -> int:
+    """The database number a session printed; a session that died instead fails with its stderr."""
+    line = proc.stdout.readline().strip()
+    if not line.isdigit():
+        proc.kill()
+        raise AssertionError(f"the session printed {line!r} instead of a database number; its stderr:\n"
+                             f"{proc.stderr.read()[-3000:]}")
+    return int(line)
+
+
 @pytest.mark.redis
 def test_sessions_claim_distinct_empty_databases_and_leave_foreign_data_alone(redis_server):
     import os
@@ -42,7 +52,7 @@ def test_sessions_claim_distinct_empty_databases_and_leave_foreign_data_alone(re
     env = {**os.environ, "LOUPE_TEST_REDIS_URL": base, "LOUPE_TEST_REDIS_DBS": "1-3", "PYTHONPATH": str(ROOT)}
     first, second = _session(env), _session(env)
     try:
-        dbs = sorted(int(p.stdout.readline()) for p in (first, second))
+        dbs = sorted(_claimed(p) for p in (first, second))
         assert dbs == [2, 3]  # database 1 holds foreign keys: skipped; the two sessions do not share one
         third = subprocess.run([sys.executable, "-c", CLAIM], cwd=ROOT, env=env, input="\n", capture_output=True,
                                text=True, timeout=60)
