@@ -16,7 +16,7 @@ Redis layer is safe from any loop and is used through ``async_to_sync``.
 A missing channel layer is a misconfiguration and raises ``ImproperlyConfigured``.  An unreachable
 one (Redis down) is an outage: pushes are best effort, sent after the write they announce has
 committed, so a failed send is logged and dropped (:func:`_send`), never turning a committed write
-into an error; browsers resync when their socket reconnects.  After a failure, sends are skipped
+into an error; browsers resync when their socket reconnects.  After a failure, progress sends are skipped
 for ``OUTAGE_BACKOFF_S`` so a worker does not wait on a dead Redis at every progress step.
 """
 from __future__ import annotations
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
 OUTAGE_BACKOFF_S = 2.0
+#: message types sent many times per round or job: the only ones skipped during the backoff
+_FREQUENT = frozenset({"round.status", "job.progress"})
 _outage_until = 0.0
 
 _server_loop: asyncio.AbstractEventLoop | None = None
@@ -115,7 +117,9 @@ def _send(project_id: int, message: dict[str, Any], group: str | None = None) ->
     global _outage_until
     layer = _layer()  # a missing layer is a misconfiguration: raised, not swallowed
     group = group or group_name(project_id)
-    if time.monotonic() < _outage_until:
+    if time.monotonic() < _outage_until and message.get("type") in _FREQUENT:
+        # Progress comes many times a round: skipped while the layer is down.  A one-off message
+        # (queue.updated, ...) is always tried, so the first one after a recovery gets through.
         log.debug("push %s to %s skipped: channel layer outage", message.get("type"), group)
         return
     try:

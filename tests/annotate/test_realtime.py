@@ -142,3 +142,25 @@ def test_the_consumer_forwards_every_message_type_realtime_sends():
     assert len(types) == len(messages) >= 4
     missing = [t for t in types if not callable(getattr(ProjectConsumer, t.replace(".", "_"), None))]
     assert not missing, f"no ProjectConsumer handler for {missing}"
+
+
+def test_after_a_layer_failure_progress_is_skipped_but_the_next_queue_update_is_tried(monkeypatch, settings):
+    """The backoff after an outage spares the worker a dead Redis at every progress step, but a one-off
+    message (the first queue.updated after the layer is back) is always tried: dropping it lost the push."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    tried: list[str] = []
+
+    def down(layer, group, message):
+        tried.append(message["type"])
+        raise ConnectionRefusedError("layer down")
+
+    monkeypatch.setattr(realtime, "_outage_until", 0.0)
+    monkeypatch.setattr(realtime, "_deliver", down)
+    realtime._send(1, {"type": "queue.updated"})  # fails twice (the retry), starts the backoff
+    assert tried == ["queue.updated", "queue.updated"] and realtime._outage_until > time.monotonic()
+
+    delivered: list[str] = []
+    monkeypatch.setattr(realtime, "_deliver", lambda layer, group, message: delivered.append(message["type"]))
+    realtime._send(1, {"type": "round.status"})  # progress inside the backoff: skipped
+    realtime._send(1, {"type": "queue.updated"})  # the layer is back: delivered at once
+    assert delivered == ["queue.updated"]
