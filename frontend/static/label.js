@@ -20,7 +20,9 @@ const RECENT = 8;        // labeled items kept in the strip (always this many sl
 const PIXELATED_MAX = 128; // images this small (px, natural size) are drawn with hard pixel edges when enlarged
 // (the demo's digits are 8x8 pixels stored at 128 px; a photo is larger)
 const root = document.getElementById("labeler");
-const API = root.dataset.api;
+// The API's URLs come from the server (reverse()), one data-url-* attribute each.
+const URL_OF = {status: root.dataset.urlStatus, lease: root.dataset.urlLease, label: root.dataset.urlLabel,
+  skip: root.dataset.urlSkip, undo: root.dataset.urlUndo, release: root.dataset.urlRelease};
 const $ = (id) => document.getElementById(id);
 const classButtons = [...root.querySelectorAll(".class-btn")];
 const byLabel = new Map(classButtons.map((b) => [b.dataset.label, b]));
@@ -166,7 +168,7 @@ function lease() {
   }
   state.leasing = (async () => {
     try {
-      const data = await apiRetrying(API + "lease", {n: PREFETCH});
+      const data = await apiRetrying(URL_OF.lease, {n: PREFETCH});
       const have = new Set(state.queue.map((i) => i.item_id));
       if (state.current) have.add(state.current.item_id);
       for (const item of data.items) {
@@ -199,7 +201,7 @@ function submit(kind, label, origin = "manual") {
                   ...state.recent.filter((r) => r.item_id !== item.item_id)].slice(0, RECENT);
   renderRecent();
   next();
-  inOrder(() => apiRetrying(API + kind, body))
+  inOrder(() => apiRetrying(URL_OF[kind], body))
     .then((data) => showProgress(data.progress))
     .catch((err) => toast(`Item ${item.item_id} was not saved: ${err.message}`, "error"));
 }
@@ -208,7 +210,7 @@ function submit(kind, label, origin = "manual") {
 function undo(itemId) {
   const body = {client_id: uuid()};
   if (itemId !== undefined) body.item_id = itemId;
-  inOrder(() => apiRetrying(API + "undo", body))
+  inOrder(() => apiRetrying(URL_OF.undo, body))
     .then((data) => {
       const back = data.item;
       state.done.delete(back.item_id);
@@ -351,7 +353,7 @@ const sock = new LiveSocket(root.dataset.ws, {
   onMessage,
   onOpen: (reconnected) => {
     if (reconnected) {  // pushes may have been missed while disconnected
-      apiRetrying(API + "status").then((d) => showProgress(d.progress)).catch(() => {});
+      apiRetrying(URL_OF.status).then((d) => showProgress(d.progress)).catch(() => {});
       lease();
     }
   },
@@ -372,7 +374,7 @@ window.addEventListener("pagehide", () => {
   const ids = state.queue.map((i) => i.item_id);
   if (state.current) ids.push(state.current.item_id);
   if (!ids.length) return;
-  fetch(API + "release", {
+  fetch(URL_OF.release, {
     method: "POST", keepalive: true, credentials: "same-origin",
     headers: {"Content-Type": "application/json", "X-CSRFToken": csrfToken()},
     body: JSON.stringify({item_ids: ids}),
