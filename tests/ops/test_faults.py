@@ -82,6 +82,18 @@ def _lock_waiters(dbname: str) -> list[tuple[int, str]]:
         return cur.fetchall()
 
 
+def _settle(dbname: str, seconds: float = 20.0) -> None:
+    """Let the worker's follow-up work (the quality task after a round) finish before the test database is
+    flushed: wait, at most ``seconds``, until no other backend of it is in a transaction twice in a row."""
+    deadline, quiet = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline and quiet < 2:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                        "AND state IN ('active', 'idle in transaction')", [dbname])
+            quiet = quiet + 1 if cur.fetchone()[0] == 0 else 0
+        time.sleep(0.5)
+
+
 def _waiting_write(dbname: str):
     """The worker's backend blocked on our row lock inside the round's write (expiring pending entries)."""
     return next((w for w in _lock_waiters(dbname) if w[1].startswith('UPDATE "annotate_queueentry"')), None)
@@ -142,6 +154,7 @@ def test_worker_killed_inside_the_round_write_loses_nothing_and_the_round_is_rer
     # The rest of round 1 was superseded exactly once, by the round that finished.
     assert not QueueEntry.objects.filter(round=r1, state="pending").exists()
     assert "WorkerLostError" in worker.log() or "SIGKILL" in worker.log()
+    _settle(dbname)
 
 
 @worker_test
