@@ -115,6 +115,10 @@ AUTHENTICATION_BACKENDS = ["annotate.throttle.ThrottledModelBackend"]
 # within the window, refused until it ends (annotate/throttle.py).
 LOUPE_AUTH_FAILURES = env_int("LOUPE_AUTH_FAILURES", 10, minimum=1)
 LOUPE_AUTH_WINDOW_SECONDS = env_int("LOUPE_AUTH_WINDOW_SECONDS", 300, minimum=1)
+# Sessions and users come from the cache on the hot path, the database stays the truth
+# (annotate/cached_auth.py); a cached copy lives at most this long.
+SESSION_ENGINE = "annotate.cached_auth"
+LOUPE_AUTH_CACHE_SECONDS = env_int("LOUPE_AUTH_CACHE_SECONDS", 300, minimum=1)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
