@@ -526,9 +526,26 @@ def _machine_busy() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_snapshot(daphnes, worker) -> dict[str, float]:
+def _pg_backends_cpu(db_name: str) -> float:
+    """CPU seconds of the PostgreSQL backends connected to ``db_name`` (their title is
+    ``postgres: [<cluster>:] <user> <database> <client> <state>``): this run's, not the other databases' on a
+    shared server.  Backends that exit between two snapshots are missed (the pool and the worker
+    keep theirs for the whole run)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("latin-1").split()
+            except OSError:
+                continue
+            if title[:1] == ["postgres:"] and db_name in title[1:5]:
+                total += _proc_cpu_self(int(d.name))
+    return total
+
+
+def _cpu_snapshot(daphnes, worker, db_name: str) -> dict[str, float]:
     return {"daphne": sum(_proc_cpu(p.pid) for p in daphnes), "worker": _proc_cpu(worker.pid),
-            "postgres": _cpu_by_name(("postgres",)), "redis": _cpu_by_name(("redis-server",)),
+            "postgres": _pg_backends_cpu(db_name), "redis": _cpu_by_name(("redis-server",)),
             "machine": _machine_busy()}
 
 
@@ -675,7 +692,7 @@ def cmd_run(args) -> None:
         load_before = os.getloadavg()
         print(f"{args.web_processes} {args.server} process(es) on 127.0.0.1:{port}, worker pid {worker.pid}; "
               f"{args.annotators} annotators for {args.duration} s", flush=True)
-        cpu0 = _cpu_snapshot(daphnes, worker)
+        cpu0 = _cpu_snapshot(daphnes, worker, args.db_name)
         t_gen = time.monotonic()
         stop_analyze = _analyze_periodically(args)
         try:
@@ -684,7 +701,7 @@ def cmd_run(args) -> None:
         finally:
             stop_analyze()
         wall = time.monotonic() - t_gen
-        cpu1 = _cpu_snapshot(daphnes, worker)
+        cpu1 = _cpu_snapshot(daphnes, worker, args.db_name)
         cpu = {k: round(cpu1[k] - cpu0[k], 1) for k in cpu0}
         cpu["wall_s"] = round(wall, 1)
         cpu["loadavg_before"] = [round(x, 2) for x in load_before]
