@@ -379,6 +379,21 @@ class QualityReport(models.Model):
         return f"quality of {self.project}"
 
 
+class ProjectCounts(models.Model):
+    """Item totals of a project kept up to date by the services that insert items or assign
+    embedding rows (``services/item_counts.py``), in the same transaction, so that the labeling
+    responses and the dashboard read two numbers instead of counting a million rows
+    (docs/million-items.md).  A row of its own rather than fields on ``Project``: a
+    ``project.save()`` from a stale instance cannot write old counts back."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="counts")
+    items = models.BigIntegerField(default=0)
+    embedded = models.BigIntegerField(default=0, help_text="Items with an embedding row.")
+
+    def __str__(self) -> str:
+        return f"{self.items} items ({self.embedded} embedded) of project {self.project_id}"
+
+
 class ApiToken(models.Model):
     """A key for the JSON API (``Authorization: Token <key>``).  Only a SHA-256 of the key is stored;
     the key itself is shown once, when ``manage.py loupe_token`` creates it."""

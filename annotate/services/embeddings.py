@@ -36,6 +36,7 @@ from selection.extractors.hf import is_local_path
 from .. import storage
 from ..models import Item, Job, Project
 from . import jobs as job_services
+from .item_counts import item_counts_refresh
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def embeddings_compute(*, project: Project, extractor: str, params: dict[str, An
             Item.objects.filter(project=p).update(row=None)
             objs = [Item(pk=item_id, row=r) for r, (item_id, _, _) in enumerate(items)]
             Item.objects.bulk_update(objs, ["row"], batch_size=2000)
+            item_counts_refresh(project_id=p.pk)
             previous = p.embedding_file
             p.extractor = extractor
             p.extractor_params = params
