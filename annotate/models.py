@@ -247,6 +247,9 @@ class QueueEntry(models.Model):
         indexes = [
             models.Index(fields=["project", "state", "rank"]),
             models.Index(fields=["state", "lease_expires_at"]),
+            # Plus "queue_pending_lease_order" (migration 0005, SQL per database: SQLite cannot
+            # write NULLS LAST in an index): the lease's order, so a lease reads its first pending
+            # entries off an index instead of sorting the whole pending queue.
         ]
 
     def __str__(self) -> str:
