@@ -288,8 +288,8 @@ class StratumEstimate:
     n_pool: int
 
 
-def active_inference_stratum(correct, conf_labeled, pi_labeled, *, pool_conf_sum: float,
-                             n_pool: int) -> StratumEstimate:
+def active_inference_stratum(correct, conf_labeled, pi_labeled, *, pool_conf_sum: float, n_pool: int,
+                             pool_expected_spread: float | None = None) -> StratumEstimate:
     """The estimate above (lam = 1) for one pool of ``n_pool`` items (comment "active statistical inference").
 
     correct, conf_labeled, pi_labeled : (n,) for the audited items (those the Bernoulli draws chose;
@@ -297,6 +297,14 @@ def active_inference_stratum(correct, conf_labeled, pi_labeled, *, pool_conf_sum
     Value (1/N) [sum_pool f + sum_audited (Y - f) / pi]; variance (1/N^2) sum_audited (1 - pi) (Y - f)^2 / pi^2.
     (PPI++'s power tuning, lam estimated from the same few audit labels, cost coverage here: the
     confidence f is already calibrated, so lam = 1.)
+
+    ``pool_expected_spread`` = sum_pool (1 - pi) f (1 - f) / pi, known before the draw, is the
+    variance times N^2 *if f is calibrated*; when given, the variance reported is the larger of the
+    two.  Why: the audit sample's variance estimate is unbiased but skewed -- a rare confident
+    mistake (f near 1, pi small) carries a huge weight, and a sample that missed them reports too
+    small a variance exactly when its estimate is too high.  With most of a small pool audited
+    this made the interval cover 90% (digits, 200 labels of 539; docs/quality.md); the floor
+    restores it at a small cost in width.
     """
     y = _correct(correct)
     n = len(y)
@@ -309,6 +317,8 @@ def active_inference_stratum(correct, conf_labeled, pi_labeled, *, pool_conf_sum
     r = y - f
     value = (float(pool_conf_sum) + float(np.sum(r / pi))) / n_pool
     variance = float(np.sum((1 - pi) * r * r / pi**2)) / n_pool**2
+    if pool_expected_spread is not None:
+        variance = max(variance, float(pool_expected_spread) / n_pool**2)
     return StratumEstimate(float(value), variance, n, int(n_pool))
 
 

@@ -154,10 +154,12 @@ def active_inference_rounds(ds: Dataset, tr, test, P, correct, F_tr, right_tr, n
         f = CorrectnessModel(w).predict(P[U], X_test[U], X_ref, y_ref)
         pi = inclusion_probabilities(np.sqrt(f * (1 - f)), n / rounds, floor=cfg.at_floor)
         xi = rng.random(len(U)) < pi
-        s = active_inference_stratum(correct[U][xi], f[xi], pi[xi], pool_conf_sum=float(f.sum()), n_pool=len(U))
+        spread = float(np.sum((1 - pi) * f * (1 - f) / pi))  # fixed before the draw
+        s = active_inference_stratum(correct[U][xi], f[xi], pi[xi], pool_conf_sum=float(f.sum()), n_pool=len(U),
+                                     pool_expected_spread=spread)
         strata.append(StratumEstimate((correct[known].sum() + len(U) * s.value) / N,
                                       s.variance * (len(U) / N) ** 2, s.n_labels, N))
-        weights.append(1 / max(float(np.sum((1 - pi) * f * (1 - f) / pi)) / N**2, 1e-12))
+        weights.append(1 / max(spread / N**2, 1e-12))
         known[U[xi]] = True
     return combine_strata(strata, weights)
 
