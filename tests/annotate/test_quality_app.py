@@ -318,7 +318,7 @@ def test_migration_backfills_uniform_probabilities_of_old_audit_entries(make_pro
 
     from django.apps import apps
 
-    mig = importlib.import_module("annotate.migrations.0004_audit_probability")
+    mig = importlib.import_module("annotate.migrations.0006_audit_probability")
     project = make_project(n_items=6)
     items = list(project.items.order_by("pk"))
     old = Round.objects.create(project=project, number=1, status="done", metrics={"pool": 40, "audit": 4})

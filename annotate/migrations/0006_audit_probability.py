@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0003_liveness_quality_alignment_keys'),
+        ('annotate', '0005_queue_pending_lease_order'),
     ]
 
     operations = [
