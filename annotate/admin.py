@@ -125,8 +125,10 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
         sets.append(("Labeling page", {"fields": ["suggestions", "suggest_min_accuracy", "candidate_coverage"],
                                        "description": "The model's guess and its likely classes, shown to annotators "
                                                       "(never on the random audit items)."}))
-        sets.append(("Embeddings", {"fields": ["extractor"],
-                                    "description": "Changing the extractor or its parameters re-embeds all items."}))
+        embeddings_note = "Changing the extractor or its parameters re-embeds all items."
+        if obj is not None and _warning_html(obj.extractor):  # e.g. retired: said where it is always seen
+            embeddings_note = format_html("{}{}", embeddings_note, _warning_html(obj.extractor))
+        sets.append(("Embeddings", {"fields": ["extractor"], "description": embeddings_note}))
         for key, fields in form.generated.items():
             prefix, owner = key.split(":", 1)
             if prefix == EP:
@@ -134,6 +136,12 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
                                                                  "description": _warning_html(owner),
                                                                  "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
         return sets
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        response = super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+        if request.method == "POST" and context.get("errors"):
+            response.status_code = 400  # a refused submission (bad value, refused upload) is a client error
+        return response
 
     def save_model(self, request, obj, form, change):
         previous = (Project.objects.filter(pk=obj.pk).values_list("extractor", "extractor_params").first()
@@ -246,6 +254,12 @@ class MembershipAdmin(ProjectScoped, admin.ModelAdmin):
         if db_field.name == "project" and not request.user.is_superuser:
             kwargs["queryset"] = Project.objects.filter(pk__in=_admin_project_ids(request.user))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        response = super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+        if request.method == "POST" and context.get("errors"):
+            response.status_code = 400  # a refused submission (bad value, refused upload) is a client error
+        return response
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

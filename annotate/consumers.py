@@ -2,9 +2,10 @@
 
 Auth in ``connect``: the session user (``AuthMiddlewareStack``) or an ``Authorization: Token``
 header, and membership through ``permissions.project_for``; anything else is closed with 4401
-(not authenticated) or 4404 (no such project / not a member).  One handler per message type;
-each forwards the payload to the browser as JSON.  Clients may send ``{"type": "ping"}`` and get
-``{"type": "pong"}`` back (a cheap liveness check).
+(not authenticated) or 4404 (no such project / not a member).  Failed tokens count toward the same
+throttle as over HTTP (``throttle.token_authenticate``); while blocked the socket is closed with 4429.
+One handler per message type; each forwards the payload to the browser as JSON.  Clients may send
+``{"type": "ping"}`` and get ``{"type": "pong"}`` back (a cheap liveness check).
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from . import realtime
+from . import realtime, throttle
 from .permissions import project_for
-from .services.tokens import parse_authorization, token_user
+from .services.tokens import parse_authorization
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ def _member_project_id(user, project_id: int) -> int:
 
 
 @database_sync_to_async
-def _token_user(key: str):
-    return token_user(key=key)
+def _token_authenticate(address: str, key: str):
+    return throttle.token_authenticate(address=address, key=key)
 
 
 class ProjectConsumer(AsyncJsonWebsocketConsumer):
@@ -44,7 +45,12 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
         auth = headers.get(b"authorization")
         if auth:
             key = parse_authorization(auth.decode("latin-1"))
-            user = await _token_user(key) if key else None
+            user, throttled = None, False
+            if key:
+                user, throttled = await _token_authenticate(throttle.scope_address(self.scope), key)
+            if throttled:
+                await self.close(code=4429)  # too many failed tokens from this address; the window will pass
+                return
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return

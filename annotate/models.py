@@ -247,6 +247,9 @@ class QueueEntry(models.Model):
         indexes = [
             models.Index(fields=["project", "state", "rank"]),
             models.Index(fields=["state", "lease_expires_at"]),
+            # Plus "queue_pending_lease_order" (migration 0005, SQL per database: SQLite cannot
+            # write NULLS LAST in an index): the lease's order, so a lease reads its first pending
+            # entries off an index instead of sorting the whole pending queue.
         ]
 
     def __str__(self) -> str:
@@ -377,6 +380,21 @@ class QualityReport(models.Model):
 
     def __str__(self) -> str:
         return f"quality of {self.project}"
+
+
+class ProjectCounts(models.Model):
+    """Item totals of a project kept up to date by the services that insert items or assign
+    embedding rows (``services/item_counts.py``), in the same transaction, so that the labeling
+    responses and the dashboard read two numbers instead of counting a million rows
+    (docs/million-items.md).  A row of its own rather than fields on ``Project``: a
+    ``project.save()`` from a stale instance cannot write old counts back."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="counts")
+    items = models.BigIntegerField(default=0)
+    embedded = models.BigIntegerField(default=0, help_text="Items with an embedding row.")
+
+    def __str__(self) -> str:
+        return f"{self.items} items ({self.embedded} embedded) of project {self.project_id}"
 
 
 class ApiToken(models.Model):

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
 
-from .models import Annotation, Item, Project, QueueEntry, Round
+from .models import Annotation, Item, Project, ProjectCounts, QueueEntry, Round
 from .payloads import round_payload
 from .selectors_labels import LABEL_ACTIONS, final_labels
 
@@ -77,14 +77,28 @@ def pending_count(*, project: Project) -> int:
     return QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
 
 
+def item_totals(*, project: Project) -> dict[str, int]:
+    """``items`` and ``embedded`` (items with an embedding row) of the project: the totals the item
+    services keep (``ProjectCounts``, services/item_counts.py), a constant-time read; counted
+    from the item table only for a project whose items were never inserted (none, then)."""
+    row = ProjectCounts.objects.filter(project=project).values("items", "embedded").first()
+    if row is None:
+        return Item.objects.filter(project=project).aggregate(items=Count("id"), embedded=Count("row"))
+    return row
+
+
 def _progress_sql() -> str:
     """The SQL of :func:`progress_counts` (table names from the models; portable SQLite/PostgreSQL)."""
     item, ann, queue = Item._meta.db_table, Annotation._meta.db_table, QueueEntry._meta.db_table
+    counts = ProjectCounts._meta.db_table
     labels = (f'FROM "{ann}" a INNER JOIN "{item}" i ON i."id" = a."item_id" '
               'WHERE i."project_id" = %(p)s AND a."is_current" = %(t)s AND a."action" IN (%(a1)s, %(a2)s)')
+    # total: the kept count (services/item_counts.py); the COUNT runs only for a project without
+    # a counts row (no item was ever inserted), as COALESCE stops at its first non-null argument
     return (
         "SELECT "
-        f'(SELECT COUNT(*) FROM "{item}" WHERE "project_id" = %(p)s), '
+        f'COALESCE((SELECT "items" FROM "{counts}" WHERE "project_id" = %(p)s), '
+        f'(SELECT COUNT(*) FROM "{item}" WHERE "project_id" = %(p)s)), '
         f'(SELECT COUNT(DISTINCT a."item_id") {labels}), '
         f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(pending)s), '
         f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(leased)s), '
@@ -98,8 +112,9 @@ _PROGRESS_SQL: str | None = None
 def progress_counts(*, project: Project, user=None) -> dict[str, int]:
     """``total``, ``labeled``, ``pending``, ``leased`` (and ``mine`` with a user) in ONE query.
 
-    Every label response carries these, so they cost one round trip of indexed ``COUNT``
-    sub-queries, written as SQL once per process: building the same sub-queries with the ORM cost
+    Every label response carries these, so they cost one round trip: ``total`` is the kept item
+    count (constant time whatever the project's size), the others indexed ``COUNT`` sub-queries over
+    labels and queue entries, written as SQL once per process: building the same sub-queries with the ORM cost
     about 5 ms of CPU per request, a third of a label's (docs/bench-load.md).  ``labeled``
     counts items with a current ``label`` or ``correct`` row, as :func:`current_labels`."""
     global _PROGRESS_SQL

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from .models import Annotation, Item, Job, Project, QueueEntry, Round
 from .payloads import job_payload, round_payload
+from .selectors import item_totals
 from .selectors_labels import LABEL_ACTIONS, final_labels
 from .selectors_quality import accuracy_estimate, quality_report
 
@@ -127,7 +128,7 @@ def project_stats(*, project: Project) -> dict[str, Any]:
     distribution = label_distribution(project=project)
     jobs = Job.objects.filter(project=project).order_by("-created_at")[:5]
     rounds = [round_payload(r) for r in Round.objects.filter(project=project).order_by("-number")[:ROUNDS_SHOWN]]
-    items = Item.objects.filter(project=project).aggregate(items=Count("id"), embedded=Count("row"))  # one scan
+    items = item_totals(project=project)  # kept counts, not a scan of the items
     return {
         "project": project.pk,
         "generated_at": timezone.now().isoformat(),

@@ -121,6 +121,7 @@ def cmd_setup(args) -> None:
 
     from annotate import storage  # noqa: PLC0415
     from annotate.models import Item, Membership, Project  # noqa: PLC0415
+    from annotate.services.item_counts import item_counts_add  # noqa: PLC0415
     from annotate.services.rounds import round_execute, round_request  # noqa: PLC0415
 
     rng = np.random.default_rng(args.seed)
@@ -154,6 +155,7 @@ def cmd_setup(args) -> None:
                           original_name=name, checksum=hashlib.sha256(data).hexdigest(), row=k,
                           width=64, height=64, ground_truth=truth[k]))
     Item.objects.bulk_create(items, batch_size=1000)
+    item_counts_add(project_id=project.pk, items=len(items), embedded=len(items))
     X = imgs.reshape(n, -1)
     X = ((X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1)).astype(np.float32)
     rel = storage.embedding_relpath(project, "pixels", 1)

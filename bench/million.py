@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lease-reps", type=int, default=20)
     ap.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     ap.add_argument("--profile", action="store_true", help="print the top functions of submit and dashboard")
+    ap.add_argument("--keep", action="store_true", help="keep the database (its name is printed; drop it yourself)")
     args = ap.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="loupe-million-")
@@ -65,7 +66,9 @@ def main(argv=None) -> int:
         return run(args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)   # media: the embeddings .npy, images, the export
-        if not args.sqlite:
+        if not args.sqlite and args.keep:
+            print(f"kept database {dbname}", flush=True)
+        elif not args.sqlite:
             from django.db import connections  # noqa: PLC0415
 
             connections.close_all()

@@ -111,9 +111,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 AUTHENTICATION_BACKENDS = ["annotate.throttle.ThrottledModelBackend"]
-# Failed logins (per address and per username) and failed API tokens (per address): after this many
+# Failed logins and failed API tokens (HTTP and WebSocket): after LOUPE_AUTH_FAILURES for one
+# credential from one address, or LOUPE_AUTH_ADDRESS_FAILURES from one address (or for one username)
 # within the window, refused until it ends (annotate/throttle.py).
 LOUPE_AUTH_FAILURES = env_int("LOUPE_AUTH_FAILURES", 10, minimum=1)
+LOUPE_AUTH_ADDRESS_FAILURES = env_int("LOUPE_AUTH_ADDRESS_FAILURES", 100, minimum=1)
 LOUPE_AUTH_WINDOW_SECONDS = env_int("LOUPE_AUTH_WINDOW_SECONDS", 300, minimum=1)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"

@@ -4,8 +4,9 @@ accuracy measured on the audit items.
 **Which training method.**  ASVP (arXiv 2403.01101) chooses between LP-FT and FT for the final model;
 its authors summarise the finding as "with few labels LP-FT mitigates the gap, with more labels
 fine-tuning is needed" (their TMLR page), and the issue describes the rule as looking at where the
-proxy and the fine-tuned model disagree.  The paper's exact rule could not be read here, so Loupe does
-not claim to implement it.  ``method="auto"`` (the default) is Loupe's own, measurable stand-in: train
+proxy and the fine-tuned model disagree.  The paper's exact rule is in none of the stored sources (its
+stored copies stop in the introduction; the authors' code has both training modes but no rule), so
+Loupe does not claim to implement it.  ``method="auto"`` (the default) is Loupe's own, measurable stand-in: train
 both LP-FT and FT on the same labels with the same held-out share, and keep the one with the higher
 held-out accuracy (LP-FT on a tie, as it keeps more of the pretrained features).  ``lpft`` or ``ft``
 trains only that one.

@@ -27,9 +27,9 @@ Every function returns an :class:`AccuracyEstimate` with a two-sided (1 - alpha)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class AccuracyEstimate:
 def _z(alpha: float) -> float:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha={alpha!r} must be in (0, 1)")
-    return float(norm.ppf(1 - alpha / 2))
+    return NormalDist().inv_cdf(1 - alpha / 2)
 
 
 def _vec(a, name: str, n: int | None = None) -> np.ndarray:
