@@ -36,7 +36,7 @@ def _token_authenticate(address: str, key: str):
 
 class ProjectConsumer(AsyncJsonWebsocketConsumer):
     group: str | None = None
-    member_group: str | None = None
+    groups_joined: tuple[str, ...] = ()  # the project's, this member's on it, this user's
 
     async def connect(self) -> None:
         realtime.set_server_loop(asyncio.get_running_loop())
@@ -60,23 +60,23 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         group = realtime.group_name(project_id)
-        member_group = realtime.member_group_name(project_id, user.pk)
+        joined = (group, realtime.member_group_name(project_id, user.pk), realtime.user_group_name(user.pk))
         try:
-            await self.channel_layer.group_add(group, self.channel_name)
-            await self.channel_layer.group_add(member_group, self.channel_name)
+            for name in joined:
+                await self.channel_layer.group_add(name, self.channel_name)
         except realtime.OUTAGE_ERRORS as exc:
             # Channel layer down: refuse the handshake (the client retries with backoff) instead of a 500.
             log.warning("WebSocket for project %s refused: channel layer unreachable (%s)", project_id, exc)
             await self.close(code=1011)
             return
-        self.group, self.member_group = group, member_group
+        self.group, self.groups_joined = group, joined
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
+        if self.groups_joined:
             try:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-                await self.channel_layer.group_discard(self.member_group, self.channel_name)
+                for name in self.groups_joined:
+                    await self.channel_layer.group_discard(name, self.channel_name)
             except realtime.OUTAGE_ERRORS as exc:  # the group entry expires in the layer by itself
                 log.warning("group_discard for %s failed: %s", self.group, exc)
 
@@ -101,3 +101,9 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
         """The user was removed from the project: stop its pushes now (4403: the page stops retrying)."""
         await self.send_json(event)
         await self.close(code=4403)
+
+    async def access_revoked(self, event: dict) -> None:
+        """The account was deactivated: close every socket of it (4401: not authenticated any more; the page
+        stops retrying, and a reconnect would be refused)."""
+        await self.send_json(event)
+        await self.close(code=4401)
