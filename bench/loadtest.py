@@ -457,8 +457,9 @@ def server_commands(server: str, *, fd: int, port: int, processes: int) -> list[
     if server == "daphne":
         return [[PY, "-m", "daphne", "--fd", str(fd), app]] * processes
     if server == "uvicorn":
-        return [[PY, "-m", "uvicorn", "--fd", str(fd), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
-                 "--lifespan", "off", "--no-access-log", "--log-level", "warning", app]] * processes
+        return [[PY, "-m", "uvicorn", "--fd", str(fd), "--loop", "uvloop", "--http", "httptools",
+                 "--ws", "websockets-sansio", "--lifespan", "off", "--timeout-keep-alive", "30", "--no-access-log",
+                 "--log-level", "warning", app]] * processes
     if server == "granian":
         # asginl: ASGI without the lifespan protocol (Channels' router has no lifespan handler)
         return [[PY, "-m", "granian", "--interface", "asginl", "--host", "127.0.0.1", "--port", str(port),
