@@ -215,7 +215,12 @@ class QueueEntry(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="queue_entries")
     rank = models.PositiveIntegerField(default=0)
     score = models.FloatField(null=True, blank=True)
-    is_audit = models.BooleanField(default=False, help_text="Drawn uniformly at random for the accuracy estimate.")
+    is_audit = models.BooleanField(
+        default=False, help_text="Drawn at random, with a known probability, for the accuracy estimate.")
+    audit_probability = models.FloatField(
+        null=True, blank=True,
+        help_text="The probability with which the round's audit draw chose this item (null: an audit item from "
+                  "before probabilities were recorded, drawn uniformly; or not an audit item).")
     predicted_label = models.CharField(max_length=200, blank=True)
     predicted_confidence = models.FloatField(null=True, blank=True)
     # The model's top classes when the round wrote the entry: [[class, probability], ...], most probable first.

@@ -22,7 +22,7 @@ from .models import Annotation, Item, Job, Project, QueueEntry, Round
 from .payloads import job_payload, round_payload
 from .selectors import item_totals
 from .selectors_labels import LABEL_ACTIONS, final_labels
-from .selectors_quality import accuracy_estimate, quality_report
+from .selectors_quality import accuracy_estimate, audit_strata, quality_report, stratum_interval
 
 HOURS = 24
 ROUNDS_SHOWN = 30
@@ -58,12 +58,19 @@ def learning_curve(*, project: Project) -> list[dict[str, Any]]:
         acc[0] += int(fl.label == predicted)
         acc[1] += 1
     rounds = {r.pk: r for r in Round.objects.filter(pk__in=per_round)}
+    # Rounds whose audit items were drawn with unequal probabilities (selectors_quality): the point is
+    # that round's active-inference estimate, since their plain share would lean towards the hard items.
+    weighted = {s["round"]: s for s in audit_strata(project=project) if s["poisson"]}
     points = []
     for round_id, (correct, n) in per_round.items():
         rnd = rounds[round_id]
         lo, hi = wilson_interval(correct, n)
-        points.append({"round": rnd.number, "labels": rnd.labeled_count, "n": n, "correct": correct,
-                       "accuracy": correct / n, "lo": lo, "hi": hi})
+        point = {"round": rnd.number, "labels": rnd.labeled_count, "n": n, "correct": correct,
+                 "accuracy": correct / n, "lo": lo, "hi": hi}
+        if rnd.number in weighted:
+            est = stratum_interval(weighted[rnd.number])
+            point.update(accuracy=est.value, lo=est.low, hi=est.high, estimator="active_inference")
+        points.append(point)
     points.sort(key=lambda p: (p["labels"], p["round"]))
     return points
 
@@ -123,6 +130,7 @@ def labels_per_hour(*, project: Project, hours: int = HOURS, now=None) -> list[d
 def project_stats(*, project: Project) -> dict[str, Any]:
     """Everything the dashboard shows, as one JSON-able dict (also the ``stats.updated`` payload)."""
     curve = learning_curve(project=project)
+    accuracy = accuracy_estimate(project=project)
     n_audit = sum(p["n"] for p in curve)
     correct = sum(p["correct"] for p in curve)
     distribution = label_distribution(project=project)
@@ -140,8 +148,10 @@ def project_stats(*, project: Project) -> dict[str, Any]:
             "pending": QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count(),
             "leased": QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED).count(),
         },
-        "audit": {"n": n_audit, "correct": correct, "accuracy": (correct / n_audit) if n_audit else None},
-        "accuracy": accuracy_estimate(project=project),
+        # accuracy: the audit estimate (the plain share, or its 1/probability-weighted form once the draws
+        # were unequal: selectors_quality)
+        "audit": {"n": n_audit, "correct": correct, "accuracy": (accuracy["audit"] or {}).get("value")},
+        "accuracy": accuracy,
         "quality": quality_report(project=project),
         "learning_curve": curve,
         "label_distribution": distribution,
