@@ -203,7 +203,7 @@ def _water_fill_reference(base, n):
 
 def test_inclusion_probabilities_match_one_at_a_time_water_filling():
     rng = np.random.default_rng(13)
-    for trial in range(30):
+    for _ in range(30):
         s = rng.pareto(1.0, size=int(rng.integers(5, 60)))  # heavy tail: many caps
         n = float(rng.uniform(1, len(s) - 1))
         base = 0.8 * s / s.mean() + 0.2
