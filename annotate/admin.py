@@ -49,6 +49,18 @@ class ProjectScoped:
         return qs.filter(**{f"{self.project_path}__in": _admin_project_ids(request.user)})
 
 
+class RefusedIs400:
+    """A change form posted with errors (a bad value, a refused upload) comes back with status 400, not 200:
+    every user input error is a 4xx, for scripts and tests as for people."""
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        response = super().render_change_form(request, context, add=add, change=change, form_url=form_url,
+                                              obj=obj)
+        if request.method == "POST" and context.get("errors"):
+            response.status_code = 400
+        return response
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -56,7 +68,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
+class ProjectAdmin(RefusedIs400, ProjectScoped, ProjectPages, admin.ModelAdmin):
     project_path = ""
     list_display = ["name", "strategy", "batch_size", "audit_rate", "extractor", "embedding_version", "item_count",
                     "links"]
@@ -136,12 +148,6 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
                                                                  "description": _warning_html(owner),
                                                                  "classes": [f"loupe-params loupe-{EP}-{owner}"]}))
         return sets
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        response = super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
-        if request.method == "POST" and context.get("errors"):
-            response.status_code = 400  # a refused submission (bad value, refused upload) is a client error
-        return response
 
     def save_model(self, request, obj, form, change):
         previous = (Project.objects.filter(pk=obj.pk).values_list("extractor", "extractor_params").first()
@@ -245,7 +251,7 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(ProjectScoped, admin.ModelAdmin):
+class MembershipAdmin(RefusedIs400, ProjectScoped, admin.ModelAdmin):
     list_display = ["project", "user", "role", "created_at"]
     list_filter = ["role", "project"]
     autocomplete_fields = ["user"]
@@ -254,12 +260,6 @@ class MembershipAdmin(ProjectScoped, admin.ModelAdmin):
         if db_field.name == "project" and not request.user.is_superuser:
             kwargs["queryset"] = Project.objects.filter(pk__in=_admin_project_ids(request.user))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        response = super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
-        if request.method == "POST" and context.get("errors"):
-            response.status_code = 400  # a refused submission (bad value, refused upload) is a client error
-        return response
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -47,7 +47,8 @@ class Project(models.Model):
         default=0, help_text="With the every_n policy: start a round after this many new labels."
     )
     audit_rate = models.FloatField(
-        default=0.1, help_text="Share of each batch drawn uniformly at random for the unbiased accuracy estimate."
+        default=0.1, help_text="Expected share of each batch drawn at random, with recorded probabilities, for the "
+                               "unbiased accuracy estimate (docs/quality.md)."
     )
     l2 = models.FloatField(default=1.0, help_text="L2 strength of the classifier head (also FIRAL's lambda).")
     overlap_rate = models.FloatField(
@@ -215,7 +216,12 @@ class QueueEntry(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="queue_entries")
     rank = models.PositiveIntegerField(default=0)
     score = models.FloatField(null=True, blank=True)
-    is_audit = models.BooleanField(default=False, help_text="Drawn uniformly at random for the accuracy estimate.")
+    is_audit = models.BooleanField(
+        default=False, help_text="Drawn at random, with a known probability, for the accuracy estimate.")
+    audit_probability = models.FloatField(
+        null=True, blank=True,
+        help_text="The probability with which the round's audit draw chose this item (null: an audit item from "
+                  "before probabilities were recorded, drawn uniformly; or not an audit item).")
     predicted_label = models.CharField(max_length=200, blank=True)
     predicted_confidence = models.FloatField(null=True, blank=True)
     # The model's top classes when the round wrote the entry: [[class, probability], ...], most probable first.

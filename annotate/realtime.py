@@ -193,9 +193,40 @@ def send_round_status(rnd) -> None:
                                            round=round_payload(rnd), sent_at=_now_ms())))
 
 
+#: at most one ``stats.updated`` per project this often (per process); the ones between are coalesced
+STATS_INTERVAL_S = 0.5
+_stats_lock = threading.Lock()
+_stats_last: dict[int, float] = {}  # project -> monotonic time of its last stats push
+_stats_waiting: dict[int, dict[str, Any]] = {}  # project -> the newest payload held back
+
+
 def send_stats_updated(project_id: int, payload: dict[str, Any]) -> None:
-    _send(project_id, dict(StatsUpdated(type="stats.updated", project_id=int(project_id), stats=payload,
-                                        sent_at=_now_ms())))
+    """Push dashboard statistics, coalesced: the first at once, then at most one per ``STATS_INTERVAL_S``
+    per project, carrying the newest payload (a burst of finished jobs sends one update, not one each)."""
+    pid = int(project_id)
+    with _stats_lock:
+        wait = _stats_last.get(pid, float("-inf")) + STATS_INTERVAL_S - time.monotonic()
+        if wait > 0:
+            if pid not in _stats_waiting:  # one timer per window; later payloads replace the held one
+                timer = threading.Timer(wait, _stats_flush, args=(pid,))
+                timer.daemon = True
+                timer.start()
+            _stats_waiting[pid] = payload
+            return
+        _stats_last[pid] = time.monotonic()
+    _send_stats(pid, payload)
+
+
+def _stats_flush(pid: int) -> None:
+    with _stats_lock:
+        payload = _stats_waiting.pop(pid, None)
+        _stats_last[pid] = time.monotonic()
+    if payload is not None:
+        _send_stats(pid, payload)
+
+
+def _send_stats(pid: int, payload: dict[str, Any]) -> None:
+    _send(pid, dict(StatsUpdated(type="stats.updated", project_id=pid, stats=payload, sent_at=_now_ms())))
 
 
 def send_job_progress(job) -> None:

@@ -98,11 +98,11 @@ def _progress_sql() -> str:
     return (
         "SELECT "
         f'COALESCE((SELECT "items" FROM "{counts}" WHERE "project_id" = %(p)s), '
-        f'(SELECT COUNT(*) FROM "{item}" WHERE "project_id" = %(p)s)), '
-        f'(SELECT COUNT(DISTINCT a."item_id") {labels}), '
-        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(pending)s), '
-        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(leased)s), '
-        f'(SELECT COUNT(*) {labels} AND a."annotator_id" = %(u)s)'
+        f'(SELECT COUNT(*) FROM "{item}" WHERE "project_id" = %(p)s)) AS n_total, '
+        f'(SELECT COUNT(DISTINCT a."item_id") {labels}) AS n_labeled, '
+        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(pending)s) AS n_pending, '
+        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(leased)s) AS n_leased, '
+        f'(SELECT COUNT(*) {labels} AND a."annotator_id" = %(u)s) AS n_mine'
     )
 
 
@@ -132,6 +132,33 @@ def progress_counts(*, project: Project, user=None) -> dict[str, int]:
     return out
 
 
+_ROUND_PROGRESS_SQL: str | None = None
+
+
+def progress_and_round(*, project: Project, user) -> tuple[dict[str, int], Round | None]:
+    """:func:`progress_counts` and :func:`current_round` in ONE statement (the submit's hot path).
+
+    The current round's row with the five counts as extra columns; a project without rounds has
+    no such row, and then the counts are read alone."""
+    global _ROUND_PROGRESS_SQL, _PROGRESS_SQL
+    if _ROUND_PROGRESS_SQL is None:
+        _PROGRESS_SQL = _PROGRESS_SQL or _progress_sql()
+        counts = _PROGRESS_SQL[len("SELECT "):]
+        cols = ", ".join(f'"{f.column}"' for f in Round._meta.concrete_fields)
+        _ROUND_PROGRESS_SQL = (
+            f'SELECT {cols}, {counts} FROM "{Round._meta.db_table}" WHERE "project_id" = %(p)s '
+            'ORDER BY CASE WHEN "status" IN (%(queued)s, %(running)s) THEN 0 ELSE 1 END, "number" DESC LIMIT 1')
+    params = {"p": project.pk, "t": True, "a1": LABEL_ACTIONS[0].value, "a2": LABEL_ACTIONS[1].value,
+              "pending": QueueEntry.State.PENDING.value, "leased": QueueEntry.State.LEASED.value,
+              "u": user.pk, "queued": Round.Status.QUEUED.value, "running": Round.Status.RUNNING.value}
+    rows = list(Round.objects.raw(_ROUND_PROGRESS_SQL, params))
+    if not rows:
+        return progress_counts(project=project, user=user), None
+    rnd = rows[0]
+    return {"total": int(rnd.n_total), "labeled": int(rnd.n_labeled), "pending": int(rnd.n_pending),
+            "leased": int(rnd.n_leased), "mine": int(rnd.n_mine)}, rnd
+
+
 _UNREAD = object()
 
 
@@ -139,8 +166,10 @@ def project_progress(*, project: Project, user=None, counts: dict[str, int] | No
                      current: Round | None = _UNREAD) -> dict[str, Any]:
     """Counts for the labeling page: items, labeled items, this user's labels, queue and rounds.
 
-    Two queries: :func:`progress_counts` and :func:`current_round`; pass ``counts`` / ``current``
-    when the caller has read them already."""
+    One query (:func:`progress_and_round`) with a user; pass ``counts`` / ``current`` when the caller
+    has read them already."""
+    if counts is None and current is _UNREAD and user is not None:
+        counts, current = progress_and_round(project=project, user=user)
     out: dict[str, Any] = dict(counts) if counts is not None else progress_counts(project=project, user=user)
     rnd = current_round(project=project) if current is _UNREAD else current
     out["round"] = round_payload(rnd) if rnd is not None else None

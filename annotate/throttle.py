@@ -98,7 +98,16 @@ def token_authenticate(*, address: str, key: str):
 
 
 class ThrottledModelBackend(ModelBackend):
-    """Django's username/password backend, refusing while the username or the address is blocked."""
+    """Django's username/password backend, refusing while the username or the address is blocked.
+
+    ``get_user`` (every request with a session) reads the user from the cache when it is there
+    (``annotate/cached_auth.py``)."""
+
+    def get_user(self, user_id):
+        from .cached_auth import user_cached  # noqa: PLC0415
+
+        user = user_cached(user_id, super().get_user)
+        return user if user is not None and self.user_can_authenticate(user) else None
 
     def authenticate(self, request, username=None, password=None, **kwargs):
         address = client_address(request)

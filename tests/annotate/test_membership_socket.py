@@ -116,29 +116,34 @@ def test_removing_a_member_closes_their_socket_and_keeps_the_others(layer, make_
         theirs)
 
 
+def _admin_post_closes_the_socket(project, user, admin, url: str, data: dict, *, message: str, code: int):
+    """With ``user``'s socket open on ``project``, ``admin`` posts ``data`` to the admin page ``url``
+    (answered with a redirect): the socket gets ``message`` and is closed with ``code``."""
+    async def run():
+        a = _connect(project.pk, user)
+        assert (await a.connect())[0]
+
+        def post():
+            client = Client()
+            client.force_login(admin)
+            resp = client.post(url, data)
+            assert resp.status_code == 302, resp.content.decode()[-2000:]
+
+        await sync_to_async(post)()
+        assert (await a.receive_json_from(timeout=5))["type"] == message
+        assert (await a.receive_output(timeout=5)) == {"type": "websocket.close", "code": code}
+        await a.wait()
+
+    asyncio.run(run())
+
+
 def test_removing_a_member_in_the_admin_inline_closes_their_socket(layer, make_user, make_project):
     admin = make_user("boss", superuser=True)
     gone = make_user("gone2")
     project = make_project(members=[(gone, Membership.Role.ANNOTATOR)])
     membership = Membership.objects.get(project=project, user=gone)
-
-    async def run():
-        a = _connect(project.pk, gone)
-        assert (await a.connect())[0]
-
-        def delete_in_admin():
-            client = Client()
-            client.force_login(admin)
-            resp = client.post(f"/admin/annotate/membership/{membership.pk}/delete/", {"post": "yes"})
-            assert resp.status_code == 302, resp.content[:300]
-
-        await sync_to_async(delete_in_admin)()
-        revoked = await a.receive_json_from(timeout=5)
-        assert revoked["type"] == "membership.revoked"
-        assert (await a.receive_output(timeout=5))["code"] == 4403
-        await a.wait()
-
-    asyncio.run(run())
+    _admin_post_closes_the_socket(project, gone, admin, f"/admin/annotate/membership/{membership.pk}/delete/",
+                                  {"post": "yes"}, message="membership.revoked", code=4403)
     assert not Membership.objects.filter(project=project, user=gone).exists()
 
 
@@ -184,24 +189,10 @@ def test_deactivating_a_user_in_the_admin_closes_their_socket(layer, make_user, 
     project = make_project(members=[(gone, Membership.Role.ANNOTATOR)])
     _queue(project)
     held = [e.item_id for e in queue_lease(project=project, user=gone, n=3)]
-
-    async def run():
-        a = _connect(project.pk, gone)
-        assert (await a.connect())[0]
-
-        def uncheck_active_in_admin():
-            client = Client()
-            client.force_login(root)
-            resp = client.post(f"/admin/auth/user/{gone.pk}/change/", {
-                "username": gone.username, "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00",
-                "initial-date_joined_0": "2026-01-01", "initial-date_joined_1": "00:00:00"})
-            assert resp.status_code == 302, resp.content.decode()[-2000:]
-
-        await sync_to_async(uncheck_active_in_admin)()
-        assert (await a.receive_json_from(timeout=5))["type"] == "access.revoked"
-        assert (await a.receive_output(timeout=5))["code"] == 4401
-        await a.wait()
-
-    asyncio.run(run())
+    when = {"date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"}
+    _admin_post_closes_the_socket(  # the change form posted without is_active: unchecked
+        project, gone, root, f"/admin/auth/user/{gone.pk}/change/",
+        {"username": gone.username, **when, **{f"initial-{k}": v for k, v in when.items()}},
+        message="access.revoked", code=4401)
     gone.refresh_from_db()
     assert not gone.is_active and _released(project, held)
