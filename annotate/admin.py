@@ -49,6 +49,18 @@ class ProjectScoped:
         return qs.filter(**{f"{self.project_path}__in": _admin_project_ids(request.user)})
 
 
+class RefusedIs400:
+    """A change form posted with errors (a bad value, a refused upload) comes back with status 400, not 200:
+    every user input error is a 4xx, for scripts and tests as for people."""
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        response = super().render_change_form(request, context, add=add, change=change, form_url=form_url,
+                                              obj=obj)
+        if request.method == "POST" and context.get("errors"):
+            response.status_code = 400
+        return response
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -56,7 +68,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
+class ProjectAdmin(RefusedIs400, ProjectScoped, ProjectPages, admin.ModelAdmin):
     project_path = ""
     list_display = ["name", "strategy", "batch_size", "audit_rate", "extractor", "embedding_version", "item_count",
                     "links"]
@@ -125,8 +137,10 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
         sets.append(("Labeling page", {"fields": ["suggestions", "suggest_min_accuracy", "candidate_coverage"],
                                        "description": "The model's guess and its likely classes, shown to annotators "
                                                       "(never on the random audit items)."}))
-        sets.append(("Embeddings", {"fields": ["extractor"],
-                                    "description": "Changing the extractor or its parameters re-embeds all items."}))
+        embeddings_note = "Changing the extractor or its parameters re-embeds all items."
+        if obj is not None and _warning_html(obj.extractor):  # e.g. retired: said where it is always seen
+            embeddings_note = format_html("{}{}", embeddings_note, _warning_html(obj.extractor))
+        sets.append(("Embeddings", {"fields": ["extractor"], "description": embeddings_note}))
         for key, fields in form.generated.items():
             prefix, owner = key.split(":", 1)
             if prefix == EP:
@@ -237,7 +251,7 @@ class ProjectAdmin(ProjectScoped, ProjectPages, admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(ProjectScoped, admin.ModelAdmin):
+class MembershipAdmin(RefusedIs400, ProjectScoped, admin.ModelAdmin):
     list_display = ["project", "user", "role", "created_at"]
     list_filter = ["role", "project"]
     autocomplete_fields = ["user"]

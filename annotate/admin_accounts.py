@@ -6,6 +6,8 @@
   username, so the user list cannot be enumerated through it.
 - API tokens (row 12): listed per user (prefix, name, created, last used), revoked by an action;
   keys are never shown (only their SHA-256 is stored).  ``manage.py loupe_token`` does the same.
+- Deactivating a user (or deleting one) ends their access at once: ``services.roles.user_access_revoked``
+  closes their open WebSockets and returns their leases to the queue.
 - Login forms (row 12): when ``annotate.throttle`` refuses a login, the form says so instead of
   "wrong password".
 """
@@ -19,6 +21,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import AuthenticationForm
 
 from .models import ApiToken, Membership
+from .services import roles as role_services
 from .services.tokens import token_revoke
 
 User = get_user_model()
@@ -80,6 +83,22 @@ class LoupeUserAdmin(UserAdmin):
         if request.user.is_superuser or obj is None:
             return super().get_fieldsets(request, obj)
         return self._limited_fieldsets
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            released = role_services.user_access_revoked(user_id=obj.pk)
+            self.message_user(request, f"{obj.username} deactivated: open pages disconnected, "
+                                       f"{released} leased item(s) returned to the queue", messages.INFO)
+
+    def delete_model(self, request, obj):
+        role_services.user_access_revoked(user_id=obj.pk)  # before the row goes (leases point at it)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for pk in queryset.values_list("pk", flat=True):
+            role_services.user_access_revoked(user_id=pk)
+        super().delete_queryset(request, queryset)
 
     def get_search_results(self, request, queryset, search_term):
         if request.user.is_superuser or not self._is_autocomplete(request):

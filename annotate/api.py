@@ -26,7 +26,7 @@ from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo, is_item_id
 from .services.errors import ServiceError
 from .services.queue import queue_lease, queue_release
-from .services.tokens import parse_authorization, token_user
+from .services.tokens import parse_authorization
 
 DEFAULT_LEASE = 6
 
@@ -42,14 +42,12 @@ def authenticate(request: HttpRequest):
         key = parse_authorization(header)
         if key is None:
             return error("unsupported Authorization header; use 'Authorization: Token <key>'", 401)
-        where = [f"ip:{throttle.client_address(request)}"]
-        if throttle.blocked("token", where):
+        user, throttled = throttle.token_authenticate(address=throttle.client_address(request), key=key)
+        if throttled:
             resp = error("too many failed token attempts from this address; try again later", 429)
             resp["Retry-After"] = str(settings.LOUPE_AUTH_WINDOW_SECONDS)
             return resp
-        user = token_user(key=key)
         if user is None:
-            throttle.record_failure("token", where)
             return error("invalid or revoked API token", 401)
         request.user = user
         request.loupe_token_auth = True

@@ -2,9 +2,10 @@
 
 Auth in ``connect``: the session user (``AuthMiddlewareStack``) or an ``Authorization: Token``
 header, and membership through ``permissions.project_for``; anything else is closed with 4401
-(not authenticated) or 4404 (no such project / not a member).  One handler per message type;
-each forwards the payload to the browser as JSON.  Clients may send ``{"type": "ping"}`` and get
-``{"type": "pong"}`` back (a cheap liveness check).
+(not authenticated) or 4404 (no such project / not a member).  Failed tokens count toward the same
+throttle as over HTTP (``throttle.token_authenticate``); while blocked the socket is closed with 4429.
+One handler per message type; each forwards the payload to the browser as JSON.  Clients may send
+``{"type": "ping"}`` and get ``{"type": "pong"}`` back (a cheap liveness check).
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from . import realtime
+from . import realtime, throttle
 from .permissions import project_for
-from .services.tokens import parse_authorization, token_user
+from .services.tokens import parse_authorization
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,13 @@ def _member_project_id(user, project_id: int) -> int:
 
 
 @database_sync_to_async
-def _token_user(key: str):
-    return token_user(key=key)
+def _token_authenticate(address: str, key: str):
+    return throttle.token_authenticate(address=address, key=key)
 
 
 class ProjectConsumer(AsyncJsonWebsocketConsumer):
     group: str | None = None
-    member_group: str | None = None
+    groups_joined: tuple[str, ...] = ()  # the project's, this member's on it, this user's
 
     async def connect(self) -> None:
         realtime.set_server_loop(asyncio.get_running_loop())
@@ -44,7 +45,12 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
         auth = headers.get(b"authorization")
         if auth:
             key = parse_authorization(auth.decode("latin-1"))
-            user = await _token_user(key) if key else None
+            user, throttled = None, False
+            if key:
+                user, throttled = await _token_authenticate(throttle.scope_address(self.scope), key)
+            if throttled:
+                await self.close(code=4429)  # too many failed tokens from this address; the window will pass
+                return
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
@@ -54,23 +60,23 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         group = realtime.group_name(project_id)
-        member_group = realtime.member_group_name(project_id, user.pk)
+        joined = (group, realtime.member_group_name(project_id, user.pk), realtime.user_group_name(user.pk))
         try:
-            await self.channel_layer.group_add(group, self.channel_name)
-            await self.channel_layer.group_add(member_group, self.channel_name)
+            for name in joined:
+                await self.channel_layer.group_add(name, self.channel_name)
         except realtime.OUTAGE_ERRORS as exc:
             # Channel layer down: refuse the handshake (the client retries with backoff) instead of a 500.
             log.warning("WebSocket for project %s refused: channel layer unreachable (%s)", project_id, exc)
             await self.close(code=1011)
             return
-        self.group, self.member_group = group, member_group
+        self.group, self.groups_joined = group, joined
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
+        if self.groups_joined:
             try:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-                await self.channel_layer.group_discard(self.member_group, self.channel_name)
+                for name in self.groups_joined:
+                    await self.channel_layer.group_discard(name, self.channel_name)
             except realtime.OUTAGE_ERRORS as exc:  # the group entry expires in the layer by itself
                 log.warning("group_discard for %s failed: %s", self.group, exc)
 
@@ -95,3 +101,9 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
         """The user was removed from the project: stop its pushes now (4403: the page stops retrying)."""
         await self.send_json(event)
         await self.close(code=4403)
+
+    async def access_revoked(self, event: dict) -> None:
+        """The account was deactivated: close every socket of it (4401: not authenticated any more; the page
+        stops retrying, and a reconnect would be refused)."""
+        await self.send_json(event)
+        await self.close(code=4401)

@@ -20,6 +20,7 @@ from django.db.models import Count
 
 from selection import DEFAULT_STRATEGY, get_strategy, strategy_names
 from selection.extractors import get_extractor, extractor_names
+from selection.extractors.torchscript import RETIRED_MESSAGE
 from selection.params import Param
 
 from .models import Annotation, Project
@@ -28,7 +29,8 @@ from .services.projects import extractor_changed
 
 SP = "sp"
 EP = "ep"
-UPLOAD_SUFFIXES = {"onnx": (".onnx",), "precomputed": (".npy",), "torch": (".pt", ".pth", ".ts")}
+UPLOAD_SUFFIXES = {"onnx": (".onnx",), "precomputed": (".npy",)}
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts")  # refused everywhere: a TorchScript file is a program
 
 
 def field_name(prefix: str, owner: str, param: str) -> str:
@@ -99,12 +101,12 @@ class ProjectConfigForm(forms.ModelForm):
         for name in ("align_every", "align_threshold", "overlap_rate", "overlap_k", "selection_ranks"):
             if name in self.fields:
                 self.fields[name].required = False  # left out of a submission: the project's value stays
-        if self.user is not None and not self.user.is_superuser and "extractor" in self.fields:
-            # Extractors that run code from a file are not offered to project admins (only kept when
-            # a superuser already chose one, so the rest of the form stays editable).
+        if "extractor" in self.fields:
+            # Retired extractors (TorchScript) are offered to nobody; a project that already has one
+            # keeps it in the list, so the rest of the form stays editable.
             self.fields["extractor"].choices = [
                 (v, label) for v, label in self.fields["extractor"].choices
-                if not get_extractor(v).runs_code or v == inst.extractor]
+                if not get_extractor(v).retired or v == inst.extractor]
         for key, fields in self.generated.items():
             prefix, owner = key.split(":", 1)
             current = inst.strategy if prefix == SP else inst.extractor
@@ -151,6 +153,15 @@ class ProjectConfigForm(forms.ModelForm):
         dup = sorted({c for c in classes if classes.count(c) > 1})
         if dup:
             raise forms.ValidationError(f"classes must be unique; repeated: {dup}")
+        # "Cat" and "cat" would share one ImageFolder folder on a case-insensitive disk, and the class
+        # finder matches without case: two such classes are one class typed twice.
+        folded: dict[str, list[str]] = {}
+        for c in classes:
+            folded.setdefault(c.casefold(), []).append(c)
+        same = [" / ".join(repr(n) for n in names) for names in folded.values() if len(names) > 1]
+        if same:
+            raise forms.ValidationError(f"classes must differ by more than upper and lower case; "
+                                        f"repeated: {', '.join(same)}")
         if self.instance.pk:  # a class dropped while items carry it would orphan those labels
             in_use = dict(
                 Annotation.objects.filter(item__project=self.instance, is_current=True,
@@ -253,13 +264,13 @@ class ProjectConfigForm(forms.ModelForm):
                         params[p.name] = ""  # filled in by the admin when it stores the upload
                     elif stored.get(p.name):
                         params[p.name] = stored[p.name]
-                    elif extractor != "precomputed":
+                    elif extractor != "precomputed" and not get_extractor(extractor).retired:
                         self.add_error(name, f"extractor {extractor!r} needs a file: upload one")
             self._check_uploads(extractor)
             if extractor == "hf" and not str(params.get("model") or "").strip():
                 self.add_error(field_name(EP, "hf", "model"), "give a model: a Hugging Face id such as "
                                "facebook/dinov2-small (in the workers' cache), or a folder (superusers)")
-            if self.user is not None and self._extractor_changed(extractor, params):
+            if self._extractor_changed(extractor, params):
                 from .services.embeddings import extractor_check_allowed  # noqa: PLC0415
 
                 try:
@@ -280,7 +291,9 @@ class ProjectConfigForm(forms.ModelForm):
             if not f:
                 continue
             allowed = UPLOAD_SUFFIXES.get(extractor)
-            if allowed and not f.name.lower().endswith(allowed):
+            if f.name.lower().endswith(TORCHSCRIPT_SUFFIXES) or get_extractor(extractor).retired:
+                self.add_error(name, f"{f.name}: {RETIRED_MESSAGE}")
+            elif allowed and not f.name.lower().endswith(allowed):
                 self.add_error(name, f"{f.name}: extractor {extractor!r} takes a {' or '.join(allowed)} file")
             if f.size > settings.LOUPE_MAX_UPLOAD_BYTES:
                 self.add_error(name, f"{f.name} is {f.size} bytes, more than LOUPE_MAX_UPLOAD_BYTES="
@@ -306,11 +319,7 @@ class ProjectConfigForm(forms.ModelForm):
 
 def extractor_warning(name: str) -> str:
     """The warning shown with an extractor's parameters ("" when it has none)."""
-    if get_extractor(name).runs_code:
-        return ("Warning: this extractor RUNS CODE from the uploaded file on the worker (a TorchScript program can "
-                "read files and more). Only superusers can choose it; use it only for a file you trust, and "
-                "prefer 'hf' or 'onnx', which run no code from uploads.")
-    return ""
+    return get_extractor(name).retired
 
 
 def build_project_form(user=None) -> type[ProjectConfigForm]:
@@ -338,8 +347,11 @@ def build_project_form(user=None) -> type[ProjectConfigForm]:
         help_text=f"Selection strategy ('{DEFAULT_STRATEGY}' for a new project); a change applies from the next round.")
     attrs["extractor"] = forms.ChoiceField(
         choices=[(e, f"{e} - {get_extractor(e).description}") for e in extractor_names()],
+        # The model's default: without it a new project's page preselects the first choice ('hf'), which
+        # needs a model id, and the add form cannot be saved as it comes.
+        initial=Project._meta.get_field("extractor").default,
         help_text="Feature extractor; a change (or new parameters) re-computes the embeddings in the background. "
-                  "'torch' (TorchScript) runs code from its file and is for superusers only.")
+                  "TorchScript ('torch') is retired: export the model to ONNX and choose 'onnx'.")
     attrs["generated"] = generated
     attrs["Meta"] = type("Meta", (ProjectConfigForm.Meta,), {})
     return type("ProjectForm", (ProjectConfigForm,), attrs)

@@ -47,7 +47,8 @@ class Project(models.Model):
         default=0, help_text="With the every_n policy: start a round after this many new labels."
     )
     audit_rate = models.FloatField(
-        default=0.1, help_text="Share of each batch drawn uniformly at random for the unbiased accuracy estimate."
+        default=0.1, help_text="Expected share of each batch drawn at random, with recorded probabilities, for the "
+                               "unbiased accuracy estimate (docs/quality.md)."
     )
     l2 = models.FloatField(default=1.0, help_text="L2 strength of the classifier head (also FIRAL's lambda).")
     overlap_rate = models.FloatField(
@@ -215,7 +216,12 @@ class QueueEntry(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="queue_entries")
     rank = models.PositiveIntegerField(default=0)
     score = models.FloatField(null=True, blank=True)
-    is_audit = models.BooleanField(default=False, help_text="Drawn uniformly at random for the accuracy estimate.")
+    is_audit = models.BooleanField(
+        default=False, help_text="Drawn at random, with a known probability, for the accuracy estimate.")
+    audit_probability = models.FloatField(
+        null=True, blank=True,
+        help_text="The probability with which the round's audit draw chose this item (null: an audit item from "
+                  "before probabilities were recorded, drawn uniformly; or not an audit item).")
     predicted_label = models.CharField(max_length=200, blank=True)
     predicted_confidence = models.FloatField(null=True, blank=True)
     # The model's top classes when the round wrote the entry: [[class, probability], ...], most probable first.
@@ -247,6 +253,9 @@ class QueueEntry(models.Model):
         indexes = [
             models.Index(fields=["project", "state", "rank"]),
             models.Index(fields=["state", "lease_expires_at"]),
+            # Plus "queue_pending_lease_order" (migration 0005, SQL per database: SQLite cannot
+            # write NULLS LAST in an index): the lease's order, so a lease reads its first pending
+            # entries off an index instead of sorting the whole pending queue.
         ]
 
     def __str__(self) -> str:
@@ -377,6 +386,21 @@ class QualityReport(models.Model):
 
     def __str__(self) -> str:
         return f"quality of {self.project}"
+
+
+class ProjectCounts(models.Model):
+    """Item totals of a project kept up to date by the services that insert items or assign
+    embedding rows (``services/item_counts.py``), in the same transaction, so that the labeling
+    responses and the dashboard read two numbers instead of counting a million rows
+    (docs/million-items.md).  A row of its own rather than fields on ``Project``: a
+    ``project.save()`` from a stale instance cannot write old counts back."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="counts")
+    items = models.BigIntegerField(default=0)
+    embedded = models.BigIntegerField(default=0, help_text="Items with an embedding row.")
+
+    def __str__(self) -> str:
+        return f"{self.items} items ({self.embedded} embedded) of project {self.project_id}"
 
 
 class ApiToken(models.Model):

@@ -102,7 +102,16 @@ def project_ws_url(project_id: int) -> str:
 
 
 def item_image_url(item_id: int) -> str:
+    """The permission-checked image view (admin, review): a Django request with session and membership."""
     return reverse("item_image", args=[item_id])
+
+
+def entry_image_url(entry: QueueEntry) -> str:
+    """A leased item's image as a short-lived signed URL, served without a database query
+    (``image_urls.py``).  ``entry.item`` should be loaded with the entry (``select_related``)."""
+    from .image_urls import image_url  # noqa: PLC0415
+
+    return image_url(entry.item_id, entry.item.file)
 
 
 def entry_payload(entry: QueueEntry, *, project: Project | None = None) -> dict[str, Any]:
@@ -115,7 +124,7 @@ def entry_payload(entry: QueueEntry, *, project: Project | None = None) -> dict[
         **(offer(entry, project=project) if project is not None else {}),
         "entry_id": entry.pk,
         "item_id": entry.item_id,
-        "image_url": item_image_url(entry.item_id),
+        "image_url": entry_image_url(entry),
         "round": entry.round.number if entry.round_id else None,
         "rank": entry.rank,
         "lease_expires_at": _iso(entry.lease_expires_at),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
+from django.db.models import OuterRef, Subquery
+
 from .models import Membership, Project
 
 ROLE_ORDER = {Membership.Role.ANNOTATOR: 0, Membership.Role.REVIEWER: 1, Membership.Role.ADMIN: 2}
@@ -31,12 +33,22 @@ def has_role(*, user, project: Project, role: str = Membership.Role.ANNOTATOR) -
 
 
 def project_for(*, user, project_id: int, role: str = Membership.Role.ANNOTATOR) -> Project:
-    """Load a project the user may act on with at least ``role``; 404 for non-members, 403 for too low a role."""
+    """Load a project the user may act on with at least ``role``; 404 for non-members, 403 for too low a role.
+
+    One statement: the project with the user's role in it (a sub-query), read fresh on every request
+    so a role change or a removal counts at once; the session and the user come from the cache
+    (``cached_auth.py``)."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        raise Http404(f"project {project_id} does not exist")
+    qs = Project.objects.all()
+    if not user.is_superuser:
+        qs = qs.annotate(member_role=Subquery(
+            Membership.objects.filter(project=OuterRef("pk"), user=user.pk).values("role")[:1]))
     try:
-        project = Project.objects.get(pk=project_id)
+        project = qs.get(pk=project_id)
     except (Project.DoesNotExist, ValueError, TypeError):
         raise Http404(f"project {project_id} does not exist") from None
-    have = role_of(user=user, project=project)
+    have = Membership.Role.ADMIN if user.is_superuser else project.member_role
     if have is None:
         raise Http404(f"project {project_id} does not exist")
     if ROLE_ORDER[have] < ROLE_ORDER[role]:

@@ -82,6 +82,11 @@ class MembershipRevoked(TypedDict):
     sent_at: float
 
 
+class AccessRevoked(TypedDict):
+    type: Literal["access.revoked"]
+    sent_at: float
+
+
 def group_name(project_id: int) -> str:
     return f"loupe.project.{int(project_id)}"
 
@@ -89,6 +94,11 @@ def group_name(project_id: int) -> str:
 def member_group_name(project_id: int, user_id: int) -> str:
     """One user's sockets on one project (closed when the membership goes)."""
     return f"loupe.member.{int(project_id)}.{int(user_id)}"
+
+
+def user_group_name(user_id: int) -> str:
+    """Every socket of one user, on any project (closed when the account is deactivated)."""
+    return f"loupe.user.{int(user_id)}"
 
 
 # --------------------------------------------------------------------------- loop bookkeeping
@@ -112,7 +122,7 @@ def _now_ms() -> float:
     return time.time() * 1000.0
 
 
-def _send(project_id: int, message: dict[str, Any], group: str | None = None) -> None:
+def _send(project_id: int | None, message: dict[str, Any], group: str | None = None) -> None:
     """Send ``message`` to the project's group (or ``group``); a layer outage is logged and the message dropped."""
     global _outage_until
     layer = _layer()  # a missing layer is a misconfiguration: raised, not swallowed
@@ -183,9 +193,40 @@ def send_round_status(rnd) -> None:
                                            round=round_payload(rnd), sent_at=_now_ms())))
 
 
+#: at most one ``stats.updated`` per project this often (per process); the ones between are coalesced
+STATS_INTERVAL_S = 0.5
+_stats_lock = threading.Lock()
+_stats_last: dict[int, float] = {}  # project -> monotonic time of its last stats push
+_stats_waiting: dict[int, dict[str, Any]] = {}  # project -> the newest payload held back
+
+
 def send_stats_updated(project_id: int, payload: dict[str, Any]) -> None:
-    _send(project_id, dict(StatsUpdated(type="stats.updated", project_id=int(project_id), stats=payload,
-                                        sent_at=_now_ms())))
+    """Push dashboard statistics, coalesced: the first at once, then at most one per ``STATS_INTERVAL_S``
+    per project, carrying the newest payload (a burst of finished jobs sends one update, not one each)."""
+    pid = int(project_id)
+    with _stats_lock:
+        wait = _stats_last.get(pid, float("-inf")) + STATS_INTERVAL_S - time.monotonic()
+        if wait > 0:
+            if pid not in _stats_waiting:  # one timer per window; later payloads replace the held one
+                timer = threading.Timer(wait, _stats_flush, args=(pid,))
+                timer.daemon = True
+                timer.start()
+            _stats_waiting[pid] = payload
+            return
+        _stats_last[pid] = time.monotonic()
+    _send_stats(pid, payload)
+
+
+def _stats_flush(pid: int) -> None:
+    with _stats_lock:
+        payload = _stats_waiting.pop(pid, None)
+        _stats_last[pid] = time.monotonic()
+    if payload is not None:
+        _send_stats(pid, payload)
+
+
+def _send_stats(pid: int, payload: dict[str, Any]) -> None:
+    _send(pid, dict(StatsUpdated(type="stats.updated", project_id=pid, stats=payload, sent_at=_now_ms())))
 
 
 def send_job_progress(job) -> None:
@@ -199,3 +240,9 @@ def send_membership_revoked(project_id: int, user_id: int) -> None:
     """Tell the user's open sockets on the project to close: they may no longer receive its pushes."""
     msg: MembershipRevoked = {"type": "membership.revoked", "project_id": int(project_id), "sent_at": _now_ms()}
     _send(project_id, dict(msg), group=member_group_name(project_id, user_id))
+
+
+def send_access_revoked(user_id: int) -> None:
+    """Tell every open socket of the user to close: the account was deactivated (or deleted)."""
+    msg: AccessRevoked = {"type": "access.revoked", "sent_at": _now_ms()}
+    _send(None, dict(msg), group=user_group_name(user_id))

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
 
-from .models import Annotation, Item, Project, QueueEntry, Round
+from .models import Annotation, Item, Project, ProjectCounts, QueueEntry, Round
 from .payloads import round_payload
 from .selectors_labels import LABEL_ACTIONS, final_labels
 
@@ -77,18 +77,32 @@ def pending_count(*, project: Project) -> int:
     return QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
 
 
+def item_totals(*, project: Project) -> dict[str, int]:
+    """``items`` and ``embedded`` (items with an embedding row) of the project: the totals the item
+    services keep (``ProjectCounts``, services/item_counts.py), a constant-time read; counted
+    from the item table only for a project whose items were never inserted (none, then)."""
+    row = ProjectCounts.objects.filter(project=project).values("items", "embedded").first()
+    if row is None:
+        return Item.objects.filter(project=project).aggregate(items=Count("id"), embedded=Count("row"))
+    return row
+
+
 def _progress_sql() -> str:
     """The SQL of :func:`progress_counts` (table names from the models; portable SQLite/PostgreSQL)."""
     item, ann, queue = Item._meta.db_table, Annotation._meta.db_table, QueueEntry._meta.db_table
+    counts = ProjectCounts._meta.db_table
     labels = (f'FROM "{ann}" a INNER JOIN "{item}" i ON i."id" = a."item_id" '
               'WHERE i."project_id" = %(p)s AND a."is_current" = %(t)s AND a."action" IN (%(a1)s, %(a2)s)')
+    # total: the kept count (services/item_counts.py); the COUNT runs only for a project without
+    # a counts row (no item was ever inserted), as COALESCE stops at its first non-null argument
     return (
         "SELECT "
-        f'(SELECT COUNT(*) FROM "{item}" WHERE "project_id" = %(p)s), '
-        f'(SELECT COUNT(DISTINCT a."item_id") {labels}), '
-        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(pending)s), '
-        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(leased)s), '
-        f'(SELECT COUNT(*) {labels} AND a."annotator_id" = %(u)s)'
+        f'COALESCE((SELECT "items" FROM "{counts}" WHERE "project_id" = %(p)s), '
+        f'(SELECT COUNT(*) FROM "{item}" WHERE "project_id" = %(p)s)) AS n_total, '
+        f'(SELECT COUNT(DISTINCT a."item_id") {labels}) AS n_labeled, '
+        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(pending)s) AS n_pending, '
+        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(leased)s) AS n_leased, '
+        f'(SELECT COUNT(*) {labels} AND a."annotator_id" = %(u)s) AS n_mine'
     )
 
 
@@ -98,8 +112,9 @@ _PROGRESS_SQL: str | None = None
 def progress_counts(*, project: Project, user=None) -> dict[str, int]:
     """``total``, ``labeled``, ``pending``, ``leased`` (and ``mine`` with a user) in ONE query.
 
-    Every label response carries these, so they cost one round trip of indexed ``COUNT``
-    sub-queries, written as SQL once per process: building the same sub-queries with the ORM cost
+    Every label response carries these, so they cost one round trip: ``total`` is the kept item
+    count (constant time whatever the project's size), the others indexed ``COUNT`` sub-queries over
+    labels and queue entries, written as SQL once per process: building the same sub-queries with the ORM cost
     about 5 ms of CPU per request, a third of a label's (docs/bench-load.md).  ``labeled``
     counts items with a current ``label`` or ``correct`` row, as :func:`current_labels`."""
     global _PROGRESS_SQL
@@ -117,6 +132,33 @@ def progress_counts(*, project: Project, user=None) -> dict[str, int]:
     return out
 
 
+_ROUND_PROGRESS_SQL: str | None = None
+
+
+def progress_and_round(*, project: Project, user) -> tuple[dict[str, int], Round | None]:
+    """:func:`progress_counts` and :func:`current_round` in ONE statement (the submit's hot path).
+
+    The current round's row with the five counts as extra columns; a project without rounds has
+    no such row, and then the counts are read alone."""
+    global _ROUND_PROGRESS_SQL, _PROGRESS_SQL
+    if _ROUND_PROGRESS_SQL is None:
+        _PROGRESS_SQL = _PROGRESS_SQL or _progress_sql()
+        counts = _PROGRESS_SQL[len("SELECT "):]
+        cols = ", ".join(f'"{f.column}"' for f in Round._meta.concrete_fields)
+        _ROUND_PROGRESS_SQL = (
+            f'SELECT {cols}, {counts} FROM "{Round._meta.db_table}" WHERE "project_id" = %(p)s '
+            'ORDER BY CASE WHEN "status" IN (%(queued)s, %(running)s) THEN 0 ELSE 1 END, "number" DESC LIMIT 1')
+    params = {"p": project.pk, "t": True, "a1": LABEL_ACTIONS[0].value, "a2": LABEL_ACTIONS[1].value,
+              "pending": QueueEntry.State.PENDING.value, "leased": QueueEntry.State.LEASED.value,
+              "u": user.pk, "queued": Round.Status.QUEUED.value, "running": Round.Status.RUNNING.value}
+    rows = list(Round.objects.raw(_ROUND_PROGRESS_SQL, params))
+    if not rows:
+        return progress_counts(project=project, user=user), None
+    rnd = rows[0]
+    return {"total": int(rnd.n_total), "labeled": int(rnd.n_labeled), "pending": int(rnd.n_pending),
+            "leased": int(rnd.n_leased), "mine": int(rnd.n_mine)}, rnd
+
+
 _UNREAD = object()
 
 
@@ -124,8 +166,10 @@ def project_progress(*, project: Project, user=None, counts: dict[str, int] | No
                      current: Round | None = _UNREAD) -> dict[str, Any]:
     """Counts for the labeling page: items, labeled items, this user's labels, queue and rounds.
 
-    Two queries: :func:`progress_counts` and :func:`current_round`; pass ``counts`` / ``current``
-    when the caller has read them already."""
+    One query (:func:`progress_and_round`) with a user; pass ``counts`` / ``current`` when the caller
+    has read them already."""
+    if counts is None and current is _UNREAD and user is not None:
+        counts, current = progress_and_round(project=project, user=user)
     out: dict[str, Any] = dict(counts) if counts is not None else progress_counts(project=project, user=user)
     rnd = current_round(project=project) if current is _UNREAD else current
     out["round"] = round_payload(rnd) if rnd is not None else None

@@ -1,13 +1,15 @@
 """Dashboard statistics (reads only).
 
-Learning curve (DESIGN.md, "audit"): every round serves a uniform random share of its batch
+Learning curve (DESIGN.md, "audit"): every round serves a random audit share of its batch
 (``QueueEntry.is_audit``) together with the prediction of the model current at that moment
 (``predicted_label``).  Once an audit item has a label, comparing the two is a prequential test of
-that model (Dawid 1984): the item was never in its training set and was drawn uniformly from the
-pool, so the share of agreements estimates the model's accuracy on the unlabeled data.  Points are
-grouped by the round whose model made the prediction and plotted against the number of labels that
-model was trained on (``Round.labeled_count``), with a 95 % Wilson score interval (Wilson 1927).
-Actively chosen items never count: they are biased towards hard cases by design.
+that model (Dawid 1984): the item was never in its training set and was drawn at random from the
+pool.  Points are grouped by the round whose model made the prediction and plotted against the
+number of labels that model was trained on (``Round.labeled_count``).  A round that drew uniformly
+plots the share of agreements with a 95 % Wilson score interval (Wilson 1927); a round that drew
+with unequal recorded probabilities (``audit_probability``, higher where the model was unsure:
+selectors_quality) plots its weighted active-inference estimate and interval instead.  Actively
+chosen items never count: they are biased towards hard cases by design and have no known probability.
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from django.utils import timezone
 
 from .models import Annotation, Item, Job, Project, QueueEntry, Round
 from .payloads import job_payload, round_payload
+from .selectors import item_totals
 from .selectors_labels import LABEL_ACTIONS, final_labels
-from .selectors_quality import accuracy_estimate, quality_report
+from .selectors_quality import accuracy_estimate, audit_strata, quality_report, stratum_interval
 
 HOURS = 24
 ROUNDS_SHOWN = 30
@@ -57,12 +60,19 @@ def learning_curve(*, project: Project) -> list[dict[str, Any]]:
         acc[0] += int(fl.label == predicted)
         acc[1] += 1
     rounds = {r.pk: r for r in Round.objects.filter(pk__in=per_round)}
+    # Rounds whose audit items were drawn with unequal probabilities (selectors_quality): the point is
+    # that round's active-inference estimate, since their plain share would lean towards the hard items.
+    weighted = {s["round"]: s for s in audit_strata(project=project) if s["poisson"]}
     points = []
     for round_id, (correct, n) in per_round.items():
         rnd = rounds[round_id]
         lo, hi = wilson_interval(correct, n)
-        points.append({"round": rnd.number, "labels": rnd.labeled_count, "n": n, "correct": correct,
-                       "accuracy": correct / n, "lo": lo, "hi": hi})
+        point = {"round": rnd.number, "labels": rnd.labeled_count, "n": n, "correct": correct,
+                 "accuracy": correct / n, "lo": lo, "hi": hi}
+        if rnd.number in weighted:
+            est = stratum_interval(weighted[rnd.number])
+            point.update(accuracy=est.value, lo=est.low, hi=est.high, estimator="active_inference")
+        points.append(point)
     points.sort(key=lambda p: (p["labels"], p["round"]))
     return points
 
@@ -122,12 +132,13 @@ def labels_per_hour(*, project: Project, hours: int = HOURS, now=None) -> list[d
 def project_stats(*, project: Project) -> dict[str, Any]:
     """Everything the dashboard shows, as one JSON-able dict (also the ``stats.updated`` payload)."""
     curve = learning_curve(project=project)
+    accuracy = accuracy_estimate(project=project)
     n_audit = sum(p["n"] for p in curve)
     correct = sum(p["correct"] for p in curve)
     distribution = label_distribution(project=project)
     jobs = Job.objects.filter(project=project).order_by("-created_at")[:5]
     rounds = [round_payload(r) for r in Round.objects.filter(project=project).order_by("-number")[:ROUNDS_SHOWN]]
-    items = Item.objects.filter(project=project).aggregate(items=Count("id"), embedded=Count("row"))  # one scan
+    items = item_totals(project=project)  # kept counts, not a scan of the items
     return {
         "project": project.pk,
         "generated_at": timezone.now().isoformat(),
@@ -139,8 +150,10 @@ def project_stats(*, project: Project) -> dict[str, Any]:
             "pending": QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count(),
             "leased": QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED).count(),
         },
-        "audit": {"n": n_audit, "correct": correct, "accuracy": (correct / n_audit) if n_audit else None},
-        "accuracy": accuracy_estimate(project=project),
+        # accuracy: the audit estimate (the plain share, or its 1/probability-weighted form once the draws
+        # were unequal: selectors_quality)
+        "audit": {"n": n_audit, "correct": correct, "accuracy": (accuracy["audit"] or {}).get("value")},
+        "accuracy": accuracy,
         "quality": quality_report(project=project),
         "learning_curve": curve,
         "label_distribution": distribution,

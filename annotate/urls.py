@@ -1,13 +1,15 @@
 """Loupe's pages and JSON API (WebSocket routes are in ``routing.py``)."""
-from django.urls import path
+from django.urls import path, re_path
 
-from . import api, views, views_dashboard, views_review
+from . import api, image_urls, views, views_dashboard, views_review
 
 urlpatterns = [
     # Labeling loop: project list, labeling page, item images, labeling API (views.py, api.py).
     path("", views.project_list, name="project_list"),
     path("projects/<int:project_id>/label/", views.label_page, name="label"),
     path("items/<int:item_id>/image", views.item_image, name="item_image"),
+    # Signed, short-lived image URLs; the ASGI app answers them before Django (image_urls.py).
+    re_path(r"^images/", image_urls.image_view, name="signed_image"),
     path("api/projects/<int:project_id>/status", api.status, name="api_status"),
     path("api/projects/<int:project_id>/lease", api.lease, name="api_lease"),
     path("api/projects/<int:project_id>/label", api.label, name="api_label"),

@@ -121,6 +121,7 @@ def cmd_setup(args) -> None:
 
     from annotate import storage  # noqa: PLC0415
     from annotate.models import Item, Membership, Project  # noqa: PLC0415
+    from annotate.services.item_counts import item_counts_add  # noqa: PLC0415
     from annotate.services.rounds import round_execute, round_request  # noqa: PLC0415
 
     rng = np.random.default_rng(args.seed)
@@ -154,6 +155,7 @@ def cmd_setup(args) -> None:
                           original_name=name, checksum=hashlib.sha256(data).hexdigest(), row=k,
                           width=64, height=64, ground_truth=truth[k]))
     Item.objects.bulk_create(items, batch_size=1000)
+    item_counts_add(project_id=project.pk, items=len(items), embedded=len(items))
     X = imgs.reshape(n, -1)
     X = ((X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1)).astype(np.float32)
     rel = storage.embedding_relpath(project, "pixels", 1)
@@ -443,6 +445,28 @@ def cmd_count(args) -> None:
 
 
 # =========================================================================== run (orchestrator)
+def server_commands(server: str, *, fd: int, port: int, processes: int) -> list[list[str]]:
+    """The command line(s) of the ASGI server under test (``config.asgi:application``, Channels).
+
+    Daphne and Uvicorn: one process per ``processes``, all on the inherited listening socket ``fd``;
+    Granian: one process that binds ``port`` and runs ``processes`` workers.  Access logs off for all
+    three (Daphne logs through Django's logging at WARNING here)."""
+    app = "config.asgi:application"
+    if server == "daphne":
+        return [[PY, "-m", "daphne", "--fd", str(fd), app]] * processes
+    if server == "uvicorn":
+        return [[PY, "-m", "uvicorn", "--fd", str(fd), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+                 "--lifespan", "off", "--no-access-log", "--log-level", "warning", app]] * processes
+    if server == "granian":
+        # asginl: ASGI without the lifespan protocol (Channels' router has no lifespan handler)
+        return [[PY, "-m", "granian", "--interface", "asginl", "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", str(processes), "--loop", "uvloop", "--no-access-log", "--log-level", "warning", app]]
+    raise ValueError(f"server={server!r} is not one of {SERVERS}")
+
+
+SERVERS = ("daphne", "uvicorn", "granian")
+
+
 def _wait_http(port: int, procs: list[subprocess.Popen], timeout: float = 60) -> None:
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
@@ -451,7 +475,7 @@ def _wait_http(port: int, procs: list[subprocess.Popen], timeout: float = 60) ->
     while time.monotonic() < end:
         for proc in procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"daphne exited with {proc.returncode}")
+                raise RuntimeError(f"the web server exited with {proc.returncode}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=2).close()
             return
@@ -504,9 +528,26 @@ def _machine_busy() -> float:
     return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_snapshot(daphnes, worker) -> dict[str, float]:
+def _pg_backends_cpu(db_name: str) -> float:
+    """CPU seconds of the PostgreSQL backends connected to ``db_name`` (their title is
+    ``postgres: [<cluster>:] <user> <database> <client> <state>``): this run's, not the other databases' on a
+    shared server.  Backends that exit between two snapshots are missed (the pool and the worker
+    keep theirs for the whole run)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("latin-1").split()
+            except OSError:
+                continue
+            if title[:1] == ["postgres:"] and db_name in title[1:5]:
+                total += _proc_cpu_self(int(d.name))
+    return total
+
+
+def _cpu_snapshot(daphnes, worker, db_name: str) -> dict[str, float]:
     return {"daphne": sum(_proc_cpu(p.pid) for p in daphnes), "worker": _proc_cpu(worker.pid),
-            "postgres": _cpu_by_name(("postgres",)), "redis": _cpu_by_name(("redis-server",)),
+            "postgres": _pg_backends_cpu(db_name), "redis": _cpu_by_name(("redis-server",)),
             "machine": _machine_busy()}
 
 
@@ -614,28 +655,30 @@ def cmd_run(args) -> None:
                    cwd=ROOT, env=setup_env, check=True)
 
     port = args.port or free_port()
-    daphnes: list[subprocess.Popen] = []
+    daphnes: list[subprocess.Popen] = []  # the web server's processes, whichever server it is
     worker = None
     logs = {name: open(work / f"{name}.log", "w") for name in ("daphne", "worker")}
-    # Several Daphne processes may share one listening socket (the kernel spreads the accepts):
+    # Several server processes may share one listening socket (the kernel spreads the accepts):
     # the way to use more than one core for Django's views, which ASGI runs on one thread per process.
+    # Granian cannot take a socket: it binds the port itself and forks its own workers.
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(1024)
     listener.set_inheritable(True)
     fd = listener.fileno()
+    if args.server == "granian":
+        listener.close()
     try:
-        # Database connections: Daphne runs each request's view in a thread of its own, so only a pool
+        # Database connections: the server runs each request's view in a thread of its own, so only a pool
         # reuses connections there (DB_POOL); the worker's threads live long, so it keeps its connection
         # (DB_CONN_MAX_AGE) and has no pool to inherit across the prefork fork (config/env.py).
         web_env = dict(env)
         if args.db_pool:
             web_env.update(DB_POOL="1", DB_POOL_MAX_SIZE=str(args.db_pool_max), DB_CONN_MAX_AGE="0")
-        for _ in range(args.web_processes):
-            daphnes.append(subprocess.Popen(
-                [PY, "-m", "daphne", "--fd", str(fd), "config.asgi:application"], pass_fds=(fd,),
-                cwd=ROOT, env=web_env, stdout=logs["daphne"], stderr=subprocess.STDOUT))
+        for cmd in server_commands(args.server, fd=fd, port=port, processes=args.web_processes):
+            daphnes.append(subprocess.Popen(cmd, pass_fds=() if args.server == "granian" else (fd,),
+                                            cwd=ROOT, env=web_env, stdout=logs["daphne"], stderr=subprocess.STDOUT))
         # torch's intra-op threads: on a small machine shared with the web process, OpenMP threads
         # that spin while their core runs Daphne make a 0.1 s fit take seconds (docs/bench-load.md).
         worker_env = dict(env)
@@ -649,9 +692,9 @@ def cmd_run(args) -> None:
         _wait_http(port, daphnes)
         time.sleep(args.warmup)
         load_before = os.getloadavg()
-        print(f"{args.web_processes} daphne process(es) on 127.0.0.1:{port}, worker pid {worker.pid}; "
+        print(f"{args.web_processes} {args.server} process(es) on 127.0.0.1:{port}, worker pid {worker.pid}; "
               f"{args.annotators} annotators for {args.duration} s", flush=True)
-        cpu0 = _cpu_snapshot(daphnes, worker)
+        cpu0 = _cpu_snapshot(daphnes, worker, args.db_name)
         t_gen = time.monotonic()
         stop_analyze = _analyze_periodically(args)
         try:
@@ -660,7 +703,7 @@ def cmd_run(args) -> None:
         finally:
             stop_analyze()
         wall = time.monotonic() - t_gen
-        cpu1 = _cpu_snapshot(daphnes, worker)
+        cpu1 = _cpu_snapshot(daphnes, worker, args.db_name)
         cpu = {k: round(cpu1[k] - cpu0[k], 1) for k in cpu0}
         cpu["wall_s"] = round(wall, 1)
         cpu["loadavg_before"] = [round(x, 2) for x in load_before]
@@ -671,7 +714,8 @@ def cmd_run(args) -> None:
         for d in daphnes:
             _stop(d)
         _stop(worker, timeout=60)
-        listener.close()
+        if args.server != "granian":
+            listener.close()
         for fh in logs.values():
             fh.close()
     subprocess.run([PY, __file__, "count", "--setup", str(setup_json), "--log", str(log_json), "--out", str(count_json),
@@ -686,10 +730,23 @@ def cmd_run(args) -> None:
     ours = sum(cpu[k] for k in ("daphne", "worker", "postgres", "redis")) + (log.get("cpu_s") or 0)
     cpu["others"] = round(max(cpu.get("machine", 0.0) - ours, 0.0), 1)
     report += ("\n\nCPU seconds during the load (%d cores = %.0f s available): %s; generator %s; "
-               "Daphne CPU per stored label: %.1f ms; %d web process(es), database pool %s" % (
+               "%d %s process(es), database pool %s" % (
                    os.cpu_count() or 0, (os.cpu_count() or 0) * cpu["wall_s"], cpu, log.get("cpu_s"),
-                   1000 * cpu["daphne"] / labels, args.web_processes,
-                   f"on (max {args.db_pool_max})" if args.db_pool else "off"))
+                   args.web_processes, args.server, f"on (max {args.db_pool_max})" if args.db_pool else "off"))
+    per_label = {"web server": cpu["daphne"], "postgres": cpu["postgres"], "worker": cpu["worker"],
+                 "redis": cpu["redis"], "generator": log.get("cpu_s") or 0.0}
+    per_label["all of Loupe (web + postgres + worker + redis)"] = sum(
+        cpu[k] for k in ("daphne", "postgres", "worker", "redis"))
+    report += "\n\n" + table([(k, f"{v:.1f}", f"{1000 * v / labels:.2f}") for k, v in per_label.items()],
+                              ("process", "CPU s", "CPU ms per stored label"))
+    summary = {"server": args.server, "web_processes": args.web_processes, "labels": counts["stored_labels"],
+               "labels_per_s": round(len([t for t in log["submit_at"] if 2.0 <= t <= args.duration])
+                                     / max(args.duration - 2.0, 1e-9), 1),
+               **{f"{k}_p{q}_ms": round(percentile(log[f"{k}_ms"], q), 1)
+                  for k in ("submit", "lease", "image") for q in (50, 95, 99)},
+               "cpu_ms_per_label": {k: round(1000 * v / labels, 2) for k, v in per_label.items()},
+               "others_cpu_s": cpu["others"], "loadavg_before": cpu["loadavg_before"]}
+    (work / "summary.json").write_text(json.dumps(summary))
     print(report)
     (work / "report.md").write_text(report + "\n")
     if args.drop_db:
@@ -708,7 +765,7 @@ def _common(args) -> list[str]:
             "--strategy", args.strategy, "--lease-n", str(args.lease_n), "--submit-timeout", str(args.submit_timeout),
             "--pg-url", args.pg_url, "--db-name", args.db_name, "--redis-url", args.redis_url,
             "--broker-url", args.broker_url, "--workdir", args.workdir,
-            "--web-processes", str(args.web_processes), "--settings", args.settings,
+            "--web-processes", str(args.web_processes), "--server", args.server, "--settings", args.settings,
             "--worker-threads", str(args.worker_threads), "--db-pool-max", str(args.db_pool_max),
             "--db-pool" if args.db_pool else "--no-db-pool", "--analyze-every", str(args.analyze_every)]
 
@@ -737,7 +794,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settings", default="config.settings", help="DJANGO_SETTINGS_MODULE of the server side")
     p.add_argument("--worker-threads", type=int, default=1,
                    help="OMP_NUM_THREADS for the Celery worker (0: leave torch's default)")
-    p.add_argument("--web-processes", type=int, default=1, help="Daphne processes sharing the listening socket")
+    p.add_argument("--server", choices=SERVERS, default="daphne", help="the ASGI server (docs/bench-load.md)")
+    p.add_argument("--web-processes", type=int, default=1, help="web server processes (Granian: workers)")
     p.add_argument("--db-pool", action=argparse.BooleanOptionalAction, default=True,
                    help="Daphne uses the psycopg connection pool (DB_POOL=1) and the worker keeps its connection "
                         "(DB_CONN_MAX_AGE=60); --no-db-pool: a new connection per request, as before")

@@ -111,10 +111,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 AUTHENTICATION_BACKENDS = ["annotate.throttle.ThrottledModelBackend"]
-# Failed logins (per address and per username) and failed API tokens (per address): after this many
+# Failed logins and failed API tokens (HTTP and WebSocket): after LOUPE_AUTH_FAILURES for one
+# credential from one address, or LOUPE_AUTH_ADDRESS_FAILURES from one address (or for one username)
 # within the window, refused until it ends (annotate/throttle.py).
 LOUPE_AUTH_FAILURES = env_int("LOUPE_AUTH_FAILURES", 10, minimum=1)
+LOUPE_AUTH_ADDRESS_FAILURES = env_int("LOUPE_AUTH_ADDRESS_FAILURES", 100, minimum=1)
 LOUPE_AUTH_WINDOW_SECONDS = env_int("LOUPE_AUTH_WINDOW_SECONDS", 300, minimum=1)
+# Sessions and users come from the cache on the hot path, the database stays the truth
+# (annotate/cached_auth.py); a cached copy lives at most this long.
+SESSION_ENGINE = "annotate.cached_auth"
+LOUPE_AUTH_CACHE_SECONDS = env_int("LOUPE_AUTH_CACHE_SECONDS", 300, minimum=1)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -132,6 +138,17 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 # Item images are never served from a public media URL: a permission-checked view streams them.
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = None
+# Leased items' images come from signed URLs valid this long (annotate/image_urls.py), answered in
+# front of Django; with a proxy that serves MEDIA_ROOT at an internal location, set
+# LOUPE_IMAGE_ACCEL_REDIRECT to that location (e.g. /_media/) and the proxy sends the bytes.
+LOUPE_IMAGE_URL_SECONDS = env_int("LOUPE_IMAGE_URL_SECONDS", 600, minimum=10)
+LOUPE_IMAGE_ACCEL_REDIRECT = env_str("LOUPE_IMAGE_ACCEL_REDIRECT", "")
+if LOUPE_IMAGE_ACCEL_REDIRECT and not (LOUPE_IMAGE_ACCEL_REDIRECT.startswith("/")
+                                       and LOUPE_IMAGE_ACCEL_REDIRECT.endswith("/")):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"LOUPE_IMAGE_ACCEL_REDIRECT={LOUPE_IMAGE_ACCEL_REDIRECT!r} must start and end "
+                               "with '/' (the proxy's internal location of MEDIA_ROOT, e.g. /_media/)")
 WHITENOISE_USE_FINDERS = True  # serve frontend/static without collectstatic in development
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("LOUPE_UPLOAD_MAX_MEMORY", 10 * 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE

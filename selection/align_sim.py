@@ -76,7 +76,7 @@ def run_seed(ds, seed: int, *, arms, strategy: str, initial: int, batch: int, ro
              threshold: float, ft_epochs: int, l2: float) -> tuple[list[dict], list[dict]]:
     from . import make_strategy  # noqa: PLC0415
     from .head import LogisticHead  # noqa: PLC0415
-    from .transfer import logme_ped  # noqa: PLC0415
+    from .transfer import logme, logme_ped  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     c = ds.n_classes
@@ -112,11 +112,15 @@ def run_seed(ds, seed: int, *, arms, strategy: str, initial: int, batch: int, ro
             if arm == "asvp" and len(lab) - last_align >= align_every:
                 last_align = len(lab)
                 tuned, res = _tune(pretrained, X_pool[lab], y_pool[lab], c, seed, ft_epochs)
+                F_new = _features(tuned, X_pool[lab])
                 s_old = logme_ped(F[lab], y_pool[lab], n_classes=c)
-                s_new = logme_ped(_features(tuned, X_pool[lab]), y_pool[lab], n_classes=c)
+                s_new = logme_ped(F_new, y_pool[lab], n_classes=c)
                 realign = s_new - s_old > threshold
+                # plain LogME beside it: how often PED's motion changes the decision
+                plain = (logme(F_new, y_pool[lab], n_classes=c) - logme(F[lab], y_pool[lab], n_classes=c)
+                         > threshold)
                 decisions.append({"seed": seed, "n_labeled": len(lab), "current": s_old, "finetuned": s_new,
-                                  "realigned": realign})
+                                  "realigned": realign, "plain_logme_realigns": bool(plain)})
                 if realign:
                     F, F_test = _features(tuned, X_pool), _features(tuned, X_test)
                     head = LogisticHead(c, l2=l2, random_state=seed).fit(F[lab], y_pool[lab])
@@ -201,4 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nASVP decisions: {len(decisions)} checks, {n_re} re-alignments; mean LogME-PED current "
               f"{np.mean([d['current'] for d in decisions]):.4f}, fine-tuned "
               f"{np.mean([d['finetuned'] for d in decisions]):.4f}")
+        at = [f"seed {d['seed']} at {d['n_labeled']}" for d in decisions if d["realigned"]]
+        print("re-aligned: " + (", ".join(at) if at else "never"))
+        differ = sum(d["plain_logme_realigns"] != d["realigned"] for d in decisions)
+        print(f"plain LogME (no PED motion) would have decided differently in {differ} of {len(decisions)} checks")
     return 0

@@ -17,6 +17,7 @@ from PIL import Image
 
 from annotate import storage
 from annotate.models import Item, Project
+from annotate.services.item_counts import item_counts_add
 from annotate.services.roles import membership_set
 
 _serial = itertools.count(1)
@@ -86,6 +87,7 @@ def make_project(*, classes=("cat", "dog", "fox"), n_items: int = 30, dim: int =
                               checksum=hashlib.sha256(f"{project.pk}-{row}".encode()).hexdigest(), row=row,
                               width=4, height=4, ground_truth=classes[int(y[row])]))
         Item.objects.bulk_create(items)
+        item_counts_add(project_id=project.pk, items=len(items), embedded=len(items))
     for user, role in members:
         add_member(project, user, role)
     project.test_X, project.test_y = X, y  # for tests that need the ground truth arrays

@@ -7,9 +7,12 @@ labels have arrived since the last check, an ``align`` job on the gpu queue
 1. embeds the labeled items with the backbone in use (the project's ``hf`` model);
 2. fine-tunes the pretrained backbone it came from on those labels (LP-FT or FT, early stopping on
    a held-out share: ``selection.transfer.finetune``) and embeds them again with it;
-3. scores both with LogME-PED (``selection.transfer.ped``; see there what PED means here and what
-   could not be checked against the paper) and stores an :class:`AlignmentDecision`;
-4. when ``score_finetuned − score_current > align_threshold`` (0.03 by default, the paper's value),
+3. scores both with LogME-PED (``selection.transfer.ped``: PED as its authors' implementation
+   defines it, each feature set standardised by its own statistics on the labeled items) and stores
+   an :class:`AlignmentDecision`;
+4. when ``score_finetuned − score_current > align_threshold`` (0.03 by default, the value the issue
+   gives as the paper's; the plain difference of the two per-sample scores is Loupe's reading, as the
+   paper's text could not be read: docs/feature-alignment.md),
    saves the fine-tuned backbone as a model folder under MEDIA_ROOT and queues an ordinary embedding
    job with it: a new embedding version, which the next round uses (Cluster-Margin's cache is keyed
    by version; the head's warm start is dropped when the dimension changes).

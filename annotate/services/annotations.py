@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .. import selectors
@@ -139,37 +139,64 @@ def annotation_submit(
         if prior is None:
             raise Conflict(f"item {item_id} was changed by a concurrent request; reload and try again") from None
         ann, created = prior, False
-    counts = selectors.progress_counts(project=project, user=user)
-    current = selectors.current_round(project=project)
+    counts, current = selectors.progress_and_round(project=project, user=user)
     started = round_maybe_request(project=project, pending=counts["pending"], current=current)
     return SubmitResult(ann, created, counts, started or current)
 
 
+def _close_lease(*, project, user, item_id: int, state: str, now) -> tuple[int, int] | None:
+    """Mark the user's lease on the item done (or skipped) in one statement: (entry id, overlap_k), or
+    None when the user holds no lease on it.
+
+    ``UPDATE ... WHERE state = 'leased' AND leased_by = user RETURNING``: the row lock and the state
+    change in one round trip (it was a ``SELECT ... FOR UPDATE`` and an ``UPDATE``).  A concurrent
+    submit of the same item waits for this row lock and then no longer matches (PostgreSQL re-checks
+    the condition on the updated row), so exactly one of them closes the lease; at most one open
+    entry per item exists (``queue_item_open_once``)."""
+    table = QueueEntry._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f'UPDATE "{table}" SET "state" = %s, "done_at" = %s '
+            'WHERE "project_id" = %s AND "item_id" = %s AND "state" = %s AND "leased_by_id" = %s '
+            'RETURNING "id", "overlap_k"',
+            [state, connection.ops.adapt_datetimefield_value(now), project.pk, item_id,
+             QueueEntry.State.LEASED.value, user.pk])
+        row = cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def _retire_current(*, user, item_id: int) -> int | None:
+    """Clear ``is_current`` of the user's current row on the item (one statement); its id, or None."""
+    table = Annotation._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(f'UPDATE "{table}" SET "is_current" = %s '
+                    'WHERE "item_id" = %s AND "annotator_id" = %s AND "is_current" = %s RETURNING "id"',
+                    [False, item_id, user.pk, True])
+        row = cur.fetchone()
+    return int(row[0]) if row else None
+
+
 def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> tuple[Annotation, bool]:
-    entry = (
-        QueueEntry.objects.select_for_update()
-        .filter(project=project, item_id=item_id, state=QueueEntry.State.LEASED, leased_by=user)
-        .first()
-    )
-    # An entry of this project for the item proves the item is in the project; only without one
-    # is it looked up (one query less on the hot path).
-    if entry is None and not Item.objects.filter(project=project, pk=item_id).exists():
-        raise NotFound(f"item {item_id} is not in project {project.pk}")
-    # Checked after taking the entry's lock so that a concurrent retry sees the stored row.
-    if cid is not None:
-        prior = _replay(user=user, client_id=cid, item_id=item_id, action=action, label=label)
-        if prior is not None:
-            return prior, False
-    if entry is None:
-        raise Conflict(_why_not_leased(project=project, user=user, item_id=item_id))
+    """Three statements on the hot path: close the lease, retire the previous current row, insert.
+
+    A replayed ``client_id`` whose lease is still open (the item was undone and leased again)
+    fails the insert on ``annotation_unique_client_id``; the caller then answers the stored row
+    (``annotation_submit``'s ``IntegrityError`` branch), and the rolled-back transaction leaves
+    the lease open, as before."""
     now = timezone.now()
-    prev = (
-        Annotation.objects.select_for_update()
-        .filter(item_id=item_id, annotator=user, is_current=True)
-        .first()
-    )
-    if prev is not None:
-        Annotation.objects.filter(pk=prev.pk).update(is_current=False)
+    state = QueueEntry.State.SKIPPED if action == Annotation.Action.SKIP else QueueEntry.State.DONE
+    closed = _close_lease(project=project, user=user, item_id=item_id, state=state.value, now=now)
+    if closed is None:
+        # Not leased to the user: an unknown item (404), a replay of a stored submit (the stored
+        # row), or a double submit / an expired or foreign lease (409).
+        if not Item.objects.filter(project=project, pk=item_id).exists():
+            raise NotFound(f"item {item_id} is not in project {project.pk}")
+        if cid is not None:
+            prior = _replay(user=user, client_id=cid, item_id=item_id, action=action, label=label)
+            if prior is not None:
+                return prior, False
+        raise Conflict(_why_not_leased(project=project, user=user, item_id=item_id))
+    entry_id, overlap_k = closed
     ann = Annotation.objects.create(
         item_id=item_id,
         annotator=user,
@@ -179,15 +206,12 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> t
         time_ms=time_ms,
         origin=origin,
         is_current=True,
-        supersedes=prev,
-        queue_entry=entry,
+        supersedes_id=_retire_current(user=user, item_id=item_id),
+        queue_entry_id=entry_id,
         client_id=cid,
     )
-    entry.state = QueueEntry.State.SKIPPED if action == Annotation.Action.SKIP else QueueEntry.State.DONE
-    entry.done_at = now
-    entry.save(update_fields=["state", "done_at"])
-    if entry.overlap_k > 1:
-        _overlap_copy(entry)
+    if overlap_k > 1:
+        _overlap_copy(QueueEntry.objects.get(pk=entry_id))
     return ann, True
 
 

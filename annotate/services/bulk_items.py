@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ..models import Item, Project
+from .item_counts import item_counts_add
 
 # (file, original_name, checksum, row, width, height, ground_truth)
 ItemRow = tuple[str, str, str, int, int, int, str]
@@ -28,23 +29,32 @@ def _batches(rows: Iterable[ItemRow], size: int) -> Iterator[list[ItemRow]]:
 
 
 def items_bulk_insert(*, project: Project, rows: Iterable[ItemRow], batch_size: int = 5000) -> int:
-    """Insert item rows for ``project``; returns how many.  COPY on PostgreSQL, batches elsewhere."""
-    now = timezone.now()
-    n = 0
+    """Insert item rows for ``project``; returns how many.  COPY on PostgreSQL, batches elsewhere.
+    The project's item counts (``ProjectCounts``) follow in the same transaction."""
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            table = connection.ops.quote_name(Item._meta.db_table)
-            cols = ", ".join(connection.ops.quote_name(c) for c in COLUMNS)
-            # the raw psycopg cursor's errors are translated into Django's (IntegrityError, ...)
-            with connection.cursor() as cur, connection.wrap_database_errors:
-                with cur.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-                    for file, name, checksum, row, width, height, truth in rows:
-                        copy.write_row((project.pk, file, name, checksum, row, width, height, truth, "", now))
-                        n += 1
-            return n
-        for batch in _batches(rows, batch_size):
-            Item.objects.bulk_create([
-                Item(project=project, file=f, original_name=nm, checksum=c, row=r, width=w, height=h,
-                     ground_truth=t, created_at=now) for f, nm, c, r, w, h, t in batch])
-            n += len(batch)
+        n, embedded = _insert(project, rows, batch_size)
+        item_counts_add(project_id=project.pk, items=n, embedded=embedded)
     return n
+
+
+def _insert(project: Project, rows: Iterable[ItemRow], batch_size: int) -> tuple[int, int]:
+    now = timezone.now()
+    n = embedded = 0
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Item._meta.db_table)
+        cols = ", ".join(connection.ops.quote_name(c) for c in COLUMNS)
+        # the raw psycopg cursor's errors are translated into Django's (IntegrityError, ...)
+        with connection.cursor() as cur, connection.wrap_database_errors:
+            with cur.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+                for file, name, checksum, row, width, height, truth in rows:
+                    copy.write_row((project.pk, file, name, checksum, row, width, height, truth, "", now))
+                    n += 1
+                    embedded += row is not None
+        return n, embedded
+    for batch in _batches(rows, batch_size):
+        Item.objects.bulk_create([
+            Item(project=project, file=f, original_name=nm, checksum=c, row=r, width=w, height=h,
+                 ground_truth=t, created_at=now) for f, nm, c, r, w, h, t in batch])
+        n += len(batch)
+        embedded += sum(r[3] is not None for r in batch)
+    return n, embedded

@@ -22,6 +22,7 @@ from selection import DEFAULT_PARAMS, DEFAULT_STRATEGY
 
 from .. import storage
 from ..models import Item, Project
+from .item_counts import item_counts_add
 
 DEMO_NAME = "Digits demo"
 DEMO_CLASSES = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
@@ -118,4 +119,5 @@ def demo_build(*, name: str = DEMO_NAME, size: int = 128, limit: int | None = No
         ))
     with transaction.atomic():
         Item.objects.bulk_create(new_items, batch_size=500)
+        item_counts_add(project_id=project.pk, items=len(new_items), embedded=len(new_items))
     return DemoResult(project, len(new_items), wrote)

@@ -11,9 +11,11 @@ Long runs keep chunked checkpoints under ``embeddings/partial/<fingerprint>``; t
 the extractor, its parameters, the model file and the item list, so a killed job run again (the
 broker redelivers it, or the admin re-embeds with the same settings) resumes where it stopped.
 
-Who may configure what (no uploaded file may run code on a worker): extractors that execute code
-from a file (``runs_code``: TorchScript) and local server folders as ``hf`` models are for
-superusers only; everyone else picks an ``hf`` model id, uploads an ``.onnx`` file or a matrix.
+Who may configure what (no uploaded file may run code on a worker): nobody may configure or run a
+retired extractor (``torch``: a TorchScript file is a program), not even a superuser; a project set
+up with it earlier keeps its embeddings and is told to export its model to ONNX.  Local server
+folders as ``hf`` models are for superusers only; everyone else picks an ``hf`` model id, uploads an
+``.onnx`` file or a matrix.
 """
 from __future__ import annotations
 
@@ -34,27 +36,27 @@ from selection.extractors.hf import is_local_path
 from .. import storage
 from ..models import Item, Job, Project
 from . import jobs as job_services
+from .item_counts import item_counts_refresh
 
 log = logging.getLogger(__name__)
 
 
 class ExtractorNotAllowed(ValueError):
-    """The user may not configure this extractor (it would run code, or read server folders)."""
+    """The user may not configure this extractor (it is retired, or it would read server folders)."""
 
 
 def extractor_check_allowed(*, user, name: str, params: dict[str, Any], stored: bool = False) -> None:
     """ExtractorNotAllowed unless ``user`` (None: the operator's own command line) may use this configuration.
 
-    ``stored``: the project's own configuration, as a superuser may have set it.  Re-running it is
-    fine for a server folder a superuser chose (it runs no code), never for an extractor that runs code.
+    A retired extractor (TorchScript) is refused for everyone, the operator included, with its
+    message.  ``stored``: the project's own configuration, as a superuser may have set it; re-running
+    a server folder a superuser chose is fine (it runs no code).
     """
+    ext = get_extractor(name)
+    if ext.retired:
+        raise ExtractorNotAllowed(ext.retired)
     if user is None or user.is_superuser:
         return
-    ext = get_extractor(name)
-    if ext.runs_code:
-        raise ExtractorNotAllowed(
-            f"extractor {name!r} runs code from the uploaded file on the worker, so only a superuser may "
-            "configure or run it; choose 'hf' (a pretrained backbone) or 'onnx' (an ONNX model) instead")
     if name == "hf" and not stored and is_local_path(str(params.get("model") or "")):
         raise ExtractorNotAllowed("only a superuser may point 'hf' at a folder on the server; give a model id "
                                   "(e.g. facebook/dinov2-small) that is in the workers' Hugging Face cache")
@@ -73,6 +75,8 @@ def extractor_validate(*, name: str, params: dict[str, Any] | None, user=None, s
     """Validated parameters (defaults filled) of an extractor; ValueError naming the problem."""
     params = dict(params or {})
     ext = make_extractor(name, params)
+    if ext.retired:  # before "needs a model file": the answer is the same with or without one
+        raise ExtractorNotAllowed(ext.retired)
     for key in ext.file_params:
         if name != "precomputed" and not ext.params_[key]:
             raise ExtractorError(f"extractor {name!r} needs a model file (parameter {key!r})")
@@ -154,6 +158,7 @@ def embeddings_compute(*, project: Project, extractor: str, params: dict[str, An
             Item.objects.filter(project=p).update(row=None)
             objs = [Item(pk=item_id, row=r) for r, (item_id, _, _) in enumerate(items)]
             Item.objects.bulk_update(objs, ["row"], batch_size=2000)
+            item_counts_refresh(project_id=p.pk)
             previous = p.embedding_file
             p.extractor = extractor
             p.extractor_params = params

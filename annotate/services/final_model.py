@@ -4,15 +4,17 @@ accuracy measured on the audit items.
 **Which training method.**  ASVP (arXiv 2403.01101) chooses between LP-FT and FT for the final model;
 its authors summarise the finding as "with few labels LP-FT mitigates the gap, with more labels
 fine-tuning is needed" (their TMLR page), and the issue describes the rule as looking at where the
-proxy and the fine-tuned model disagree.  The paper's exact rule could not be read here, so Loupe does
-not claim to implement it.  ``method="auto"`` (the default) is Loupe's own, measurable stand-in: train
+proxy and the fine-tuned model disagree.  The paper's exact rule is in none of the stored sources (its
+stored copies stop in the introduction; the authors' code has both training modes but no rule), so
+Loupe does not claim to implement it.  ``method="auto"`` (the default) is Loupe's own, measurable stand-in: train
 both LP-FT and FT on the same labels with the same held-out share, and keep the one with the higher
 held-out accuracy (LP-FT on a tie, as it keeps more of the pretrained features).  ``lpft`` or ``ft``
 trains only that one.
 
-**Accuracy.**  Audit items (drawn uniformly at random: ``QueueEntry.is_audit``) that carry a label are
-kept out of training and the exported model's accuracy is measured on them, so the number is an
-unbiased estimate of its accuracy on the pool (with its binomial standard error).
+**Accuracy.**  Audit items (drawn at random with a recorded probability: ``QueueEntry.is_audit``,
+``audit_probability``) that carry a label are kept out of training and the exported model's accuracy
+is measured on them, each weighted by 1/probability (a ratio estimate of its accuracy on the pool;
+with uniform draws the plain share and its binomial standard error).
 
 **Export** (``projects/<id>/exports/final-<job>.zip``, the job's result file): ``backbone/`` (an ``hf``
 model folder: config.json, model.safetensors, preprocessor_config.json), ``head.safetensors``
@@ -60,8 +62,10 @@ def _final(job: Job, progress: job_services.Progress) -> job_services.JobOutcome
     current, pooling = hf_model_of(project)
     base = pretrained_of(current)
     data = labeled_set(project)
-    audit_ids = set(QueueEntry.objects.filter(project=project, is_audit=True).values_list("item_id", flat=True))
-    is_audit = np.array([i in audit_ids for i in data.item_ids], dtype=bool)
+    # audit item -> the probability its draw chose it with (None: a uniform draw, weight 1)
+    audit_pi = dict(QueueEntry.objects.filter(project=project, is_audit=True)
+                    .values_list("item_id", "audit_probability"))
+    is_audit = np.array([i in audit_pi for i in data.item_ids], dtype=bool)
     train = np.flatnonzero(~is_audit)
     audit = np.flatnonzero(is_audit)
     if len(train) < 4 or len(set(data.y[train].tolist())) < 2:
@@ -92,8 +96,12 @@ def _final(job: Job, progress: job_services.Progress) -> job_services.JobOutcome
         progress(0.9, f"measuring on {len(audit)} audit items")
         F = embed(backbone, lambda idx: source_load(audit[idx]), len(audit), device=res.device)
         pred = (F @ res.head_weight.T + res.head_bias).argmax(1)
-        accuracy = float((pred == data.y[audit]).mean())
-        stderr = math.sqrt(accuracy * (1 - accuracy) / len(audit))
+        # 1/pi-weighted (Hajek) share: audit items drawn where the round's model was unsure are
+        # over-represented (docs/quality.md); with equal probabilities this is the plain share and stderr
+        w = np.array([1 / (audit_pi[data.item_ids[i]] or 1.0) for i in audit])
+        right = (np.asarray(pred) == data.y[audit]).astype(float)
+        accuracy = float(np.sum(w * right) / w.sum())
+        stderr = math.sqrt(float(np.sum(w * w * (right - accuracy) ** 2))) / float(w.sum())
     config = {
         "classes": data.classes, "method": chosen, "method_asked": method, "base_model": base, "pooling": pooling,
         "audit_accuracy": accuracy, "audit_accuracy_stderr": stderr, "n_audit": int(len(audit)),

@@ -265,8 +265,8 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
 
 
 # ----------------------------------------------------------------------------- checks
-class _TooManyPixels(Exception):
-    pass
+class _Refused(Exception):
+    """Refused from the header alone (format, pixel count), before any decoder runs."""
 
 
 def check_image(data: bytes) -> tuple[str, int, int]:
@@ -276,16 +276,18 @@ def check_image(data: bytes) -> tuple[str, int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:  # reads the header only: the size is known before decoding
             fmt = im.format
+            if fmt not in FORMAT_EXT:  # before any decoding: EPS/PostScript would be decoded by Ghostscript
+                raise _Refused(f"format {fmt} is not allowed (allowed: jpg, png, webp, bmp, tiff)")
             width, height = im.size
             limit = settings.LOUPE_MAX_IMAGE_PIXELS
             if width * height > limit:
-                raise _TooManyPixels(f"{width}×{height} = {width * height} pixels, more than "
-                                     f"LOUPE_MAX_IMAGE_PIXELS={limit}")
+                raise _Refused(f"{width}×{height} = {width * height} pixels, more than "
+                               f"LOUPE_MAX_IMAGE_PIXELS={limit}")
             im.verify()
         with Image.open(io.BytesIO(data)) as im:  # verify() leaves the image unusable; reopen to decode
             im.load()
             width, height = im.size
-    except _TooManyPixels as exc:
+    except _Refused as exc:
         raise ValueError(str(exc)) from None
     except UnidentifiedImageError:
         raise ValueError("not an image Pillow can identify") from None
@@ -293,8 +295,6 @@ def check_image(data: bytes) -> tuple[str, int, int]:
         raise ValueError(f"rejected as a decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ValueError(f"corrupt image ({exc})") from None
-    if fmt not in FORMAT_EXT:
-        raise ValueError(f"format {fmt} is not allowed (allowed: jpg, png, webp, bmp, tiff)")
     return FORMAT_EXT[fmt], width, height
 
 

@@ -38,6 +38,7 @@ from . import jobs as job_services
 from .import_plan import import_embeddings_load, import_plan
 from .import_sources import ImportRejected, _Entry, check_image
 from .import_sources import check_public_url, class_labels  # noqa: F401 - this module's API (forms, tests)
+from .item_counts import item_counts_add
 from .keymap import keymap_sync
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,8 @@ def _commit(project, opts, staged, X, staging, result, user, progress) -> Import
                     ground_truth=s.entry.label if opts.labels_as == "ground_truth" else "",
                 ))
             Item.objects.bulk_create(items, batch_size=1000)
+            item_counts_add(project_id=project.pk, items=len(items),
+                            embedded=sum(it.row is not None for it in items))
             if opts.labels_as == "prelabels":
                 annotator = _import_user(user)
                 fresh = Item.objects.filter(project=project, checksum__in=[s.checksum for s in staged])

@@ -14,7 +14,9 @@ from typing import Any
 from .. import storage
 from ..models import Job, Project
 from .dispatch import BrokerUnavailable
-from .embeddings import embedding_request, extractor_check_allowed, extractor_validate
+from selection.extractors import make_extractor
+
+from .embeddings import embedding_request, extractor_check_allowed
 from .keymap import keymap_sync
 
 
@@ -29,9 +31,12 @@ def upload_save(upload, rel: str) -> Path:
 
 
 def _normalised(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters with defaults filled in ({} and the defaults mean the same); as given when invalid."""
+    """Parameters with defaults filled in ({} and the defaults mean the same); as given when invalid.
+
+    Only the schema is applied (not who may run what), so a retired extractor's stored settings
+    compare equal to the same settings submitted again."""
     try:
-        return extractor_validate(name=name, params=params)
+        return make_extractor(name, params).params_
     except ValueError:
         return dict(params or {})
 
@@ -57,12 +62,13 @@ def project_configure(*, project: Project, user, previous: tuple[str, dict[str, 
     re-embedded in a background job; an extractor that cannot run (or a broker that is down) leaves
     the settings saved and says why in ``reembed_error``.
 
-    A user who may not configure the new extractor (one that runs code from a file, or a server
-    folder as a model, for a non-superuser: ``extractor_check_allowed``) gets ``ExtractorNotAllowed``
-    before anything is saved or written.
+    Configuring an extractor the user may not (a retired one such as TorchScript, for anyone; a
+    server folder as a model, for a non-superuser: ``extractor_check_allowed``) raises
+    ``ExtractorNotAllowed`` before anything is saved or written.  A project that already has a
+    retired extractor keeps it, and its other settings can still be changed.
     """
     new = (project.extractor, project.extractor_params)
-    if user is not None and (previous is None or uploads or extractor_changed(old=previous, new=new)):
+    if previous is None or uploads or extractor_changed(old=previous, new=new):
         extractor_check_allowed(user=user, name=project.extractor, params=_normalised(*new))
     project.save()
     keymap_sync(project=project)  # classes added here get their keys now; kept classes keep theirs

@@ -141,3 +141,29 @@ def quality_round_confidence(*, project: Project, probs_pool, X_pool, X_lab, y) 
     metrics["calibration"] = [round(ab[0], 4), round(ab[1], 4)]
     metrics["pool_correct_mean"] = float(pool_correct.mean())
     return {"pool_correct": pool_correct, "metrics": metrics}
+
+
+#: the uniform share of the audit probabilities (selection.quality.inclusion_probabilities): no audit weight
+#: exceeds pool / (AUDIT_FLOOR * expected audit items)
+AUDIT_FLOOR = 0.2
+
+
+def quality_audit_design(*, pool_correct, expected: float) -> dict[str, Any]:
+    """The round's audit probabilities: pi proportional to sqrt(f (1 - f)) with a uniform floor, sum(pi) = expected.
+
+    pool_correct : (n,) the calibrated P(model right) f the round computed before its draw.  Returns
+    ``{"pi": (n,), "metrics": {...}}``; the metrics are the pool sums the estimator needs later
+    (``selectors_quality.accuracy_estimate``): sum f, sum f (1 - f) / pi and sum f (1 - f), all fixed
+    before the draw.  ``pi`` is None (the uniform draw) when ``expected`` is 0 or the pool is empty.
+    """
+    from selection.quality import inclusion_probabilities  # noqa: PLC0415
+
+    f = np.asarray(pool_correct, dtype=np.float64)
+    if not len(f) or expected <= 0:
+        return {"pi": None, "metrics": {}}
+    spread = f * (1 - f)
+    pi = inclusion_probabilities(np.sqrt(spread), float(expected), floor=AUDIT_FLOOR)
+    return {"pi": pi, "metrics": {
+        "audit_design": "poisson", "audit_expected": float(pi.sum()), "audit_floor": AUDIT_FLOOR,
+        "pool_conf_sum": float(f.sum()), "spread_over_pi": float(np.sum(spread / pi)), "spread": float(spread.sum()),
+    }}

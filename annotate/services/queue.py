@@ -47,9 +47,9 @@ def queue_release_expired(*, project: Project | None = None, now: datetime | Non
 
 
 def _pending_for_update(project: Project, user=None):
-    qs = QueueEntry.objects.select_related("round").filter(project=project, state=QueueEntry.State.PENDING).order_by(
-        F("round_id").desc(nulls_last=True), "rank", "id"
-    )
+    qs = (QueueEntry.objects.select_related("round", "item")  # the item's file signs its image URL
+          .filter(project=project, state=QueueEntry.State.PENDING)
+          .order_by(F("round_id").desc(nulls_last=True), "rank", "id"))
     if user is not None:
         # Overlap copies (services/annotations.py) never go back to someone who labeled or skipped the item.
         mine = Annotation.objects.filter(item_id=OuterRef("item_id"), annotator=user, is_current=True).exclude(
@@ -91,7 +91,7 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
         queue_release_expired(project=project, now=now)
         n = min(n, lease_cap(project=project, user=user))
         held = list(
-            QueueEntry.objects.select_related("round")
+            QueueEntry.objects.select_related("round", "item")  # the item's file signs its image URL
             .select_for_update(of=("self",))
             .filter(project=project, state=QueueEntry.State.LEASED, leased_by=user)
             .order_by("leased_at", "rank", "id")[:n]

@@ -102,11 +102,41 @@ def membership_remove(*, project: Project, user) -> None:
     membership_revoked(project_id=project.pk, user_id=user.pk)
 
 
-def membership_revoked(*, project_id: int, user_id: int) -> None:
-    """After commit, close the user's open WebSockets on the project (they joined a per-member group)."""
+def membership_revoked(*, project_id: int, user_id: int) -> int:
+    """The user left the project: their leases on it go back to the queue now (nothing is lost: a lease
+    holds no label), and after commit their open WebSockets on it close (a per-member group).
+    Returns the number of leases released."""
     from .. import realtime  # noqa: PLC0415 - realtime imports channels
+    from .queue import queue_release  # noqa: PLC0415
 
+    released = queue_release(project=Project(pk=project_id), user=user_id)
     transaction.on_commit(lambda: realtime.send_membership_revoked(project_id, user_id))
+    return released
+
+
+def user_access_revoked(*, user_id: int) -> int:
+    """The user may no longer use Loupe (deactivated, or about to be deleted): their leases on every
+    project go back to the queue now, and after commit every open WebSocket of theirs closes (a
+    per-user group).  Returns the number of leases released."""
+    from .. import realtime  # noqa: PLC0415
+    from ..models import QueueEntry  # noqa: PLC0415
+    from .queue import queue_release  # noqa: PLC0415
+
+    projects = (QueueEntry.objects.filter(leased_by_id=user_id, state=QueueEntry.State.LEASED)
+                .values_list("project_id", flat=True).distinct())
+    released = sum(queue_release(project=Project(pk=pid), user=user_id) for pid in list(projects))
+    transaction.on_commit(lambda: realtime.send_access_revoked(user_id))
+    return released
+
+
+@transaction.atomic
+def user_deactivate(*, user) -> int:
+    """Deactivate an account: no login, no API token (``token_user`` checks it), no session; its leases
+    are released and its open sockets closed (:func:`user_access_revoked`).  Its labels stay."""
+    if user.is_active:
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+    return user_access_revoked(user_id=user.pk)
 
 
 def admin_user_ensure(*, username: str = "admin", email: str = "admin@example.com",

@@ -189,7 +189,8 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
                 continue
             entries.append(QueueEntry(
                 project=project, round=locked, item_id=item_id, rank=rank, score=pick.score,
-                is_audit=pick.is_audit, overlap_k=pick.overlap_k, **(preds[rank] if preds else {}),
+                is_audit=pick.is_audit, audit_probability=pick.audit_probability, overlap_k=pick.overlap_k,
+                **(preds[rank] if preds else {}),
                 correct_probability=(None if trained.pool_correct is None
                                      else float(trained.pool_correct[pick.position])),
             ))

@@ -33,7 +33,7 @@ from .. import realtime, selectors, storage
 from ..models import Project, Round
 from . import dispatch, liveness, round_pipeline
 from .failures import failure_summary
-from .quality_scores import quality_round_confidence
+from .quality_scores import quality_audit_design, quality_round_confidence
 from .refill import Pace, next_batch_size, refill_point
 from .threads import compute_threads
 
@@ -205,10 +205,19 @@ def _execute(rnd: Round) -> None:
                                      X_lab=data.X_labeled, y=data.y)
         trained.pool_correct = q["pool_correct"]
         trained.metrics["quality"] = q["metrics"]
+    # The audit draw: each pool item with a known probability, higher where the model is unsure it is right
+    # (active statistical inference; docs/quality.md), fixed before the draw and recorded per entry.
+    n_pool = len(data.pool_ids)
+    audit_pi = None
+    if trained.pool_correct is not None:
+        rate = min(max(float(project.audit_rate), 0.0), 1.0)
+        design = quality_audit_design(pool_correct=trained.pool_correct,
+                                      expected=min(int(rnd.batch_size), n_pool) * rate)
+        audit_pi = design["pi"]
+        trained.metrics["quality"].update(design["metrics"])
     timings["quality"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    n_pool = len(data.pool_ids)
     _progress(rnd, 0.5, f"selecting {min(rnd.batch_size, n_pool)} of {n_pool} with {rnd.strategy}")
     plan = plan_batch(
         strategy=make_strategy(rnd.strategy, rnd.params),
@@ -216,7 +225,7 @@ def _execute(rnd: Round) -> None:
         X_labeled=data.X_labeled, probs_labeled=trained.probs_labeled, y_labeled=data.y if len(data.y) else None,
         batch_size=int(rnd.batch_size), audit_rate=float(project.audit_rate),
         overlap_rate=float(project.overlap_rate), overlap_k=int(project.overlap_k),
-        rng=np.random.default_rng(int(rnd.seed) % (2**63)),
+        rng=np.random.default_rng(int(rnd.seed) % (2**63)), audit_probabilities=audit_pi,
         context=SelectionContext(
             X_all=data.X_all,
             pool_index=data.pool_rows,

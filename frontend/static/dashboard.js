@@ -107,7 +107,10 @@ function render(s) {
   renderQuality($("#quality"), s.quality);
   lineChart($("#chart-curve"), {
     points: s.learning_curve.map((p) => ({x: p.labels, y: p.accuracy, lo: p.lo, hi: p.hi,
-      title: `round ${p.round}: ${p.correct}/${p.n} audit items right (${pct(p.accuracy)}) with ${p.labels} labels`})),
+      title: p.estimator
+        ? `round ${p.round}: ${p.correct}/${p.n} audit items right; estimated accuracy ${pct(p.accuracy)} ` +
+          `(audit items drawn where the model was unsure, weighted) with ${p.labels} labels`
+        : `round ${p.round}: ${p.correct}/${p.n} audit items right (${pct(p.accuracy)}) with ${p.labels} labels`})),
     xLabel: "labels the model was trained on", yLabel: "audit accuracy", format: pct,
     emptyText: "no audit items labeled yet",
   });

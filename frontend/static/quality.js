@@ -33,8 +33,8 @@ export function renderAccuracy(tile, acc) {
   tile.dataset.estimator = best.key;
   value.textContent = `${pct(best.value)} ± ${pct(best.half_width)}`;
   detail.textContent = `95% interval ${pct(best.low)}–${pct(best.high)} · n=${best.n_labels} audit labels · ${best.name}`;
-  const other = best.key === "ppi" ? acc.audit : null;
-  tile.title = other ? `plain audit: ${pct(other.value)} (${pct(other.low)}–${pct(other.high)}, n=${other.n_labels})` : "";
+  const other = best.key === "active_inference" ? acc.audit : null;
+  tile.title = other ? `${other.name}: ${pct(other.value)} (${pct(other.low)}–${pct(other.high)}, n=${other.n_labels})` : "";
 }
 
 export function renderQuality(box, q) {

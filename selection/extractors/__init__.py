@@ -12,7 +12,8 @@ strategies, so the admin form and validation come from the same schema.
 - ``hf`` (:mod:`.hf`): a Hugging Face image backbone (safetensors only, no remote code, offline).
 - ``onnx`` (:mod:`.onnx_model`): an uploaded ONNX model run by onnxruntime (no custom operators,
   no external data files).
-- ``torch`` (:mod:`.torchscript`): a TorchScript file; runs code, so superusers only in the app.
+- ``torch`` (:mod:`.torchscript`): retired (TorchScript files are programs); kept so old settings load,
+  it never runs and says to export to ONNX.
 
 Batched extractors share :mod:`.pipeline` (prefetch on CPU threads, chunked checkpoints, L2, PCA).
 """

@@ -97,9 +97,9 @@ class Extractor:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
-    #: True when running the extractor executes code from a user-supplied file (TorchScript).
-    #: The app lets only superusers configure such an extractor.
-    runs_code: ClassVar[bool] = False
+    #: Non-empty for an extractor that is kept only so stored settings still load (``torch``): it
+    #: never runs, and this text (why, and what to use instead) is the error everyone gets.
+    retired: ClassVar[str] = ""
     #: Parameters naming a file on the worker (the admin form turns them into uploads).
     file_params: ClassVar[tuple[str, ...]] = ()
 
@@ -121,6 +121,8 @@ class Extractor:
         ``checkpoint`` (a :class:`selection.extractors.pipeline.Checkpoint`) lets batched model
         extractors keep finished chunks on disk and resume after a kill; others ignore it.
         """
+        if self.retired:
+            raise ExtractorError(self.retired)
         if n < 1:
             raise ExtractorError(f"n={n}: there are no images to embed")
         return self._extract(load, n, progress or (lambda f, m: None), checkpoint)

@@ -1,8 +1,8 @@
 """Batched model inference over many images: prefetch, chunked checkpoints, L2 and PCA.
 
-:class:`ModelExtractor` is the base of every extractor that runs a network (``hf``, ``onnx``,
-``torch``).  A subclass says how to build two functions, ``preprocess(images) -> (B, ...) float32``
-(CPU, NumPy) and ``forward(batch) -> (B, d)`` (the model), and this module does the rest:
+:class:`ModelExtractor` is the base of every extractor that runs a network (``hf``, ``onnx``).
+A subclass says how to build two functions, ``preprocess(images) -> (B, ...) float32`` (CPU, NumPy)
+and ``forward(batch) -> (B, d)`` (the model), and this module does the rest:
 
 - **Prefetch** (what a PyTorch DataLoader with workers does): ``workers`` CPU threads decode and
   preprocess the next batches while the model runs the current one.  PIL's decoders and resizers

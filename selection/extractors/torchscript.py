@@ -1,67 +1,37 @@
-"""``torch``: a TorchScript model file.  **It runs code**: a TorchScript program can call any
-TorchScript operator, including ones that read files (``torch.from_file``) on the worker.
+"""``torch``: TorchScript, retired.  Loupe no longer loads TorchScript files.
 
-Kept for operators who trust the file; the app lets only superusers choose it and warns that it
-runs code (``runs_code = True``).  TorchScript is also deprecated in recent torch; prefer ``hf``
-(safetensors weights, no code) or ``onnx``.  Images are converted to RGB, resized, scaled to
-[0, 1] and normalised with the chosen mean/std; the output (the first element of a tuple) is
-flattened per image.
+A TorchScript archive is a program: ``torch.jit.load`` deserialises it and ``forward`` may call any
+TorchScript operator, including ones that read files on the worker (``torch.from_file``; the attack
+in issue 11).  No uploaded file may run code on a server, so this extractor never imports torch nor
+opens its file.  It stays registered so that a project a superuser configured with it earlier keeps
+its settings, its file and its embeddings (rounds, labeling and exports go on as before).  Computing
+embeddings with it again is refused (``Extractor.extract`` checks ``retired``) with
+:data:`RETIRED_MESSAGE`, which says what to do instead: export the model to ONNX and choose ``onnx``
+(checked to be self-contained, standard operators only).
 """
 from __future__ import annotations
 
-import logging
-import os
-
-import numpy as np
-
 from ..params import Param
-from .base import NORMALIZE, ExtractorError, pixels, register
-from .pipeline import MODEL_PARAMS, ModelExtractor
+from .base import NORMALIZE, Extractor, register
+from .pipeline import MODEL_PARAMS
 
-log = logging.getLogger(__name__)
+RETIRED_MESSAGE = (
+    "TorchScript models are no longer accepted: a TorchScript file is a program and could run code on the "
+    "server. Export the model to ONNX (torch.onnx.export(model, torch.zeros(1, 3, size, size), 'model.onnx')) "
+    "and choose the 'onnx' extractor; the embeddings already computed stay in use until then"
+)
 
 
 @register
-class TorchScript(ModelExtractor):
+class TorchScript(Extractor):
     name = "torch"
-    description = "A TorchScript model file. RUNS CODE from the file on the worker: superusers only."
-    runs_code = True
+    description = "TorchScript (retired: export the model to ONNX and choose 'onnx')."
+    retired = RETIRED_MESSAGE
     file_params = ("path",)
+    # The old parameters, so a project's stored settings still validate (and show) as they were saved.
     params = (
-        Param("path", "str", "", "Path of the TorchScript file (.pt) the admin uploaded."),
+        Param("path", "str", "", "Path of the TorchScript file (.pt) uploaded earlier; no longer run."),
         Param("size", "int", 224, "Input images are resized to size x size.", min=2, max=1024),
         Param("normalize", "str", "imagenet", "Per-channel mean/std normalisation of the [0, 1] input.",
               choices=tuple(NORMALIZE)),
     ) + MODEL_PARAMS
-
-    def build(self):
-        import torch  # noqa: PLC0415
-
-        path = self.params_["path"]
-        if not path:
-            raise ExtractorError("extractor 'torch' needs parameter 'path' (a TorchScript .pt file)")
-        device = self.torch_device()
-        try:
-            model = torch.jit.load(path, map_location=device)
-        except (RuntimeError, ValueError, OSError):
-            log.warning("torch.jit.load(%r) failed", path, exc_info=True)
-            raise ExtractorError(f"{os.path.basename(path)!r} is not a loadable TorchScript model") from None
-        model.eval()
-        size = self.params_["size"]
-        mean, std = (np.asarray(v, dtype=np.float32).reshape(1, 3, 1, 1) for v in NORMALIZE[self.params_["normalize"]])
-
-        def preprocess(images):
-            x = np.stack([pixels(im, size, "RGB").reshape(size, size, 3) for im in images]).transpose(0, 3, 1, 2)
-            return (x - mean) / std
-
-        def forward(x):
-            with torch.inference_mode():
-                y = model(torch.from_numpy(np.ascontiguousarray(x)).to(device))
-            if isinstance(y, (tuple, list)):
-                y = y[0]
-            if not isinstance(y, torch.Tensor):
-                raise ExtractorError("the TorchScript model must return a tensor with one row per image; "
-                                     f"got {type(y).__name__}")
-            return y.reshape(y.shape[0], -1).float().cpu().numpy()
-
-        return preprocess, forward, device

@@ -38,14 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--m", type=int, default=None, help="labeled points (default 2c)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="runs per rank count (median shown)")
-    ap.add_argument("--threads", type=int, default=1, help="BLAS threads per rank")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS threads per rank (every rank count, "
+                    "the 1-rank baseline too, so K ranks use K cores)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--params", default="{}", help="JSON parameters of the 'firal' strategy")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--json", default=None, help="write raw rows here")
     args = ap.parse_args(argv)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
     m = args.m or 2 * args.c
     Xp, Pp, Xo, Po, _ = make_data(args.n, args.c, args.d, m, args.seed, "float32")
     params = json.loads(args.params)
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
           f"rank, device {args.device}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}")
     head = ("| ranks | RELAX s (comm s) | ROUND s (comm s) | RELAX+ROUND s | speed-up | job wall s "
-            "| rank-0 CPU s | CG its | same batch as first |")
+            "| rank-0 CPU s | BLAS threads/rank | collectives | CG its | same batch as first |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1), flush=True)
     rows, first = [], None
@@ -64,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     idx, info = run_firal_mpi(Xp, Pp, Xo, Po, lam=1.0, b=args.b, ranks=k,
                                               params=params, seed=args.seed, device=args.device,
-                                              timeout=args.timeout, workdir=tmp)
+                                              timeout=args.timeout, workdir=tmp, threads=args.threads)
                 except MPIRunError as exc:
-                    print(f"| {k} | failed: {str(exc)[:200]} |" + " |" * 7, flush=True)
+                    print(f"| {k} | failed: {str(exc)[:200]} |" + " |" * 9, flush=True)
                     break
                 info["indices"] = idx.tolist()
                 runs.append(info)
@@ -81,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {k} | {r['relax_seconds']:.2f} ({r['comm_relax_seconds']:.2f}) | "
                   f"{r['round_seconds']:.2f} ({r['comm_round_seconds']:.2f}) | {core:.2f} | "
                   f"{first[0] / core:.2f}x | {r['mpi_wall_seconds']:.2f} | "
-                  f"{r['rank0_cpu_seconds']:.2f} | "
-                  f"{r['cg_iterations_total']} | {same} |", flush=True)
+                  f"{r['rank0_cpu_seconds']:.2f} | {','.join(map(str, r['blas_threads']))} | "
+                  f"{r['collectives']} | {r['cg_iterations_total']} | {same} |", flush=True)
             rows.append({"ranks": k, "runs": runs})
     if args.json:
         with open(args.json, "w") as fh:

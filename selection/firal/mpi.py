@@ -44,14 +44,33 @@ def firal_params(params: dict | None) -> dict:
     return dict(make_strategy("firal", dict(params or {})).params_)
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_per_rank(ranks: int) -> int:
+    """BLAS threads for each of ``ranks`` ranks on this host: its cores shared out, at least 1
+    (more threads than cores over all ranks only makes them take turns)."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(ranks)))
+
+
 def run_rank(problem: str, b: int, out: str, params: dict | None, seed: int, device: str = "cpu",
-             info_path: str | None = None) -> int:
-    from .. import backend  # noqa: PLC0415
-    from .approx import approx_firal  # noqa: PLC0415
+             info_path: str | None = None, threads: int | None = None) -> int:
+    from threadpoolctl import threadpool_info, threadpool_limits  # noqa: PLC0415 - scikit-learn's dependency
+
     from .comm import MPIComm  # noqa: PLC0415
-    from .problem import make_problem  # noqa: PLC0415
 
     comm = MPIComm()
+    threads = threads or threads_per_rank(comm.size)
+    with threadpool_limits(limits=threads):   # whatever the environment said: K ranks x threads <= cores
+        blas = sorted({int(t["num_threads"]) for t in threadpool_info() if t.get("user_api") == "blas"})
+        return _run_rank(comm, problem, b, out, params, seed, device, info_path, blas)
+
+
+def _run_rank(comm, problem, b, out, params, seed, device, info_path, blas_threads) -> int:
+    from .. import backend  # noqa: PLC0415
+    from .approx import approx_firal  # noqa: PLC0415
+    from .problem import make_problem  # noqa: PLC0415
+
     p = firal_params(params)
     dev = backend.resolve_device(device)
     if dev == "cuda":
@@ -88,8 +107,8 @@ def run_rank(problem: str, b: int, out: str, params: dict | None, seed: int, dev
         if info_path:
             keep = {k: v for k, v in info.items() if k not in {"relax_history", "cg_iterations"}}
             keep.update(load_seconds=t1 - t0, ranks=comm.size, n_local=int(hi - lo),
-                        rank0_cpu_seconds=time.process_time() - cpu0,
-                        cuda_aware=comm.cuda_aware, device=dev)
+                        rank0_cpu_seconds=time.process_time() - cpu0, collectives=comm.calls,
+                        blas_threads=blas_threads, cuda_aware=comm.cuda_aware, device=dev)
             with open(info_path, "w") as fh:
                 json.dump(keep, fh, default=float)
     return 0
@@ -131,8 +150,12 @@ def mpi_available() -> str | None:
 
 def run_firal_mpi(X_pool, probs_pool, X_labeled, probs_labeled, *, lam: float, b: int, ranks: int,
                   params: dict | None = None, seed: int = 0, device: str = "cpu",
-                  timeout: float = 3600.0, workdir: str | None = None) -> tuple[np.ndarray, dict]:
+                  timeout: float = 3600.0, workdir: str | None = None,
+                  threads: int | None = None) -> tuple[np.ndarray, dict]:
     """Run ``firal-mpi`` on ``ranks`` ranks in a subprocess; returns (pool indices, info).
+
+    ``threads``: BLAS threads per rank (default: this host's cores shared out over the ranks,
+    :func:`threads_per_rank`); every rank is held to it, so ranks never oversubscribe the cores.
 
     Raises :class:`MPIRunError` naming the cause when mpirun is missing, a rank fails (its
     last stderr lines are in the message), the job runs past ``timeout`` seconds (the whole
@@ -154,8 +177,11 @@ def run_firal_mpi(X_pool, probs_pool, X_labeled, probs_labeled, *, lam: float, b
         argv = ["firal-mpi", "--problem", prob_path, "--b", str(int(b)), "--out", out,
                 "--info", info_path, "--seed", str(int(seed)), "--device", device,
                 "--params", json.dumps(params or {})]
+        threads = int(threads or threads_per_rank(ranks))
+        argv += ["--threads", str(threads)]
         cmd = mpirun_command(ranks, argv)
         env = dict(os.environ)
+        env.update({var: str(threads) for var in THREAD_VARS})   # before NumPy loads in the rank
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         t0 = time.perf_counter()
@@ -199,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     ap.add_argument("--params", default="{}", help="JSON parameters of the 'firal' strategy")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS threads per rank (default: the host's cores / ranks, at least 1)")
     args = ap.parse_args(argv)
     try:
         params = json.loads(args.params)
         if not isinstance(params, dict):
             raise ValueError("--params must be a JSON object")
-        return run_rank(args.problem, args.b, args.out, params, args.seed, args.device, args.info)
+        return run_rank(args.problem, args.b, args.out, params, args.seed, args.device, args.info,
+                        threads=args.threads)
     except Exception as exc:  # noqa: BLE001 - a failing rank must take the job down, not hang the others
         import traceback  # noqa: PLC0415
 

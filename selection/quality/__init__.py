@@ -23,11 +23,15 @@ from .errors import (  # noqa: F401
 )
 from .estimators import (  # noqa: F401
     AccuracyEstimate,
+    StratumEstimate,
+    active_inference_stratum,
     active_testing_accuracy,
     active_testing_proposal,
     apply_confidence_calibration,
     audit_accuracy,
+    combine_strata,
     difference_accuracy,
     fit_confidence_calibration,
+    inclusion_probabilities,
     ppi_accuracy,
 )

@@ -52,20 +52,25 @@ def logit(p) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def knn_proba(X_ref, y_ref, X, n_classes: int, *, k: int = 7, chunk: int = 4096) -> np.ndarray:
+def knn_proba(X_ref, y_ref, X, n_classes: int, *, k: int = 7, chunk: int = 4096, exclude=None) -> np.ndarray:
     """(n, c) distance-weighted k-nearest-neighbour class shares (sklearn's ``weights="distance"``).
 
     X_ref : (m, d) labeled items, y_ref : (m,); an exact match (distance 0) takes all the weight.
+    exclude : (n,) int or None, a row of X_ref that query row i may not use (its own label, for a
+    leave-one-out feature; -1 for none).
     """
     X_ref = np.asarray(X_ref, dtype=np.float64)
     y_ref = np.asarray(y_ref, dtype=np.int64)
     X = np.asarray(X, dtype=np.float64)
-    k = min(k, len(X_ref))
+    k = min(k, len(X_ref) - (exclude is not None))
     out = np.zeros((len(X), n_classes))
     sq_ref = (X_ref * X_ref).sum(1)
     for s in range(0, len(X), chunk):
         B = X[s:s + chunk]
         d2 = np.maximum((B * B).sum(1)[:, None] - 2 * B @ X_ref.T + sq_ref[None, :], 0.0)
+        if exclude is not None:
+            ex = np.asarray(exclude, dtype=np.int64)[s:s + chunk]
+            d2[np.flatnonzero(ex >= 0), ex[ex >= 0]] = np.inf
         nn = np.argpartition(d2, k - 1, axis=1)[:, :k]
         d = np.sqrt(np.take_along_axis(d2, nn, axis=1))
         zero = d <= 1e-12
@@ -96,11 +101,11 @@ class CorrectnessModel:
         return predict_logistic(correctness_features(P_head, P_knn), self.w)
 
 
-def fit_correctness_model(X, y, n_classes: int, fit_predict, *, n_folds: int = 5, k: int = 7,
-                          random_state=None) -> CorrectnessModel:
-    """Fit :class:`CorrectnessModel` from the labeled set X : (n, d), y : (n,) out of fold.
+def correctness_training_set(X, y, n_classes: int, fit_predict, *, n_folds: int = 5, k: int = 7,
+                             random_state=None) -> tuple[np.ndarray, np.ndarray]:
+    """(F (n, 2), right (n,)) out of fold: each labeled item's features and whether the head was right.
 
-    ``fit_predict(X_train, y_train, X_test) -> (n_test, c)`` refits the head (as in
+    X : (n, d), y : (n,); ``fit_predict(X_train, y_train, X_test) -> (n_test, c)`` refits the head (as in
     :func:`~selection.quality.errors.out_of_fold_proba`).
     """
     X = np.asarray(X)
@@ -112,5 +117,13 @@ def fit_correctness_model(X, y, n_classes: int, fit_predict, *, n_folds: int = 5
         P = fit_predict(X[~te], y[~te], X[te])
         F[te] = correctness_features(P, knn_proba(X[~te], y[~te], X[te], n_classes, k=k))
         Y[te] = P.argmax(1) == y[te]
+    return F, Y
+
+
+def fit_correctness_model(X, y, n_classes: int, fit_predict, *, n_folds: int = 5, k: int = 7,
+                          random_state=None) -> CorrectnessModel:
+    """Fit :class:`CorrectnessModel` from the labeled set X : (n, d), y : (n,) out of fold
+    (:func:`correctness_training_set`)."""
+    F, Y = correctness_training_set(X, y, n_classes, fit_predict, n_folds=n_folds, k=k, random_state=random_state)
     # a light ridge: a few hundred out-of-fold points fit 3 weights
     return CorrectnessModel(fit_logistic(F, Y, ridge=1.0), k)

@@ -14,6 +14,9 @@ Three experiments per seed on one data set (each seed its own split and draws):
    variate), and ``difference_app`` (the app's estimator: the same draws and f as ``ppi``, the
    exact test-set mean of f, no power tuning, the small-sample variance adjustment).
    Draws are with replacement, so every interval targets the test accuracy exactly.
+   ``active_inference`` (the app's estimator since the audit draw records probabilities): the budget
+   n spread over ``--audit-rounds`` rounds of Poisson sampling without replacement, f refitted
+   between rounds (:func:`active_inference_rounds`).
 2. **Suspected label errors** (``--label-noise p``): ``--error-labels`` pool items, a share p of
    them flipped to a uniformly chosen other class; 5-fold out-of-fold probabilities and a fit on
    all of them; precision of the top 5% of :func:`~selection.quality.label_error_scores`
@@ -36,7 +39,13 @@ import numpy as np
 
 from ..datasets import Dataset, load_dataset
 from .annotators import dawid_skene, majority_vote
-from .correctness import fit_correctness_model
+from .correctness import (
+    CorrectnessModel,
+    correctness_features,
+    correctness_training_set,
+    fit_logistic,
+    knn_proba,
+)
 from .errors import (
     confident_learning,
     cross_entropy,
@@ -44,14 +53,19 @@ from .errors import (
     out_of_fold_proba,
 )
 from .estimators import (
+    AccuracyEstimate,
+    StratumEstimate,
+    active_inference_stratum,
     active_testing_accuracy,
     active_testing_proposal,
     audit_accuracy,
+    combine_strata,
     difference_accuracy,
+    inclusion_probabilities,
     ppi_accuracy,
 )
 
-ESTIMATORS = ("audit", "ppi", "active_testing", "difference_app")
+ESTIMATORS = ("audit", "ppi", "active_testing", "difference_app", "active_inference")
 
 
 @dataclass
@@ -66,6 +80,7 @@ class QualityConfig:
     l2: float = 1.0
     test_fraction: float = 0.3
     at_floor: float = 0.2
+    audit_rounds: int = 10
 
 
 def _head(c: int, l2: float):
@@ -86,7 +101,8 @@ def estimate_rows(ds: Dataset, pool, test, seed: int, cfg: QualityConfig) -> lis
     P = head.predict_proba(ds.X[test])
     correct = (P.argmax(1) == ds.y[test]).astype(float)
     truth = float(correct.mean())
-    cm = fit_correctness_model(ds.X[tr], ds.y[tr], c, _fit_predict(c, cfg.l2), random_state=seed)
+    F_tr, right_tr = correctness_training_set(ds.X[tr], ds.y[tr], c, _fit_predict(c, cfg.l2), random_state=seed)
+    cm = CorrectnessModel(fit_logistic(F_tr, right_tr, ridge=1.0))
     f = cm.predict(P, ds.X[test], ds.X[tr], ds.y[tr])
     q = active_testing_proposal(f, floor=cfg.at_floor)
     N = len(test)
@@ -100,12 +116,55 @@ def estimate_rows(ds: Dataset, pool, test, seed: int, cfg: QualityConfig) -> lis
             "active_testing": active_testing_accuracy(correct[j], f[j], q[j], pool_mean=float(f.mean()), n_pool=N),
             # the app's form: exact pool mean, small-sample variance adjustment (annotate/selectors_quality.py)
             "difference_app": difference_accuracy(correct[i], f[i], np.full(n, f.mean())),
+            "active_inference": active_inference_rounds(ds, tr, test, P, correct, F_tr, right_tr, n, rng, cfg),
         }
         for name, e in ests.items():
             rows.append({"experiment": "estimate", "data": ds.name, "seed": seed, "estimator": name, "n": n,
+                         "n_test": N,
                          "truth": truth, "value": e.value, "low": e.low, "high": e.high,
-                         "half_width": e.half_width, "covers": int(e.covers(truth))})
+                         "half_width": e.half_width, "covers": int(e.covers(truth)), "n_labels": e.n_labels})
     return rows
+
+
+def active_inference_rounds(ds: Dataset, tr, test, P, correct, F_tr, right_tr, n: int, rng: np.random.Generator,
+                            cfg: QualityConfig) -> AccuracyEstimate:
+    """Active statistical inference as the app runs it: ``cfg.audit_rounds`` rounds of n / rounds expected labels.
+
+    Before round b the confidence f is refitted (:class:`CorrectnessModel`) on the training labels'
+    out-of-fold features and the audit labels of rounds < b (their neighbour feature leave-one-out),
+    and the neighbours include those audit labels, as the app's labeled set does.  Round b audits
+    each not-yet-audited test item i independently with pi_i from :func:`inclusion_probabilities`
+    (score sqrt(f (1 - f)), uniform share ``cfg.at_floor``).  Its Horvitz-Thompson estimate of the
+    test accuracy is (sum of the audited Y + |U| theta_U) / N, theta_U from
+    :func:`active_inference_stratum` over the unaudited part U; f and pi are fixed before the draw,
+    so each round is unbiased given the past and the rounds combine (weights 1 / predicted variance,
+    fixed before each draw) into a martingale whose variances add (Zrnic & Candes 2024, Sec. 5).
+    """
+    c, N = ds.n_classes, len(test)
+    X_test, y_test, X_tr, y_tr = ds.X[test], ds.y[test], ds.X[tr], ds.y[tr]
+    known = np.zeros(N, dtype=bool)
+    strata: list[StratumEstimate] = []
+    weights: list[float] = []
+    rounds = max(1, int(cfg.audit_rounds))
+    for _ in range(rounds):
+        U = np.flatnonzero(~known)
+        if not len(U):
+            break
+        a = np.flatnonzero(known)
+        X_ref, y_ref = np.vstack([X_tr, X_test[a]]), np.r_[y_tr, y_test[a]]
+        F_a = correctness_features(P[a], knn_proba(X_ref, y_ref, X_test[a], c, exclude=len(tr) + np.arange(len(a))))
+        w = fit_logistic(np.vstack([F_tr, F_a]), np.r_[right_tr, correct[a]], ridge=1.0)
+        f = CorrectnessModel(w).predict(P[U], X_test[U], X_ref, y_ref)
+        pi = inclusion_probabilities(np.sqrt(f * (1 - f)), n / rounds, floor=cfg.at_floor)
+        xi = rng.random(len(U)) < pi
+        spread = float(np.sum((1 - pi) * f * (1 - f) / pi))  # fixed before the draw
+        s = active_inference_stratum(correct[U][xi], f[xi], pi[xi], pool_conf_sum=float(f.sum()), n_pool=len(U),
+                                     pool_expected_spread=spread)
+        strata.append(StratumEstimate((correct[known].sum() + len(U) * s.value) / N,
+                                      s.variance * (len(U) / N) ** 2, s.n_labels, N))
+        weights.append(1 / max(spread / N**2, 1e-12))
+        known[U[xi]] = True
+    return combine_strata(strata, weights)
 
 
 def error_rows(ds: Dataset, pool, seed: int, cfg: QualityConfig) -> list[dict]:
@@ -186,16 +245,26 @@ def tables(rows: list[dict]) -> str:
         data = est[0]["data"]
         ns = sorted({r["n"] for r in est})
         out += [(f"accuracy estimates on {data} ({len({r['seed'] for r in est})} seeds; truth = test accuracy, "
-                 f"mean {np.mean([r['truth'] for r in est]):.3f})"), "",
-                "| estimator | audit labels n | coverage of 95% interval | mean half-width | vs audit |",
-                "|---|---|---|---|---|"]
+                 f"mean {np.mean([r['truth'] for r in est]):.3f}; test set N = {est[0].get('n_test', '?')})"), "",
+                "| estimator | label budget n | labels used (mean) | coverage of 95% interval | mean half-width | "
+                "vs audit (Wilson) | vs audit × finite-population correction |",
+                "|---|---|---|---|---|---|---|"]
         for n in ns:
             base = np.mean([r["half_width"] for r in est if r["n"] == n and r["estimator"] == "audit"])
+            fpc = np.mean([np.sqrt(max(0.0, (r["n_test"] - n) / (r["n_test"] - 1))) for r in est
+                           if r["n"] == n and r["estimator"] == "audit"]) if "n_test" in est[0] else 1.0
             for name in ESTIMATORS:
                 rr = [r for r in est if r["n"] == n and r["estimator"] == name]
+                if not rr:
+                    continue
                 hw = np.mean([r["half_width"] for r in rr])
-                out.append(f"| {name} | {n} | {100 * np.mean([r['covers'] for r in rr]):.0f}% ({len(rr)}) | "
-                           f"{hw:.4f} | {hw / base:.2f} |")
+                used = np.mean([r.get("n_labels", n) for r in rr])
+                out.append(f"| {name} | {n} | {used:.0f} | {100 * np.mean([r['covers'] for r in rr]):.0f}% ({len(rr)}) "
+                           f"| {hw:.4f} | {hw / base:.2f} | {hw / (base * fpc):.2f} |")
+        ai = [r for r in est if r["estimator"] == "active_inference"]
+        if ai:
+            out.append(f"\nactive_inference (the app's estimator) coverage over all {len(ai)} intervals: "
+                       f"{100 * np.mean([r['covers'] for r in ai]):.1f}%")
     err = [r for r in rows if r["experiment"] == "errors"]
     if err:
         noise = np.mean([r["noise_rate"] for r in err])
@@ -233,6 +302,8 @@ def add_arguments(p) -> None:
     g.add_argument("--train-labels", type=int, default=200, help="labels the evaluated head is trained on")
     g.add_argument("--audit-sizes", default="50,100,200", help="audit label counts to estimate accuracy from")
     g.add_argument("--error-labels", type=int, default=1000, help="labeled items searched for flipped labels")
+    g.add_argument("--audit-rounds", type=int, default=10,
+                   help="rounds the active_inference estimator spreads its label budget over (f refitted between)")
 
 
 def wants_quality(args) -> bool:
@@ -256,11 +327,14 @@ def main_from_args(args) -> int:
         raise SystemExit("error: --annotators needs at least two accuracies in [0, 1]")
     if args.overlap_k < 0 or args.overlap_k > max(len(accs), 0) or args.overlap_k == 1:
         raise SystemExit(f"error: --overlap-k {args.overlap_k} must be 0 (all) or 2..{len(accs)}")
+    if args.audit_rounds < 1:
+        raise SystemExit(f"error: --audit-rounds {args.audit_rounds} must be >= 1")
     if min(sizes) < 2 or args.train_labels < 10 or args.error_labels < 20:
         raise SystemExit("error: --audit-sizes >= 2, --train-labels >= 10, --error-labels >= 20")
     cfg = QualityConfig(train_labels=args.train_labels, audit_sizes=sizes, label_noise=noise,
                         error_labels=args.error_labels, annotators=accs, overlap=overlap,
-                        overlap_k=args.overlap_k, l2=args.l2, test_fraction=args.test_fraction)
+                        overlap_k=args.overlap_k, l2=args.l2, test_fraction=args.test_fraction,
+                        audit_rounds=args.audit_rounds)
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
     try:
         ds = load_dataset(args.data, label_col=getattr(args, "label_col", None))

@@ -130,6 +130,10 @@ class Firal(Strategy):
               "ceil(b / round_steps) best points (large batches); 0 = one point per step.", min=0, max=10**9),
         Param("dtype", "str", "float32", "Floating point type of the computation.",
               choices=("float32", "float64")),
+        Param("pool_sample", "int", 0, "Select from a uniform random sample of this many pool points "
+              "(0 = the whole pool): RELAX, ROUND and H_p (then the sample's mean Fisher, an unbiased "
+              "estimate of the pool's) see only the sample, so the cost stops growing with the pool; "
+              "for pools of millions on CPU.", min=0, max=10**9),
     )
 
     def __init__(self, **params):
@@ -140,6 +144,19 @@ class Firal(Strategy):
                              "compares objective estimates made with the same probes)")
 
     def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        p = self.params_
+        m = p["pool_sample"]
+        if m and len(X_pool) > max(m, batch_size):
+            # A uniform sample: sum_i H_i / m over it is an unbiased estimate of the pool's H_p, and
+            # the batch is chosen among the sampled points (docs/million-items.md).
+            sub = np.sort(rng.choice(len(X_pool), size=m, replace=False))
+            sel = self._select_all(X_pool[sub], probs_pool[sub], X_labeled, probs_labeled, batch_size, rng,
+                                   context)
+            return Selection(sub[sel.indices], sel.scores,
+                             {**sel.info, "pool_sample": m, "pool_size": int(len(X_pool))})
+        return self._select_all(X_pool, probs_pool, X_labeled, probs_labeled, batch_size, rng, context)
+
+    def _select_all(self, X_pool, probs_pool, X_labeled, probs_labeled, batch_size, rng, context):
         p = self.params_
         if context is not None and context.ranks > 1:
             return self._select_mpi(X_pool, probs_pool, X_labeled, probs_labeled, batch_size, rng,

@@ -5,6 +5,6 @@ The scores are pure array functions (NumPy or CuPy, from their inputs); fine-tun
 imported lazily by its own module (``selection.transfer.finetune``).
 """
 from .logme import logme, logme_evidence, logme_target
-from .ped import logme_ped, ped_transform
+from .ped import PedResult, logme_ped, ped_motion, ped_transform
 
-__all__ = ["logme", "logme_evidence", "logme_target", "logme_ped", "ped_transform"]
+__all__ = ["logme", "logme_evidence", "logme_target", "logme_ped", "ped_motion", "ped_transform", "PedResult"]

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _throttle(settings):
     settings.LOUPE_AUTH_FAILURES = 3
+    settings.LOUPE_AUTH_ADDRESS_FAILURES = 6
     cache.clear()
     yield
     cache.clear()
@@ -77,16 +78,87 @@ def test_failed_logins_are_throttled_by_username_and_the_form_says_so(make_user)
     assert "_auth_user_id" in c.session
 
 
-def test_failed_api_tokens_are_throttled_per_address(make_user):
+def _login(address: str, username: str, password: str) -> bool:
+    c = Client(REMOTE_ADDR=address)
+    c.post("/accounts/login/", {"username": username, "password": password})
+    return "_auth_user_id" in c.session
+
+
+def test_one_persons_typos_do_not_lock_out_a_team_behind_one_address(make_user):
+    """The lockout is per (address, username); the address as a whole has a higher cap (6 here)."""
+    for name in ("alice", "bob", "carol", "dave"):
+        make_user(name, password=f"{name}-password-1")
+    nat, home = "203.0.113.7", "198.51.100.2"
+    for _ in range(3):
+        assert not _login(nat, "alice", "typo")
+    assert not _login(nat, "alice", "alice-password-1")  # alice, from there: locked for the window
+    assert _login(nat, "bob", "bob-password-1")  # her colleagues behind the same NAT are not
+    assert _login(home, "alice", "alice-password-1")  # nor is alice from elsewhere
+    for _ in range(3):
+        assert not _login(nat, "bob", "typo")  # 6 failures from the NAT now (a blocked try is not counted)
+    assert not _login(nat, "carol", "carol-password-1")  # guessing across usernames: the address cap
+    assert _login(home, "carol", "carol-password-1")
+
+
+def test_guessing_one_username_from_many_addresses_is_capped(make_user):
+    make_user("erin", password="erin-password-1")
+    for i in range(6):
+        assert not _login(f"10.9.0.{i}", "erin", "guess")
+    assert not _login("10.9.0.99", "erin", "erin-password-1")
+
+
+def test_failed_api_tokens_are_throttled_per_token_and_address(make_user):
     _, key = token_create(user=make_user("bot"))
     c = Client()
     for _ in range(3):
         assert c.get("/api/projects/1/status", HTTP_AUTHORIZATION="Token nope").status_code == 401
-    r = c.get("/api/projects/1/status", HTTP_AUTHORIZATION=f"Token {key}")
+    r = c.get("/api/projects/1/status", HTTP_AUTHORIZATION="Token nope")
     assert r.status_code == 429 and "too many failed token attempts" in r.json()["error"]
     assert int(r["Retry-After"]) > 0
+    # A valid token from the same address still works (a colleague's script behind the same NAT) ...
+    assert c.get("/api/projects/1/status", HTTP_AUTHORIZATION=f"Token {key}").status_code == 404
+    for n in range(3):  # ... until the address as a whole used its 6 failures (other bad tokens)
+        assert c.get("/api/projects/1/status", HTTP_AUTHORIZATION=f"Token other{n}").status_code == 401
+    assert c.get("/api/projects/1/status", HTTP_AUTHORIZATION=f"Token {key}").status_code == 429
     other = Client(REMOTE_ADDR="10.0.0.9")  # another address is not blocked
     assert other.get("/api/projects/1/status", HTTP_AUTHORIZATION=f"Token {key}").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_websocket_tokens_are_throttled_like_http(make_user, make_project, settings):
+    """The WebSocket path counts failed tokens with the HTTP ones and closes with 4429 while blocked."""
+    import asyncio
+
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+
+    from annotate.routing import websocket_urlpatterns
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    bot = make_user("wsbot")
+    project = make_project(members=[(bot, Membership.Role.ANNOTATOR)])
+    _, key = token_create(user=bot)
+    address = "192.0.2.44"
+    http = Client(REMOTE_ADDR=address)
+    assert http.get("/api/projects/1/status", HTTP_AUTHORIZATION="Token nope").status_code == 401
+
+    async def connect(token: str):
+        comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/projects/{project.pk}/",
+                                     headers=[(b"authorization", f"Token {token}".encode())])
+        comm.scope["client"] = (address, 50000)
+        ok, code = await comm.connect()
+        await comm.disconnect()
+        return "open" if ok else code
+
+    async def run():
+        assert [await connect("nope") for _ in range(3)] == [4401, 4401, 4429]  # 1 over HTTP + 2 here
+        assert await connect(key) == "open"  # the valid token from the same address still connects
+        assert [await connect(f"guess{n}") for n in range(4)] == [4401, 4401, 4401, 4429]  # the address cap
+        assert await connect(key) == 4429
+        # No lookup while blocked: the valid token did not count, and HTTP sees the same block.
+
+    asyncio.run(run())
+    assert http.get("/api/projects/1/status", HTTP_AUTHORIZATION=f"Token {key}").status_code == 429
 
 
 def test_tokens_are_listed_and_revoked_in_the_admin(make_user, two_projects):

@@ -40,6 +40,7 @@ def test_the_demo_builds_the_digits_project_once(settings):
     digits = load_digits()
     items = list(Item.objects.filter(project=project).order_by("row"))
     assert [i.row for i in items] == list(range(60))
+    assert (project.counts.items, project.counts.embedded) == (60, 60)  # kept totals (services/item_counts.py)
     assert [i.ground_truth for i in items] == [str(t) for t in digits.target[:60]]
     # embeddings: the pixels standardised per pixel, computed independently here
     X = np.load(storage.media_path(project.embedding_file))

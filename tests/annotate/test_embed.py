@@ -48,37 +48,18 @@ def test_changing_the_extractor_writes_a_new_version_and_drops_caches(project):
     assert storage.load_embeddings(project).shape == (12, 2)
 
 
-def test_torch_extractor_through_the_job(project, tmp_path, monkeypatch, pushes):
-    torch = pytest.importorskip("torch")
-    model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # (B, 3*2*2)
-    rel = f"projects/{project.pk}/extractors/m.pt"
-    storage.media_path(rel).parent.mkdir(parents=True)
-    torch.jit.script(model).save(str(storage.media_path(rel)))
-    job = embedding_request(project=project, extractor="torch",
-                            params={"path": rel, "size": 8, "device": "cpu", "normalize": "unit"})
-    job = embedding_execute(job_id=str(job.pk))
-    assert job.status == Job.Status.DONE, job.error
-    project.refresh_from_db()
-    assert (project.extractor, project.embedding_dim) == ("torch", 12)
-    E = storage.load_embeddings(project)
-    first = Item.objects.filter(project=project).order_by("pk").first()
-    img = np.asarray(Image.open(storage.media_path(first.file)).convert("RGB")
-                     .resize((8, 8), Image.Resampling.BILINEAR),
-                     dtype=np.float64) / 255.0
-    ref = img.reshape(2, 4, 2, 4, 3).mean(axis=(1, 3)).transpose(2, 0, 1).reshape(-1)  # 4x4 average pools
-    np.testing.assert_allclose(E[first.row], ref, rtol=1e-5, atol=1e-5)
-
-
 def test_bad_extractor_requests_are_named(project, monkeypatch, pushes):
     with pytest.raises(ValueError, match="unknown extractor 'clip'"):
         embedding_request(project=project, extractor="clip", params={})
     with pytest.raises(ValueError, match="'dim'=0 is below the minimum"):
         embedding_request(project=project, extractor="pixels", params={"dim": 0})
     with pytest.raises(ValueError, match="needs a model file"):
+        embedding_request(project=project, extractor="onnx", params={})
+    with pytest.raises(ValueError, match="TorchScript models are no longer accepted"):
         embedding_request(project=project, extractor="torch", params={})
-    job = embedding_request(project=project, extractor="torch", params={"path": "projects/none.pt", "device": "cpu"})
+    job = embedding_request(project=project, extractor="onnx", params={"path": "projects/none.onnx"})
     job = embedding_execute(job_id=str(job.pk))
-    assert job.status == Job.Status.FAILED and "'none.pt' is not a loadable TorchScript model" in job.error
+    assert job.status == Job.Status.FAILED and "none.onnx" in job.error, job.error
     project.refresh_from_db()
     assert project.embedding_version == 0
 

@@ -1,5 +1,5 @@
-"""No upload runs code on a worker (issue 11): the TorchScript attack, refused for a project admin, and
-error texts that never carry file contents."""
+"""No upload runs code on a server (issue 11): TorchScript, the attack, is retired (refused for everyone,
+never loaded, old projects keep their embeddings), and error texts never carry file contents."""
 from __future__ import annotations
 
 import json
@@ -13,10 +13,11 @@ from django.test import Client
 
 from annotate import storage
 from annotate.forms import field_name
-from annotate.models import Job
+from annotate.models import Job, Project
 from annotate.services.embeddings import ExtractorNotAllowed, embedding_execute, embedding_request
 from annotate.services.imports import ImportOptions, import_images
 from annotate.payloads import job_payload
+from selection.extractors import make_extractor
 from tests.modelkit import file_reading_torchscript
 
 pytestmark = pytest.mark.django_db
@@ -50,63 +51,103 @@ def _change_form(project, **extra):
     return data
 
 
-def test_project_admin_cannot_upload_a_torchscript_model(world):
+def _torch_upload(project, evil, **extra):
+    return _change_form(project, extractor="torch", **{field_name("ep", "torch", "path"): SimpleUploadedFile(
+        "model.pt", evil.read_bytes()), field_name("ep", "torch", "size"): 8,
+        field_name("ep", "torch", "normalize"): "unit"}, **extra)
+
+
+def _legacy_torch_project(project, evil):
+    """A project a superuser set up with TorchScript before it was retired, with embeddings computed."""
+    from annotate.services.embeddings import embeddings_compute
+
+    embeddings_compute(project=project, extractor="pixels", params={"size": 8, "dim": 3})
+    params = {"path": str(evil), "size": 8, "normalize": "unit"}
+    Project.objects.filter(pk=project.pk).update(extractor="torch", extractor_params=params)
+    project.refresh_from_db()
+    return params
+
+
+@pytest.mark.parametrize("superuser", [False, True])
+def test_nobody_can_upload_a_torchscript_model(world, superuser):
+    """Not even a superuser: the upload is refused with a 400 that says to export to ONNX; nothing is kept."""
     project, admin, evil, _ = world
-    assert admin.is_staff and not admin.is_superuser
+    user = make_user("root", is_superuser=True, is_staff=True) if superuser else admin
     c = Client()
-    c.force_login(admin)
+    c.force_login(user)
     page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
     assert 'value="torch"' not in page  # not offered
-    upload = SimpleUploadedFile("model.pt", evil.read_bytes())
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", _torch_upload(project, evil))
+    assert r.status_code == 400 and "Select a valid choice" in r.content.decode()
+    # A TorchScript file given to the ONNX extractor: refused by name, with what to do instead.
     r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
-        project, extractor="torch", **{field_name("ep", "torch", "path"): upload,
-                                      field_name("ep", "torch", "size"): 8,
-                                      field_name("ep", "torch", "normalize"): "unit"}))
-    assert r.status_code == 200  # the form comes back with an error; nothing saved
-    assert "Select a valid choice" in r.content.decode() or "only a superuser" in r.content.decode()
+        project, extractor="onnx", **{field_name("ep", "onnx", "path"): SimpleUploadedFile("m.pt", b"PK\x03\x04")}))
+    text = r.content.decode()
+    assert r.status_code == 400
+    assert "TorchScript models are no longer accepted" in text and "Export the model to ONNX" in text
     project.refresh_from_db()
     assert project.extractor == "pixels"
     assert not Job.objects.filter(project=project, kind=Job.Kind.EMBED).exists()
     assert not (storage.project_dir(project) / "extractors").exists()
-    # A project a superuser set up with TorchScript: the project admin may edit other fields, not the model.
-    project.extractor, project.extractor_params = "torch", {"path": str(evil), "size": 8, "normalize": "unit"}
-    project.save()
-    upload = SimpleUploadedFile("model.pt", evil.read_bytes())
-    r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
-        project, extractor="torch", **{field_name("ep", "torch", "path"): upload,
-                                      field_name("ep", "torch", "size"): 8,
-                                      field_name("ep", "torch", "normalize"): "unit"}))
-    assert r.status_code == 200 and "only a superuser may configure" in r.content.decode()
-    assert not (storage.project_dir(project) / "extractors").exists()
 
 
-def test_project_configure_refuses_torchscript_for_a_project_admin_before_saving(world):
-    """The rule lives in the service too (scripts call it without the admin form)."""
+def test_project_configure_refuses_torchscript_for_everyone_before_saving(world):
+    """The rule lives in the service too (scripts call it without the admin form, user=None)."""
     from annotate.services.projects import project_configure
 
     project, admin, evil, _ = world
-    project.extractor, project.extractor_params = "torch", {"size": 8}
-    with pytest.raises(ExtractorNotAllowed, match="runs code"):
-        project_configure(project=project, user=admin, previous=("pixels", {}),
-                          uploads={"path": SimpleUploadedFile("model.pt", evil.read_bytes())})
-    project.refresh_from_db()
-    assert project.extractor == "pixels"
+    for user in (admin, None):
+        project.extractor, project.extractor_params = "torch", {"size": 8}
+        with pytest.raises(ExtractorNotAllowed, match="Export the model to ONNX"):
+            project_configure(project=project, user=user, previous=("pixels", {}),
+                              uploads={"path": SimpleUploadedFile("model.pt", evil.read_bytes())})
+        project.refresh_from_db()
+        assert project.extractor == "pixels"
     assert not (storage.project_dir(project) / "extractors").exists()
 
 
-def test_project_admin_cannot_run_a_torchscript_model(world):
-    project, admin, evil, _ = world
-    with pytest.raises(ExtractorNotAllowed, match="runs code"):
-        embedding_request(project=project, user=admin, extractor="torch", params={"path": str(evil)})
-    # Nor re-embed a project a superuser set up with TorchScript (the file would run again).
-    project.extractor, project.extractor_params = "torch", {"path": str(evil)}
-    project.save()
-    with pytest.raises(ExtractorNotAllowed, match="only a superuser"):
-        embedding_request(project=project, user=admin)
+def test_a_project_set_up_with_torchscript_keeps_working_but_never_runs_it(world, make_round, caplog, tmp_path):
+    """Its settings, file and embeddings stay; rounds and edits go on; every re-embed path says to export
+    to ONNX; the file (which would read a worker file) is never loaded, not even by the operator."""
+    project, admin, evil, pushed = world
+    params = _legacy_torch_project(project, evil)
+    version, embedding_file = project.embedding_version, project.embedding_file
+    root = make_user("root", is_superuser=True, is_staff=True)
+    for user in (admin, root, None):
+        with pytest.raises(ExtractorNotAllowed, match="TorchScript models are no longer accepted"):
+            embedding_request(project=project, user=user)
     c = Client()
-    c.force_login(admin)
-    c.post(f"/admin/annotate/project/{project.pk}/reembed/")
+    c.force_login(root)
+    page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
+    assert 'value="torch"' in page and "Export the model to ONNX" in page  # kept in the list, and told why
+    r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(project, extractor="torch", batch_size=7,
+               **{field_name("ep", "torch", "size"): 8, field_name("ep", "torch", "normalize"): "unit"}))
+    assert r.status_code == 302, r.content.decode()[-2000:]  # other settings are still editable
+    r = c.post("/admin/annotate/project/", {"action": "reembed", "_selected_action": [project.pk]}, follow=True)
+    assert "no longer accepted" in r.content.decode()
+    project.refresh_from_db()
+    assert (project.batch_size, project.extractor) == (7, "torch")
+    assert project.extractor_params == make_extractor("torch", params).params_  # the same settings, defaults filled
+    assert (project.embedding_version, project.embedding_file) == (version, embedding_file)
     assert not Job.objects.filter(project=project, kind=Job.Kind.EMBED).exists()
+    rnd = make_round(project)
+    assert rnd.status == "done" and rnd.embedding_version == version, rnd.failure
+    # A job queued before the upgrade: it fails with the same advice, and the file never runs.
+    job = Job.objects.create(project=project, kind=Job.Kind.EMBED, params={"extractor": "torch", "params": params})
+    with caplog.at_level(logging.DEBUG):
+        job = embedding_execute(job_id=str(job.pk))
+    assert job.status == Job.Status.FAILED and "Export the model to ONNX" in job.error
+    shown = json.dumps(job_payload(job)) + json.dumps(pushed) + caplog.text
+    assert SECRET not in shown and "leak" not in shown
+    project.refresh_from_db()
+    assert project.embedding_version == version and storage.load_embeddings(project).shape == (3, 3)
+    # An import into it stands and says why its new items were not embedded.
+    from annotate.services.imports import import_execute, import_request
+
+    source = write_tree(tmp_path / "more", {"x.png": image_bytes(7)})
+    imp = import_execute(job_id=str(import_request(project=project, options={"source": str(source)}).pk))
+    assert imp.status == Job.Status.DONE and imp.result["imported"] == 1
+    assert "embeddings not computed: TorchScript models are no longer accepted" in imp.message
 
 
 def test_project_admin_cannot_point_hf_at_a_server_folder(world, tmp_path):
@@ -117,10 +158,10 @@ def test_project_admin_cannot_point_hf_at_a_server_folder(world, tmp_path):
     c.force_login(admin)
     r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
         project, extractor="hf", **{field_name("ep", "hf", "model"): str(tmp_path)}))
-    assert r.status_code == 200 and "only a superuser may point" in r.content.decode()
+    assert r.status_code == 400 and "only a superuser may point" in r.content.decode()
     r = c.post(f"/admin/annotate/project/{project.pk}/change/", _change_form(
         project, extractor="hf", **{field_name("ep", "hf", "model"): ""}))
-    assert r.status_code == 200 and "give a model" in r.content.decode()
+    assert r.status_code == 400 and "give a model" in r.content.decode()
     project.refresh_from_db()
     assert project.extractor == "pixels"
     # A folder a superuser chose may be re-run by the project admin (an import re-embeds): it runs no code.
@@ -130,27 +171,37 @@ def test_project_admin_cannot_point_hf_at_a_server_folder(world, tmp_path):
     assert job.params["params"]["model"] == str(tmp_path)
 
 
-def test_superuser_sees_the_runs_code_warning(world):
-    project, _, _, _ = world
-    root = make_user("root", is_superuser=True, is_staff=True)
-    c = Client()
-    c.force_login(root)
-    page = c.get(f"/admin/annotate/project/{project.pk}/change/").content.decode()
-    assert 'value="torch"' in page and "RUNS CODE from the uploaded file" in page
+UNSAFE_CALLS = {"torch.jit.load", "jit.load", "pickle.load", "pickle.loads", "joblib.load", "dill.load",
+                "cloudpickle.load", "marshal.loads", "yaml.load", "yaml.unsafe_load", "torch.hub.load", "eval", "exec"}
 
 
-def test_the_attack_never_reaches_users_even_when_run(world, caplog):
-    """Defence in depth: run the file-reading model as the operator would; its error is not shown."""
-    project, _, evil, pushed = world
-    job = embedding_request(project=project, user=None, extractor="torch",
-                            params={"path": str(evil), "size": 8, "device": "cpu"})
-    with caplog.at_level(logging.ERROR, logger="annotate.services.embeddings"):
-        with pytest.raises(Exception, match="leak"):  # the worker task still sees (and logs) the real error
-            embedding_execute(job_id=str(job.pk))
-    job.refresh_from_db()
-    assert job.status == Job.Status.FAILED
-    shown = json.dumps(job_payload(job)) + json.dumps(pushed)
-    assert SECRET not in shown and "Traceback" not in shown and "leak" not in shown
-    assert "internal error (reference" in job.error
-    ref = job.error.split("reference ")[1].split(";")[0]
-    assert any(ref in r.getMessage() and SECRET in (r.exc_text or "") for r in caplog.records)
+def _unsafe_calls(tree):
+    """(line, call) for every call in ``tree`` that may deserialise or execute code."""
+    import ast
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+        if (name in UNSAFE_CALLS
+                or (name == "torch.load" and kw.get("weights_only") != "True")
+                or kw.get("allow_pickle") == "True" or kw.get("trust_remote_code") == "True"):
+            yield node.lineno, ast.unparse(node)[:120]
+
+
+def test_no_code_path_deserialises_or_executes_a_file():
+    """Every call in the server code (annotate/, selection/, config/): no TorchScript, pickle or YAML
+    object loader, no eval/exec, no ``allow_pickle=True`` or ``trust_remote_code=True``, and
+    ``torch.load`` only with ``weights_only=True``."""
+    import ast
+    from pathlib import Path
+
+    assert [c for _, c in _unsafe_calls(ast.parse("torch.load(f)\nnp.load(f, allow_pickle=True)\n"
+                                                  "torch.load(f, weights_only=True)\neval('1')"))] == [
+        "torch.load(f)", "np.load(f, allow_pickle=True)", "eval('1')"]  # the scan itself finds them
+    root = Path(__file__).resolve().parents[2]
+    found = [f"{path.relative_to(root)}:{line}: {call}"
+             for package in ("annotate", "selection", "config") for path in sorted((root / package).rglob("*.py"))
+             for line, call in _unsafe_calls(ast.parse(path.read_text()))]
+    assert found == []

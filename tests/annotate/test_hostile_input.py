@@ -182,3 +182,20 @@ def test_an_export_format_that_is_not_a_string_is_a_400(reviewer_client, fmt):
     resp = _post(client, f"/api/projects/{project.pk}/exports", json.dumps({"format": fmt}).encode())
     assert resp.status_code == 400, resp.content[:300]
     assert "format" in resp.json()["error"]
+
+
+def test_a_postscript_image_is_refused_before_any_decoder_runs(monkeypatch):
+    """EPS is decoded by running Ghostscript on the file (a program interpreter, when installed): the
+    format is refused from the header, and no EPS decoder is ever called."""
+    from PIL import EpsImagePlugin
+
+    from annotate.services.import_sources import check_image
+
+    called = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: called.append(a))
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load", lambda self, *a, **k: called.append("load"))
+    eps = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n"
+           b"%ImageData: 8 8 8 3 0 1 1 \"beginimage\"\nshowpage\n%%EOF\n")
+    with pytest.raises(ValueError, match="format EPS is not allowed"):
+        check_image(eps)
+    assert called == []

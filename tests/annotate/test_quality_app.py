@@ -11,7 +11,7 @@ from annotate.services.annotations import annotation_submit, annotation_undo
 from annotate.services.quality import label_matrix, quality_refresh
 from annotate.services.queue import queue_lease
 from annotate.services.review import annotation_correct
-from selection.quality import audit_accuracy, dawid_skene, difference_accuracy
+from selection.quality import audit_accuracy, dawid_skene
 
 pytestmark = pytest.mark.django_db
 
@@ -151,33 +151,74 @@ def test_review_api_sorts_by_suspect_score(client, make_project, make_user):
     assert bad.status_code == 400 and "sort" in bad.json()["error"]
 
 
-def test_accuracy_estimate_matches_the_library_on_the_audit_entries(make_project, make_user):
+def test_accuracy_estimate_is_the_weighted_horvitz_thompson_sum_by_hand(make_project, make_user):
+    """A legacy round (uniform draw, pi = n_audit / pool) and an active one (recorded pi, one audit
+    item superseded unlabeled), against the estimator written out with NumPy."""
     project = make_project(classes=("cat", "dog"), n_items=40)
     a = make_user("a")
     rng = np.random.default_rng(3)
     r1 = Round.objects.create(project=project, number=1, status="done", strategy="margin",
-                              metrics={"quality": {"pool_correct_mean": 0.8}})
+                              metrics={"pool": 200, "audit": 12, "quality": {"pool_correct_mean": 0.8}})
+    q2 = {"audit_design": "poisson", "audit_expected": 9.5, "pool_conf_sum": 270.0, "spread_over_pi": 900.0,
+          "spread": 20.0}
     r2 = Round.objects.create(project=project, number=2, status="done", strategy="margin",
-                              metrics={"quality": {"pool_correct_mean": 0.9}})
-    y, f, m, y_all = [], [], [], []
-    for k, item in enumerate(project.items.order_by("pk")[:30]):
-        rnd = r1 if k < 15 else r2
-        prob = None if k == 0 else float(rng.uniform(0.5, 1))
-        right = rng.random() < (prob or 0.5)
+                              metrics={"pool": 300, "audit": 13, "quality": q2})
+    rows = {1: [], 2: []}
+    for k, item in enumerate(project.items.order_by("pk")[:25]):
+        rnd = r1 if k < 12 else r2
+        prob = float(rng.uniform(0.5, 1))
+        pi = 12 / 200 if rnd is r1 else float(rng.uniform(0.02, 0.6))
+        right = rng.random() < prob
         pred = item.ground_truth if right else next(c for c in project.classes if c != item.ground_truth)
-        QueueEntry.objects.create(project=project, round=rnd, item=item, rank=k, is_audit=True, state="done",
-                                  predicted_label=pred, correct_probability=prob)
-        Annotation.objects.create(item=item, annotator=a, label=item.ground_truth)
-        y_all.append(float(right))
-        if prob is not None:
-            y.append(float(right))
-            f.append(prob)
-            m.append(rnd.metrics["quality"]["pool_correct_mean"])
+        labeled = k != 24  # the last audit item of round 2 was superseded before anyone took it
+        QueueEntry.objects.create(project=project, round=rnd, item=item, rank=k, is_audit=True,
+                                  state="done" if labeled else "expired", predicted_label=pred,
+                                  correct_probability=prob, audit_probability=pi if rnd is r2 else None)
+        if labeled:
+            Annotation.objects.create(item=item, annotator=a, label=item.ground_truth)
+            rows[rnd.number].append((float(right), prob, pi))
     est = accuracy_estimate(project=project)
-    ref = difference_accuracy(y, f, m)
-    assert est["best"]["key"] == "ppi" and est["best"]["n_labels"] == 29
-    assert est["ppi"]["value"] == pytest.approx(ref.value) and est["ppi"]["low"] == pytest.approx(ref.low)
-    assert est["audit"]["value"] == pytest.approx(audit_accuracy(y_all).value) and est["audit"]["n_labels"] == 30
+
+    def by_hand(r, pool, conf_sum, rho, spread, use_f=True):
+        y, f, pi = (np.array(c) for c in zip(*r))
+        f = f if use_f else 0 * f
+        pi = pi * rho
+        value = ((conf_sum if use_f else 0) + np.sum((y - f) / pi)) / pool
+        var = np.sum((1 - pi) * (y - f) ** 2 / pi**2) / pool**2
+        return value, max(var, spread / pool**2) if (spread is not None and use_f) else var
+
+    parts = {}
+    for use_f in (True, False):
+        v1, s1 = by_hand(rows[1], 200, 0.8 * 200, 1.0, None, use_f)
+        v2, s2 = by_hand(rows[2], 300, 270.0, 12 / 13, 900.0 / (12 / 13) - 20.0, use_f)
+        w = np.array([12, 9.5]) / 21.5
+        parts[use_f] = (w[0] * v1 + w[1] * v2, 1.959963984540054 * np.sqrt(w[0] ** 2 * s1 + w[1] ** 2 * s2))
+    best = est["best"]
+    assert best["key"] == "active_inference" and best["n_labels"] == 24 and "unsure" in best["name"]
+    # (the intervals are clipped to [0, 1]: compare the lower end)
+    assert best["value"] == pytest.approx(parts[True][0])
+    assert best["low"] == pytest.approx(max(0.0, parts[True][0] - parts[True][1]))
+    assert est["audit"]["key"] == "audit_weighted"
+    assert est["audit"]["value"] == pytest.approx(parts[False][0])
+    assert est["audit"]["low"] == pytest.approx(max(0.0, parts[False][0] - parts[False][1]))
+
+
+def test_with_uniform_draws_only_the_audit_share_is_still_wilson(make_project, make_user):
+    project = make_project(classes=("cat", "dog"), n_items=12)
+    a = make_user("a")
+    rnd = Round.objects.create(project=project, number=1, status="done", strategy="margin",
+                               metrics={"pool": 50, "audit": 5})
+    y = []
+    for k, item in enumerate(project.items.order_by("pk")[:5]):
+        pred = item.ground_truth if k % 2 else next(c for c in project.classes if c != item.ground_truth)
+        QueueEntry.objects.create(project=project, round=rnd, item=item, rank=k, is_audit=True, state="done",
+                                  predicted_label=pred)
+        Annotation.objects.create(item=item, annotator=a, label=item.ground_truth)
+        y.append(float(k % 2))
+    est = accuracy_estimate(project=project)
+    ref = audit_accuracy(y)
+    assert est["best"]["key"] == "audit" and est["active_inference"] is None  # fewer than 10 labels
+    assert (est["audit"]["value"], est["audit"]["low"]) == pytest.approx((ref.value, ref.low))
 
 
 def test_dashboard_and_stats_api_carry_the_estimate_and_the_agreement_report(client, make_project, make_user):
@@ -193,7 +234,7 @@ def test_dashboard_and_stats_api_carry_the_estimate_and_the_agreement_report(cli
     add_member(project, users[0], "annotator")
     stats = client.get(f"/api/projects/{project.pk}/stats").json()
     assert stats["quality"]["items_overlapped"] == 12 and len(stats["quality"]["annotators"]) == 3
-    assert stats["accuracy"] == {"best": None, "audit": None, "ppi": None}  # no audit labels yet
+    assert stats["accuracy"] == {"best": None, "audit": None, "active_inference": None}  # no audit labels yet
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert 'id="quality"' in page and '"items_overlapped": 12' in page
 
@@ -210,6 +251,12 @@ def test_audit_entries_store_the_confidence_the_estimate_corrects(make_project, 
     assert rnd.metrics["quality"]["confidence_model"] == "neighbours"
     audit = QueueEntry.objects.filter(round=rnd, is_audit=True)
     assert audit.exists() and all(0 <= e.correct_probability <= 1 for e in audit)
+    # the audit draw: known probabilities, higher where the model is less sure it is right
+    q = rnd.metrics["quality"]
+    assert q["audit_design"] == "poisson" and q["audit_expected"] == pytest.approx(min(40, rnd.pool_size) * 0.5)
+    assert all(0 < e.audit_probability <= 1 for e in audit)
+    by_doubt = sorted((e.correct_probability * (1 - e.correct_probability), e.audit_probability) for e in audit)
+    assert by_doubt[0][1] <= by_doubt[-1][1] + 1e-12
     # beyond the neighbour budget: Platt-scaled max probability, still stored
     monkeypatch.setattr(quality_service, "KNN_BUDGET", 0)
     _label_all(project, a, n=50)
@@ -250,7 +297,7 @@ def test_three_annotators_end_to_end_estimate_agreement_and_suspects(make_projec
     make_round(project)  # applies the calibration that refresh stored
     stats = project_stats(project=project)
     acc = stats["accuracy"]["best"]
-    assert acc["key"] == "ppi" and acc["n_labels"] >= 20 and acc["low"] <= acc["value"] <= acc["high"]
+    assert acc["key"] == "active_inference" and acc["n_labels"] >= 20 and acc["low"] <= acc["value"] <= acc["high"]
     ds_acc = {a["user"]: a["ds_accuracy"] for a in report["annotators"]}
     assert ds_acc["ann"] > ds_acc["bob"] > ds_acc["cy"]
     assert report["alpha"] is not None and report["items_overlapped"] > 20
@@ -264,3 +311,23 @@ def test_three_annotators_end_to_end_estimate_agreement_and_suspects(make_projec
     hits = len(set(top) & bad)
     print(f"wrong final labels {len(bad)} of {len(finals)}; in the first {len(bad)} of the review: {hits}")
     assert hits >= 3 * len(bad) * len(bad) / len(finals)  # three times a random order's expectation
+
+
+def test_migration_backfills_uniform_probabilities_of_old_audit_entries(make_project):
+    import importlib
+
+    from django.apps import apps
+
+    mig = importlib.import_module("annotate.migrations.0006_audit_probability")
+    project = make_project(n_items=6)
+    items = list(project.items.order_by("pk"))
+    old = Round.objects.create(project=project, number=1, status="done", metrics={"pool": 40, "audit": 4})
+    bare = Round.objects.create(project=project, number=2, status="done", metrics={})
+    a = QueueEntry.objects.create(project=project, round=old, item=items[0], is_audit=True)
+    b = QueueEntry.objects.create(project=project, round=old, item=items[1], is_audit=False)
+    c = QueueEntry.objects.create(project=project, round=bare, item=items[2], is_audit=True)
+    mig.backfill_uniform_probabilities(apps, None)
+    for e in (a, b, c):
+        e.refresh_from_db()
+    assert a.audit_probability == pytest.approx(0.1)
+    assert b.audit_probability is None and c.audit_probability is None  # not audit / no pool size recorded

@@ -1,4 +1,5 @@
 """The adaptive refill policy (annotate/services/refill.py), round progress throttling, worker warm-up."""
+import math
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
@@ -147,6 +148,52 @@ def test_without_a_pace_the_configured_threshold_and_batch_apply(queued_project,
     assert new is not None and new.batch_size == 20
 
 
+def test_a_slow_round_grows_the_next_batch_through_real_labels_and_rounds(make_project, make_round, make_user,
+                                                                        monkeypatch):
+    # The whole chain: labels at 1/s -> a policy round that took 15 s (slower than the 20-item buffer
+    # at threshold 3 lasts beyond the refill point) -> it stores that pace -> the next label starts the
+    # next round early (below ceil(2 x 15 x 1) = 30 pending) with a grown batch, which the queue gets.
+    from annotate.services.annotations import annotation_submit
+    from annotate.tasks import rounds as task_module
+
+    monkeypatch.setattr(task_module.round_run, "delay", lambda round_id: None)
+    user = make_user("ann")
+    project = make_project(n_items=150, batch_size=20, refill_threshold=3,
+                           members=[(user, Membership.Role.ANNOTATOR)])
+    make_round(project)
+    truth = dict(Item.objects.filter(project=project).values_list("id", "ground_truth"))
+
+    def label(n):
+        for entry in queue_lease(project=project, user=user, n=n):
+            annotation_submit(project=project, user=user, item_id=entry.item_id, label=truth[entry.item_id])
+
+    label(18)  # 2 pending < 3: the policy asks for a round
+    policy = Round.objects.get(project=project, status=Round.Status.QUEUED)
+    assert policy.reason == "low_water" and policy.batch_size == 20  # no pace yet
+    now = timezone.now()
+    for k, a in enumerate(Annotation.objects.filter(item__project=project).order_by("-id")):
+        Annotation.objects.filter(pk=a.pk).update(created_at=now - timedelta(seconds=k))  # one a second
+    Round.objects.filter(pk=policy.pk).update(created_at=now - timedelta(seconds=15))  # a 15 s round
+    before = (timezone.now() - now).total_seconds()
+    policy = make_round(project)
+    after = (timezone.now() - now).total_seconds()  # the pace is measured between before and after
+    pace = Pace.from_metrics(policy.metrics)
+    assert 15 + before <= pace.round_seconds <= 15 + after
+    assert 17 / (17 + after) <= pace.label_rate <= 17 / (17 + before)  # 18 labels, the oldest 17 s before now
+    expect_point = math.ceil(2 * pace.round_seconds * pace.label_rate)
+    assert policy.metrics["refill_point"] == expect_point > 20  # a batch of 20 no longer covers it
+    assert QueueEntry.objects.filter(project=project, state="pending").count() == 20
+    # The first label of the new batch leaves 19 pending, below the refill point: the next round is
+    # requested at once, sized to the refill point plus one round of labeling.
+    label(1)
+    grown = Round.objects.get(project=project, status=Round.Status.QUEUED)
+    assert grown.reason == "low_water"
+    assert grown.batch_size == expect_point + math.ceil(pace.round_seconds * pace.label_rate) > 20
+    grown = make_round(project)
+    assert grown.metrics["entries"] == grown.batch_size
+    assert QueueEntry.objects.filter(round=grown, state="pending").count() == grown.batch_size
+
+
 # --------------------------------------------------------------------------- progress throttling
 def test_strategy_progress_reaches_the_database_and_browsers_a_few_times_per_second(queued_project, monkeypatch):
     _project, _user, rnd = queued_project
@@ -209,6 +256,7 @@ def test_the_worker_warms_up_once_at_start_and_the_celery_signal_is_connected(se
     assert time.monotonic() - t < 1.0  # returns at once: a prefork child must report "up" within 4 s
     wait_for(lambda: warmup._done, 120, "the warm-up thread")
     assert warmup._done is True and "torch" in sys.modules and "selection.strategies.firal" in sys.modules
+    assert "selection.quality.correctness" in sys.modules  # the round's quality step imports nothing new
     assert warmup.worker_warmup() is None  # once per process
     settings.LOUPE_WORKER_WARMUP = False
     monkeypatch.setattr(warmup, "_done", False)

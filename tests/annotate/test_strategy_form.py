@@ -141,7 +141,7 @@ def test_admin_change_page_saves_a_strategy_change_for_the_next_round(fake, sett
     data.update({"memberships-TOTAL_FORMS": 0, "memberships-INITIAL_FORMS": 0,
                  "rounds-TOTAL_FORMS": 0, "rounds-INITIAL_FORMS": 0})
     r = c.post(f"/admin/annotate/project/{project.pk}/change/", data)
-    assert r.status_code == 200 and "less than or equal to 10" in r.content.decode()
+    assert r.status_code == 400 and "less than or equal to 10" in r.content.decode()
     project.refresh_from_db()
     assert project.strategy_params["k"] == 3
 

@@ -39,16 +39,28 @@ def ops_media(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def worker(django_db_setup, django_db_blocker, ops_media, tmp_path_factory):
+def worker_process(django_db_setup, django_db_blocker, ops_media, tmp_path_factory):
     """One real worker for the module (Redis broker, the test database, the module's media folder)."""
     with django_db_blocker.unblock():
         ops.need_postgres_db()
         ops.need_service("Redis", "127.0.0.1", 6379)
         env = ops.app_env(broker_url=BROKER, media_root=ops_media)
     ops.purge_queues(env)
+    _broker().delete("unacked", "unacked_index")  # a killed earlier run's deliveries: never coming back here
     w = ops.WorkerProcess(env, tmp_path_factory.mktemp("ops-faults-logs") / "worker.log").start()
     yield w
     w.stop()
+
+
+@pytest.fixture
+def worker(worker_process, transactional_db):
+    """The module's worker for one test, settled afterwards: the worker outlives the test, so whatever the
+    test set off (a round's follow-up quality task, a failure being recorded) must finish before the
+    test database is flushed, or the flush and the worker's transaction race (TRUNCATE waits on its
+    locks, or its rows land in the next test).  This fixture is torn down before the flush
+    (``transactional_db`` is set up first, so it is torn down last)."""
+    yield worker_process
+    _settle(connection.settings_dict["NAME"])
 
 
 def _annotators_hold_items(project, add_member):
@@ -82,16 +94,37 @@ def _lock_waiters(dbname: str) -> list[tuple[int, str]]:
         return cur.fetchall()
 
 
-def _settle(dbname: str, seconds: float = 20.0) -> None:
-    """Let the worker's follow-up work (the quality task after a round) finish before the test database is
-    flushed: wait, at most ``seconds``, until no other backend of it is in a transaction twice in a row."""
-    deadline, quiet = time.monotonic() + seconds, 0
+def _broker():
+    import redis
+
+    return redis.Redis.from_url(BROKER)
+
+
+def _broker_backlog() -> int:
+    """Tasks on the broker that are waiting (the gpu and cpu lists) or delivered but not yet acknowledged
+    (kombu's Redis ``unacked`` hash; tasks are acked late, i.e. after they finish)."""
+    with _broker() as r:
+        return r.llen("gpu") + r.llen("cpu") + r.hlen("unacked")
+
+
+def _db_busy(dbname: str) -> int:
+    """Other backends of the test database inside a statement or a transaction."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                    "AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')", [dbname])
+        return cur.fetchone()[0]
+
+
+def _settle(dbname: str, seconds: float = 60.0) -> None:
+    """Wait until the worker has nothing left to do for this test: no task queued or running on the broker
+    and no other backend of the test database in a transaction, seen twice in a row 0.3 s apart (a task
+    moves from the queue to ``unacked`` in two steps).  Fails naming what is still busy."""
+    deadline, quiet, state = time.monotonic() + seconds, 0, (0, 0)
     while time.monotonic() < deadline and quiet < 2:
-        with connection.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
-                        "AND state IN ('active', 'idle in transaction')", [dbname])
-            quiet = quiet + 1 if cur.fetchone()[0] == 0 else 0
-        time.sleep(0.5)
+        state = (_broker_backlog(), _db_busy(dbname))
+        quiet = quiet + 1 if state == (0, 0) else 0
+        time.sleep(0.3)
+    assert quiet >= 2, f"the worker did not settle in {seconds} s: (broker tasks, busy backends) = {state}"
 
 
 def _waiting_write(dbname: str):
@@ -154,7 +187,6 @@ def test_worker_killed_inside_the_round_write_loses_nothing_and_the_round_is_rer
     # The rest of round 1 was superseded exactly once, by the round that finished.
     assert not QueueEntry.objects.filter(round=r1, state="pending").exists()
     assert "WorkerLostError" in worker.log() or "SIGKILL" in worker.log()
-    _settle(dbname)
 
 
 @worker_test

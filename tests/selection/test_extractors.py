@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selection.extractors import check_matrix, extractor_names, make_extractor
+from selection.extractors import check_matrix, extractor_names, get_extractor, make_extractor
 
 
 def _images(n, size=6, seed=0):
@@ -81,46 +81,20 @@ def test_precomputed_checks_shape_rows_and_nan(tmp_path):
         make_extractor("precomputed", {"path": str(tmp_path / "junk.npy")}).extract(lambda i: None, 1)
 
 
-def test_torchscript_model_output_equals_hand_computation(tmp_path):
+def test_torchscript_is_retired_and_never_opens_its_file(tmp_path, monkeypatch):
+    """Old settings still validate (so a project keeps them), but extracting refuses before any file or
+    torch is touched, and says to export to ONNX."""
     torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 7))
     path = tmp_path / "m.pt"
-    torch.jit.script(lin).save(str(path))
-    imgs, arrs = _images(10, size=4, seed=3)
-    seen = []
-    X = make_extractor("torch", {"path": str(path), "size": 4, "batch": 3, "normalize": "centered",
-                                 "device": "cpu"}).extract(lambda i: imgs[i], 10,
-                                                           progress=lambda f, m: seen.append((f, m)))
-    # Independent reference: NCHW input in [-1, 1], then W x + b by hand.
-    x = (arrs.astype(np.float64) / 255.0 - 0.5) / 0.5
-    x = x.transpose(0, 3, 1, 2).reshape(10, -1)
-    W = lin[1].weight.detach().numpy().astype(np.float64)
-    b = lin[1].bias.detach().numpy().astype(np.float64)
-    np.testing.assert_allclose(X, x @ W.T + b, rtol=1e-4, atol=1e-4)
-    assert sum(m.startswith("embedded") for _, m in seen) == 4  # ceil(10 / 3) batches
-    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1][0] == 1.0
+    path.write_bytes(b"PK\x03\x04 a TorchScript archive is a zip")  # never opened, so any bytes do
 
+    def boom(*a, **k):
+        raise AssertionError("torch.jit.load must never be called")
 
-def test_torch_bad_model_file_is_a_clear_error(tmp_path):
-    pytest.importorskip("torch")
-    (tmp_path / "bad.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="'bad.pt' is not a loadable TorchScript model"):
-        make_extractor("torch", {"path": str(tmp_path / "bad.pt"), "device": "cpu"}).extract(lambda i: None, 1)
-
-
-@pytest.mark.gpu
-def test_torchscript_on_cuda_matches_cpu(tmp_path):
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten())
-    path = tmp_path / "m.pt"
-    torch.jit.script(model).save(str(path))
-    imgs, _ = _images(9, size=16, seed=5)
-    params = {"path": str(path), "size": 16, "batch": 4}
-    cpu = make_extractor("torch", {**params, "device": "cpu"}).extract(lambda i: imgs[i], 9)
-    gpu = make_extractor("torch", {**params, "device": "cuda"}).extract(lambda i: imgs[i], 9)
-    np.testing.assert_allclose(gpu, cpu, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(torch.jit, "load", boom)
+    ext = make_extractor("torch", {"path": str(path), "size": 4, "normalize": "centered", "device": "cpu"})
+    assert ext.params_["size"] == 4 and get_extractor("torch").retired
+    opened = []
+    with pytest.raises(ValueError, match="TorchScript models are no longer accepted.*Export the model to ONNX"):
+        ext.extract(lambda i: opened.append(i), 3)
+    assert opened == []

@@ -175,3 +175,20 @@ def test_labeled_points_without_their_probabilities_are_announced_not_silently_d
     assert sel.info["n_labeled_in_fisher"] == 0
     full = _run("firal", Xp, Pp, Xo, Po, yo, 5, seed=0)
     assert full.info["n_labeled_in_fisher"] == len(Xo)
+
+
+def test_pool_sample_chooses_a_good_batch_from_a_sample_and_is_off_for_small_pools():
+    Xp, Pp, Xo, Po, yo = _labeled_all_classes(n=3000, seed=8)
+    s = _run("firal", Xp, Pp, Xo, Po, yo, 10, seed=3, pool_sample=500, dtype="float64")
+    assert len(np.unique(s.indices)) == 10 and 0 <= s.indices.min() and s.indices.max() < 3000
+    assert s.info["pool_sample"] == 500 and s.info["pool_size"] == 3000
+    assert s.scores.shape == (10,) and np.all(np.isfinite(s.scores))
+    # judged on the whole pool's Fisher ratio, the sampled batch is still far better than random
+    rng = np.random.default_rng(0)
+    fir_rand = np.mean([ref_fir(Xo, Po, Xp, Pp, rng.choice(3000, 10, replace=False), 1.0) for _ in range(10)])
+    assert ref_fir(Xo, Po, Xp, Pp, s.indices, 1.0) < 0.8 * fir_rand
+    # a sample at least as large as the pool is the whole pool: the same batch as without it
+    whole = _run("firal", Xp[:400], Pp[:400], Xo, Po, yo, 10, seed=3)
+    same = _run("firal", Xp[:400], Pp[:400], Xo, Po, yo, 10, seed=3, pool_sample=400)
+    np.testing.assert_array_equal(whole.indices, same.indices)
+    assert "pool_sample" not in same.info

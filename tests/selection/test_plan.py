@@ -74,3 +74,35 @@ def test_overlap_marks_a_share_of_the_picks_for_several_annotators():
     plain = plan_batch(**kw, rng=np.random.default_rng(3), overlap_rate=0.25, overlap_k=1)
     assert {p.overlap_k for p in plain.picks} == {1}
     assert [p.position for p in plain.picks] == [p.position for p in plan.picks]  # overlap is drawn last
+
+
+def test_poisson_audit_draw_includes_each_row_with_its_probability_and_records_it():
+    X, probs = _pool(n=30)
+    pi = np.linspace(0.0, 0.6, 30)
+    rng_lab = np.random.default_rng(99)
+    X_lab = rng_lab.normal(size=(9, 5)).astype(np.float32)
+    hits = np.zeros(30)
+    runs = 1500
+    for seed in range(runs):
+        plan = plan_batch(strategy=make_strategy("random"), X_pool=X, probs_pool=probs, X_labeled=X_lab,
+                          probs_labeled=rng_lab.dirichlet(np.ones(3), size=9), y_labeled=np.arange(9) % 3,
+                          batch_size=8, audit_rate=0.0, rng=np.random.default_rng(seed), audit_probabilities=pi)
+        audit = [p for p in plan.picks if p.is_audit]
+        assert plan.n_audit == len(audit)
+        assert all(p.audit_probability == pytest.approx(pi[p.position]) for p in audit)
+        assert len(plan.picks) == max(8, len(audit)) == len({p.position for p in plan.picks})
+        hits[[p.position for p in audit]] += 1
+    # every row's audit frequency within 4 standard errors of its probability (row 0: never)
+    assert hits[0] == 0
+    assert np.all(np.abs(hits / runs - pi) <= 4 * np.sqrt(pi * (1 - pi) / runs) + 1e-12)
+
+
+def test_a_uniform_audit_draw_records_n_audit_over_the_pool():
+    X, probs = _pool(n=60)
+    plan = _plan(X, probs, b=10, rate=0.3)
+    audit = [p for p in plan.picks if p.is_audit]
+    assert audit and all(p.audit_probability == pytest.approx(plan.n_audit / 60) for p in audit)
+    with pytest.raises(ValueError, match="audit_probabilities"):
+        plan_batch(strategy=make_strategy("random"), X_pool=X, probs_pool=probs, X_labeled=None,
+                   probs_labeled=None, y_labeled=None, batch_size=5, audit_rate=0.1,
+                   rng=np.random.default_rng(0), audit_probabilities=np.ones(3))

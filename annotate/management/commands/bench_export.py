@@ -32,6 +32,7 @@ from django.db import transaction
 from annotate import storage
 from annotate.models import Annotation, Item, Project, Round
 from annotate.services.exports import FORMATS
+from annotate.services.item_counts import item_counts_add
 
 CLASSES = [f"class-{k}" for k in range(10)]
 
@@ -116,6 +117,7 @@ class Command(BaseCommand):
                                   row=i, width=2, height=2))
             with transaction.atomic():
                 Item.objects.bulk_create(items, batch_size=1000)
+                item_counts_add(project_id=project.pk, items=len(items), embedded=len(items))
         ids = list(Item.objects.filter(project=project).order_by("pk").values_list("pk", flat=True))
         anns = [Annotation(item_id=pk, annotator=users[k % 3], label=CLASSES[k % 10], time_ms=1000)
                 for k, pk in enumerate(ids) if k % 5]

@@ -69,7 +69,18 @@ def test_simulate_cli_reports_estimates_errors_and_consensus(tmp_path, capsys):
     with open(tmp_path / "quality.csv") as fh:
         rows = list(csv.DictReader(fh))
     est = [r for r in rows if r["experiment"] == "estimate"]
-    assert len(est) == 2 * 4  # 2 seeds x 4 estimators x 1 audit size
+    assert len(est) == 2 * 5  # 2 seeds x 5 estimators x 1 audit size
+    assert "active_inference (the app's estimator) coverage" in out
     assert all(float(r["low"]) <= float(r["value"]) <= float(r["high"]) for r in est)
     with pytest.raises(SystemExit, match="annotators"):
         main(["--annotators", "0.9", "--out", str(tmp_path)])
+
+
+def test_knn_exclude_is_the_same_as_dropping_that_labeled_row():
+    rng = np.random.default_rng(7)
+    Xr, yr = rng.normal(size=(40, 3)), rng.integers(0, 3, 40)
+    X = Xr[:5] + 1e-3  # each query's nearest labeled point is its own row
+    got = knn_proba(Xr, yr, X, 3, k=5, chunk=2, exclude=np.arange(5))
+    for i in range(5):
+        keep = np.arange(40) != i
+        np.testing.assert_allclose(got[i], knn_proba(Xr[keep], yr[keep], X[i:i + 1], 3, k=5)[0], atol=1e-12)

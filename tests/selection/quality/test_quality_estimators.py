@@ -120,3 +120,92 @@ def test_small_sample_adjustment_keeps_the_estimate_and_restores_coverage_at_sma
         assert est.value == pytest.approx(quality.difference_accuracy(Y[i], f[i], np.full(n, f.mean())).value)
     assert hits[False] < 0.93 * runs  # the problem is real here
     assert hits[True] >= 0.94 * runs
+
+
+def test_inclusion_probabilities_meet_the_budget_cap_at_one_and_respect_the_floor():
+    rng = np.random.default_rng(11)
+    s = np.r_[rng.uniform(0, 0.05, 300), rng.uniform(0.3, 0.5, 30)]
+    for n in (5.0, 40.0, 120.0):
+        pi = quality.inclusion_probabilities(s, n, floor=0.2)
+        assert pi.sum() == pytest.approx(n)
+        assert (pi > 0).all() and (pi <= 1).all()
+        assert pi.min() >= 0.2 * n / len(s) - 1e-12  # no weight above N / (floor n)
+        order = np.argsort(s)
+        assert (np.diff(pi[order]) >= -1e-12).all()  # more doubt, more likely audited
+    assert (quality.inclusion_probabilities(s, 120.0)[-30:] == 1).all()  # the doubtful items are all taken
+    assert (quality.inclusion_probabilities(s, 400.0) == 1).all()
+    np.testing.assert_allclose(quality.inclusion_probabilities(np.zeros(10), 4.0), 0.4)
+    with pytest.raises(ValueError, match="n_expected"):
+        quality.inclusion_probabilities(s, 0)
+
+
+def test_active_inference_is_exactly_unbiased_with_the_exact_variance_by_enumeration():
+    # every one of the 2^8 audit patterns of a pool of 8, weighted by its Poisson probability
+    import itertools
+
+    Y = np.array([1, 1, 0, 1, 1, 0, 1, 1], dtype=float)
+    f = np.array([0.9, 0.8, 0.3, 0.95, 0.6, 0.5, 0.99, 0.7])
+    pi = np.array([0.3, 0.4, 1.0, 0.2, 0.9, 0.7, 0.1, 0.5])
+    N = len(Y)
+    mean = second = mean_var_hat = 0.0
+    for xi in itertools.product([0, 1], repeat=N):
+        xi = np.array(xi, dtype=bool)
+        p = np.prod(np.where(xi, pi, 1 - pi))
+        s = quality.active_inference_stratum(Y[xi], f[xi], pi[xi], pool_conf_sum=f.sum(), n_pool=N)
+        mean += p * s.value
+        second += p * s.value**2
+        mean_var_hat += p * s.variance
+    true_var = np.sum((1 - pi) * (Y - f) ** 2 / pi) / N**2  # the closed form in the module comment
+    assert mean == pytest.approx(Y.mean(), abs=1e-12)
+    assert second - mean**2 == pytest.approx(true_var, rel=1e-10)
+    assert mean_var_hat == pytest.approx(true_var, rel=1e-10)  # the variance estimate is unbiased too
+
+
+def test_combine_strata_is_the_weighted_mean_with_added_variances():
+    a = quality.StratumEstimate(0.8, 0.0004, 10, 100)
+    b = quality.StratumEstimate(0.9, 0.0001, 20, 200)
+    est = quality.combine_strata([a, b], [1.0, 3.0])
+    assert est.value == pytest.approx(0.25 * 0.8 + 0.75 * 0.9)
+    assert est.half_width == pytest.approx(1.959963984540054 * np.sqrt(0.0625 * 0.0004 + 0.5625 * 0.0001))
+    assert est.n_labels == 30 and est.estimator == "active_inference"
+    with pytest.raises(ValueError, match="weights"):
+        quality.combine_strata([a], [0.0])
+
+
+def test_active_inference_covers_and_is_much_narrower_than_the_audit_on_a_known_population():
+    rng = np.random.default_rng(12)
+    f, Y = _population(rng, N=4000)
+    truth, N, n, runs = Y.mean(), len(Y), 150, 400
+    pi = quality.inclusion_probabilities(np.sqrt(f * (1 - f)), n, floor=0.2)
+    hits, widths, counts = 0, [], []
+    for _ in range(runs):
+        xi = rng.random(N) < pi
+        s = quality.active_inference_stratum(Y[xi], f[xi], pi[xi], pool_conf_sum=f.sum(), n_pool=N)
+        est = quality.combine_strata([s], [1.0])
+        hits += est.covers(truth)
+        widths.append(est.half_width)
+        counts.append(xi.sum())
+    assert abs(np.mean(counts) - n) < 3  # the budget is met on average
+    assert hits >= 0.9 * runs  # 95% nominal; < 90% of 400 would be a real miss
+    assert np.mean(widths) < 0.7 * 1.96 * np.sqrt(truth * (1 - truth) / n)  # measured 0.59
+
+
+def _water_fill_reference(base, n):
+    """Cap the largest at 1 one by one until the rescaled rest fits (the slow, obvious way)."""
+    capped = np.zeros(len(base), dtype=bool)
+    while True:
+        c = (n - capped.sum()) / base[~capped].sum()
+        over = ~capped & (c * base > 1)
+        if not over.any():
+            return np.where(capped, 1.0, c * base)
+        capped[np.flatnonzero(over)[np.argmax(base[over])]] = True
+
+
+def test_inclusion_probabilities_match_one_at_a_time_water_filling():
+    rng = np.random.default_rng(13)
+    for _ in range(30):
+        s = rng.pareto(1.0, size=int(rng.integers(5, 60)))  # heavy tail: many caps
+        n = float(rng.uniform(1, len(s) - 1))
+        base = 0.8 * s / s.mean() + 0.2
+        np.testing.assert_allclose(quality.inclusion_probabilities(s, n, floor=0.2),
+                                   _water_fill_reference(base, n), atol=1e-9)

@@ -34,9 +34,10 @@ def test_never_firing_rule_is_svpp_and_always_firing_rule_realigns():
     rows, dec = run_seed(ds, 0, arms=["svpp", "asvp"], threshold=np.inf, **KW)
     sv = [r["accuracy"] for r in rows if r["strategy"] == "svpp"]
     asv = [r["accuracy"] for r in rows if r["strategy"] == "asvp"]
-    assert sv == asv and len(dec) == 1 and not any(d["realigned"] for d in dec)  # checked once, at 20 labels
+    assert sv == asv and len(dec) == 1  # checked once, at 20 labels
+    assert not any(d["realigned"] or d["plain_logme_realigns"] for d in dec)
     rows, dec = run_seed(ds, 0, arms=["svpp", "asvp"], threshold=-np.inf, **KW)
-    assert len(dec) == 1 and all(d["realigned"] for d in dec)
+    assert len(dec) == 1 and all(d["realigned"] and d["plain_logme_realigns"] for d in dec)
     assert [r["n_labeled"] for r in rows if r["strategy"] == "asvp"] == [12, 20, 28]
     sv = [r["proxy_accuracy"] for r in rows if r["strategy"] == "svpp"]
     asv = [r["proxy_accuracy"] for r in rows if r["strategy"] == "asvp"]
@@ -50,3 +51,4 @@ def test_cli_prints_curves_and_the_sample_saving_ratio(capsys):
     assert "| random |" in out and "| svpp |" in out and "| asvp |" in out
     assert "sample saving ratio 1.00" in out.split("- random:")[1].splitlines()[0]
     assert "ASVP decisions: 1 checks" in out
+    assert "re-aligned: " in out and "would have decided differently in " in out and " of 1 checks" in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selection.transfer import logme, logme_evidence, logme_ped, logme_target, ped_transform
+from selection.transfer import logme, logme_evidence, logme_ped, logme_target
 
 
 def _problem(n, D, seed, c=3):
@@ -69,27 +69,6 @@ def test_bad_inputs_name_the_problem():
         logme(np.random.default_rng(0).normal(size=(5, 2)), np.zeros(5, int))
     with pytest.raises(ValueError, match="NaN"):
         logme(np.full((5, 2), np.nan), np.arange(5) % 2)
-
-
-def test_ped_moves_each_class_rigidly_apart_by_step_times_mean_distance():
-    F, labels = _problem(30, 5, seed=11, c=2)
-    moved = ped_transform(F, labels, step=0.1)
-    shift = moved - F
-    mu = np.stack([F[labels == k].mean(0) for k in (0, 1)])
-    d = np.linalg.norm(mu[0] - mu[1])
-    for k in (0, 1):
-        rows = shift[labels == k]
-        assert np.allclose(rows, rows[0])  # the whole class moves together: its spread is unchanged
-        assert np.linalg.norm(rows[0]) == pytest.approx(0.1 * d)
-        other = mu[1 - k]
-        assert np.dot(rows[0], mu[k] - other) > 0  # away from the other class
-    assert np.linalg.norm(moved[labels == 0].mean(0) - moved[labels == 1].mean(0)) == pytest.approx(1.2 * d)
-
-
-def test_ped_with_no_step_is_plain_logme():
-    F, labels = _problem(30, 5, seed=2)
-    assert logme_ped(F, labels, step=0.0) == pytest.approx(logme(F, labels), rel=1e-12)
-    assert logme_ped(F, labels, step=0.1) > logme(F, labels)  # classes pulled apart separate better
 
 
 def test_cupy_matches_numpy_when_a_gpu_is_there():
