@@ -47,7 +47,8 @@ class Project(models.Model):
         default=0, help_text="With the every_n policy: start a round after this many new labels."
     )
     audit_rate = models.FloatField(
-        default=0.1, help_text="Share of each batch drawn uniformly at random for the unbiased accuracy estimate."
+        default=0.1, help_text="Expected share of each batch drawn at random, with recorded probabilities, for the "
+                               "unbiased accuracy estimate (docs/quality.md)."
     )
     l2 = models.FloatField(default=1.0, help_text="L2 strength of the classifier head (also FIRAL's lambda).")
     overlap_rate = models.FloatField(

@@ -1,13 +1,15 @@
 """Dashboard statistics (reads only).
 
-Learning curve (DESIGN.md, "audit"): every round serves a uniform random share of its batch
+Learning curve (DESIGN.md, "audit"): every round serves a random audit share of its batch
 (``QueueEntry.is_audit``) together with the prediction of the model current at that moment
 (``predicted_label``).  Once an audit item has a label, comparing the two is a prequential test of
-that model (Dawid 1984): the item was never in its training set and was drawn uniformly from the
-pool, so the share of agreements estimates the model's accuracy on the unlabeled data.  Points are
-grouped by the round whose model made the prediction and plotted against the number of labels that
-model was trained on (``Round.labeled_count``), with a 95 % Wilson score interval (Wilson 1927).
-Actively chosen items never count: they are biased towards hard cases by design.
+that model (Dawid 1984): the item was never in its training set and was drawn at random from the
+pool.  Points are grouped by the round whose model made the prediction and plotted against the
+number of labels that model was trained on (``Round.labeled_count``).  A round that drew uniformly
+plots the share of agreements with a 95 % Wilson score interval (Wilson 1927); a round that drew
+with unequal recorded probabilities (``audit_probability``, higher where the model was unsure:
+selectors_quality) plots its weighted active-inference estimate and interval instead.  Actively
+chosen items never count: they are biased towards hard cases by design and have no known probability.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Warm a worker up at start: import torch and the selection library, fit the head once.
+"""Warm a worker up at start: import torch and the selection library (strategies, quality), fit the head once.
 
 ``import torch`` alone took 3.2 s on the development machine, and the head's first fit pays
 torch's lazy set-up; done inside the first round after every start of the worker, that made the
@@ -43,6 +43,7 @@ def worker_warmup() -> float | None:
         t = time.perf_counter()
         import numpy as np  # noqa: PLC0415
 
+        import selection.quality.correctness  # noqa: PLC0415 - the round's quality step (services/quality_scores.py)
         import selection.strategies  # noqa: F401, PLC0415 - registers every strategy (imports their modules)
         from selection.head import LogisticHead  # noqa: PLC0415 - imports torch
 

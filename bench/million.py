@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lease-reps", type=int, default=20)
     ap.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     ap.add_argument("--profile", action="store_true", help="print the top functions of submit and dashboard")
+    ap.add_argument("--no-export", action="store_true", help="skip the export (the slowest step)")
     ap.add_argument("--keep", action="store_true", help="keep the database (its name is printed; drop it yourself)")
     args = ap.parse_args(argv)
 
@@ -276,11 +277,12 @@ def run(args) -> int:
             print(f"{float(q['time']):.3f} s  {q['sql'][:300]}")
         start()
 
-    out = Path(os.environ["LOUPE_VAR_DIR"]) / "export.csv"  # 7. export
-    before = Peak.now()
-    written = export_write(project=project, fmt="csv", path=out)
-    rec("export CSV (streamed)", f"{written} records, {out.stat().st_size / 2**20:.0f} MiB file; resident "
-        f"{before / 2**20:.0f} MiB before")
+    if not args.no_export:  # 7. export
+        out = Path(os.environ["LOUPE_VAR_DIR"]) / "export.csv"
+        before = Peak.now()
+        written = export_write(project=project, fmt="csv", path=out)
+        rec("export CSV (streamed)", f"{written} records, {out.stat().st_size / 2**20:.0f} MiB file; resident "
+            f"{before / 2**20:.0f} MiB before")
 
     print(f"\nn={n} d={args.d} classes={args.classes} b={args.b}, load average {os.getloadavg()[0]:.1f}, "
           f"peak RSS of the run {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB\n")

@@ -19,7 +19,7 @@ cost, whatever the machine's load), the round's phases (medians of ``Round.timin
 quality / select / write, and "other": wall minus the phases, i.e. progress writes, the claim and the
 heartbeat), FIRAL's RELAX and ROUND seconds, how many progress updates (DB writes + pushes) a round made,
 and the target of issue 14 (FIRAL <= 2 s, the others <= 0.5 s after the first round) against the median.
-``--profile DIR`` writes a cProfile report (top functions by cumulative time) of the last round per
+``--profile DIR`` writes a cProfile report (top functions by cumulative CPU time) of the last round per
 strategy; ``--json FILE`` writes every round's numbers.
 """
 from __future__ import annotations
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             if args.profile and rep == args.repeats - 1:
                 import cProfile  # noqa: PLC0415
 
-                profiler = cProfile.Profile()
+                profiler = cProfile.Profile(time.process_time)  # CPU seconds: comparable at any load
                 profiler.enable()
             pushes["n"] = 0
             t, c = time.perf_counter(), time.process_time()

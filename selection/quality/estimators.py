@@ -268,14 +268,17 @@ def inclusion_probabilities(score, n_expected: float, *, floor: float = 0.2) -> 
     if n_expected >= N:
         return np.ones(N)
     base = np.full(N, 1.0) if s.sum() == 0 else (1 - floor) * s / s.mean() + floor
-    capped = np.zeros(N, dtype=bool)
-    for _ in range(N):
-        c = (n_expected - capped.sum()) / base[~capped].sum()
-        new = ~capped & (c * base >= 1)
-        if not new.any():
-            break
-        capped |= new
-    return np.where(capped, 1.0, np.minimum(c * base, 1.0))
+    # With the k largest capped at 1, the rest scale by c_k = (n - k) / (sum of the rest); the answer
+    # is the smallest k for which the largest uncapped value c_k * base stays <= 1 (O(N log N)).
+    order = np.argsort(-base, kind="stable")
+    bs = base[order]
+    rest = np.cumsum(bs[::-1])[::-1]  # rest[k] = sum of bs[k:]
+    k_all = np.arange(N)
+    c_all = (n_expected - k_all) / rest
+    k = int(np.flatnonzero(c_all * bs <= 1 + 1e-12)[0])
+    pi = np.empty(N)
+    pi[order] = np.r_[np.ones(k), np.minimum(c_all[k] * bs[k:], 1.0)]
+    return pi
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ Three experiments per seed on one data set (each seed its own split and draws):
    variate), and ``difference_app`` (the app's estimator: the same draws and f as ``ppi``, the
    exact test-set mean of f, no power tuning, the small-sample variance adjustment).
    Draws are with replacement, so every interval targets the test accuracy exactly.
+   ``active_inference`` (the app's estimator since the audit draw records probabilities): the budget
+   n spread over ``--audit-rounds`` rounds of Poisson sampling without replacement, f refitted
+   between rounds (:func:`active_inference_rounds`).
 2. **Suspected label errors** (``--label-noise p``): ``--error-labels`` pool items, a share p of
    them flipped to a uniformly chosen other class; 5-fold out-of-fold probabilities and a fit on
    all of them; precision of the top 5% of :func:`~selection.quality.label_error_scores`

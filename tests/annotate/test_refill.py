@@ -256,6 +256,7 @@ def test_the_worker_warms_up_once_at_start_and_the_celery_signal_is_connected(se
     assert time.monotonic() - t < 1.0  # returns at once: a prefork child must report "up" within 4 s
     wait_for(lambda: warmup._done, 120, "the warm-up thread")
     assert warmup._done is True and "torch" in sys.modules and "selection.strategies.firal" in sys.modules
+    assert "selection.quality.correctness" in sys.modules  # the round's quality step imports nothing new
     assert warmup.worker_warmup() is None  # once per process
     settings.LOUPE_WORKER_WARMUP = False
     monkeypatch.setattr(warmup, "_done", False)

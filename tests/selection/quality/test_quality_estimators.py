@@ -188,3 +188,24 @@ def test_active_inference_covers_and_is_much_narrower_than_the_audit_on_a_known_
     assert abs(np.mean(counts) - n) < 3  # the budget is met on average
     assert hits >= 0.9 * runs  # 95% nominal; < 90% of 400 would be a real miss
     assert np.mean(widths) < 0.7 * 1.96 * np.sqrt(truth * (1 - truth) / n)  # measured 0.59
+
+
+def _water_fill_reference(base, n):
+    """Cap the largest at 1 one by one until the rescaled rest fits (the slow, obvious way)."""
+    capped = np.zeros(len(base), dtype=bool)
+    while True:
+        c = (n - capped.sum()) / base[~capped].sum()
+        over = ~capped & (c * base > 1)
+        if not over.any():
+            return np.where(capped, 1.0, c * base)
+        capped[np.flatnonzero(over)[np.argmax(base[over])]] = True
+
+
+def test_inclusion_probabilities_match_one_at_a_time_water_filling():
+    rng = np.random.default_rng(13)
+    for _ in range(30):
+        s = rng.pareto(1.0, size=int(rng.integers(5, 60)))  # heavy tail: many caps
+        n = float(rng.uniform(1, len(s) - 1))
+        base = 0.8 * s / s.mean() + 0.2
+        np.testing.assert_allclose(quality.inclusion_probabilities(s, n, floor=0.2),
+                                   _water_fill_reference(base, n), atol=1e-9)
