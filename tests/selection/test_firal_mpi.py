@@ -70,7 +70,7 @@ def test_sharded_products_and_relax_match_one_process(tmp_path, ranks):
 def test_mpi_batch_matches_single_process_firal(ranks):
     Xp, Pp, Xo, Po, yo = synth(n=1500, c=5, d=6, m=10, seed=3)
     yo = np.arange(len(Xo)) % 5          # every class seen: no cold-start picks
-    params = {"dtype": "float64", "round_candidates": 150, "lam": 1.0}
+    params = {"dtype": "float64", "round_candidates": 150, "round_mass": 1.0, "lam": 1.0}
     one = make_strategy("firal", params).select(Xp, Pp, X_labeled=Xo, probs_labeled=Po,
                                                 y_labeled=yo, batch_size=10, random_state=5)
     idx, info = run_firal_mpi(Xp, Pp, Xo, Po, lam=1.0, b=10, ranks=ranks, params=params, seed=5,
