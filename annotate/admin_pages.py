@@ -52,6 +52,7 @@ class ProjectPages:
     def import_view(self, request, project_id):
         project = self._project(request, project_id)
         form = ImportForm(request.POST or None, request.FILES or None, user=request.user)
+        status = 400 if request.method == "POST" else 200  # re-shown after a post: the form refused it
         if request.method == "POST" and form.is_valid():
             d = form.cleaned_data
             upload_dir = f"uploads/{uuid.uuid4().hex}"
@@ -68,26 +69,31 @@ class ProjectPages:
                 job = import_services.import_request(project=project, options=options, user=request.user)
             except (import_services.ImportRejected, BrokerUnavailable) as exc:
                 form.add_error(None, str(exc))
+                status = 503 if isinstance(exc, BrokerUnavailable) else 400
             else:
                 return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
         return TemplateResponse(request, "admin/annotate/project/import.html",
-                                self._context(request, project, form=form, title=f"Import images into {project}"))
+                                self._context(request, project, form=form, title=f"Import images into {project}"),
+                                status=status)
 
     def export_view(self, request, project_id):
         project = self._project(request, project_id)
         form = ExportForm(request.POST or None)
+        status = 400 if request.method == "POST" else 200
         if request.method == "POST" and form.is_valid():
             try:
                 job = export_services.export_request(project=project, fmt=form.cleaned_data["format"],
                                                      predictions=form.cleaned_data["predictions"], user=request.user)
             except BrokerUnavailable as exc:
                 form.add_error(None, str(exc))
+                status = 503
             else:
                 return HttpResponseRedirect(reverse("admin:annotate_project_job", args=[project.pk, job.pk]))
         recent = Job.objects.filter(project=project, kind=Job.Kind.EXPORT).order_by("-created_at")[:10]
         return TemplateResponse(request, "admin/annotate/project/export.html",
                                 self._context(request, project, form=form, recent=recent,
-                                              title=f"Export {project}"))
+                                              title=f"Export {project}"),
+                                status=status)
 
     def start_round_view(self, request, project_id):
         project = self._project(request, project_id)

@@ -153,6 +153,15 @@ class ProjectConfigForm(forms.ModelForm):
         dup = sorted({c for c in classes if classes.count(c) > 1})
         if dup:
             raise forms.ValidationError(f"classes must be unique; repeated: {dup}")
+        # "Cat" and "cat" would share one ImageFolder folder on a case-insensitive disk, and the class
+        # finder matches without case: two such classes are one class typed twice.
+        folded: dict[str, list[str]] = {}
+        for c in classes:
+            folded.setdefault(c.casefold(), []).append(c)
+        same = [" / ".join(repr(n) for n in names) for names in folded.values() if len(names) > 1]
+        if same:
+            raise forms.ValidationError(f"classes must differ by more than upper and lower case; "
+                                        f"repeated: {', '.join(same)}")
         if self.instance.pk:  # a class dropped while items carry it would orphan those labels
             in_use = dict(
                 Annotation.objects.filter(item__project=self.instance, is_current=True,
@@ -309,8 +318,9 @@ class ProjectConfigForm(forms.ModelForm):
 
 
 def extractor_warning(name: str) -> str:
-    """The warning shown with an extractor's parameters ("" when it has none)."""
-    return get_extractor(name).retired
+    """The warning shown with an extractor's parameters ("" when it has none, or is not registered here:
+    a project's stored name may be one only tests or another version register)."""
+    return get_extractor(name).retired if name in extractor_names() else ""
 
 
 def build_project_form(user=None) -> type[ProjectConfigForm]:
@@ -338,6 +348,9 @@ def build_project_form(user=None) -> type[ProjectConfigForm]:
         help_text=f"Selection strategy ('{DEFAULT_STRATEGY}' for a new project); a change applies from the next round.")
     attrs["extractor"] = forms.ChoiceField(
         choices=[(e, f"{e} - {get_extractor(e).description}") for e in extractor_names()],
+        # The model's default: without it a new project's page preselects the first choice ('hf'), which
+        # needs a model id, and the add form cannot be saved as it comes.
+        initial=Project._meta.get_field("extractor").default,
         help_text="Feature extractor; a change (or new parameters) re-computes the embeddings in the background. "
                   "TorchScript ('torch') is retired: export the model to ONNX and choose 'onnx'.")
     attrs["generated"] = generated

@@ -1,13 +1,61 @@
 """The admin's import and export forms (the project form, generated from the schemas, is in forms.py)."""
 from __future__ import annotations
 
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
+import numpy as np
 from django import forms
 from django.conf import settings
 
 from .services.exports import FORMATS
+from .services.import_sources import IMAGE_EXTENSIONS, ImportRejected, parse_manifest
 from .services.imports import LABELS_AS
+
+ALLOWED_IMAGES = "jpg, png, webp, bmp, tiff"
+
+
+def zip_problem(upload) -> str:
+    """Why an uploaded zip cannot be imported ("" when it may be): not a zip, or no image in it.
+
+    Reads only the archive's directory, so a wrong file is refused by the form at once instead of
+    failing the import job later; the job still checks every member."""
+    try:
+        with zipfile.ZipFile(upload) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"{upload.name} is not a zip archive ({exc})"
+    finally:
+        upload.seek(0)
+    images = [n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_EXTENSIONS and "__MACOSX" not in n]
+    if not images:
+        what = "is empty" if not names else f"holds {len(names)} file(s) but no image"
+        return f"{upload.name} {what} (images: {ALLOWED_IMAGES})"
+    return ""
+
+
+def npy_problem(upload) -> str:
+    """Why an uploaded embeddings file is not an (n, d) numeric .npy matrix ("" when it is); reads its header only."""
+    try:
+        head = upload.read(6)
+        upload.seek(0)
+        if head != b"\x93NUMPY":
+            if head[:2] == b"PK":
+                hint = "a .npz archive: save the matrix itself with numpy.save('X.npy', X)"
+            else:
+                hint = "a CSV or other text? load it and save it with numpy.save('X.npy', X)"
+            return f"{upload.name} is not a NumPy .npy file ({hint})"
+        major, _ = np.lib.format.read_magic(upload)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(upload)
+    except (ValueError, OSError) as exc:
+        return f"{upload.name} has a damaged .npy header ({exc})"
+    finally:
+        upload.seek(0)
+    if len(shape) != 2 or dtype.kind not in "fiu":
+        return (f"{upload.name} holds a {dtype} array of shape {shape}; embeddings are an (n, d) matrix of "
+                "numbers, one row per image")
+    return ""
 
 
 class ImportForm(forms.Form):
@@ -36,6 +84,42 @@ class ImportForm(forms.Form):
             self.fields["manifest_url"].label = "Or a manifest URL"
             self.fields["manifest_url"].help_text = "An http(s):// URL."
 
+    def _upload(self, key: str):
+        """The uploaded file ``key`` (None when none), refused when over LOUPE_MAX_UPLOAD_BYTES."""
+        f = self.cleaned_data.get(key)
+        if f is not None and f.size > settings.LOUPE_MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(f"{f.name} is {f.size} bytes, more than LOUPE_MAX_UPLOAD_BYTES="
+                                        f"{settings.LOUPE_MAX_UPLOAD_BYTES}")
+        return f
+
+    def clean_zip_file(self):
+        f = self._upload("zip_file")
+        if f is not None and (problem := zip_problem(f)):
+            raise forms.ValidationError(problem)
+        return f
+
+    def clean_embeddings(self):
+        f = self._upload("embeddings")
+        if f is not None and (problem := npy_problem(f)):
+            raise forms.ValidationError(problem)
+        return f
+
+    def clean_manifest_file(self):
+        """A manifest small enough to read in the request is parsed here, so a wrong column is named at once
+        (a larger one is parsed by the import job, with the same messages)."""
+        f = self._upload("manifest_file")
+        if f is not None and f.size <= settings.FILE_UPLOAD_MAX_MEMORY_SIZE:
+            try:
+                parse_manifest(f.read(), f.name)
+            except ImportRejected as exc:
+                raise forms.ValidationError(str(exc)) from None
+            except UnicodeDecodeError as exc:
+                raise forms.ValidationError(f"{f.name} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                            "a manifest is a CSV or JSON file") from None
+            finally:
+                f.seek(0)
+        return f
+
     def clean_manifest_url(self) -> str:
         url = (self.cleaned_data.get("manifest_url") or "").strip()
         if url and self.user is not None and not self.user.is_superuser and not url.lower().startswith(
@@ -61,11 +145,6 @@ class ImportForm(forms.Form):
         folder = data.get("folder")
         if folder and not Path(folder).is_dir():
             self.add_error("folder", f"{folder!r} is not a folder on the server")
-        for key in ("zip_file", "manifest_file", "embeddings"):
-            f = data.get(key)
-            if f is not None and f.size > settings.LOUPE_MAX_UPLOAD_BYTES:
-                self.add_error(key, f"{f.name} is {f.size} bytes, more than LOUPE_MAX_UPLOAD_BYTES="
-                                    f"{settings.LOUPE_MAX_UPLOAD_BYTES}")
         if data.get("labels_as") not in LABELS_AS:
             self.add_error("labels_as", f"choose one of {list(LABELS_AS)}")
         return data

@@ -65,6 +65,10 @@ PLAIN: dict[str, tuple[str, str, str]] = {
     "step_size": ("Step size", "Size of each optimisation step.", "mirror-descent η"),
     "round_candidates": ("Candidates for the final pick", "Only this many of the most promising items are "
                          "considered at the end; 0 considers all.", "ROUND candidates"),
+    "round_mass": ("Share of weight for the final pick", "Of those, only the fewest holding this share of the "
+                   "relaxed weight are considered; 1 considers them all.", "ROUND mass"),
+    "round_steps": ("Steps of the final pick", "Large batches pick several items per step, at most this "
+                    "many steps; 0 picks one item per step.", "ROUND steps"),
     "dtype": ("Number precision", "float32 is faster; float64 more exact.", "dtype"),
     "memory_budget_mb": ("Memory limit (MB)", "Refuse to run when the exact method would need more memory.",
                          "dense working set"),

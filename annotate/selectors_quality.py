@@ -55,6 +55,14 @@ def audit_strata(*, project: Project) -> list[dict[str, Any]]:
         fl = labels.get(item_id)
         if fl is not None:  # undone or skipped since: no label to compare with
             per_round.setdefault(round_id, []).append((float(fl.label == predicted), prob, pi))
+    # A Poisson round whose draw chose no item is a stratum too: its estimate is the exact sum of f over
+    # its pool (the correction term is an empty sum).  Leaving it out would condition the other rounds on
+    # "at least one item drawn", which inflates their correction term by 1 / P(n >= 1) -- about 1.16 at
+    # the default 2 expected audit items per round, a bias whenever f is miscalibrated.
+    empty = Round.objects.filter(project=project, status=Round.Status.DONE, metrics__audit=0,
+                                 metrics__quality__audit_design="poisson").values_list("pk", flat=True)
+    for round_id in empty:
+        per_round.setdefault(round_id, [])
     rounds = {r.pk: r for r in Round.objects.filter(pk__in=per_round).only("pk", "number", "metrics",
                                                                              "labeled_count")}
     out = []
@@ -64,9 +72,11 @@ def audit_strata(*, project: Project) -> list[dict[str, Any]]:
         q = m.get("quality") or {}
         n_pool = int(m.get("pool") or 0)
         drawn = int(m.get("audit") or 0)
+        if drawn == 0 and not rows and n_pool > 0 and "pool_conf_sum" in q:
+            drawn = 1  # the empty draw: rho = 1 below, no audit term
         if n_pool < len(rows) or drawn <= 0:
             continue  # a round without its pool size: nothing to weight by
-        rho = min(1.0, len(rows) / drawn)  # labeled share of the audit items drawn
+        rho = min(1.0, len(rows) / drawn) if rows else 1.0  # labeled share of the audit items drawn
         poisson = q.get("audit_design") == "poisson" and all(r[2] is not None for r in rows)
         pi = [(r[2] if poisson else drawn / n_pool) * rho for r in rows]
         has_f = all(r[1] is not None for r in rows) and (
@@ -109,7 +119,7 @@ def accuracy_estimate(*, project: Project) -> dict[str, Any]:
     from selection.quality import audit_accuracy, combine_strata  # noqa: PLC0415
 
     strata = audit_strata(project=project)
-    if not strata:
+    if not any(s["y"] for s in strata):
         return {"best": None, "audit": None, "active_inference": None}
     pairs = [stratum_estimates(s) for s in strata]
     weights = [s["weight"] for s in strata]

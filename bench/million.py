@@ -27,16 +27,16 @@ import io
 import os
 import resource
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.appkit import app_cleanup, app_env, bench_user, django_ready, label_from_truth  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -53,26 +53,23 @@ def main(argv=None) -> int:
     ap.add_argument("--lease-reps", type=int, default=20)
     ap.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     ap.add_argument("--profile", action="store_true", help="print the top functions of submit and dashboard")
+    ap.add_argument("--no-export", action="store_true", help="skip the export (the slowest step)")
     ap.add_argument("--keep", action="store_true", help="keep the database (its name is printed; drop it yourself)")
     args = ap.parse_args(argv)
 
-    tmp = tempfile.mkdtemp(prefix="loupe-million-")
-    os.environ.update(LOUPE_VAR_DIR=tmp, DJANGO_SETTINGS_MODULE="config.settings")
-    os.environ.pop("CELERY_BROKER_URL", None)
     admin = os.environ.get("LOUPE_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     dbname = f"loupe_million_{secrets.token_hex(4)}"
-    if args.sqlite:
-        os.environ.pop("DATABASE_URL", None)
-    else:
+    if not args.sqlite:
         import psycopg  # noqa: PLC0415
 
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{dbname}"')
-        os.environ["DATABASE_URL"] = urlsplit(admin)._replace(path=f"/{dbname}").geturl()
+    tmp = app_env("loupe-million-", database_url=None if args.sqlite else
+                  urlsplit(admin)._replace(path=f"/{dbname}").geturl())
     try:
         return run(args)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)   # media: the embeddings .npy, images, the export
+        app_cleanup(tmp)  # media: the embeddings .npy, images, the export
         if not args.sqlite and args.keep:
             print(f"kept database {dbname}", flush=True)
         elif not args.sqlite:
@@ -110,17 +107,12 @@ class Peak:
 def run(args) -> int:
     import json  # noqa: PLC0415
 
-    sys.path.insert(0, str(ROOT))
-    import django  # noqa: PLC0415
-
-    django.setup()
+    django_ready()
     import numpy as np  # noqa: PLC0415
-    from django.contrib.auth import get_user_model  # noqa: PLC0415
-    from django.core.management import call_command  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
     from annotate import storage  # noqa: PLC0415
-    from annotate.models import Annotation, Item, Membership, Project, Round  # noqa: PLC0415
+    from annotate.models import Item, Membership, Project, Round  # noqa: PLC0415
     from annotate.selectors import project_progress  # noqa: PLC0415
     from annotate.selectors_stats import project_stats  # noqa: PLC0415
     from annotate.services.annotations import annotation_submit  # noqa: PLC0415
@@ -129,7 +121,6 @@ def run(args) -> int:
     from annotate.services.queue import queue_lease  # noqa: PLC0415
     from annotate.services.rounds import round_execute, round_request  # noqa: PLC0415
 
-    call_command("migrate", verbosity=0)
     rows: list[tuple[str, float, float, int, str]] = []
     peak = Peak()
     mark = [time.perf_counter(), cpu()]
@@ -146,7 +137,7 @@ def run(args) -> int:
         print(f"  {step}: {wall:.2f} s wall, {c:.2f} s CPU, peak RSS {m / 2**20:.0f} MiB  {note}", flush=True)
         start()
 
-    user = get_user_model().objects.create_user(username="bench", password="x")
+    user = bench_user()
     rng = np.random.default_rng(0)
 
     def make_project(name, n, b):
@@ -184,8 +175,7 @@ def run(args) -> int:
         return project, t_npy, t_rows
 
     def add_labels(project, n, k):
-        lab = Item.objects.filter(project=project, row__in=rng.choice(n, k, replace=False).tolist())
-        Annotation.objects.bulk_create([Annotation(item=it, annotator=user, label=it.ground_truth) for it in lab])
+        label_from_truth(Item.objects.filter(project=project, row__in=rng.choice(n, k, replace=False).tolist()), user)
 
     def round_run(project, b=None):
         rnd = round_request(project=project, reason="bench", batch_size=b)
@@ -287,11 +277,12 @@ def run(args) -> int:
             print(f"{float(q['time']):.3f} s  {q['sql'][:300]}")
         start()
 
-    out = Path(os.environ["LOUPE_VAR_DIR"]) / "export.csv"  # 7. export
-    before = Peak.now()
-    written = export_write(project=project, fmt="csv", path=out)
-    rec("export CSV (streamed)", f"{written} records, {out.stat().st_size / 2**20:.0f} MiB file; resident "
-        f"{before / 2**20:.0f} MiB before")
+    if not args.no_export:  # 7. export
+        out = Path(os.environ["LOUPE_VAR_DIR"]) / "export.csv"
+        before = Peak.now()
+        written = export_write(project=project, fmt="csv", path=out)
+        rec("export CSV (streamed)", f"{written} records, {out.stat().st_size / 2**20:.0f} MiB file; resident "
+            f"{before / 2**20:.0f} MiB before")
 
     print(f"\nn={n} d={args.d} classes={args.classes} b={args.b}, load average {os.getloadavg()[0]:.1f}, "
           f"peak RSS of the run {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB\n")

@@ -31,11 +31,13 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.appkit import app_cleanup, app_env, bench_user, django_ready, label_from_truth  # noqa: E402
+
 #: Issue 14's targets: the median round (after the first) in wall seconds.
 TARGETS = {"firal": 2.0, "cluster_margin": 0.5, "badge": 0.5, "margin": 0.5}
 PHASES = ("load", "train", "quality", "select", "write")
@@ -62,36 +64,23 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE", help="write every round's numbers here")
     args = ap.parse_args(argv)
 
-    tmp = tempfile.mkdtemp(prefix="loupe-roundbench-")
-    os.environ.update(LOUPE_VAR_DIR=tmp, DJANGO_SETTINGS_MODULE="config.settings")
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.pop("CELERY_BROKER_URL", None)
-    sys.path.insert(0, str(ROOT))
-    import django  # noqa: PLC0415
-
-    django.setup()
+    tmp = app_env("loupe-roundbench-")  # SQLite
+    django_ready()
     logging.getLogger("annotate").setLevel(logging.WARNING)  # one line per round would bury the table
     import numpy as np  # noqa: PLC0415
-    from django.contrib.auth import get_user_model  # noqa: PLC0415
-    from django.core.management import call_command  # noqa: PLC0415
     from django.utils import timezone  # noqa: PLC0415
 
     from annotate import realtime  # noqa: PLC0415
-    from annotate.models import Annotation, Item, QueueEntry, Round  # noqa: PLC0415
+    from annotate.models import Item, QueueEntry, Round  # noqa: PLC0415
     from annotate.services.demo import demo_build  # noqa: PLC0415
     from annotate.services.quality import quality_refresh  # noqa: PLC0415
     from annotate.services.rounds import round_execute, round_request  # noqa: PLC0415
 
-    call_command("migrate", verbosity=0)
     project = demo_build(batch_size=args.batch_size).project
-    user = get_user_model().objects.create_user(username="bench", password="x")
+    user = bench_user()
     rng = np.random.default_rng(args.seed)
     items = list(Item.objects.filter(project=project).order_by("row"))
-    picked = rng.choice(len(items), size=args.labels, replace=False)
-    Annotation.objects.bulk_create([
-        Annotation(item=items[i], annotator=user, action=Annotation.Action.LABEL, label=items[i].ground_truth,
-                   is_current=True) for i in picked
-    ])
+    label_from_truth([items[i] for i in rng.choice(len(items), size=args.labels, replace=False)], user)
     pushes = {"n": 0}
     real_send = realtime.send_round_status
 
@@ -112,10 +101,7 @@ def main(argv=None) -> int:
     def label_batch(rnd) -> int:
         """The annotators label the round's batch (ground truth), as between two rounds in the app."""
         entries = list(QueueEntry.objects.filter(round=rnd, state=QueueEntry.State.PENDING).select_related("item"))
-        Annotation.objects.bulk_create([
-            Annotation(item=e.item, annotator=user, action=Annotation.Action.LABEL, label=e.item.ground_truth,
-                       is_current=True) for e in entries
-        ])
+        label_from_truth([e.item for e in entries], user)
         QueueEntry.objects.filter(pk__in=[e.pk for e in entries]).update(state=QueueEntry.State.DONE,
                                                                          done_at=timezone.now())
         return len(entries)
@@ -195,9 +181,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "load_start": load_start, "load_end": load_end,
                                                "warm_s": warm_s, "commit": _commit(), "rounds": results}))
-    import shutil  # noqa: PLC0415
-
-    shutil.rmtree(tmp, ignore_errors=True)
+    app_cleanup(tmp)
     return 0
 
 

@@ -16,6 +16,6 @@ PY="${PYTHON:-python}"
 "$PY" manage.py check --fail-level WARNING
 # Every model change has its migration (the entrypoint only applies migrations, never writes them).
 "$PY" manage.py makemigrations --check --dry-run
-# Static files are collected into the image so Daphne + WhiteNoise serve them without finders.
+# Static files are collected into the image so the web server + WhiteNoise serve them without finders.
 "$PY" manage.py collectstatic --noinput --verbosity 0
 echo "build-check: ok"

@@ -1,6 +1,6 @@
 """Health check of the web service (compose.yaml runs ``python docker/healthcheck.py``).
 
-Healthy means Daphne answers a real Django page with 200: the ASGI app imported, settings
+Healthy means the web server answers a real Django page with 200: the ASGI app imported, settings
 loaded and the database answered the session lookup.  The request says it came through the
 TLS proxy (``X-Forwarded-Proto: https``) so ``SECURE_SSL_REDIRECT`` does not turn it into a
 redirect, and uses ``localhost`` as host, which compose.yaml always puts in ALLOWED_HOSTS.

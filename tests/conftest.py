@@ -190,9 +190,9 @@ def start_server(tmp_path_factory):
     servers: list[LoupeServer] = []
 
     def start(*, env: dict[str, str] | None = None, demo: dict | None = None, worker: bool = False,
-              daphne: bool = False, serve_args: tuple[str, ...] = ()) -> LoupeServer:
-        """``worker``: also run ``celery -A config worker``; ``daphne``: serve with the plain daphne CLI
-        (production) instead of ``manage.py loupe_serve``."""
+              daphne: bool = False, uvicorn: bool = False, serve_args: tuple[str, ...] = ()) -> LoupeServer:
+        """``worker``: also run ``celery -A config worker``; ``daphne`` / ``uvicorn``: serve with the plain
+        daphne or uvicorn CLI (production; compose runs uvicorn) instead of ``manage.py loupe_serve``."""
         var_dir = tmp_path_factory.mktemp("loupe-server")
         srv = LoupeServer(var_dir, env or {})
         servers.append(srv)
@@ -201,6 +201,8 @@ def start_server(tmp_path_factory):
             srv.start_worker()
         if daphne:
             srv.start_daphne()
+        elif uvicorn:
+            srv.start_uvicorn()
         else:
             srv.start(*serve_args)
         return srv

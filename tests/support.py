@@ -282,6 +282,16 @@ class LoupeServer:
         proc.wait_for_log("Listening on TCP address", timeout)
         self.server = proc
 
+    def start_uvicorn(self, timeout: float = 60) -> None:
+        """The production web process as docker/compose.yaml runs it: ``uvicorn config.asgi:application``."""
+        uvicorn = str(Path(PYTHON).with_name("uvicorn"))
+        proc = Proc([uvicorn, "--host", "127.0.0.1", "--port", str(self.port), "--proxy-headers", "--lifespan", "off",
+                     "--ws", "websockets-sansio", "--timeout-keep-alive", "30", "--no-access-log",
+                     "config.asgi:application"], self.env, self.var_dir / "uvicorn.log")
+        self.procs.append(proc)
+        proc.wait_for_log("Uvicorn running on", timeout)
+        self.server = proc
+
     def start_worker(self, timeout: float = 90) -> Proc:
         return start_celery_worker(self.env, self.var_dir / "worker.log", timeout=timeout, procs=self.procs)
 

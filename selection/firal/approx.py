@@ -115,7 +115,8 @@ def approx_firal(prob, b: int, *, probes: int = 10, estimator: str = "factored",
                  resample: bool = True, cg_rtol: float = 1e-2, cg_maxiter: int = 100,
                  relax_iters: int = 20, step: float = 2.0, step_rule: str = "normalized",
                  relax_tol: float = 0.0, eta: float | None = None, round_candidates: int = 2000,
-                 precond_rows: int = 4096, rng=None, progress=None):
+                 round_mass: float = 1.0, round_steps: int = 0, precond_rows: int = 4096,
+                 rng=None, progress=None):
     """Approx-FIRAL. Returns (pool indices, relaxed z, info).
 
     ``resample=True`` (default) draws fresh probes at every RELAX iteration: each gradient is
@@ -133,6 +134,13 @@ def approx_firal(prob, b: int, *, probes: int = 10, estimator: str = "factored",
     67-68% of the mass and the top 2000 89-90% with the benchmark's data, 99.99% in the top
     10b with more confident probabilities), but the batch FIR was identical with 2000
     candidates and with the whole pool, and 0.1% higher with 10b (docs/bench-firal.md).
+    ``round_mass`` < 1 narrows that further to the fewest top-z points holding this share of
+    sum z (at least 2b): ROUND's cost is b steps times the candidates, so with large batches it
+    dominates (c = 26, b = 520, n = 10k: 12 of 15 CPU seconds with 10b = 5200 candidates);
+    ``round_steps`` > 0 caps ROUND at that many steps: each step then takes its
+    ceil(b / round_steps) best points (one eigendecomposition of the blocks per step, which is
+    ROUND's fixed cost per step). docs/strategies.md compares the batch FIR and the suite's
+    accuracy with and without both.
     """
     if resample and step_rule == "adaptive":
         raise ValueError("step_rule='adaptive' compares objective estimates between iterations, "
@@ -151,7 +159,9 @@ def approx_firal(prob, b: int, *, probes: int = 10, estimator: str = "factored",
     t1 = time.perf_counter()
     round_progress = None if progress is None else (lambda f, m: progress(0.6 + 0.4 * f, m))
     idx, oinfo = round_blockdiag(prob, z, b, eta, progress=round_progress,
-                                 candidates=max(round_candidates, 10 * b) if round_candidates else 0)
+                                 candidates=max(round_candidates, 10 * b) if round_candidates else 0,
+                                 mass=round_mass,
+                                 per_step=-(-b // round_steps) if round_steps else 1)
     t2 = time.perf_counter()
     its = oracle.cg_iterations
     info = {
@@ -161,7 +171,7 @@ def approx_firal(prob, b: int, *, probes: int = 10, estimator: str = "factored",
         "cg_iterations": its, "cg_iterations_total": int(sum(its)),
         "cg_matvecs": oracle.cg_matvecs, "cg_unconverged_solves": oracle.cg_unconverged,
         "round_eta": oinfo["eta"], "round_gains": oinfo["gains"],
-        "round_candidates": oinfo["candidates"],
+        "round_candidates": oinfo["candidates"], "round_steps": oinfo["steps"],
         "comm_relax_seconds": comm_relax, "comm_round_seconds": prob.comm.seconds - comm_relax,
         "ranks": prob.comm.size,
     }

@@ -100,6 +100,7 @@ def _run_rank(comm, problem, b, out, params, seed, device, info_path, blas_threa
         cg_rtol=p["cg_rtol"], cg_maxiter=p["cg_maxiter"], relax_iters=p["relax_iters"],
         step=p["step_size"], step_rule=p["step_rule"], relax_tol=p["relax_tol"],
         eta=p["round_eta"], round_candidates=p["round_candidates"],
+        round_mass=p.get("round_mass", 1.0), round_steps=p.get("round_steps", 0),
         rng=np.random.default_rng(seed))
     if comm.rank == 0:
         np.save(out, np.asarray(idx, dtype=np.int64))
@@ -107,6 +108,7 @@ def _run_rank(comm, problem, b, out, params, seed, device, info_path, blas_threa
             keep = {k: v for k, v in info.items() if k not in {"relax_history", "cg_iterations"}}
             keep.update(load_seconds=t1 - t0, ranks=comm.size, n_local=int(hi - lo),
                         rank0_cpu_seconds=time.process_time() - cpu0, collectives=comm.calls,
+                        rank0_comm_cpu_seconds=comm.cpu_seconds,
                         blas_threads=blas_threads, cuda_aware=comm.cuda_aware, device=dev)
             with open(info_path, "w") as fh:
                 json.dump(keep, fh, default=float)

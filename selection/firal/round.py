@@ -107,12 +107,36 @@ def round_dense(prob, z, b: int, eta: float | None = None, *, progress=None):
                                                  "whitened_lambda_min": lam_min}
 
 
+def mass_candidates(z, b: int, mass: float, cap: int) -> int:
+    """How many of the largest relaxed weights ROUND scores: the fewest holding ``mass`` of sum z,
+    at least 2b (ROUND needs room to choose), at most ``cap`` (0 = no cap) and the pool size.
+
+    RELAX leaves z concentrated (sum z = b over n points), so the points outside the top share
+    carry almost no weight in Sigma*, and ROUND, which plays against the relaxed solution,
+    rarely picks them; leaving them out makes each of the b ROUND steps cost O(candidates c d^2)
+    instead of O(n c d^2).
+    """
+    zh = np.sort(np.asarray(to_numpy(z), dtype=np.float64).ravel())[::-1]
+    n = len(zh)
+    hi = n if not cap else min(n, cap)
+    if mass >= 1.0 or n == 0:
+        return hi
+    cm = np.cumsum(np.maximum(zh, 0.0))
+    k = int(np.searchsorted(cm, mass * cm[-1])) + 1 if cm[-1] > 0 else n
+    return int(min(hi, max(k, 2 * b, b)))
+
+
 def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
-                    return_state: bool = False, candidates: int = 0):
+                    return_state: bool = False, candidates: int = 0, mass: float = 1.0,
+                    per_step: int = 1):
     """Approx-FIRAL ROUND on the c-1 diagonal d x d blocks. Returns (pool indices, info).
 
     ``candidates`` > 0 scores only the ``candidates`` pool points with the largest relaxed
-    weight z*_i (at least b of them) instead of the whole pool.
+    weight z*_i (at least b of them) instead of the whole pool; ``mass`` < 1 scores only the
+    fewest top-z points that hold that share of sum z (at least 2b, at most ``candidates``;
+    :func:`mass_candidates`).
+    ``per_step`` > 1 takes the step's ``per_step`` best points with one eigendecomposition (then
+    updates B by each): b / per_step steps instead of b, for large batches.
     ``return_state`` adds info["state"] = (Linv, B): the whitening blocks and the accumulated
     blocks eta * sum_t F_t after the last step (for tests).
     """
@@ -133,18 +157,24 @@ def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
     Xp = prob.Xp
     off, n_tot = prob.pool_offset, prob.n_pool_total
     gidx = np.arange(off, off + n)                  # global pool index of each scored row
-    if candidates and candidates < n_tot:
+    if (candidates and candidates < n_tot) or mass < 1.0:
         zh = np.asarray(comm.allgather(z), dtype=np.float64)
-        cand = np.sort(np.argpartition(-zh, max(candidates, b) - 1)[:max(candidates, b)])
+        if mass < 1.0:
+            candidates = mass_candidates(zh, b, mass, candidates)
+        candidates = max(candidates, b)
+        cand = np.sort(np.argpartition(-zh, candidates - 1)[:candidates]) if candidates < n_tot \
+            else np.arange(n_tot)
         gidx = cand[(cand >= off) & (cand < off + n)]
         ci = xp.asarray(gidx - off)
         G, Xp, n = G[ci], Xp[ci], len(gidx)
     n_scored = comm.counts(n)[1]
     B = xp.zeros((k, d, d), dtype=prob.dtype)
     taken = np.zeros(n, dtype=bool)
-    chosen, gains = [], []
+    chosen: list[int] = []
+    gains: list[float] = []
     scores = xp.empty(n, dtype=prob.dtype)
-    for t in range(b):
+    t = 0
+    while len(chosen) < b:
         mu, V = xp.linalg.eigh(B)                                      # (k, d), (k, d, d)
         nu = solve_nu(mu)
         t_mu = nu + mu
@@ -163,24 +193,31 @@ def round_blockdiag(prob, z, b: int, eta: float | None = None, *, progress=None,
             scores[sl] = num / den
         ratio = to_numpy(scores).astype(np.float64)
         ratio[taken] = -np.inf
-        i = int(np.argmax(ratio)) if n else -1
-        if comm.size == 1:
-            gain, gi = float(ratio[i]), int(gidx[i])
-            xi, gi_w = Xp[i], G[i]
-            taken[i] = True
-        else:   # every rank offers its best point and its row; all take the same winner
-            offer = (to_numpy(Xp[i]), to_numpy(G[i])) if n else None
-            gain, gi, (xi, gi_w) = comm.argmax_with(float(ratio[i]) if n else -math.inf,
-                                                     int(gidx[i]) if n else n_tot, offer)
-            if n and int(gidx[i]) == gi:
+        picks = []
+        for _ in range(min(per_step, b - len(chosen))):  # the step's best points, one B update each
+            i = int(np.argmax(ratio)) if n else -1
+            if comm.size == 1:
+                gain, gi = float(ratio[i]), int(gidx[i])
+                xi, gi_w = Xp[i], G[i]
                 taken[i] = True
-        chosen.append(gi)
-        gains.append(gain)
-        u = Linv @ xp.asarray(xi)                                      # (k, d): W_a x_i
-        B += eta * (xp.asarray(gi_w)[:, None, None] * (u[:, :, None] * u[:, None, :]) + C / b)
+                ratio[i] = -np.inf
+            else:   # every rank offers its best point and its row; all take the same winner
+                offer = (to_numpy(Xp[i]), to_numpy(G[i])) if n else None
+                gain, gi, (xi, gi_w) = comm.argmax_with(float(ratio[i]) if n else -math.inf,
+                                                         int(gidx[i]) if n else n_tot, offer)
+                if n and int(gidx[i]) == gi:
+                    taken[i] = True
+                    ratio[i] = -np.inf
+            chosen.append(gi)
+            gains.append(gain)
+            picks.append((xi, gi_w))
+        for xi, gi_w in picks:
+            u = Linv @ xp.asarray(xi)                                  # (k, d): W_a x_i
+            B += eta * (xp.asarray(gi_w)[:, None, None] * (u[:, :, None] * u[:, None, :]) + C / b)
+        t += 1
         if progress is not None:
-            progress((t + 1) / b, f"ROUND {t + 1}/{b}")
-    info = {"eta": eta, "gains": gains, "candidates": n_scored}
+            progress(len(chosen) / b, f"ROUND {len(chosen)}/{b}")
+    info = {"eta": eta, "gains": gains, "candidates": n_scored, "steps": t}
     if return_state:
         info["state"] = (Linv, B)
     return np.asarray(chosen, dtype=np.int64), info

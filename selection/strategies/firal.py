@@ -124,6 +124,10 @@ class Firal(Strategy):
         Param("round_candidates", "int", 2000, "ROUND scores the max(this, 10b) pool points with "
               "the largest relaxed weight z (RELAX leaves z concentrated); 0 = the whole pool.",
               min=0, max=10**9),
+        Param("round_mass", "float", 0.95, "ROUND scores only the fewest of those candidates that hold "
+              "this share of the relaxed weight (at least 2b); 1 = all of them.", min=0.01, max=1.0),
+        Param("round_steps", "int", 128, "ROUND takes at most this many steps, each choosing its "
+              "ceil(b / round_steps) best points (large batches); 0 = one point per step.", min=0, max=10**9),
         Param("dtype", "str", "float32", "Floating point type of the computation.",
               choices=("float32", "float64")),
         Param("pool_sample", "int", 0, "Select from a uniform random sample of this many pool points "
@@ -163,7 +167,7 @@ class Firal(Strategy):
             resample=p["probe_resample"], cg_rtol=p["cg_rtol"], cg_maxiter=p["cg_maxiter"],
             relax_iters=p["relax_iters"], step=p["step_size"], step_rule=p["step_rule"],
             relax_tol=p["relax_tol"], eta=p["round_eta"], round_candidates=p["round_candidates"],
-            rng=rng, progress=_progress(context))
+            round_mass=p["round_mass"], round_steps=p["round_steps"], rng=rng, progress=_progress(context))
         return Selection(idx, np.asarray(_gains(run, idx)), {**info, **_clean(run)})
 
 

@@ -32,3 +32,15 @@ def test_a_duplicate_fails_the_whole_insert():
     with pytest.raises(IntegrityError):
         items_bulk_insert(project=project, rows=list(_rows(5, start=100)) + list(_rows(1, start=3)))
     assert Item.objects.filter(project=project).count() == 10
+
+
+def test_a_large_insert_on_postgresql_refreshes_the_planner_statistics():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (ANALYZE after COPY)")
+    project = empty_project()
+    items_bulk_insert(project=project, rows=_rows(1500), analyze_rows=1000)
+    with connection.cursor() as cur:
+        cur.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [Item._meta.db_table])
+        assert cur.fetchone()[0] >= 1500   # never analyzed: -1 or 0

@@ -350,10 +350,10 @@ def test_admin_import_page_for_a_project_admin_offers_uploads_only(media, tmp_pa
     assert 'name="zip_file"' in page and 'name="folder"' not in page
     r = c.post(f"/admin/annotate/project/{project.pk}/import/", {"manifest_url": "/etc/passwd",
                                                                  "labels_as": "ground_truth"})
-    assert r.status_code == 200 and "only http(s):// URLs are allowed" in r.content.decode()
+    assert r.status_code == 400 and "only http(s):// URLs are allowed" in r.content.decode()
     r = c.post(f"/admin/annotate/project/{project.pk}/import/", {"manifest_url": "http://169.254.169.254/x.csv",
                                                                  "labels_as": "ground_truth"})
-    assert r.status_code == 200 and "not a public address" in r.content.decode()
+    assert r.status_code == 400 and "not a public address" in r.content.decode()
     assert not Job.objects.exists()
     z = write_zip(tmp_path / "up.zip", {"cat/a.png": image_bytes(1)})
     with open(z, "rb") as fh:

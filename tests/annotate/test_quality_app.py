@@ -331,3 +331,36 @@ def test_migration_backfills_uniform_probabilities_of_old_audit_entries(make_pro
         e.refresh_from_db()
     assert a.audit_probability == pytest.approx(0.1)
     assert b.audit_probability is None and c.audit_probability is None  # not audit / no pool size recorded
+
+
+def test_a_round_whose_poisson_draw_chose_nothing_is_a_stratum_of_its_own(make_project, make_user):
+    """Leaving such a round out would condition the others on "at least one item drawn" (biased when f is
+    miscalibrated: tests/selection/quality); it enters as the exact pool sum of f with its expected variance."""
+    project = make_project(classes=("cat", "dog"), n_items=30)
+    a = make_user("a")
+    q1 = {"audit_design": "poisson", "audit_expected": 2.0, "pool_conf_sum": 160.0, "spread_over_pi": 3000.0,
+          "spread": 16.0}
+    q2 = {"audit_design": "poisson", "audit_expected": 1.5, "pool_conf_sum": 150.0, "spread_over_pi": 2500.0,
+          "spread": 15.0}
+    r1 = Round.objects.create(project=project, number=1, status="done", strategy="margin",
+                              metrics={"pool": 200, "audit": 12, "quality": q1})
+    Round.objects.create(project=project, number=2, status="done", strategy="margin",
+                         metrics={"pool": 180, "audit": 0, "quality": q2})
+    rows = []
+    for k, item in enumerate(project.items.order_by("pk")[:12]):
+        right, f, pi = k % 3 != 0, 0.9, 0.05 + 0.01 * k
+        pred = item.ground_truth if right else next(c for c in project.classes if c != item.ground_truth)
+        QueueEntry.objects.create(project=project, round=r1, item=item, rank=k, is_audit=True, state="done",
+                                  predicted_label=pred, correct_probability=f, audit_probability=pi)
+        Annotation.objects.create(item=item, annotator=a, label=item.ground_truth)
+        rows.append((float(right), f, pi))
+    y, f, pi = (np.array(c) for c in zip(*rows))
+    v1 = (160.0 + np.sum((y - f) / pi)) / 200
+    s1 = max(np.sum((1 - pi) * (y - f) ** 2 / pi**2), 3000.0 - 16.0) / 200**2
+    v2, s2 = 150.0 / 180, (2500.0 - 15.0) / 180**2
+    w = np.array([2.0, 1.5]) / 3.5
+    value, hw = w @ [v1, v2], 1.959963984540054 * np.sqrt(w**2 @ [s1, s2])
+    best = accuracy_estimate(project=project)["best"]
+    assert best["key"] == "active_inference" and best["n_labels"] == 12
+    assert best["value"] == pytest.approx(value)
+    assert best["low"] == pytest.approx(value - hw)

@@ -27,11 +27,19 @@ def label_all(project, user, n, origin="manual"):
     return got
 
 
+def rounds_with_labels(project, make_round, user, labeled: int):
+    """Round 1, then ``labeled`` times: ``user`` labels a whole batch (ground truth) and the next round
+    runs.  Returns the last round."""
+    rnd = make_round(project)
+    for _ in range(labeled):
+        label_all(project, user, project.batch_size)
+        rnd = make_round(project)
+    return rnd
+
+
 def test_entries_carry_sorted_top_classes_and_the_calibrated_set(make_project, make_round, user):
     project = make_project(n_items=80, batch_size=12, members=[(user, Membership.Role.ANNOTATOR)])
-    make_round(project)
-    label_all(project, user, 12)
-    rnd2 = make_round(project)
+    rnd2 = rounds_with_labels(project, make_round, user, 1)
     entries = list(rnd2.entries.all())
     for e in entries:
         probs = [p for _, p in e.top_classes]
@@ -59,10 +67,7 @@ def test_suggestions_appear_once_the_model_is_right_often_enough_and_never_on_au
         make_project, make_round, user):
     project = make_project(n_items=120, batch_size=12, members=[(user, Membership.Role.ANNOTATOR)],
                            suggest_min_accuracy=0.5)
-    make_round(project)
-    for _ in range(3):
-        label_all(project, user, 12)
-        rnd = make_round(project)
+    rnd = rounds_with_labels(project, make_round, user, 3)
     assert rnd.metrics["prequential_n"] >= MIN_CALIBRATION
     assert rnd.metrics["prequential_accuracy"] >= 0.5  # clustered embeddings: easy
     cut = rnd.metrics["suggest_confidence"]
@@ -90,9 +95,7 @@ def test_suggestions_appear_once_the_model_is_right_often_enough_and_never_on_au
 
 def test_labels_shown_the_model_answer_are_left_out_of_the_calibration(make_project, make_round, user):
     project = make_project(n_items=80, batch_size=12, members=[(user, Membership.Role.ANNOTATOR)])
-    make_round(project)
-    label_all(project, user, 12)
-    make_round(project)
+    rounds_with_labels(project, make_round, user, 1)
     label_all(project, user, 12, origin="suggestion")
     labels = selectors.labeled_item_labels(project=project)
     assert calibration_read(project=project, labels=labels, classes=list(project.classes))["prequential_n"] == 0
@@ -116,10 +119,7 @@ def test_suggestion_cut_off_is_shown_where_the_model_was_right_often_enough(make
     c whose entries at or above c number >= MIN_CALIBRATION and were right >= the target share."""
     project = make_project(n_items=160, batch_size=16, members=[(user, Membership.Role.ANNOTATOR)],
                            suggest_min_accuracy=0.7)
-    make_round(project)
-    for _ in range(3):
-        label_all(project, user, 16)
-        rnd = make_round(project)
+    rnd = rounds_with_labels(project, make_round, user, 3)
     labels = selectors.labeled_item_labels(project=project)
     done = QueueEntry.objects.filter(project=project, state=QueueEntry.State.DONE).exclude(top_classes=[])
     conf = np.array([e.top_classes[0][1] for e in done])

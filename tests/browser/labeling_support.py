@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,16 @@ def open_page(p, srv: LoupeServer, path: str, viewport=(1280, 800)):
     page.click("button[type=submit]")
     page.wait_for_url(f"**{path}")
     return browser, page
+
+
+@contextmanager
+def labeling_page(p, srv: LoupeServer, project_id: int, viewport=(1280, 800)):
+    """The labeling page of ``project_id``, logged in as the admin, in a browser of its own (closed after)."""
+    browser, page = open_page(p, srv, f"/projects/{project_id}/label/", viewport=viewport)
+    try:
+        yield page
+    finally:
+        browser.close()
 
 
 def wait_for_item(page, timeout: float = 30000) -> int:

@@ -12,7 +12,7 @@ from tests.browser.labeling_support import (
     PASSWORD,
     add_project,
     chromium_or_skip,
-    open_page,
+    labeling_page,
     press_and_advance,
     save_screenshot,
     stored_labels,
@@ -74,8 +74,7 @@ def label_by_truth(page, srv, pid, keymap: dict[str, str], n: int) -> dict[int, 
 ])
 def test_keys_follow_class_names_and_store_the_class_pressed(server, pw, tmp_path, project, expected):
     pid = server.projects[project]
-    browser, page = open_page(pw, server, f"/projects/{pid}/label/")
-    try:
+    with labeling_page(pw, server, pid) as page:
         wait_for_item(page)
         assert keys_on_buttons(page) == expected
         # Every key is shown on its button, once: a key that is the class name is not printed twice ("a a").
@@ -90,14 +89,11 @@ def test_keys_follow_class_names_and_store_the_class_pressed(server, pw, tmp_pat
         if project == "letters":
             save_screenshot(page, "labeling-26-classes.png", tmp_path)
         assert page.errors == []
-    finally:
-        browser.close()
 
 
 def test_type_ahead_filters_and_enter_picks(server, pw):
     pid = server.projects["letters"]
-    browser, page = open_page(pw, server, f"/projects/{pid}/label/")
-    try:
+    with labeling_page(pw, server, pid) as page:
         item = wait_for_item(page)
         page.keyboard.press("/")
         page.keyboard.type("q")
@@ -110,8 +106,6 @@ def test_type_ahead_filters_and_enter_picks(server, pw):
         assert page.input_value("#finder") == ""
         assert page.evaluate("[...document.querySelectorAll('.class-btn')].every((b) => !b.hidden)")
         wait_for(lambda: stored_labels(server, pid).get(item, ("",))[0] == "q", 10, "the picked label")
-    finally:
-        browser.close()
 
 
 def boxes(page) -> dict[str, tuple]:
@@ -125,8 +119,7 @@ def boxes(page) -> dict[str, tuple]:
 @pytest.mark.parametrize("viewport", [(1280, 800), (1920, 1080), (480, 900)])
 def test_status_and_toasts_never_move_or_cover_the_buttons(server, pw, tmp_path, viewport):
     pid = server.projects["letters"]
-    browser, page = open_page(pw, server, f"/projects/{pid}/label/", viewport=viewport)
-    try:
+    with labeling_page(pw, server, pid, viewport=viewport) as page:
         wait_for_item(page)
         before = boxes(page)
         # A round starts (its solver message must not reach annotators) and a long toast shows.
@@ -157,8 +150,6 @@ def test_status_and_toasts_never_move_or_cover_the_buttons(server, pw, tmp_path,
         page.evaluate("() => window.loupeSocket.onMessage({type: 'round.status', round: {number: 9, status: 'done'}})")
         assert boxes(page) == before
         assert page.errors == []
-    finally:
-        browser.close()
 
 
 def pixelated(page) -> bool:
@@ -169,8 +160,7 @@ def pixelated(page) -> bool:
 
 def test_zoom_keys_and_a_class_named_zero_wins_over_the_zoom_reset(server, pw):
     pid = server.projects["digits"]
-    browser, page = open_page(pw, server, f"/projects/{pid}/label/")
-    try:
+    with labeling_page(pw, server, pid) as page:
         item = wait_for_item(page)
         assert pixelated(page)  # 24 px images: hard pixel edges when enlarged
         page.keyboard.press("+")
@@ -185,14 +175,11 @@ def test_zoom_keys_and_a_class_named_zero_wins_over_the_zoom_reset(server, pw):
         press_and_advance(page, "0")  # "0" is a class here: it labels, and the next item starts unzoomed
         assert page.get_attribute("#canvas", "data-zoom") == "1.00"
         wait_for(lambda: stored_labels(server, pid).get(item, ("",))[0] == "0", 10, "label 0")
-    finally:
-        browser.close()
 
 
 def test_the_strip_of_last_labels_fixes_one_by_click(server, pw):
     pid = server.projects["animals"]
-    browser, page = open_page(pw, server, f"/projects/{pid}/label/")
-    try:
+    with labeling_page(pw, server, pid) as page:
         wait_for_item(page)
         assert not pixelated(page)  # 160 px images are drawn smoothly, as a photo would be
         # Before any label the strip shows its empty slots, in the side panel next to the image.
@@ -209,8 +196,6 @@ def test_the_strip_of_last_labels_fixes_one_by_click(server, pw):
                           "the fixed label")
         assert labels[second][0] == "cat"
         assert page.inner_text(f'.recent-item[data-item-id="{first}"]') == "bird"
-    finally:
-        browser.close()
 
 
 def test_suggestion_mode_accepts_with_enter_and_records_the_origin(server, pw, tmp_path):
@@ -244,8 +229,7 @@ def test_suggestion_mode_accepts_with_enter_and_records_the_origin(server, pw, t
     else:
         pytest.fail("no suggestion after 8 rounds of labels")
 
-    browser, page = open_page(pw, server, f"/projects/{pid}/label/")
-    try:
+    with labeling_page(pw, server, pid) as page:
         item = wait_for_item(page)
         page.wait_for_function("document.getElementById('labeler').dataset.suggestion !== ''")
         suggested = page.get_attribute("#labeler", "data-suggestion")
@@ -270,5 +254,3 @@ def test_suggestion_mode_accepts_with_enter_and_records_the_origin(server, pw, t
         assert stored[overridden] == ("dog", "manual")
         assert stored[picked] == (first_candidate, "candidate")
         assert page.errors == []
-    finally:
-        browser.close()

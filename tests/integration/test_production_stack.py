@@ -1,4 +1,4 @@
-"""Production wiring: PostgreSQL + Redis (broker and channel layer) + `daphne config.asgi:application`
+"""Production wiring: PostgreSQL + Redis (broker and channel layer) + `uvicorn config.asgi:application` (as compose)
 + a separate `celery -A config worker -Q gpu,cpu` process.  Labels posted over HTTP make the worker
 run a round; the new queue is in the database and the worker's push arrives over a real WebSocket."""
 import secrets
@@ -22,7 +22,7 @@ def test_labels_over_http_trigger_a_worker_round_whose_push_reaches_the_websocke
     env = {"DATABASE_URL": db_url, "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url,
            "LOUPE_CHANNEL_PREFIX": f"loupe-test-{secrets.token_hex(4)}"}
     srv = start_server(env=env, demo=dict(limit=200, batch_size=BATCH, refill_threshold=THRESHOLD), worker=True,
-                       daphne=True)
+                       uvicorn=True)
     token = srv.token("admin")
     pid = 1
 

@@ -64,8 +64,9 @@ def _json_body(response: bytes) -> dict:
 
 
 @pytest.mark.slow
-def test_a_huge_post_is_refused_with_413_before_daphne_buffers_it(start_server):
-    srv = start_server(env={"LOUPE_MAX_BODY_BYTES": str(LIMIT)}, demo=dict(limit=30), daphne=True)
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_a_huge_post_is_refused_with_413_before_the_server_buffers_it(start_server, server):
+    srv = start_server(env={"LOUPE_MAX_BODY_BYTES": str(LIMIT)}, demo=dict(limit=30), **{server: True})
     pid = srv.server.p.pid
     before = _rss_hwm_kib(pid)
 
@@ -84,7 +85,7 @@ def test_a_huge_post_is_refused_with_413_before_daphne_buffers_it(start_server):
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
     assert LIMIT <= sent < 64 * 1024 * 1024, sent
 
-    assert _rss_hwm_kib(pid) - before < 32 * 1024, "Daphne's peak memory grew with the refused bodies"
+    assert _rss_hwm_kib(pid) - before < 32 * 1024, f"{server}'s peak memory grew with the refused bodies"
     # A normal request still reaches Django (anonymous: 401, as JSON).
     code, body = srv.api("not-a-token", "/api/projects/1/lease", {"n": 1})
     assert code == 401 and "token" in body["error"]

@@ -121,11 +121,12 @@ def test_every_service_has_a_health_check(compose):
         assert test[0] in {"CMD", "CMD-SHELL"} and len(test) > 1, f"service {name}: malformed health check {test}"
 
 
-def test_web_runs_daphne_on_the_asgi_app_after_migrations(compose):
+def test_web_runs_uvicorn_on_the_asgi_app_after_migrations(compose):
     web = compose["services"]["web"]
     cmd = _command(web)
-    assert cmd[0] == "daphne" and cmd[-1] == "config.asgi:application"
-    assert _option(cmd, "--bind", "-b") == "0.0.0.0"
+    assert cmd[0] == "uvicorn" and cmd[-1] == "config.asgi:application"
+    assert _option(cmd, "--host") == "0.0.0.0" and _option(cmd, "--lifespan") == "off"
+    assert _option(cmd, "--ws") == "websockets-sansio" and "--proxy-headers" in cmd
     assert _environment(web)["LOUPE_MIGRATE"] == "1"
     assert web["healthcheck"]["test"][1:] == ["python", "docker/healthcheck.py"]
     assert any(str(p).endswith(":8000") for p in web["ports"])

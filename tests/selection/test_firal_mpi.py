@@ -16,7 +16,7 @@ import pytest
 from selection import make_strategy
 from selection.firal.approx import ApproxOracle
 from selection.firal.hutchinson import factored_probes
-from selection.firal.mpi import MPIRunError, mpi_available, mpirun_command, run_firal_mpi
+from selection.firal.mpi import MPIRunError, mpi_available, mpirun_command, run_firal_mpi, threads_per_rank
 from selection.firal.problem import make_problem
 from selection.firal.relax import mirror_descent
 
@@ -70,12 +70,14 @@ def test_sharded_products_and_relax_match_one_process(tmp_path, ranks):
 def test_mpi_batch_matches_single_process_firal(ranks):
     Xp, Pp, Xo, Po, yo = synth(n=1500, c=5, d=6, m=10, seed=3)
     yo = np.arange(len(Xo)) % 5          # every class seen: no cold-start picks
-    params = {"dtype": "float64", "round_candidates": 150, "lam": 1.0}
+    params = {"dtype": "float64", "round_candidates": 150, "round_mass": 1.0, "lam": 1.0}
     one = make_strategy("firal", params).select(Xp, Pp, X_labeled=Xo, probs_labeled=Po,
                                                 y_labeled=yo, batch_size=10, random_state=5)
     idx, info = run_firal_mpi(Xp, Pp, Xo, Po, lam=1.0, b=10, ranks=ranks, params=params, seed=5,
-                              timeout=240)
+                              timeout=240, threads=1 if ranks == 3 else None)
     assert info["ranks"] == ranks and info["round_candidates"] == 150
+    # every rank holds its BLAS to its share of the cores (never ranks x cores threads)
+    assert info["blas_threads"] == [1 if ranks == 3 else threads_per_rank(2)]
     if sorted(idx.tolist()) != sorted(one.indices.tolist()):   # float sum order may differ
         f1 = ref_fir(Xo, Po, Xp, Pp, one.indices, 1.0)
         fk = ref_fir(Xo, Po, Xp, Pp, idx, 1.0)

@@ -92,3 +92,31 @@ def test_blockdiag_state_after_rank_one_updates_equals_dense_blocks():
         # b rank-one (+ C/b) updates accumulate to eta * W_a (Sigma_S)_aa W_a^T
         np.testing.assert_allclose(B[a], 3.0 * Linv[a] @ SigS[blk, blk] @ Linv[a].T,
                                    rtol=1e-9, atol=1e-9)
+
+
+def test_mass_candidates_keeps_the_fewest_top_weights_holding_the_share():
+    from selection.firal.round import mass_candidates
+
+    z = np.array([0.5, 5.0, 0.5, 3.0, 1.0])          # sorted: 5, 3, 1, .5, .5 (sum 10)
+    assert mass_candidates(z, 1, 0.95, 0) == 4      # 5 + 3 + 1 + .5 = 9.5 >= 9.5
+    assert mass_candidates(z, 1, 0.5, 0) == 2       # at least 2b
+    assert mass_candidates(z, 1, 0.95, 3) == 3      # the cap wins
+    assert mass_candidates(z, 2, 0.9, 0) == 4       # 5 + 3 + 1 = 9 holds 90% (3 points), but 2b = 4
+    assert mass_candidates(z, 1, 1.0, 0) == 5
+
+
+def test_blockdiag_round_with_a_mass_share_and_several_picks_per_step():
+    Xp, Pp, Xo, Po, _ = synth(n=200, c=4, d=3, m=5, seed=6)
+    prob = make_problem(Xp, Pp, Xo, Po, lam=0.7)
+    z = np.random.default_rng(7).dirichlet(np.full(200, 0.3)) * 10
+    one, info1 = round_blockdiag(prob, z, 10)
+    assert info1["steps"] == 10 and info1["candidates"] == 200
+    # the share leaves out the smallest weights, and ROUND picks only from the rest
+    cut, info_m = round_blockdiag(prob, z, 10, mass=0.9)
+    keep = np.argsort(-z)[:info_m["candidates"]]
+    assert 20 <= info_m["candidates"] < 200 and set(cut.tolist()) <= set(keep.tolist())
+    # two picks per step: half the steps; the first pick is the same, the second is the
+    # step's runner-up, and the batch has no repeats
+    two, info2 = round_blockdiag(prob, z, 10, per_step=2)
+    assert info2["steps"] == 5 and len(set(two.tolist())) == 10
+    assert two[0] == one[0] and info2["gains"][1] <= info2["gains"][0]

@@ -1,5 +1,9 @@
-"""``python manage.py loupe_serve``: Daphne serving ``config.asgi`` and, in the embedded default, a
-Celery worker in a thread of the same process.
+"""``python manage.py loupe_serve``: an ASGI server (Uvicorn; ``--server daphne`` for Daphne) serving
+``config.asgi`` and, in the embedded default, a Celery worker in a thread of the same process.
+
+Uvicorn is the default because it cost the least CPU per label of the three servers measured
+under the same load (Daphne, Uvicorn, Granian: docs/bench-load.md); WebSockets go through its
+``websockets`` implementation.
 
 Embedded default (``CELERY_BROKER_URL`` unset, i.e. ``memory://``): the memory broker lives in
 this process's memory, so the worker must too.  It runs in a daemon thread with the ``solo``
@@ -18,11 +22,12 @@ import logging
 import socket
 import threading
 
-import daphne.server  # noqa: F401  - installs Twisted's asyncio reactor before anything imports a reactor
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 log = logging.getLogger("loupe.serve")
+
+SERVERS = ("uvicorn", "daphne")
 
 
 def start_embedded_worker(*, concurrency: int = 1, loglevel: str = "INFO") -> threading.Thread:
@@ -74,26 +79,25 @@ def port_check(host: str, port: int) -> None:
 
 
 class Command(BaseCommand):
-    help = "Serve Loupe with Daphne (HTTP + WebSockets); in the embedded default also run a Celery worker thread."
+    help = ("Serve Loupe with Uvicorn or Daphne (HTTP + WebSockets); in the embedded default also run a Celery "
+            "worker thread.")
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--server", choices=SERVERS, default="uvicorn",
+                            help="the ASGI server (default uvicorn, the cheapest measured: docs/bench-load.md)")
         parser.add_argument("--no-worker", action="store_true", help="do not start the embedded worker thread")
         parser.add_argument("--worker-concurrency", type=int, default=1)
         parser.add_argument("--admin", metavar="USERNAME", default=None,
                             help="make sure this superuser exists and print how to log in (make run does)")
 
     def handle(self, *args, **opts):
-        from channels.routing import get_default_application  # noqa: PLC0415
-        from daphne.endpoints import build_endpoint_description_strings  # noqa: PLC0415
-        from daphne.server import Server  # noqa: PLC0415
-        from twisted.internet import reactor  # noqa: PLC0415  - the asyncio reactor daphne installed
-
-        from annotate import realtime  # noqa: PLC0415
         from annotate.services.jobs import jobs_resume_orphans  # noqa: PLC0415
         from annotate.services.rounds import rounds_resume_orphans  # noqa: PLC0415
 
+        if opts["server"] == "daphne":
+            import daphne.server  # noqa: F401, PLC0415 - installs Twisted's asyncio reactor before any reactor import
         port_check(opts["host"], opts["port"])
         embedded = settings.LOUPE_EMBEDDED_WORKER
         if embedded and not opts["no_worker"]:
@@ -117,14 +121,7 @@ class Command(BaseCommand):
 
         start_sweeper()
 
-        def record_loop() -> None:
-            realtime.set_server_loop(asyncio.get_event_loop())
-
-        reactor.callWhenRunning(record_loop)
-
         host, port = opts["host"], opts["port"]
-        if opts["verbosity"] < 2:  # Daphne's start-up lines would bury the banner below
-            logging.getLogger("daphne").setLevel(logging.WARNING)
         login = ""
         if opts["admin"]:
             from annotate.services.roles import admin_user_ensure  # noqa: PLC0415
@@ -137,13 +134,65 @@ class Command(BaseCommand):
 
         def ready() -> None:
             self.stdout.write(self.style.SUCCESS(f"Loupe is serving http://{host}:{port}/") + login
-                              + f"\n  ({mode}; channel layer {layer}; Ctrl+C stops it)")
+                              + f"\n  ({opts['server']}; {mode}; channel layer {layer}; Ctrl+C stops it)")
             self.stdout.flush()
 
-        Server(
-            application=get_default_application(),
-            endpoints=build_endpoint_description_strings(host=host, port=port),
-            signal_handlers=True,
-            ready_callable=ready,
-            verbosity=1,
-        ).run()
+        if opts["server"] == "daphne":
+            serve_daphne(host, port, ready=ready, quiet=opts["verbosity"] < 2)
+        else:
+            serve_uvicorn(host, port, ready=ready, quiet=opts["verbosity"] < 2)
+
+
+def serve_uvicorn(host: str, port: int, *, ready, quiet: bool) -> None:
+    """Uvicorn on ``host:port`` until SIGINT/SIGTERM; the server's event loop is recorded for pushes
+    from the embedded worker's thread (``realtime.set_server_loop``) before the first request."""
+    import uvicorn  # noqa: PLC0415
+    from channels.routing import get_default_application  # noqa: PLC0415
+
+    from annotate import realtime  # noqa: PLC0415
+
+    config = uvicorn.Config(
+        get_default_application(), host=host, port=port,
+        lifespan="off",  # Channels' router has no lifespan handler
+        ws="websockets-sansio", access_log=False, log_level="warning" if quiet else "info",
+        # a page's keep-alive connection outlives a think time of a few seconds (Uvicorn's default is 5 s)
+        timeout_keep_alive=30,
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        realtime.set_server_loop(asyncio.get_running_loop())
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            ready()
+        await serving
+
+    asyncio.run(main())
+    if not server.started:
+        raise CommandError(f"Uvicorn could not serve on {host}:{port}; see the log above")
+
+
+def serve_daphne(host: str, port: int, *, ready, quiet: bool) -> None:
+    """Daphne (Twisted) on ``host:port`` until SIGINT/SIGTERM."""
+    from channels.routing import get_default_application  # noqa: PLC0415
+    from daphne.endpoints import build_endpoint_description_strings  # noqa: PLC0415
+    from daphne.server import Server  # noqa: PLC0415
+    from twisted.internet import reactor  # noqa: PLC0415  - the asyncio reactor daphne installed
+
+    from annotate import realtime  # noqa: PLC0415
+
+    def record_loop() -> None:
+        realtime.set_server_loop(asyncio.get_event_loop())
+
+    reactor.callWhenRunning(record_loop)
+    if quiet:  # Daphne's start-up lines would bury the banner
+        logging.getLogger("daphne").setLevel(logging.WARNING)
+    Server(
+        application=get_default_application(),
+        endpoints=build_endpoint_description_strings(host=host, port=port),
+        signal_handlers=True,
+        ready_callable=ready,
+        verbosity=1,
+    ).run()

@@ -161,6 +161,35 @@ def test_active_inference_is_exactly_unbiased_with_the_exact_variance_by_enumera
     assert mean_var_hat == pytest.approx(true_var, rel=1e-10)  # the variance estimate is unbiased too
 
 
+def test_rounds_combine_unbiasedly_only_if_a_round_with_an_empty_draw_still_counts():
+    # Two rounds (pools of 6, about one expected audit item each: an empty draw is common) with an
+    # over-confident f; exact expectation over all 2^6 x 2^6 audit patterns.  Weights are fixed before
+    # the draws (the expected audit counts), so the estimand is their weighted mean of the pool accuracies.
+    import itertools
+
+    Y = [np.array([1, 0, 1, 1, 0, 1], float), np.array([0, 1, 1, 0, 1, 1], float)]
+    f = [np.array([0.9, 0.8, 0.95, 0.7, 0.85, 0.9]), np.array([0.8, 0.9, 0.6, 0.9, 0.95, 0.7])]
+    pi = [quality.inclusion_probabilities(np.sqrt(g * (1 - g)), 1.0) for g in f]
+    w = np.array([p.sum() for p in pi])
+    truth = w @ [y.mean() for y in Y] / w.sum()
+    patterns = [list(itertools.product([0, 1], repeat=6)) for _ in Y]
+    kept = dropped = 0.0
+    p_dropped = 0.0
+    for xa in patterns[0]:
+        for xb in patterns[1]:
+            xs = [np.array(xa, bool), np.array(xb, bool)]
+            p = np.prod([np.prod(np.where(x, q, 1 - q)) for x, q in zip(xs, pi, strict=True)])
+            st = [quality.active_inference_stratum(y[x], g[x], q[x], pool_conf_sum=g.sum(), n_pool=6)
+                  for y, g, q, x in zip(Y, f, pi, xs, strict=True)]
+            kept += p * quality.combine_strata(st, w).value
+            keep = [k for k, x in enumerate(xs) if x.any()]  # the app before: rounds with no audit item left out
+            if keep:
+                dropped += p * quality.combine_strata([st[k] for k in keep], w[keep]).value
+                p_dropped += p
+    assert kept == pytest.approx(truth, abs=1e-12)
+    assert abs(dropped / p_dropped - truth) > 0.02  # conditioning on a non-empty draw biases it
+
+
 def test_combine_strata_is_the_weighted_mean_with_added_variances():
     a = quality.StratumEstimate(0.8, 0.0004, 10, 100)
     b = quality.StratumEstimate(0.9, 0.0001, 20, 200)

@@ -1,0 +1,148 @@
+"""Variants of ``auto`` that were measured for issue 13 and not kept (docs/strategies.md, "Variants tried").
+
+``python bench/auto_variants.py [simulate options]`` registers them, then runs
+``python -m selection simulate`` with the given options, e.g.::
+
+    python bench/auto_variants.py --data pendigits --head sklearn --seeds 5 --jobs 2 \
+        --strategies "random,auto,x_auto:then=x_divmargin;beta=2;pick=top;weighted=False"
+
+- ``x_divmargin``: Zhdanov 2019 ("Diverse mini-batch Active Learning"): the top beta*b by margin,
+  (margin-weighted) k-means into b clusters, one point per cluster (nearest the centre, or the
+  most uncertain: ``pick=top``).  Diversity inside the uncertain batch, as in Cluster-Margin.
+- ``x_powmargin``: power sampling of the margin score, p ~ score^beta (Kirsch et al. 2023).
+- ``x_typmargin``: TypiClust proposes beta*b typical points of the least covered clusters and
+  margin chooses b of them (a TypiClust + uncertainty hybrid).
+- ``x_densmargin``: information density (Settles & Craven 2008): margin x typicality^gamma.
+- ``x_auto``: TypiClust below ``switch`` labels per class, then ``then``, given as
+  ``name;key=value;key=value`` so that the scratch strategies above can follow it.
+"""
+import os
+import sys
+sys.path.insert(0, os.getcwd())
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.neighbors import NearestNeighbors
+from selection.params import Param
+from selection.typiclust import typiclust_select
+from selection.strategies.base import Selection, Strategy, register, make_strategy
+from selection.scores import margin_scores, top_b
+from selection.strategies.stochastic import gumbel_top_k
+
+
+def diverse_margin(X, probs, b, rng, beta, pick="nearest", weighted=True):
+    """Zhdanov 2019: top beta*b by margin, (weighted) k-means into b clusters, one per cluster."""
+    s = np.asarray(margin_scores(probs), dtype=np.float64)
+    m = min(len(s), max(b, int(round(beta * b))))
+    cand = top_b(s, m)
+    if m == b:
+        return cand
+    Xc = np.asarray(X[cand], dtype=np.float64)
+    km = KMeans(n_clusters=b, n_init=1, max_iter=100, random_state=int(rng.integers(2**31 - 1)))
+    lab = km.fit_predict(Xc, sample_weight=s[cand] if weighted else None)
+    out = []
+    for k in range(b):
+        mem = np.flatnonzero(lab == k)
+        if len(mem) == 0:
+            continue
+        if pick == "nearest":
+            dd = ((Xc[mem] - km.cluster_centers_[k]) ** 2).sum(1)
+            out.append(cand[mem[dd.argmin()]])
+        else:
+            out.append(cand[mem[s[cand[mem]].argmax()]])
+    out = list(dict.fromkeys(out))
+    if len(out) < b:
+        rest = [i for i in cand if i not in set(out)]
+        out += rest[: b - len(out)]
+    return np.asarray(out[:b], dtype=np.int64)
+
+
+@register
+class XDivMargin(Strategy):
+    name = "x_divmargin"
+    description = "issue 13 variant (bench/auto_variants.py)"
+    params = (Param("beta", "float", 10.0, "", min=1, max=100),
+              Param("pick", "str", "nearest", "", choices=("nearest", "top")),
+              Param("weighted", "bool", True, ""))
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        p = self.params_
+        idx = diverse_margin(X_pool, probs_pool, batch_size, rng, p["beta"], p["pick"], p["weighted"])
+        return Selection(idx, None, {})
+
+
+@register
+class XPowMargin(Strategy):
+    name = "x_powmargin"
+    description = "issue 13 variant (bench/auto_variants.py)"
+    params = (Param("beta", "float", 4.0, "", min=0, max=1000),)
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        s = np.asarray(margin_scores(probs_pool), dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            lw = self.params_["beta"] * np.log(np.maximum(s, 0))
+        return Selection(gumbel_top_k(lw, batch_size, rng), None, {})
+
+
+@register
+class XAuto(Strategy):
+    """``auto`` with a free 'then' spec 'name;k=v;k=v'."""
+    name = "x_auto"
+    description = "issue 13 variant (bench/auto_variants.py)"
+    params = (Param("switch", "float", 10.0, "", min=0, max=1e6),
+              Param("then", "str", "margin", ""))
+    needs_probs = False
+    uses_cold_start = False
+    distinct = False
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        n_lab = 0 if y_labeled is None else len(y_labeled)
+        kw = {"X_labeled": X_labeled, "probs_labeled": probs_labeled, "y_labeled": y_labeled,
+              "random_state": rng, "context": context}
+        use_typ = probs_pool is None or n_lab == 0 or n_lab / probs_pool.shape[1] < self.params_["switch"]
+        if use_typ:
+            sel = make_strategy("typiclust", {}).select(X_pool, None, batch_size=batch_size, **kw)
+            return Selection(sel.indices, sel.scores, {"sub_strategy": "typiclust"})
+        parts = self.params_["then"].split(";")
+        params = dict(kv.split("=") for kv in parts[1:])
+        sel = make_strategy(parts[0], params).select(X_pool, probs_pool, batch_size=batch_size, **kw)
+        return Selection(sel.indices, sel.scores, {"sub_strategy": parts[0]})
+
+
+@register
+class XTypMargin(Strategy):
+    """TypiClust proposes beta*b typical points of the least covered clusters; margin picks b of them."""
+    name = "x_typmargin"
+    description = "issue 13 variant (bench/auto_variants.py)"
+    params = (Param("beta", "float", 2.0, "", min=1, max=100),)
+    needs_probs = False
+    uses_cold_start = False
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        m = min(X_pool.shape[0], max(batch_size, int(round(self.params_["beta"] * batch_size))))
+        if probs_pool is None or m == batch_size:
+            return Selection(typiclust_select(X_pool, batch_size, X_labeled, rng)[0], None, {})
+        cand, _ = typiclust_select(X_pool, m, X_labeled, rng)
+        s = np.asarray(margin_scores(probs_pool[cand]), dtype=np.float64)
+        return Selection(cand[top_b(s, batch_size)], None, {})
+
+
+@register
+class XDensMargin(Strategy):
+    """Information density (Settles & Craven 2008): margin score x typicality^gamma."""
+    name = "x_densmargin"
+    description = "issue 13 variant (bench/auto_variants.py)"
+    params = (Param("gamma", "float", 1.0, "", min=0, max=100),)
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        X = np.asarray(X_pool, dtype=np.float64)
+        k = min(20, len(X) - 1)
+        dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
+        typ = 1.0 / (dist[:, 1:].mean(1) + 1e-12)
+        typ /= typ.max()
+        s = np.asarray(margin_scores(probs_pool), dtype=np.float64) * typ ** self.params_["gamma"]
+        return Selection(top_b(s, batch_size), None, {})
+
+
+if __name__ == "__main__":
+    from selection.simulate import main
+    sys.exit(main(sys.argv[1:]))
