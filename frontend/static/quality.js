@@ -38,9 +38,9 @@ export function renderAccuracy(tile, acc) {
   const sc = acc.scope;
   const range = (a) => (a[0] === a[1] ? `${a[0]}` : `${a[0]}–${a[1]}`);
   const one = sc && sc.rounds[0] === sc.rounds[1];
-  const what = sc ? `estimates: the accuracy of ${one ? "the model of round" : "the models of rounds"} ` +
-    `${range(sc.rounds)} (trained on ${range(sc.labels)} labels) on the items not yet labeled when each served ` +
-    `its batch${one ? "" : ", averaged — not the newest model alone"}` : "";
+  const what = sc ? `estimates: how often ${one ? "the model of round" : "the models of rounds"} ` +
+    `${range(sc.rounds)} (trained on ${range(sc.labels)} labels) agree with the team's final label, on the items ` +
+    `not yet labeled when each served its batch${one ? "" : " (averaged; not the newest model alone)"}` : "";
   detail.replaceChildren(
     el("div", {}, `95% interval ${pct(best.low)}–${pct(best.high)} · ${best.n_labels} audit labels · ${best.short_name}`),
     el("div", {dataset: {stat: "accuracy-scope"}}, what),

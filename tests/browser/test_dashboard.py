@@ -108,7 +108,7 @@ def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
                                ".includes('audit labels')", timeout=15000)
         tile = page.text_content("[data-stat=accuracy]")
         assert "±" in tile or ("(" in tile and "–" in tile)  # symmetric, or the clipped interval itself
-        assert "estimates: the accuracy of the model" in page.text_content("[data-stat=accuracy-detail]")
+        assert "estimates: how often the model" in page.text_content("[data-stat=accuracy-detail]")
         page.wait_for_function("document.querySelector('#quality').textContent.includes('Krippendorff')",
                                timeout=30000)
         assert page.locator("#chart-distribution svg rect.bar").count() >= 2
