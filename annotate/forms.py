@@ -318,8 +318,9 @@ class ProjectConfigForm(forms.ModelForm):
 
 
 def extractor_warning(name: str) -> str:
-    """The warning shown with an extractor's parameters ("" when it has none)."""
-    return get_extractor(name).retired
+    """The warning shown with an extractor's parameters ("" when it has none, or is not registered here:
+    a project's stored name may be one only tests or another version register)."""
+    return get_extractor(name).retired if name in extractor_names() else ""
 
 
 def build_project_form(user=None) -> type[ProjectConfigForm]:

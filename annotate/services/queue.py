@@ -109,8 +109,9 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
                 e.leased_by = user
                 e.leased_at = now
                 e.lease_expires_at = expires
-            if taken:
-                QueueEntry.objects.bulk_update(taken, ["state", "leased_by", "leased_at", "lease_expires_at"])
+            if taken:  # the same values for every row: one plain UPDATE (bulk_update's CASE per row cost CPU)
+                QueueEntry.objects.filter(pk__in=[e.pk for e in taken]).update(
+                    state=QueueEntry.State.LEASED, leased_by=user, leased_at=now, lease_expires_at=expires)
     if len(held) + len(taken) < n:
         round_maybe_request(project=project)
     return held + taken

@@ -96,14 +96,18 @@ def round_load(rnd: Round) -> RoundData:
     if len(classes) < 2:
         raise ValueError(f"project {project.pk} has {len(classes)} classes; at least 2 are needed")
     class_index = {c: i for i, c in enumerate(classes)}
-    row_of = dict(Item.objects.filter(project=project, row__isnull=False).values_list("id", "row"))
     labels = selectors.labeled_item_labels(project=project)
+    # rows of the labeled items only; the pool's (id, row) pairs come as one array, in id order, from
+    # one query: no Python dict or loop over a million pool items (docs/million-items.md)
+    row_of = dict(Item.objects.filter(project=project, row__isnull=False,
+                                      pk__in=selectors.current_labels(project=project).values("item_id"))
+                  .values_list("id", "row"))
     lab_items = [i for i, lab in labels.items() if i in row_of and lab in class_index]
     lab_rows = np.array([row_of[i] for i in lab_items], dtype=np.int64)
     y = np.array([class_index[labels[i]] for i in lab_items], dtype=np.int64)
-    pool_ids = np.array(sorted(selectors.pool_items(project=project, include_pending=True)
-                               .values_list("id", flat=True)), dtype=np.int64)
-    pool_rows = np.array([row_of[i] for i in pool_ids], dtype=np.int64)
+    pool = np.array(list(selectors.pool_items(project=project, include_pending=True).order_by("id")
+                         .values_list("id", "row")), dtype=np.int64).reshape(-1, 2)
+    pool_ids, pool_rows = pool[:, 0].copy(), pool[:, 1].copy()
     if len(pool_rows) and pool_rows.max() >= X_all.shape[0]:
         raise ValueError(f"an item row ({pool_rows.max()}) is outside the embedding matrix ({X_all.shape[0]} rows)")
     return RoundData(

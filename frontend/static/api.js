@@ -44,6 +44,20 @@ export async function apiRetrying(url, body, tries = 6) {
   }
 }
 
+// For writes that must not be lost (a label, with its client_id, is stored once however often it is sent):
+// retried until the server answers, also through a restart (network errors and 502/503/504), waiting at
+// most 5 s between tries; onWait(err) is told of every failed try.  Other answers (4xx) are final.
+const TRANSIENT = new Set([502, 503, 504]);
+export async function apiPersistent(url, body, onWait = () => {}) {
+  for (let i = 0; ; i++) {
+    try { return await api(url, body); } catch (err) {
+      if (err instanceof ApiError && !TRANSIENT.has(err.status)) throw err;
+      onWait(err);
+      await new Promise((r) => setTimeout(r, Math.min(5000, 300 * 2 ** i)));
+    }
+  }
+}
+
 // Show a message in a page element (role=status / alert) instead of a modal alert(); hides after `ms`.
 const timers = new WeakMap();
 export function notify(el, text, {kind = "info", ms = 4000} = {}) {

@@ -7,9 +7,12 @@ the same start-up) with ``--threads`` BLAS threads per rank (default 1: K ranks 
 Rank 0's timings are shown: RELAX and ROUND wall seconds, and the part of each spent in
 collectives (which includes waiting for the slowest rank), the job's wall time including
 start-up and reading the problem, the speed-up of RELAX+ROUND over the first rank count, and
-whether the batch equals the first rank count's.  Rank 0's CPU seconds (user + system)
-show the work per rank apart from waiting for a core: on a shared machine the wall time
-includes the time the rank was runnable but not running.
+whether the batch equals the first rank count's.  Rank 0's CPU seconds (user + system),
+with the part spent inside collectives (polling while it waits), show the work per rank apart
+from waiting for a core: on a shared machine the wall time includes the time the rank was
+runnable but not running.  "work CPU ratio" is the first row's rank-0 CPU outside collectives
+over this row's: the speed-up the split of the work allows on idle cores (it leaves out the
+latency of the collectives themselves, microseconds each on one host).
 
 Example::
 
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
           f"rank, device {args.device}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}")
     head = ("| ranks | RELAX s (comm s) | ROUND s (comm s) | RELAX+ROUND s | speed-up | job wall s "
-            "| rank-0 CPU s | BLAS threads/rank | collectives | CG its | same batch as first |")
+            "| rank-0 CPU s (in collectives) | work CPU ratio | BLAS threads/rank | collectives | CG its "
+            "| same batch as first |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1), flush=True)
     rows, first = [], None
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                               params=params, seed=args.seed, device=args.device,
                                               timeout=args.timeout, workdir=tmp, threads=args.threads)
                 except MPIRunError as exc:
-                    print(f"| {k} | failed: {str(exc)[:200]} |" + " |" * 9, flush=True)
+                    print(f"| {k} | failed: {str(exc)[:200]} |" + " |" * 10, flush=True)
                     break
                 info["indices"] = idx.tolist()
                 runs.append(info)
@@ -73,14 +77,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             r = sorted(runs, key=lambda x: x["relax_seconds"] + x["round_seconds"])[len(runs) // 2]
             core = r["relax_seconds"] + r["round_seconds"]
+            work = r["rank0_cpu_seconds"] - r["rank0_comm_cpu_seconds"]
             if first is None:
-                first = (core, r["indices"])
+                first = (core, r["indices"], work)
             same = "yes" if r["indices"] == first[1] else (
                 f"{len(set(r['indices']) & set(first[1]))}/{args.b}")
             print(f"| {k} | {r['relax_seconds']:.2f} ({r['comm_relax_seconds']:.2f}) | "
                   f"{r['round_seconds']:.2f} ({r['comm_round_seconds']:.2f}) | {core:.2f} | "
                   f"{first[0] / core:.2f}x | {r['mpi_wall_seconds']:.2f} | "
-                  f"{r['rank0_cpu_seconds']:.2f} | {','.join(map(str, r['blas_threads']))} | "
+                  f"{r['rank0_cpu_seconds']:.2f} ({r['rank0_comm_cpu_seconds']:.2f}) | "
+                  f"{first[2] / work:.2f}x | {','.join(map(str, r['blas_threads']))} | "
                   f"{r['collectives']} | {r['cg_iterations_total']} | {same} |", flush=True)
             rows.append({"ranks": k, "runs": runs})
     if args.json:

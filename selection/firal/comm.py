@@ -11,7 +11,9 @@ The algorithm code calls the same few collectives whatever runs it:
               otherwise.
 
 Every collective adds its wall time to ``seconds`` (this includes waiting for the slowest
-rank: load imbalance shows up as communication time).
+rank: load imbalance shows up as communication time) and its CPU time to ``cpu_seconds`` (a
+rank waiting in a collective polls), so that the CPU time outside collectives is the rank's
+own work, whatever the machine's load.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class SelfComm:
 
     def __init__(self):
         self.seconds = 0.0
+        self.cpu_seconds = 0.0   # CPU time spent inside collectives (a waiting rank polls)
         self.calls = 0
 
     def allreduce(self, a):
@@ -93,11 +96,12 @@ class MPIComm(SelfComm):
         self.cuda_aware = bool(cuda_aware)
 
     def _timed(self, fn, *args):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return fn(*args)
         finally:
             self.seconds += time.perf_counter() - t0
+            self.cpu_seconds += time.process_time() - c0
             self.calls += 1
 
     def allreduce(self, a):

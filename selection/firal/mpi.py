@@ -108,6 +108,7 @@ def _run_rank(comm, problem, b, out, params, seed, device, info_path, blas_threa
             keep = {k: v for k, v in info.items() if k not in {"relax_history", "cg_iterations"}}
             keep.update(load_seconds=t1 - t0, ranks=comm.size, n_local=int(hi - lo),
                         rank0_cpu_seconds=time.process_time() - cpu0, collectives=comm.calls,
+                        rank0_comm_cpu_seconds=comm.cpu_seconds,
                         blas_threads=blas_threads, cuda_aware=comm.cuda_aware, device=dev)
             with open(info_path, "w") as fh:
                 json.dump(keep, fh, default=float)

@@ -151,3 +151,30 @@ def test_a_good_upload_still_starts_the_import(root_client, media, tmp_path):
     assert r.status_code == 302
     job = Job.objects.get()
     assert job.kind == Job.Kind.IMPORT and job.params["embeddings"].endswith("X.npy")
+
+
+def test_the_project_list_leads_whoever_may_create_projects_to_the_add_page(root_client):
+    from tests.factories import add_member
+
+    page = root_client.get("/").content.decode()
+    assert 'id="new-project" href="/admin/annotate/project/add/"' in page
+    annotator = make_user("ann")
+    add_member(empty_project(), annotator, "annotator")
+    c = Client()
+    c.force_login(annotator)
+    page = c.get("/").content.decode()
+    assert 'id="new-project"' not in page and ">p<" in page  # their project, no button
+
+
+def test_make_serve_applies_migrations_before_serving():
+    """`make serve` after a pull with new migrations answered 500 ('no such column') until `make run`."""
+    import shutil
+    import subprocess
+
+    from tests.support import ROOT
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    plan = subprocess.run(["make", "-n", "serve"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    assert "manage.py migrate" in plan and plan.index("manage.py migrate") < plan.index("loupe_serve")
