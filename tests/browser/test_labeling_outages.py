@@ -97,3 +97,24 @@ def test_two_tabs_of_one_annotator_never_offer_an_item_the_other_labeled(server,
         assert refused == []
     finally:
         browser.close()
+
+
+def test_an_ended_session_leads_to_the_login_page_saying_so_and_back_to_the_same_item(server, pw):
+    browser = launch_chromium(pw, CHROMIUM)
+    try:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        log_in(page, server.url, f"/projects/{server.pid}/label/", password=PASSWORD)
+        item = wait_for_item(page)
+        kept = [c for c in context.cookies() if c["name"] != "sessionid"]  # the session ends (expiry, logout)
+        context.clear_cookies()
+        context.add_cookies(kept)
+        page.keyboard.press("1")
+        page.wait_for_selector("#session-ended", timeout=10000)
+        assert "session has ended" in page.inner_text("#session-ended")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        assert wait_for_item(page) == item  # the label that met the ended session was not stored: asked again
+    finally:
+        browser.close()
