@@ -46,8 +46,8 @@ run: $(VENV)/.requirements
 	@$(PY) manage.py loupe_demo -v 0
 	@$(PY) manage.py loupe_serve --host $(HOST) --port $(PORT) --admin admin
 
-## serve: only serve (after `make run` once)
-serve: $(VENV)/.requirements
+## serve: only serve (after `make run` once); migrations first, so a checkout with new ones does not answer 500
+serve: migrate
 	$(PY) manage.py loupe_serve --host $(HOST) --port $(PORT)
 
 ## test: the whole suite (tests needing PostgreSQL/Redis/Chromium skip with a reason when those are absent)

@@ -28,7 +28,7 @@ export async function api(url, body, {method} = {}) {
   const resp = await fetch(url, init);
   let data = {};
   try { data = await resp.json(); } catch { /* not JSON: the status says what happened */ }
-  if (resp.status === 401) location.href = `/accounts/login/?next=${encodeURIComponent(location.pathname)}`;
+  if (resp.status === 401) location.href = `/accounts/login/?expired=1&next=${encodeURIComponent(location.pathname)}`;
   if (!resp.ok) throw new ApiError(data.error || `${resp.status} ${resp.statusText}`, resp.status);
   return data;
 }
@@ -40,6 +40,20 @@ export async function apiRetrying(url, body, tries = 6) {
     try { return await api(url, body); } catch (err) {
       if (err instanceof ApiError || i >= tries - 1) throw err;
       await new Promise((r) => setTimeout(r, 300 * 2 ** i));
+    }
+  }
+}
+
+// For writes that must not be lost (a label, with its client_id, is stored once however often it is sent):
+// retried until the server answers, also through a restart (network errors and 502/503/504), waiting at
+// most 5 s between tries; onWait(err) is told of every failed try.  Other answers (4xx) are final.
+const TRANSIENT = new Set([502, 503, 504]);
+export async function apiPersistent(url, body, onWait = () => {}) {
+  for (let i = 0; ; i++) {
+    try { return await api(url, body); } catch (err) {
+      if (err instanceof ApiError && !TRANSIENT.has(err.status)) throw err;
+      onWait(err);
+      await new Promise((r) => setTimeout(r, Math.min(5000, 300 * 2 ** i)));
     }
   }
 }

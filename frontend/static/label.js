@@ -9,7 +9,7 @@
 // Keys: each class button declares its key (data-hotkey, fixed per project: services/keymap.py).
 // The page's own keys are never letters or digits: Enter accepts the model's suggestion, Shift+1..9
 // picks a candidate, "/" finds a class by name, Space skips, Backspace undoes, "?" helps, + - zoom.
-import {apiRetrying, csrfToken, notify, uuid} from "./api.js";
+import {apiPersistent, apiRetrying, csrfToken, notify, uuid} from "./api.js";
 import {LiveSocket} from "./ws.js";
 import {showGuess} from "./guess.js";
 import {ZoomPan} from "./zoom.js";
@@ -37,6 +37,8 @@ const state = {
   leaseAgain: false,
   round: null,
   recent: [],           // [{item_id, image_url, label, skipped}] newest first
+  unsent: 0,            // labels and skips not yet acknowledged by the server
+  offline: false,       // a send failed and is being retried
 };
 
 function inOrder(fn) {
@@ -200,10 +202,38 @@ function submit(kind, label, origin = "manual") {
   state.recent = [{item_id: item.item_id, image_url: item.image_url, label, skipped: kind === "skip"},
                   ...state.recent.filter((r) => r.item_id !== item.item_id)].slice(0, RECENT);
   renderRecent();
+  tabs?.postMessage({done: item.item_id});
   next();
-  inOrder(() => apiRetrying(URL_OF[kind], body))
+  // Sent until the server answers (a restart, a dropped connection): nothing typed is given up.
+  state.unsent += 1;
+  const waiting = (err) => {
+    state.offline = true;
+    notify($("toast"), `Server not answering (${err.message}): ${state.unsent} label(s) kept here, ` +
+      "sent when it is back", {kind: "error", ms: 0});
+  };
+  inOrder(() => apiPersistent(URL_OF[kind], body, waiting))
     .then((data) => showProgress(data.progress))
-    .catch((err) => toast(`Item ${item.item_id} was not saved: ${err.message}`, "error"));
+    .catch((err) => toast(`Item ${item.item_id} was not saved: ${err.message}`, "error"))
+    .finally(() => {
+      state.unsent -= 1;
+      if (state.offline && !state.unsent) {
+        state.offline = false;
+        toast("Server back: every label is saved.");
+      }
+    });
+}
+
+// The tabs of one annotator hold the same leased items (a lease is per person): a tab that labels or
+// skips an item tells the others, which drop it, instead of offering it again (a 409 when labeled twice).
+const tabs = "BroadcastChannel" in window ? new BroadcastChannel(`loupe-label-${root.dataset.projectId}`) : null;
+if (tabs) {
+  tabs.onmessage = ({data}) => {
+    if (data.back !== undefined) { state.done.delete(data.back); return; }  // undone there: may come back here
+    state.done.add(data.done);
+    state.queue = state.queue.filter((i) => i.item_id !== data.done);
+    if (state.current && state.current.item_id === data.done) next();
+    else if (state.queue.length < REFILL_AT) lease();
+  };
 }
 
 // Undo the latest label, or the one on `itemId` (a click in the strip): the item comes back to label again.
@@ -214,6 +244,7 @@ function undo(itemId) {
     .then((data) => {
       const back = data.item;
       state.done.delete(back.item_id);
+      tabs?.postMessage({back: back.item_id});
       state.recent = state.recent.filter((r) => r.item_id !== back.item_id);
       renderRecent();
       state.queue = state.queue.filter((i) => i.item_id !== back.item_id);
@@ -370,6 +401,9 @@ renderRecent();
 
 // Leaving the page hands the items not labeled yet back to the queue at once (instead of after the
 // lease expires), so teammates can have them.  keepalive lets the request outlive the page.
+// Labels not yet acknowledged would be lost with the page: the browser asks before leaving.
+window.addEventListener("beforeunload", (e) => { if (state.unsent) e.preventDefault(); });
+
 window.addEventListener("pagehide", () => {
   const ids = state.queue.map((i) => i.item_id);
   if (state.current) ids.push(state.current.item_id);
