@@ -106,7 +106,8 @@ function render(s) {
   renderTraining(s.training);
   renderQuality($("#quality"), s.quality);
   lineChart($("#chart-curve"), {
-    points: s.learning_curve.map((p) => ({x: p.labels, y: p.accuracy, lo: p.lo, hi: p.hi,
+    // A round's weighted estimate from a few audit items can leave [0, 1] (its interval is clipped): plot it clipped.
+    points: s.learning_curve.map((p) => ({x: p.labels, y: Math.min(1, Math.max(0, p.accuracy)), lo: p.lo, hi: p.hi,
       title: p.estimator
         ? `round ${p.round}: ${p.correct}/${p.n} audit items right; estimated accuracy ${pct(p.accuracy)} ` +
           `(audit items drawn where the model was unsure, weighted) with ${p.labels} labels`
