@@ -132,3 +132,23 @@ def test_a_few_classes_share_the_whole_row_and_every_button_names_its_class(serv
         assert [buttons.nth(i).get_attribute("title") for i in range(3)] == ANIMALS  # the full name on hover
     finally:
         browser.close()
+
+
+def test_a_double_click_on_export_starts_one_export(server, pw):
+    browser, page = open_page(pw, server, f"/projects/{server.pid}/")
+    try:
+        token = server.token("admin")
+
+        def exports() -> int:
+            code, body = server.api(token, f"/api/projects/{server.pid}/stats")
+            assert code == 200
+            return sum(j["kind"] == "export" for j in body["jobs"])
+
+        before = exports()
+        page.select_option("form[data-export] select", "csv")
+        page.dblclick("form[data-export] [type=submit]")
+        wait_for(lambda: exports() > before, 20, "the export job")
+        page.wait_for_timeout(1500)  # a second request, if any, would have been answered by now
+        assert exports() == before + 1
+    finally:
+        browser.close()
