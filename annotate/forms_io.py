@@ -10,6 +10,7 @@ from django.conf import settings
 
 from .services.exports import FORMATS
 from .services.import_sources import IMAGE_EXTENSIONS, ImportRejected, parse_manifest
+from .services.import_sources import _safe_member_name as safe_member_name  # the job's rule for member paths
 from .services.imports import LABELS_AS
 
 ALLOWED_IMAGES = "jpg, png, webp, bmp, tiff"
@@ -22,11 +23,19 @@ def zip_problem(upload) -> str:
     failing the import job later; the job still checks every member."""
     try:
         with zipfile.ZipFile(upload) as zf:
-            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+            infos = [i for i in zf.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         return f"{upload.name} is not a zip archive ({exc})"
     finally:
         upload.seek(0)
+    try:
+        names = [safe_member_name(i.filename) for i in infos]  # the job's own rules, said before it starts
+    except ImportRejected as exc:
+        return f"{upload.name}: {exc}"
+    unpacked = sum(i.file_size for i in infos)
+    if unpacked > settings.LOUPE_MAX_UPLOAD_BYTES:
+        return (f"{upload.name} would unpack to {unpacked} bytes, more than LOUPE_MAX_UPLOAD_BYTES="
+                f"{settings.LOUPE_MAX_UPLOAD_BYTES}")
     images = [n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_EXTENSIONS and "__MACOSX" not in n]
     if not images:
         what = "is empty" if not names else f"holds {len(names)} file(s) but no image"

@@ -111,16 +111,21 @@ def stratum_interval(s: dict[str, Any]):
 
 
 def accuracy_estimate(*, project: Project) -> dict[str, Any]:
-    """{"best": the estimate the dashboard leads with, "audit": ..., "active_inference": ... or None}.
+    """{"best": the estimate the dashboard leads with, "audit": ..., "active_inference": ... or None, "scope"}.
 
     Each with its 95% interval, the number of audit labels behind it and the estimator's name.  "best"
     is active inference once it rests on ``MIN_ACTIVE_LABELS`` audit labels, else the audit share.
+    What they estimate ("scope": {"rounds": [first, last], "labels": [fewest, most]}): not the newest
+    model's accuracy but the weighted mean, over those rounds, of each round's model's accuracy on the
+    items still unlabeled when it served them (its pool); the models were trained on "labels" labels.
     """
     from selection.quality import audit_accuracy, combine_strata  # noqa: PLC0415
 
     strata = audit_strata(project=project)
     if not any(s["y"] for s in strata):
-        return {"best": None, "audit": None, "active_inference": None}
+        return {"best": None, "audit": None, "active_inference": None, "scope": None}
+    scope = {"rounds": [strata[0]["round"], strata[-1]["round"]],
+             "labels": [min(s["labels"] for s in strata), max(s["labels"] for s in strata)]}
     pairs = [stratum_estimates(s) for s in strata]
     weights = [s["weight"] for s in strata]
     y_all = [y for s in strata for y in s["y"]]
@@ -132,12 +137,19 @@ def accuracy_estimate(*, project: Project) -> dict[str, Any]:
               if len(y_all) >= MIN_ACTIVE_LABELS else None)
     # The shown estimator is fixed by a rule, not by which interval came out narrower (choosing the
     # narrower of two after seeing them would undercut the coverage of both).
-    return {"best": active if active is not None else audit, "audit": audit, "active_inference": active}
+    return {"best": active if active is not None else audit, "audit": audit, "active_inference": active,
+            "scope": scope}
+
+
+#: the tile's one-line names (the full ones above go in its tooltip)
+SHORT_NAMES = {"audit": "audit share (Wilson)", "audit_weighted": "audit share, 1/π-weighted",
+               "active_inference": "active inference (Zrnic & Candès 2024)"}
 
 
 def _as_dict(est, key: str) -> dict[str, Any]:
     d = est.as_dict()
-    return {"key": key, "name": ESTIMATOR_NAMES[key], "value": d["value"], "low": d["low"], "high": d["high"],
+    return {"key": key, "name": ESTIMATOR_NAMES[key], "short_name": SHORT_NAMES[key], "value": d["value"],
+            "low": d["low"], "high": d["high"],
             "half_width": d["half_width"], "n_labels": d["n_labels"]}
 
 

@@ -13,7 +13,9 @@
 - ``x_typmargin``: TypiClust proposes beta*b typical points of the least covered clusters and
   margin chooses b of them (a TypiClust + uncertainty hybrid).
 - ``x_densmargin``: information density (Settles & Craven 2008): margin x typicality^gamma.
-- ``x_auto``: TypiClust below ``switch`` labels per class, then ``then``, given as
+- ``x_probcover``: ProbCover (Yehuda et al. 2022): greedy max coverage of delta-balls, delta
+  the largest radius whose balls stay within one k-means cluster (K = classes) for 95% of points.
+- ``x_auto``: ``low`` (TypiClust) below ``switch`` labels per class, then ``then``, given as
   ``name;key=value;key=value`` so that the scratch strategies above can follow it.
 """
 import os
@@ -89,7 +91,8 @@ class XAuto(Strategy):
     name = "x_auto"
     description = "issue 13 variant (bench/auto_variants.py)"
     params = (Param("switch", "float", 10.0, "", min=0, max=1e6),
-              Param("then", "str", "margin", ""))
+              Param("then", "str", "margin", ""),
+              Param("low", "str", "typiclust", ""))
     needs_probs = False
     uses_cold_start = False
     distinct = False
@@ -100,8 +103,9 @@ class XAuto(Strategy):
               "random_state": rng, "context": context}
         use_typ = probs_pool is None or n_lab == 0 or n_lab / probs_pool.shape[1] < self.params_["switch"]
         if use_typ:
-            sel = make_strategy("typiclust", {}).select(X_pool, None, batch_size=batch_size, **kw)
-            return Selection(sel.indices, sel.scores, {"sub_strategy": "typiclust"})
+            low = self.params_["low"]
+            sel = make_strategy(low, {}).select(X_pool, probs_pool, batch_size=batch_size, **kw)
+            return Selection(sel.indices, sel.scores, {"sub_strategy": low})
         parts = self.params_["then"].split(";")
         params = dict(kv.split("=") for kv in parts[1:])
         sel = make_strategy(parts[0], params).select(X_pool, probs_pool, batch_size=batch_size, **kw)
@@ -141,6 +145,52 @@ class XDensMargin(Strategy):
         typ /= typ.max()
         s = np.asarray(margin_scores(probs_pool), dtype=np.float64) * typ ** self.params_["gamma"]
         return Selection(top_b(s, batch_size), None, {})
+
+
+def probcover_delta(X, n_classes, rng, purity=0.95):
+    """ProbCover's ball radius (Yehuda et al. 2022): the largest delta whose balls are pure
+    (one k-means cluster, K = classes) for at least ``purity`` of the points."""
+    lab = KMeans(n_clusters=n_classes, n_init=1, random_state=int(rng.integers(2**31 - 1))).fit_predict(X)
+    sq = (X * X).sum(1)
+    D = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * X @ X.T, 0))
+    other = np.where(lab[:, None] != lab[None, :], D, np.inf).min(1)  # nearest point of another cluster
+    cands = np.quantile(D[np.triu_indices(len(X), 1)][:200000], np.linspace(0.001, 0.2, 60))
+    best = cands[0]
+    for dl in cands:
+        if (other > dl).mean() >= purity:
+            best = dl
+    return best, D
+
+
+@register
+class XProbCover(Strategy):
+    """ProbCover (Yehuda, Dekel, Hacohen & Weinshall 2022): greedy max coverage of delta-balls."""
+    name = "x_probcover"
+    description = "issue 13 variant (bench/auto_variants.py)"
+    params = ()
+    needs_probs = False
+    uses_cold_start = False
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        Xp = np.asarray(X_pool, dtype=np.float64)
+        XL = np.empty((0, Xp.shape[1])) if X_labeled is None else np.asarray(X_labeled, dtype=np.float64)
+        X = np.concatenate([XL, Xp])
+        m = len(XL)
+        c = 10 if probs_pool is None else probs_pool.shape[1]
+        delta, D = probcover_delta(X, c, rng)
+        A = D < delta
+        covered = A[:m].any(0) if m else np.zeros(len(X), dtype=bool)
+        out = []
+        for _ in range(batch_size):
+            gain = (A[m:] & ~covered[None, :]).sum(1).astype(float)
+            gain[out] = -1
+            if gain.max() <= 0:
+                gain = rng.random(len(Xp))
+                gain[out] = -1
+            i = int(gain.argmax())
+            out.append(i)
+            covered |= A[m + i]
+        return Selection(np.asarray(out, dtype=np.int64), None, {})
 
 
 if __name__ == "__main__":

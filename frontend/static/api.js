@@ -28,7 +28,7 @@ export async function api(url, body, {method} = {}) {
   const resp = await fetch(url, init);
   let data = {};
   try { data = await resp.json(); } catch { /* not JSON: the status says what happened */ }
-  if (resp.status === 401) location.href = `/accounts/login/?next=${encodeURIComponent(location.pathname)}`;
+  if (resp.status === 401) location.href = `/accounts/login/?expired=1&next=${encodeURIComponent(location.pathname)}`;
   if (!resp.ok) throw new ApiError(data.error || `${resp.status} ${resp.statusText}`, resp.status);
   return data;
 }

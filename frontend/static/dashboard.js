@@ -106,7 +106,8 @@ function render(s) {
   renderTraining(s.training);
   renderQuality($("#quality"), s.quality);
   lineChart($("#chart-curve"), {
-    points: s.learning_curve.map((p) => ({x: p.labels, y: p.accuracy, lo: p.lo, hi: p.hi,
+    // A round's weighted estimate from a few audit items can leave [0, 1] (its interval is clipped): plot it clipped.
+    points: s.learning_curve.map((p) => ({x: p.labels, y: Math.min(1, Math.max(0, p.accuracy)), lo: p.lo, hi: p.hi,
       title: p.estimator
         ? `round ${p.round}: ${p.correct}/${p.n} audit items right; estimated accuracy ${pct(p.accuracy)} ` +
           `(audit items drawn where the model was unsure, weighted) with ${p.labels} labels`
@@ -175,13 +176,18 @@ new LiveSocket(urls.ws, {
 });
 
 for (const form of root.querySelectorAll("form[data-export]")) {
+  const button = form.querySelector("[type=submit]");
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    if (button.disabled) return;  // a double click starts one export, not two
+    button.disabled = true;
     const body = {format: form.elements.format.value, predictions: form.elements.predictions.checked};
     try {
       onMessage({type: "job.progress", job: await api(urls.exports, body)});
     } catch (err) {
       notify($("#export-error"), `Export not started: ${err.message}`, {kind: "error", ms: 0});
+    } finally {
+      button.disabled = false;
     }
   });
 }

@@ -31,10 +31,23 @@ export function renderAccuracy(tile, acc) {
     return;
   }
   tile.dataset.estimator = best.key;
-  value.textContent = `${pct(best.value)} ± ${pct(best.half_width)}`;
-  detail.textContent = `95% interval ${pct(best.low)}–${pct(best.high)} · n=${best.n_labels} audit labels · ${best.name}`;
+  // "± h" only while the interval is symmetric: clipped at 0% or 100% it would misstate an end.
+  const clipped = best.low <= 0 || best.high >= 1;
+  const v = Math.min(1, Math.max(0, best.value));  // the weighted estimate itself can leave [0, 1]
+  value.textContent = clipped ? `${pct(v)} (${pct(best.low)}–${pct(best.high)})` : `${pct(v)} ± ${pct(best.half_width)}`;
+  const sc = acc.scope;
+  const range = (a) => (a[0] === a[1] ? `${a[0]}` : `${a[0]}–${a[1]}`);
+  const one = sc && sc.rounds[0] === sc.rounds[1];
+  const what = sc ? `estimates: how often ${one ? "the model of round" : "the models of rounds"} ` +
+    `${range(sc.rounds)} (trained on ${range(sc.labels)} labels) agree with the team's final label, on the items ` +
+    `not yet labeled when each served its batch${one ? "" : " (averaged; not the newest model alone)"}` : "";
+  detail.replaceChildren(
+    el("div", {}, `95% interval ${pct(best.low)}–${pct(best.high)} · ${best.n_labels} audit labels · ${best.short_name}`),
+    el("div", {dataset: {stat: "accuracy-scope"}}, what),
+    ...(best.half_width > 0.1 ? [el("div", {class: "warn"}, "wide: raise the project's audit rate")] : []));
   const other = best.key === "active_inference" ? acc.audit : null;
-  tile.title = other ? `${other.name}: ${pct(other.value)} (${pct(other.low)}–${pct(other.high)}, n=${other.n_labels})` : "";
+  tile.title = `${best.name}` +
+    (other ? `\n${other.name}: ${pct(other.value)} (${pct(other.low)}–${pct(other.high)}, n=${other.n_labels})` : "");
 }
 
 export function renderQuality(box, q) {

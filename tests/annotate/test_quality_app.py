@@ -234,7 +234,8 @@ def test_dashboard_and_stats_api_carry_the_estimate_and_the_agreement_report(cli
     add_member(project, users[0], "annotator")
     stats = client.get(f"/api/projects/{project.pk}/stats").json()
     assert stats["quality"]["items_overlapped"] == 12 and len(stats["quality"]["annotators"]) == 3
-    assert stats["accuracy"] == {"best": None, "audit": None, "active_inference": None}  # no audit labels yet
+    assert stats["accuracy"] == {"best": None, "audit": None, "active_inference": None,
+                                 "scope": None}  # no audit labels yet
     page = client.get(f"/projects/{project.pk}/").content.decode()
     assert 'id="quality"' in page and '"items_overlapped": 12' in page
 
@@ -360,7 +361,9 @@ def test_a_round_whose_poisson_draw_chose_nothing_is_a_stratum_of_its_own(make_p
     v2, s2 = 150.0 / 180, (2500.0 - 15.0) / 180**2
     w = np.array([2.0, 1.5]) / 3.5
     value, hw = w @ [v1, v2], 1.959963984540054 * np.sqrt(w**2 @ [s1, s2])
-    best = accuracy_estimate(project=project)["best"]
+    est = accuracy_estimate(project=project)
+    best = est["best"]
+    assert est["scope"] == {"rounds": [1, 2], "labels": [0, 0]}  # what the tile says it estimates
     assert best["key"] == "active_inference" and best["n_labels"] == 12
     assert best["value"] == pytest.approx(value)
     assert best["low"] == pytest.approx(value - hw)

@@ -3,6 +3,7 @@ class list with a case-only repeat is refused at once with a 400 that names the 
 from __future__ import annotations
 
 import io
+import zipfile
 from html.parser import HTMLParser
 
 import numpy as np
@@ -115,6 +116,8 @@ GOOD_ZIP = {"cat/a.png": image_bytes(1), "dog/b.png": image_bytes(2)}
     ({"zip_file": ("empty.zip", {})}, "empty.zip is empty (images: jpg, png"),
     ({"zip_file": ("notes.zip", {"cat/readme.txt": b"hi", "run.py": b"import os"})},
      "notes.zip holds 2 file(s) but no image"),
+    ({"zip_file": ("evil.zip", {"../../etc/cron.d/x.png": image_bytes(3)})}, "evil.zip: zip entry '../../etc/cron.d"),
+    ({"zip_file": ("bomb.zip", "bomb")}, "bomb.zip would unpack to 3000000 bytes, more than LOUPE_MAX_UPLOAD_BYTES"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.csv", b"0.1,0.2\n0.3,0.4\n")},
      "X.csv is not a NumPy .npy file (a CSV or other text?"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npz", _npz())}, "X.npz is not a NumPy .npy file (a .npz"),
@@ -127,10 +130,17 @@ GOOD_ZIP = {"cat/a.png": image_bytes(1), "dog/b.png": image_bytes(2)}
     ({"zip_file": ("ok.zip", GOOD_ZIP), "manifest_file": ("m.csv", "image,label\nä.png,cat\n".encode("latin-1"))},
      "m.csv is not UTF-8 text"),
 ])
-def test_a_wrong_upload_is_refused_at_once_naming_the_problem(root_client, media, tmp_path, files, message):
+def test_a_wrong_upload_is_refused_at_once_naming_the_problem(root_client, media, tmp_path, settings, files,
+                                                              message):
+    settings.LOUPE_MAX_UPLOAD_BYTES = 2_000_000
     project = empty_project(classes=("cat", "dog"))
     post = {"labels_as": "ground_truth", "class_folders": "on"}
     for field, (name, content) in files.items():
+        if content == "bomb":  # a few kilobytes that unpack to 3 MB
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("cat/a.png", b"\0" * 3_000_000)
+            content = buf.getvalue()
         if isinstance(content, dict):
             content = write_zip(tmp_path / name, content).read_bytes()
         post[field] = SimpleUploadedFile(name, content)

@@ -106,7 +106,9 @@ def test_dashboard_updates_live_when_rounds_finish(start_server, tmp_path):
         # The accuracy tile names its estimator and the labels behind it; the agreement report is drawn.
         page.wait_for_function("document.querySelector('[data-stat=accuracy-detail]').textContent"
                                ".includes('audit labels')", timeout=15000)
-        assert "±" in page.text_content("[data-stat=accuracy]")
+        tile = page.text_content("[data-stat=accuracy]")
+        assert "±" in tile or ("(" in tile and "–" in tile)  # symmetric, or the clipped interval itself
+        assert "estimates: how often the model" in page.text_content("[data-stat=accuracy-detail]")
         page.wait_for_function("document.querySelector('#quality').textContent.includes('Krippendorff')",
                                timeout=30000)
         assert page.locator("#chart-distribution svg rect.bar").count() >= 2

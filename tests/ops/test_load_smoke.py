@@ -1,6 +1,6 @@
 """A short run of the load benchmark (bench/loadtest.py) as a test: the invariants, not the timings.
 
-Ten simulated annotators for a few seconds over HTTP + WebSocket against Daphne, PostgreSQL, the
+Ten simulated annotators for a few seconds over HTTP + WebSocket against Uvicorn, PostgreSQL, the
 Redis channel layer and broker, and a Celery worker, all in their own processes.  Afterwards the
 database must hold every acknowledged label exactly once, nothing else, no item labeled by two
 annotators or open twice, and no item handed to two annotators.  The 2-minute, 50-annotator run
@@ -48,5 +48,12 @@ def test_ten_annotators_for_a_few_seconds_lose_and_duplicate_nothing(tmp_path):
                 "items_labeled_by_two", "items_open_twice", "items_granted_to_two"):
         assert counts[key] == 0, (key, counts)
     assert log["ws_connected"] == 10, log["ws_errors"]
+    # The report ends with the issue's targets and the CPU per label of each process (docs/bench-load.md).
+    report = (tmp_path / "report.md").read_text()
+    assert "target (issue 14)" in report and "CPU ms per stored label" in report
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["server"] == "uvicorn" and summary["labels"] == counts["stored_labels"]
+    assert summary["cpu_ms_per_label"]["web server"] > 0
+    assert summary["offered_per_s"] > 0 and summary["labels_per_s"] > 0
     assert not [e for e in log["errors"] if "status 5" in e], log["errors"][:5]
 
