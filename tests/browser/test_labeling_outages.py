@@ -152,3 +152,4 @@ def test_a_double_click_on_export_starts_one_export(server, pw):
         assert exports() == before + 1
     finally:
         browser.close()
+
