@@ -177,7 +177,7 @@ def _fetch(ref: str, limit: int, *, what: str, public_only: bool = False) -> byt
 
 # ----------------------------------------------------------------------------- manifests
 _IMAGE_KEYS = ("image", "path", "file", "filename", "file_name", "image_path")
-_LABEL_KEYS = ("label", "class", "category", "choice")
+_LABEL_KEYS = ("label", "class", "category", "choice", "class_name", "target")
 _LS_LOCAL_PREFIX = "/data/local-files/?d="
 
 
@@ -253,6 +253,14 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
                 f"(one of {list(_IMAGE_KEYS)})"
             )
         lkey = next((k for k in _LABEL_KEYS if k in fields), None)
+        others = [f for f in fields if f and f != key]
+        if lkey is None and len(others) == 1:
+            # image + one unknown column: almost surely labels under another name; importing
+            # without them would drop every label silently
+            raise ImportRejected(
+                f"manifest {name!r}: column {others[0]!r} is not a label column; name the label column one of "
+                f"{list(_LABEL_KEYS)} (or drop the column to import without labels)"
+            )
         original = dict(zip(fields, reader.fieldnames or []))
         for row in reader:
             ref = (row.get(original[key]) or "").strip()

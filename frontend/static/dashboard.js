@@ -176,13 +176,18 @@ new LiveSocket(urls.ws, {
 });
 
 for (const form of root.querySelectorAll("form[data-export]")) {
+  const button = form.querySelector("[type=submit]");
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    if (button.disabled) return;  // a double click starts one export, not two
+    button.disabled = true;
     const body = {format: form.elements.format.value, predictions: form.elements.predictions.checked};
     try {
       onMessage({type: "job.progress", job: await api(urls.exports, body)});
     } catch (err) {
       notify($("#export-error"), `Export not started: ${err.message}`, {kind: "error", ms: 0});
+    } finally {
+      button.disabled = false;
     }
   });
 }

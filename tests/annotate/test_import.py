@@ -146,6 +146,20 @@ def test_csv_manifest_with_labels_against_a_folder(media, tmp_path):
     assert reasons["x/1.png"] == "not listed in the manifest"
 
 
+def test_csv_manifest_whose_label_column_has_another_name_is_refused_not_imported_without_labels(media, tmp_path):
+    src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.png": image_bytes(2)})
+    man = tmp_path / "m.csv"
+    man.write_text("filename,klass\na.png,cat\nb.png,dog\n")
+    project = empty_project()
+    before, files = db_snapshot(project), media_files(media)
+    with pytest.raises(ImportRejected, match=r"column 'klass' is not a label column; name the label column one of"):
+        run(project, source=str(src), manifest=str(man))
+    assert db_snapshot(project) == before and media_files(media) == files
+    man.write_text("filename,target\na.png,cat\nb.png,dog\n")  # a recognised name imports the labels
+    assert run(project, source=str(src), manifest=str(man)).imported == 2
+    assert dict(Item.objects.values_list("original_name", "ground_truth")) == {"a.png": "cat", "b.png": "dog"}
+
+
 def test_json_manifest_without_source_resolves_paths_next_to_it(media, tmp_path):
     write_tree(tmp_path / "imgs", {"a.png": image_bytes(1), "b.jpg": image_bytes(2, ".jpg")})
     man = tmp_path / "list.json"

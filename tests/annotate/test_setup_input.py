@@ -188,3 +188,11 @@ def test_make_serve_applies_migrations_before_serving():
     plan = subprocess.run(["make", "-n", "serve"], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout
     assert "manage.py migrate" in plan and plan.index("manage.py migrate") < plan.index("loupe_serve")
+
+
+def test_the_admin_export_page_shows_why_it_refused_a_post(root_client):
+    project = empty_project()
+    r = root_client.post(f"/admin/annotate/project/{project.pk}/export/", {"format": "xml"})
+    assert r.status_code == 400 and "Select a valid choice. xml is not one of the available choices." in (
+        r.content.decode())
+    assert not Job.objects.exists()
