@@ -175,7 +175,7 @@ def test_pages_need_login_and_show_the_classes_with_their_keys(setup, make_proje
     assert Client().get(f"/projects/{project.pk}/label/").status_code == 302
     html = client.get(f"/projects/{project.pk}/label/").content.decode()
     for name, key in zip(project.classes, "123"):
-        assert f'data-label="{name}" data-hotkey="{key}"' in html
+        assert f'data-label="{name}" title="{name}" data-hotkey="{key}"' in html
     # The page's own keys are never letters or digits (those belong to classes).
     assert 'data-hotkey=" "' in html and 'data-hotkey="backspace"' in html and 'data-hotkey="?"' in html
     listing = client.get("/").content.decode()
