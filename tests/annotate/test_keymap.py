@@ -52,5 +52,5 @@ def test_the_labeling_page_shows_each_class_with_its_key(make_project, make_user
     client.force_login(user)
     html = client.get(f"/projects/{project.pk}/label/").content.decode()
     for c in "01234":
-        assert f'data-label="{c}" data-hotkey="{c}"' in html
+        assert f'data-label="{c}" title="{c}" data-hotkey="{c}"' in html
     assert 'data-zoom-reset-key=""' in html  # "0" is a class here, so it does not reset the zoom
