@@ -450,16 +450,20 @@ def cmd_count(args) -> None:
 def server_commands(server: str, *, fd: int, port: int, processes: int) -> list[list[str]]:
     """The command line(s) of the ASGI server under test (``config.asgi:application``, Channels).
 
-    Daphne and Uvicorn: one process per ``processes``, all on the inherited listening socket ``fd``;
-    Granian: one process that binds ``port`` and runs ``processes`` workers.  Access logs off for all
+    Daphne: one process per ``processes``, all on the inherited listening socket ``fd``;
+    Uvicorn and Granian: one process that binds ``port`` and runs ``processes`` workers.  Access logs off for all
     three (Daphne logs through Django's logging at WARNING here)."""
     app = "config.asgi:application"
     if server == "daphne":
         return [[PY, "-m", "daphne", "--fd", str(fd), app]] * processes
     if server == "uvicorn":
-        return [[PY, "-m", "uvicorn", "--fd", str(fd), "--loop", "uvloop", "--http", "httptools",
+        # Uvicorn binds the port itself, as compose runs it: given ``--fd`` it wraps the socket as
+        # AF_UNIX (uvicorn/server.py), so asyncio leaves Nagle on for the accepted TCP connections and
+        # a response sent as head + body waits for the client's delayed ACK: +40 ms on every image.
+        return [[PY, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes),
+                 "--loop", "uvloop", "--http", "httptools",
                  "--ws", "websockets-sansio", "--lifespan", "off", "--timeout-keep-alive", "30", "--no-access-log",
-                 "--log-level", "warning", app]] * processes
+                 "--log-level", "warning", app]]
     if server == "granian":
         # asginl: ASGI without the lifespan protocol (Channels' router has no lifespan handler)
         return [[PY, "-m", "granian", "--interface", "asginl", "--host", "127.0.0.1", "--port", str(port),
@@ -468,6 +472,7 @@ def server_commands(server: str, *, fd: int, port: int, processes: int) -> list[
 
 
 SERVERS = ("daphne", "uvicorn", "granian")
+BINDS_ITSELF = ("uvicorn", "granian")
 
 
 def _wait_http(port: int, procs: list[subprocess.Popen], timeout: float = 60) -> None:
@@ -702,7 +707,7 @@ def cmd_run(args) -> None:
     listener.listen(1024)
     listener.set_inheritable(True)
     fd = listener.fileno()
-    if args.server == "granian":
+    if args.server in BINDS_ITSELF:
         listener.close()
     try:
         # Database connections: the server runs each request's view in a thread of its own, so only a pool
@@ -712,7 +717,7 @@ def cmd_run(args) -> None:
         if args.db_pool:
             web_env.update(DB_POOL="1", DB_POOL_MAX_SIZE=str(args.db_pool_max), DB_CONN_MAX_AGE="0")
         for cmd in server_commands(args.server, fd=fd, port=port, processes=args.web_processes):
-            daphnes.append(subprocess.Popen(cmd, pass_fds=() if args.server == "granian" else (fd,),
+            daphnes.append(subprocess.Popen(cmd, pass_fds=() if args.server in BINDS_ITSELF else (fd,),
                                             cwd=ROOT, env=web_env, stdout=logs["daphne"], stderr=subprocess.STDOUT))
         # torch's intra-op threads: on a small machine shared with the web process, OpenMP threads
         # that spin while their core runs Daphne make a 0.1 s fit take seconds (docs/bench-load.md).
@@ -829,7 +834,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="OMP_NUM_THREADS for the Celery worker (0: leave torch's default)")
     p.add_argument("--server", choices=SERVERS, default="uvicorn",
                    help="the ASGI server (default: uvicorn, the cheapest measured; docs/bench-load.md)")
-    p.add_argument("--web-processes", type=int, default=1, help="web server processes (Granian: workers)")
+    p.add_argument("--web-processes", type=int, default=2,
+                   help="web server processes (Uvicorn/Granian: workers); 2, as compose runs it (WEB_CONCURRENCY)")
     p.add_argument("--db-pool", action=argparse.BooleanOptionalAction, default=True,
                    help="Daphne uses the psycopg connection pool (DB_POOL=1) and the worker keeps its connection "
                         "(DB_CONN_MAX_AGE=60); --no-db-pool: a new connection per request, as before")

@@ -128,6 +128,8 @@ def test_web_runs_uvicorn_on_the_asgi_app_after_migrations(compose):
     assert _option(cmd, "--host") == "0.0.0.0" and _option(cmd, "--lifespan") == "off"
     assert _option(cmd, "--ws") == "websockets-sansio" and "--proxy-headers" in cmd
     assert _environment(web)["LOUPE_MIGRATE"] == "1"
+    # the measured configuration: two Uvicorn worker processes unless LOUPE_WEB_PROCESSES says otherwise
+    assert _environment(web)["WEB_CONCURRENCY"] == "2" and "--workers" not in cmd
     assert web["healthcheck"]["test"][1:] == ["python", "docker/healthcheck.py"]
     assert any(str(p).endswith(":8000") for p in web["ports"])
     # db and redis must be healthy before web starts (it migrates on start).
