@@ -1,6 +1,6 @@
 """``torch``: TorchScript, retired.  Loupe no longer loads TorchScript files.
 
-A TorchScript archive is a program: ``torch.jit.load`` deserialises it and ``forward`` may call any
+A TorchScript archive is a program: loading it deserialises code, and ``forward`` may call any
 TorchScript operator, including ones that read files on the worker (``torch.from_file``; the attack
 in issue 11).  No uploaded file may run code on a server, so this extractor never imports torch nor
 opens its file.  It stays registered so that a project a superuser configured with it earlier keeps

@@ -41,12 +41,15 @@ def test_entries_carry_sorted_top_classes_and_the_calibrated_set(make_project, m
     project = make_project(n_items=80, batch_size=12, members=[(user, Membership.Role.ANNOTATOR)])
     rnd2 = rounds_with_labels(project, make_round, user, 1)
     entries = list(rnd2.entries.all())
+    t = rnd2.metrics["candidate_threshold"]
     for e in entries:
         probs = [p for _, p in e.top_classes]
         assert len(e.top_classes) == min(TOP_K, len(project.classes))
         assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
         assert e.top_classes[0][0] == e.predicted_label
-        assert 1 <= e.candidate_count <= len(project.classes)
+        # the LAC set {y : p(y) >= t}, at least the best guess; stored probabilities are rounded to 1e-5
+        at_least, at_most = sum(p >= t + 1e-5 for p in probs), sum(p >= t - 1e-5 for p in probs)
+        assert max(1, at_least) <= e.candidate_count <= max(1, at_most), (e.candidate_count, probs, t)
     # Round 3 calibrates on round 2's entries (served with predictions) against the labels they got.
     label_all(project, user, 12)
     rnd3 = make_round(project)
