@@ -119,12 +119,9 @@ def user_access_revoked(*, user_id: int) -> int:
     project go back to the queue now, and after commit every open WebSocket of theirs closes (a
     per-user group).  Returns the number of leases released."""
     from .. import realtime  # noqa: PLC0415
-    from ..models import QueueEntry  # noqa: PLC0415
-    from .queue import queue_release  # noqa: PLC0415
+    from .queue import queue_release_everywhere  # noqa: PLC0415
 
-    projects = (QueueEntry.objects.filter(leased_by_id=user_id, state=QueueEntry.State.LEASED)
-                .values_list("project_id", flat=True).distinct())
-    released = sum(queue_release(project=Project(pk=pid), user=user_id) for pid in list(projects))
+    released = sum(queue_release_everywhere(user_id=user_id).values())
     transaction.on_commit(lambda: realtime.send_access_revoked(user_id))
     return released
 
