@@ -154,6 +154,17 @@ def queue_release(*, project: Project, user, item_ids: list[int] | None = None) 
     return n
 
 
+def queue_release_users(*, project_id: int, user_ids: list[int]) -> int:
+    """Hand several users' leases on the project back to the pending queue in ONE statement, the
+    kept count growing once after it: a transaction that released them one user at a time would
+    hold the counter while locking the next user's leases (lock order: services/queue_counts.py)."""
+    with transaction.atomic():
+        n = (QueueEntry.objects.filter(project_id=project_id, state=QueueEntry.State.LEASED,
+                                       leased_by_id__in=sorted(set(user_ids))).update(**_RETURNED))
+        queue_pending_add(project_id=project_id, delta=n)
+    return n
+
+
 def queue_release_everywhere(*, user_id: int) -> dict[int, int]:
     """Hand all of a user's leases, in every project, back to the pending queue: ``{project: leases}``.
 
