@@ -77,7 +77,10 @@ class ImportForm(forms.Form):
     manifest_url = forms.CharField(required=False, label="Or a manifest path or URL",
                                    help_text="A server path, file:// or http(s):// URL.")
     embeddings = forms.FileField(required=False, label="Embeddings (.npy)",
-                                 help_text="One float row per manifest row (or per image in sorted path order).")
+                                 help_text="One float row per manifest row (or per image in sorted path order). "
+                                           "To replace embeddings the project has from an extractor (or "
+                                           "of another width), include every image of the project, each "
+                                           "with its row.")
     class_folders = forms.BooleanField(required=False, label="Read <class>/<file> folders as labels")
     labels_as = forms.ChoiceField(
         choices=[("ground_truth", "ground truth (kept apart, for evaluation)"),
