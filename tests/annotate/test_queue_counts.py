@@ -286,3 +286,75 @@ def test_concurrent_leases_submits_releases_and_recounts_keep_the_count_exact(ma
     assert Project.objects.get(pk=project.pk).queue.filter(state__in=("done", "skipped")).count() >= 8
     assert exact(project) != start  # it moved, and it is exact
     assert queue_counts_check(repair=False) == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_removing_two_members_in_one_admin_save_never_waits_for_a_lease_while_holding_the_count(
+        make_user, make_project, make_round, monkeypatch):
+    """The project form's save removes several members in ONE transaction: their leases are returned
+    and the kept count grows once, after all of them - not once per member, which would hold the
+    counter while the next member's leases are locked.  Then a concurrent lease that returned the
+    second member's expired leases (and waits for the counter) would close a cycle of waits."""
+    need(db_is_postgres(), "the test database is not PostgreSQL: run with DATABASE_URL=postgres://... "
+                           "(.ci/run does)")
+    from django.contrib import admin as django_admin
+    from django.db import transaction
+
+    from annotate import admin as loupe_admin
+    from annotate.services import queue as queue_module
+
+    u1, u2, x = make_user("u1"), make_user("u2"), make_user("x")
+    project = make_project(n_items=40, batch_size=18, members=[(u, Membership.Role.ANNOTATOR) for u in (u1, u2, x)])
+    make_round(project)
+    queue_lease(project=project, user=u1, n=3)
+    queue_lease(project=project, user=u2, n=3)
+    QueueEntry.objects.filter(leased_by=u2).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert exact(project) == 12
+
+    counted_once = threading.Event()
+    real_add = queue_module.queue_pending_add
+
+    def add_then_pause(**kw):
+        real_add(**kw)
+        if threading.current_thread().name == "admin" and not counted_once.is_set():
+            counted_once.set()
+            threading.Event().wait(1.5)  # the lease below reaches the counter meanwhile
+
+    monkeypatch.setattr(queue_module, "queue_pending_add", add_then_pause)
+
+    class Form:  # what the change form's membership inline does: delete the two memberships
+        instance = project
+
+        @staticmethod
+        def save_m2m():
+            Membership.objects.filter(project=project, user__in=[u1, u2]).delete()
+
+    errors: list[BaseException] = []
+
+    def save():
+        try:
+            with transaction.atomic():  # the admin's change view
+                loupe_admin.ProjectAdmin(Project, django_admin.site).save_related(None, Form, [], True)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def lease():
+        try:
+            counted_once.wait(5)
+            queue_lease(project=project, user=x, n=2)  # returns u2's expired leases, takes 2
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=save, name="admin"), threading.Thread(target=lease, name="lease")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert not QueueEntry.objects.filter(leased_by__in=[u1, u2], state="leased").exists()
+    assert exact(project) == 16  # 18 - 2 taken by x
