@@ -134,11 +134,14 @@ GOOD_ZIP = {"cat/a.png": image_bytes(1), "dog/b.png": image_bytes(2)}
     ({"zip_file": ("ok.zip", GOOD_ZIP), "manifest_file": ("m.csv", b"image,label\n" + b"a" * 200_000 + b".png,cat\n")},
      "manifest 'm.csv': CSV line 2: field larger than field limit (131072)"),
     ({"zip_file": ("ok.zip", GOOD_ZIP),
-      "manifest_file": ("coco.json", b'{"images": [{"id": 1, "file_name": "cat/a.png"}], "categories": [{"name": "cat"}]}')},
+      "manifest_file": ("coco.json", b'{"images": [{"id": 1, "file_name": "cat/a.png"}], '
+                                     b'"categories": [{"name": "cat"}]}')},
      "manifest 'coco.json' is not a COCO classification file (KeyError: 'id')"),
-    ({"zip_file": ("ok.zip", GOOD_ZIP), "manifest_file": ("m.json", b'[{"image": "cat/a.png", "label": {"choices": 5}}]')},
+    ({"zip_file": ("ok.zip", GOOD_ZIP),
+      "manifest_file": ("m.json", b'[{"image": "cat/a.png", "label": {"choices": 5}}]')},
      "manifest 'm.json': entry 0 is not an image entry (TypeError"),
-    ({"zip_file": ("ok.zip", GOOD_ZIP), "manifest_file": ("ls.json", b'[{"data": {"image": "cat/a.png"}, "annotations": 3}]')},
+    ({"zip_file": ("ok.zip", GOOD_ZIP),
+      "manifest_file": ("ls.json", b'[{"data": {"image": "cat/a.png"}, "annotations": 3}]')},
      "manifest 'ls.json': entry 0 is not an image entry (TypeError"),
     # Found by QA (the job failed later, one with numpy's "mmap length is greater than file size").
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npy", _npy(np.ones((2, 3), np.float32))[:-5])},
