@@ -38,8 +38,8 @@ def error(message: str, status: int) -> JsonResponse:
 @csrf_exempt  # changes nothing; a POST without the token still learns that the path is wrong
 def not_found(request: HttpRequest) -> JsonResponse:
     """404 for a path under ``/api/`` that names no endpoint (any method)."""
-    return error(f"no API endpoint at {request.path!r} (ids are numbers: /api/projects/<id>/status, "
-                 "/api/projects/<id>/lease, ...; the README lists them)", 404)
+    return error(f"no API endpoint at {request.path!r}: the paths are /api/projects/<number>/<action> "
+                 "and /api/jobs/<uuid> (the README's API table lists them)", 404)
 
 
 def authenticate(request: HttpRequest):
