@@ -43,13 +43,27 @@ def zip_problem(upload) -> str:
     return ""
 
 
+def _is_npz(upload) -> bool:
+    """Whether a zip upload holds only .npy members (numpy.savez), read from its directory."""
+    try:
+        with zipfile.ZipFile(upload) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+    finally:
+        upload.seek(0)
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
 def npy_problem(upload) -> str:
     """Why an uploaded embeddings file is not an (n, d) numeric .npy matrix ("" when it is); reads its header only."""
     try:
         head = upload.read(6)
         upload.seek(0)
         if head != b"\x93NUMPY":
-            if head[:2] == b"PK":
+            if head[:2] == b"PK" and not _is_npz(upload):
+                hint = "a zip archive of other files: the zip of images goes in the 'Zip of images' field"
+            elif head[:2] == b"PK":
                 hint = "a .npz archive: save the matrix itself with numpy.save('X.npy', X)"
             else:
                 hint = "a CSV or other text? load it and save it with numpy.save('X.npy', X)"

@@ -121,6 +121,9 @@ GOOD_ZIP = {"cat/a.png": image_bytes(1), "dog/b.png": image_bytes(2)}
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.csv", b"0.1,0.2\n0.3,0.4\n")},
      "X.csv is not a NumPy .npy file (a CSV or other text?"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npz", _npz())}, "X.npz is not a NumPy .npy file (a .npz"),
+    # Found by QA: the zip of images chosen in the embeddings field was called a .npz.
+    ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("photos.zip", GOOD_ZIP)},
+     "photos.zip is not a NumPy .npy file (a zip archive of other files: the zip of images goes in the 'Zip of"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npy", _npy(np.zeros(4, np.float32)))},
      "X.npy holds a float32 array of shape (4,)"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npy", _npy(np.array([{"a": 1}] * 2, dtype=object)))},
