@@ -18,6 +18,8 @@ from selection import SelectionContext, make_strategy  # noqa: E402
 from selection.bench import make_inputs  # noqa: E402
 from selection.regime import typical_vs_atypical  # noqa: E402
 
+X0, P0, XL0, y0 = make_inputs(2_000, 10, 64, 90)
+typical_vs_atypical(XL0, y0, X0, 0)  # imports and first-call set-up are not timed
 print("| c | labeled | b | test CPU s | auto round CPU s | chose | wall s |")
 print("|---|---|---|---|---|---|---|")
 for c in (10, 26, 100):
