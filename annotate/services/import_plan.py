@@ -70,7 +70,12 @@ def import_plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], li
                 continue
             scheme = urllib.parse.urlsplit(ref).scheme.lower()
             if opts.source:
-                key = _safe_member_name(ref) if not scheme else ref
+                try:
+                    key = _safe_member_name(ref) if not scheme else ref
+                except ImportRejected:  # "../x.png", "/etc/x": skipped by name like a missing file
+                    listed.append(_Entry(name=ref, read=_missing(ref, "it points outside the source folder/zip "
+                                                                      "(manifest paths are relative to it)")))
+                    continue
                 e = by_name.get(key)
                 if e is None:
                     e = _Entry(name=key, read=_missing(key, "not found in the source folder/zip"))

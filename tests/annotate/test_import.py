@@ -146,6 +146,19 @@ def test_csv_manifest_with_labels_against_a_folder(media, tmp_path):
     assert reasons["x/1.png"] == "not listed in the manifest"
 
 
+@pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc/passwd", "x/../../outside.png"])
+def test_a_manifest_path_outside_the_source_is_skipped_by_name_and_the_rest_imported(media, tmp_path, ref):
+    """Found by QA: one such row rejected the whole import as "zip entry ... escapes the target folder;
+    the archive is rejected" (the archive was fine; the manifest named a path outside it)."""
+    src = write_tree(tmp_path / "src", {"x/0.png": image_bytes(0)})
+    man = tmp_path / "m.csv"
+    man.write_text(_csv([("x/0.png", "cat"), (ref, "dog")]))
+    res = run(empty_project(), source=str(src), manifest=str(man))
+    assert res.imported == 1
+    assert res.skipped == [{"name": ref, "reason": "cannot be read: it points outside the source folder/zip "
+                                                   "(manifest paths are relative to it)"}]
+
+
 def test_csv_manifest_whose_label_column_has_another_name_is_refused_not_imported_without_labels(media, tmp_path):
     src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.png": image_bytes(2)})
     man = tmp_path / "m.csv"
