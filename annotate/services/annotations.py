@@ -212,7 +212,7 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> t
         client_id=cid,
     )
     if overlap_k > 1 and _overlap_copy(QueueEntry.objects.get(pk=entry_id)):
-        queue_pending_add(project_id=project.pk, delta=1)  # last (lock order: services/queue_counts.py)
+        queue_pending_add(project_id=project.pk, delta=1, inserted=True)  # last (lock order: queue_counts.py)
     return ann, True
 
 
@@ -318,5 +318,5 @@ def _relocate_entry(*, project, user, target: Annotation, now, expires) -> Queue
     entry.done_at = None
     entry.save()
     if was_pending:
-        queue_pending_add(project_id=project.pk, delta=-1)
+        queue_pending_add(project_id=project.pk, delta=-1, inserted=True)  # the undo row was inserted
     return entry

@@ -358,3 +358,66 @@ def test_removing_two_members_in_one_admin_save_never_waits_for_a_lease_while_ho
     assert not errors, errors
     assert not QueueEntry.objects.filter(leased_by__in=[u1, u2], state="leased").exists()
     assert exact(project) == 16  # 18 - 2 taken by x
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_leases_do_not_wait_for_an_import_behind_an_overlapped_submit(make_user, make_project, make_round):
+    """An import (and a re-embed) holds the project's row lock for its whole transaction.  A submit
+    that adds an overlap copy references the project, and PostgreSQL checks that reference at
+    COMMIT (Django's foreign keys are deferred), so that submit waits for the import: it must not
+    hold the kept count meanwhile, or every lease of the project waits for the import too."""
+    need(db_is_postgres(), "the test database is not PostgreSQL: run with DATABASE_URL=postgres://... "
+                           "(.ci/run does)")
+    import time
+
+    from django.db import transaction
+
+    a, b = make_user("a"), make_user("b")
+    project = make_project(n_items=40, batch_size=12, overlap_rate=1.0, overlap_k=2,
+                           members=[(a, Membership.Role.ANNOTATOR), (b, Membership.Role.ANNOTATOR)])
+    make_round(project)
+    mine = queue_lease(project=project, user=a, n=1)[0]
+    assert mine.overlap_k == 2
+    locked, times, errors = threading.Event(), {}, []
+
+    def importing():  # services/imports.py: the project's row, locked for the import's transaction
+        try:
+            with transaction.atomic():
+                Project.objects.select_for_update().get(pk=project.pk)
+                locked.set()
+                time.sleep(3)
+                times["import done"] = time.monotonic()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def submitting():
+        try:
+            locked.wait(5)
+            _label(project, a, mine)  # adds the copy for b; its commit waits for the import
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def leasing():
+        try:
+            locked.wait(5)
+            time.sleep(0.8)  # the submit is waiting at its commit by now
+            queue_lease(project=project, user=b, n=3)
+            times["lease done"] = time.monotonic()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=f) for f in (importing, submitting, leasing)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert times["lease done"] < times["import done"], "the lease waited for the import"
+    exact(project)
