@@ -68,6 +68,16 @@ def test_the_same_correction_sent_twice_is_stored_once(setup):
     assert Annotation.objects.filter(item=items[0], annotator=rev).count() == 1
 
 
+def test_a_review_filter_on_a_class_the_project_lacks_is_a_400(setup):
+    """Found by QA: ?label=zebra answered an empty page, as if nobody had used that class."""
+    project, ann, rev, items = setup
+    c = Client()
+    c.force_login(rev)
+    r = c.get(f"/api/projects/{project.pk}/review/items?label=zebra")
+    assert r.status_code == 400 and r.json()["error"].startswith("label='zebra' is not one of the project's classes")
+    assert c.get(f"/api/projects/{project.pk}/review/items?label=cat").json()["count"] == 1
+
+
 def test_bad_corrections_are_refused_and_change_nothing(setup):
     project, ann, rev, items = setup
     before = list(Annotation.objects.values_list("id", "label", "is_current"))
