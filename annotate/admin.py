@@ -23,6 +23,7 @@ from .services import embeddings as embedding_services
 from .services import projects as project_services
 from .services import roles as role_services
 from .services.dispatch import BrokerUnavailable
+from .services.queue_counts import queue_counts_recount
 
 
 def _warning_html(extractor: str) -> str:
@@ -170,8 +171,8 @@ class ProjectAdmin(RefusedIs400, ProjectScoped, ProjectPages, admin.ModelAdmin):
 
         for user in get_user_model().objects.filter(pk__in=before | after):
             role_services.membership_sync(user=user)
-        for user_id in before - after:
-            role_services.membership_revoked(project_id=form.instance.pk, user_id=user_id)
+        # all at once: one release, one update of the kept pending count (services/queue_counts.py)
+        role_services.memberships_revoked(project_id=form.instance.pk, user_ids=sorted(before - after))
 
     # ------------------------------------------------------------------ actions
     def _per_project(self, request, queryset, run, errors: type[Exception] | tuple = ()) -> None:
@@ -279,8 +280,23 @@ class MembershipAdmin(RefusedIs400, ProjectScoped, admin.ModelAdmin):
             role_services.membership_revoked(project_id=project_id, user_id=user.pk)
 
 
+class RecountsQueue:
+    """Deleting these rows deletes queue entries by cascade, past the queue services: the kept
+    pending counts of the projects concerned are recounted after the delete, in its transaction
+    (services/queue_counts.py)."""
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        queue_counts_recount(project_ids=[obj.project_id])
+
+    def delete_queryset(self, request, queryset):
+        project_ids = set(queryset.values_list("project_id", flat=True))
+        super().delete_queryset(request, queryset)
+        queue_counts_recount(project_ids=project_ids)
+
+
 @admin.register(Item)
-class ItemAdmin(ProjectScoped, admin.ModelAdmin):
+class ItemAdmin(RecountsQueue, ProjectScoped, admin.ModelAdmin):
     list_display = ["id", "project", "original_name", "row", "ground_truth", "width", "height", "created_at"]
     list_filter = ["project"]
     search_fields = ["original_name", "checksum"]
@@ -292,7 +308,7 @@ class ItemAdmin(ProjectScoped, admin.ModelAdmin):
 
 
 @admin.register(Round)
-class RoundAdmin(ProjectScoped, admin.ModelAdmin):
+class RoundAdmin(RecountsQueue, ProjectScoped, admin.ModelAdmin):
     list_display = ["project", "number", "status", "strategy_used", "labeled_count", "batch_size", "created_at",
                     "finished_at"]
     list_filter = ["status", "project"]
@@ -307,10 +323,19 @@ class RoundAdmin(ProjectScoped, admin.ModelAdmin):
 
 
 @admin.register(QueueEntry)
-class QueueEntryAdmin(ProjectScoped, admin.ModelAdmin):
+class QueueEntryAdmin(RecountsQueue, ProjectScoped, admin.ModelAdmin):
+    """Read-only (deletes allowed): entries are written by rounds and change state only through the
+    queue services, which keep the leases' invariants and the pending count."""
+
     list_display = ["id", "project", "round", "item", "rank", "state", "is_audit", "predicted_label", "leased_by"]
     list_filter = ["state", "is_audit", "project"]
     raw_id_fields = ["item", "round", "leased_by"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Annotation)

@@ -405,6 +405,21 @@ class ProjectCounts(models.Model):
         return f"{self.items} items ({self.embedded} embedded) of project {self.project_id}"
 
 
+class QueueCounts(models.Model):
+    """The number of pending queue entries of a project, kept exact by the queue services in the
+    transaction of every change (``services/queue_counts.py``), so that a submit's refill decision and
+    the "N waiting" of the labeling page read one row instead of counting a 10k-entry queue
+    (docs/million-items.md).  Its own row rather than a column of ``ProjectCounts``: an import holds
+    that row's lock for its whole transaction, and leases must not wait for it.  A project without
+    a row yet is counted (``selectors.pending_count``)."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, primary_key=True, related_name="queue_counts")
+    pending = models.BigIntegerField(default=0, help_text="Queue entries in the state 'pending'.")
+
+    def __str__(self) -> str:
+        return f"{self.pending} pending in project {self.project_id}"
+
+
 class ApiToken(models.Model):
     """A key for the JSON API (``Authorization: Token <key>``).  Only a SHA-256 of the key is stored;
     the key itself is shown once, when ``manage.py loupe_token`` creates it."""

@@ -6,7 +6,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
 
-from .models import Annotation, Item, Project, ProjectCounts, QueueEntry, Round
+from .models import Annotation, Item, Project, ProjectCounts, QueueCounts, QueueEntry, Round
 from .payloads import round_payload
 from .selectors_labels import LABEL_ACTIONS, final_labels
 
@@ -74,7 +74,13 @@ def current_round(*, project: Project) -> Round | None:
 
 
 def pending_count(*, project: Project) -> int:
-    return QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
+    """Pending queue entries of the project: the count the queue services keep (``QueueCounts``,
+    services/queue_counts.py), a constant-time read; counted only for a project without a kept
+    count yet (no entry has changed state through a service since it was created)."""
+    kept = QueueCounts.objects.filter(project=project).values_list("pending", flat=True).first()
+    if kept is None:
+        return QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
+    return int(kept)
 
 
 def item_totals(*, project: Project) -> dict[str, int]:
@@ -90,17 +96,18 @@ def item_totals(*, project: Project) -> dict[str, int]:
 def _progress_sql() -> str:
     """The SQL of :func:`progress_counts` (table names from the models; portable SQLite/PostgreSQL)."""
     item, ann, queue = Item._meta.db_table, Annotation._meta.db_table, QueueEntry._meta.db_table
-    counts = ProjectCounts._meta.db_table
+    counts, qcounts = ProjectCounts._meta.db_table, QueueCounts._meta.db_table
     labels = (f'FROM "{ann}" a INNER JOIN "{item}" i ON i."id" = a."item_id" '
               'WHERE i."project_id" = %(p)s AND a."is_current" = %(t)s AND a."action" IN (%(a1)s, %(a2)s)')
-    # total: the kept count (services/item_counts.py); the COUNT runs only for a project without
-    # a counts row (no item was ever inserted), as COALESCE stops at its first non-null argument
+    # total and pending: the kept counts (services/item_counts.py, services/queue_counts.py); a COUNT
+    # runs only for a project without a counts row, as COALESCE stops at its first non-null argument
     return (
         "SELECT "
         f'COALESCE((SELECT "items" FROM "{counts}" WHERE "project_id" = %(p)s), '
         f'(SELECT COUNT(*) FROM "{item}" WHERE "project_id" = %(p)s)) AS n_total, '
         f'(SELECT COUNT(DISTINCT a."item_id") {labels}) AS n_labeled, '
-        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(pending)s) AS n_pending, '
+        f'COALESCE((SELECT "pending" FROM "{qcounts}" WHERE "project_id" = %(p)s), '
+        f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(pending)s)) AS n_pending, '
         f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(leased)s) AS n_leased, '
         f'(SELECT COUNT(*) {labels} AND a."annotator_id" = %(u)s) AS n_mine'
     )
@@ -112,8 +119,8 @@ _PROGRESS_SQL: str | None = None
 def progress_counts(*, project: Project, user=None) -> dict[str, int]:
     """``total``, ``labeled``, ``pending``, ``leased`` (and ``mine`` with a user) in ONE query.
 
-    Every label response carries these, so they cost one round trip: ``total`` is the kept item
-    count (constant time whatever the project's size), the others indexed ``COUNT`` sub-queries over
+    Every label response carries these, so they cost one round trip: ``total`` and ``pending`` are
+    kept counts (constant time whatever the project's size), the others indexed ``COUNT`` sub-queries over
     labels and queue entries, written as SQL once per process: building the same sub-queries with the ORM cost
     about 5 ms of CPU per request, a third of a label's (docs/bench-load.md).  ``labeled``
     counts items with a current ``label`` or ``correct`` row, as :func:`current_labels`."""

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from .models import Annotation, Item, Job, Project, QueueEntry, Round
 from .payloads import job_payload, round_payload
-from .selectors import item_totals
+from .selectors import item_totals, pending_count
 from .selectors_labels import LABEL_ACTIONS, final_labels
 from .selectors_quality import accuracy_estimate, audit_strata, quality_report, stratum_interval
 
@@ -147,7 +147,7 @@ def project_stats(*, project: Project) -> dict[str, Any]:
             "items": items["items"],
             "embedded": items["embedded"],
             "labeled": sum(d["count"] for d in distribution),
-            "pending": QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count(),
+            "pending": pending_count(project=project),  # kept (services/queue_counts.py)
             "leased": QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED).count(),
         },
         # accuracy: the audit estimate (the plain share, or its 1/probability-weighted form once the draws

@@ -200,6 +200,9 @@ LOUPE_QUEUED_STALE_SECONDS = env_int("LOUPE_QUEUED_STALE_SECONDS", 900, minimum=
 LOUPE_MAX_ATTEMPTS = env_int("LOUPE_MAX_ATTEMPTS", 3, minimum=1)
 LOUPE_RETRY_AFTER_FAILURE_SECONDS = env_int("LOUPE_RETRY_AFTER_FAILURE_SECONDS", 30, minimum=0)
 LOUPE_SWEEP_SECONDS = env_int("LOUPE_SWEEP_SECONDS", 15, minimum=0)
+# The sweep checks each project's kept pending-queue count against a fresh count (and repairs a drift) at
+# a process's first sweep and then at most every LOUPE_RECOUNT_SECONDS (0: never; services/queue_counts.py).
+LOUPE_RECOUNT_SECONDS = env_int("LOUPE_RECOUNT_SECONDS", 300, minimum=0)
 if LOUPE_LOST_AFTER_SECONDS <= 2 * LOUPE_HEARTBEAT_SECONDS:
     from django.core.exceptions import ImproperlyConfigured
 

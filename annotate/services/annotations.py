@@ -26,6 +26,7 @@ from .. import selectors
 from ..models import Annotation, Item, Project, QueueEntry, Round
 from .errors import BadInput, Conflict, NotFound
 from .queue import lease_seconds
+from .queue_counts import queue_pending_add
 from .rounds import round_maybe_request
 
 MAX_TIME_MS = 24 * 3600 * 1000
@@ -210,21 +211,24 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> t
         queue_entry_id=entry_id,
         client_id=cid,
     )
-    if overlap_k > 1:
-        _overlap_copy(QueueEntry.objects.get(pk=entry_id))
+    if overlap_k > 1 and _overlap_copy(QueueEntry.objects.get(pk=entry_id)):
+        queue_pending_add(project_id=project.pk, delta=1, inserted=True)  # last (lock order: queue_counts.py)
     return ann, True
 
 
-def _overlap_copy(entry: QueueEntry) -> None:
-    """Serve an overlapped item again (to someone else, services/queue.py) until k people labeled it."""
+def _overlap_copy(entry: QueueEntry) -> bool:
+    """Serve an overlapped item again (to someone else, services/queue.py) until k people labeled it:
+    whether a pending copy was added."""
     labeled = (Annotation.objects.filter(item_id=entry.item_id, is_current=True, action=Annotation.Action.LABEL)
                .values("annotator_id").distinct().count())
-    if labeled < entry.overlap_k:
-        QueueEntry.objects.create(
-            project_id=entry.project_id, round_id=entry.round_id, item_id=entry.item_id, rank=entry.rank,
-            score=entry.score, is_audit=False, predicted_label=entry.predicted_label,
-            predicted_confidence=entry.predicted_confidence, overlap_k=entry.overlap_k,
-        )
+    if labeled >= entry.overlap_k:
+        return False
+    QueueEntry.objects.create(
+        project_id=entry.project_id, round_id=entry.round_id, item_id=entry.item_id, rank=entry.rank,
+        score=entry.score, is_audit=False, predicted_label=entry.predicted_label,
+        predicted_confidence=entry.predicted_confidence, overlap_k=entry.overlap_k,
+    )
+    return True
 
 
 def _why_not_leased(*, project, user, item_id) -> str:
@@ -262,7 +266,10 @@ def _undo(*, project, user, item_id, cid) -> UndoResult:
                 raise Conflict(f"client_id {cid} was already used for {prior.action} on item {prior.item_id}")
             entry = QueueEntry.objects.filter(project=project, item_id=prior.item_id).order_by("-id").first()
             return UndoResult(prior.supersedes, prior, entry, False)
-    qs = Annotation.objects.select_for_update().filter(
+    # Lock the label rows only, not the joined item: a submit of the item's overlap copy checks its
+    # reference to the item at COMMIT (a deferred foreign key) while it holds the copy's row, which
+    # _relocate_entry below waits for - locking the item too made the two wait for each other.
+    qs = Annotation.objects.select_for_update(of=("self",)).filter(
         item__project=project,
         annotator=user,
         is_current=True,
@@ -306,10 +313,13 @@ def _relocate_entry(*, project, user, target: Annotation, now, expires) -> Queue
         entry = QueueEntry.objects.select_for_update().get(pk=target.queue_entry_id)
     else:
         entry = QueueEntry(project=project, item_id=target.item_id, round=None, rank=0)
+    was_pending = entry.pk is not None and entry.state == QueueEntry.State.PENDING
     entry.state = QueueEntry.State.LEASED
     entry.leased_by = user
     entry.leased_at = now
     entry.lease_expires_at = expires
     entry.done_at = None
     entry.save()
+    if was_pending:
+        queue_pending_add(project_id=project.pk, delta=-1, inserted=True)  # the undo row was inserted
     return entry

@@ -19,7 +19,9 @@ process running it):
   ``LOUPE_QUEUED_STALE_SECONDS`` (its message lost with a broker's data) is sent again.  Every change
   is a compare-and-set on (status, heartbeat_at), so sweepers in several processes at once never act
   twice on one row.  The sweep runs at worker start-up and every ``LOUPE_SWEEP_SECONDS`` in each worker
-  and in ``loupe_serve`` (:func:`start_sweeper`): Celery beat is not needed.
+  and in ``loupe_serve`` (:func:`start_sweeper`): Celery beat is not needed.  Every
+  ``LOUPE_RECOUNT_SECONDS`` it also checks the kept pending-queue counts and repairs any that drifted
+  (``services/queue_counts.py``).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -37,6 +40,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..models import Job, Round
+from .queue_counts import queue_counts_check
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +135,10 @@ class SweepReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    recounted: list[str] = field(default_factory=list)  # projects whose kept pending count had drifted
 
     def __bool__(self) -> bool:
-        return bool(self.requeued or self.failed or self.resent)
+        return bool(self.requeued or self.failed or self.resent or self.recounted)
 
 
 def _enqueue(model, row) -> None:
@@ -207,7 +212,24 @@ def sweep() -> SweepReport:
                 log.warning("%s %s: still queued after %d s; sent again", model.__name__.lower(), row.pk,
                             settings.LOUPE_QUEUED_STALE_SECONDS)
                 report.resent.append(f"{model.__name__.lower()} {row.pk}")
+    if _recount_due():
+        report.recounted = [f"project {pk}" for pk in queue_counts_check()]
     return report
+
+
+_last_recount: float | None = None
+
+
+def _recount_due() -> bool:
+    """The kept pending counts are checked at a process's first sweep and then every
+    ``LOUPE_RECOUNT_SECONDS`` (0: never) - a grouped count of every pending entry, too dear for each sweep."""
+    global _last_recount
+    every = settings.LOUPE_RECOUNT_SECONDS
+    now = time.monotonic()
+    if every <= 0 or (_last_recount is not None and now - _last_recount < every):
+        return False
+    _last_recount = now
+    return True
 
 
 def sweep_safely() -> SweepReport | None:

@@ -25,8 +25,10 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from ..models import Annotation, Membership, Project, QueueEntry
+from .. import selectors
+from ..models import Annotation, Membership, Project, QueueCounts, QueueEntry
 from .errors import BadInput
+from .queue_counts import queue_pending_add, queue_pending_add_many
 from .rounds import round_maybe_request
 
 MAX_LEASE = 50
@@ -37,13 +39,31 @@ def lease_seconds() -> int:
     return int(settings.LOUPE_LEASE_SECONDS)
 
 
+_RETURNED = {"state": QueueEntry.State.PENDING, "leased_by": None, "leased_at": None, "lease_expires_at": None}
+
+
+def _return_expired(project_id: int, now: datetime) -> int:
+    """Expired leases of the project back to pending, without adding them to the kept count (the caller does)."""
+    return (QueueEntry.objects.filter(project_id=project_id, state=QueueEntry.State.LEASED, lease_expires_at__lt=now)
+            .update(**_RETURNED))
+
+
 def queue_release_expired(*, project: Project | None = None, now: datetime | None = None) -> int:
-    """Return leased entries whose lease has run out to the pending queue; the number returned."""
+    """Return leased entries whose lease has run out to the pending queue (of one project, or of
+    every project, each in its own transaction); the number returned."""
     now = now or timezone.now()
-    qs = QueueEntry.objects.filter(state=QueueEntry.State.LEASED, lease_expires_at__lt=now)
     if project is not None:
-        qs = qs.filter(project=project)
-    return qs.update(state=QueueEntry.State.PENDING, leased_by=None, leased_at=None, lease_expires_at=None)
+        project_ids = [project.pk]
+    else:
+        project_ids = sorted(set(QueueEntry.objects.filter(state=QueueEntry.State.LEASED, lease_expires_at__lt=now)
+                                 .values_list("project_id", flat=True)))
+    returned = 0
+    for pk in project_ids:
+        with transaction.atomic():
+            n = _return_expired(pk, now)
+            queue_pending_add(project_id=pk, delta=n)
+        returned += n
+    return returned
 
 
 def _pending_for_update(project: Project, user=None):
@@ -61,21 +81,25 @@ def _pending_for_update(project: Project, user=None):
     return qs
 
 
-def lease_cap(*, project: Project, user) -> int:
+def lease_cap(*, project: Project, user, returned: int = 0) -> int:
     """The most entries ``user`` may hold at once: a fair share of the open queue (pending + leased).
 
     ``ceil(open / (others + 2))`` where ``others`` is the number of other annotators holding a
     lease: one share each for them and for this user, and one kept for an annotator who has not
     arrived yet, so nobody can take (or, by renewing, keep) the whole queue.  Never below
     ``LEASE_FLOOR`` (what the labeling page prefetches), so a small queue still serves a full page.
-    A project's only member is not capped.
+    A project's only member is not capped.  ``returned``: expired leases the caller's transaction
+    has just made pending again, not yet added to the kept pending count (it is updated last).
     """
     if not Membership.objects.filter(project=project).exclude(user=user).exists():
         return MAX_LEASE  # nobody else could want these items
-    open_ = QueueEntry.objects.filter(project=project, state__in=QueueEntry.OPEN)
-    others = (open_.filter(state=QueueEntry.State.LEASED).exclude(leased_by=user)
-              .values("leased_by").distinct().count())
-    return max(LEASE_FLOOR, -(-open_.count() // (others + 2)))
+    leased = QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED)
+    others = leased.exclude(leased_by=user).values("leased_by").distinct().count()
+    # pending: the kept count (counting a 10k-entry queue cost milliseconds per lease); leased ones are few
+    kept = QueueCounts.objects.filter(project=project).values_list("pending", flat=True).first()
+    pending = selectors.pending_count(project=project) if kept is None else int(kept) + returned  # a count sees them
+    open_ = pending + leased.count()
+    return max(LEASE_FLOOR, -(-open_ // (others + 2)))
 
 
 def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
@@ -88,8 +112,8 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
     now = timezone.now()
     expires = now + timedelta(seconds=lease_seconds())
     with transaction.atomic():
-        queue_release_expired(project=project, now=now)
-        n = min(n, lease_cap(project=project, user=user))
+        returned = _return_expired(project.pk, now)
+        n = min(n, lease_cap(project=project, user=user, returned=returned))
         held = list(
             QueueEntry.objects.select_related("round", "item")  # the item's file signs its image URL
             .select_for_update(of=("self",))
@@ -112,6 +136,8 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
             if taken:  # the same values for every row: one plain UPDATE (bulk_update's CASE per row cost CPU)
                 QueueEntry.objects.filter(pk__in=[e.pk for e in taken]).update(
                     state=QueueEntry.State.LEASED, leased_by=user, leased_at=now, lease_expires_at=expires)
+        # last, after every queue row of this lease is locked (lock order: services/queue_counts.py)
+        queue_pending_add(project_id=project.pk, delta=returned - len(taken))
     if len(held) + len(taken) < n:
         round_maybe_request(project=project)
     return held + taken
@@ -123,4 +149,35 @@ def queue_release(*, project: Project, user, item_ids: list[int] | None = None) 
     if item_ids is not None:
         qs = qs.filter(item_id__in=item_ids)
     with transaction.atomic():
-        return qs.update(state=QueueEntry.State.PENDING, leased_by=None, leased_at=None, lease_expires_at=None)
+        n = qs.update(**_RETURNED)
+        queue_pending_add(project_id=project.pk, delta=n)
+    return n
+
+
+def queue_release_users(*, project_id: int, user_ids: list[int]) -> int:
+    """Hand several users' leases on the project back to the pending queue in ONE statement, the
+    kept count growing once after it: a transaction that released them one user at a time would
+    hold the counter while locking the next user's leases (lock order: services/queue_counts.py)."""
+    with transaction.atomic():
+        n = (QueueEntry.objects.filter(project_id=project_id, state=QueueEntry.State.LEASED,
+                                       leased_by_id__in=sorted(set(user_ids))).update(**_RETURNED))
+        queue_pending_add(project_id=project_id, delta=n)
+    return n
+
+
+def queue_release_everywhere(*, user_id: int) -> dict[int, int]:
+    """Hand all of a user's leases, in every project, back to the pending queue: ``{project: leases}``.
+
+    One transaction: the leases are locked and returned first, then each project's kept count
+    grows, in project order (lock order: services/queue_counts.py)."""
+    with transaction.atomic():
+        held = list(QueueEntry.objects.select_for_update(of=("self",))
+                    .filter(leased_by_id=user_id, state=QueueEntry.State.LEASED)
+                    .order_by("id").values_list("id", "project_id"))
+        returned: dict[int, int] = {}
+        for project_id in sorted({pid for _, pid in held}):
+            ids = [pk for pk, pid in held if pid == project_id]
+            returned[project_id] = (QueueEntry.objects.filter(pk__in=ids, state=QueueEntry.State.LEASED,
+                                                              leased_by_id=user_id).update(**_RETURNED))
+        queue_pending_add_many(returned)
+    return returned

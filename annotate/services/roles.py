@@ -106,11 +106,19 @@ def membership_revoked(*, project_id: int, user_id: int) -> int:
     """The user left the project: their leases on it go back to the queue now (nothing is lost: a lease
     holds no label), and after commit their open WebSockets on it close (a per-member group).
     Returns the number of leases released."""
-    from .. import realtime  # noqa: PLC0415 - realtime imports channels
-    from .queue import queue_release  # noqa: PLC0415
+    return memberships_revoked(project_id=project_id, user_ids=[user_id])
 
-    released = queue_release(project=Project(pk=project_id), user=user_id)
-    transaction.on_commit(lambda: realtime.send_membership_revoked(project_id, user_id))
+
+def memberships_revoked(*, project_id: int, user_ids: list[int]) -> int:
+    """:func:`membership_revoked` for several users who left the project in one transaction: their
+    leases go back in one statement (``queue.queue_release_users``: one update of the kept count, so
+    the transaction never holds it while it waits for a lease), then each one's sockets close."""
+    from .. import realtime  # noqa: PLC0415 - realtime imports channels
+    from .queue import queue_release_users  # noqa: PLC0415
+
+    released = queue_release_users(project_id=project_id, user_ids=list(user_ids)) if user_ids else 0
+    for user_id in user_ids:
+        transaction.on_commit(lambda u=user_id: realtime.send_membership_revoked(project_id, u))
     return released
 
 
@@ -119,12 +127,9 @@ def user_access_revoked(*, user_id: int) -> int:
     project go back to the queue now, and after commit every open WebSocket of theirs closes (a
     per-user group).  Returns the number of leases released."""
     from .. import realtime  # noqa: PLC0415
-    from ..models import QueueEntry  # noqa: PLC0415
-    from .queue import queue_release  # noqa: PLC0415
+    from .queue import queue_release_everywhere  # noqa: PLC0415
 
-    projects = (QueueEntry.objects.filter(leased_by_id=user_id, state=QueueEntry.State.LEASED)
-                .values_list("project_id", flat=True).distinct())
-    released = sum(queue_release(project=Project(pk=pid), user=user_id) for pid in list(projects))
+    released = sum(queue_release_everywhere(user_id=user_id).values())
     transaction.on_commit(lambda: realtime.send_access_revoked(user_id))
     return released
 

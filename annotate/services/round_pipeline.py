@@ -33,6 +33,7 @@ from .. import realtime, selectors, storage
 from ..models import Item, Project, QueueEntry, Round
 from . import candidates
 from .quality import quality_enqueue
+from .queue_counts import queue_pending_add
 from .refill import POLICY_REASONS, pace_measure, refill_point
 
 if TYPE_CHECKING:
@@ -220,7 +221,9 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
             progress_message=f"{len(entries)} new items",
             finished_at=now,
         )
-        pending = QueueEntry.objects.filter(project=project, state=QueueEntry.State.PENDING).count()
+        # the kept pending count, last: every queue row of this write is written (services/queue_counts.py)
+        queue_pending_add(project_id=project.pk, delta=len(entries) - int(superseded), inserted=bool(entries))
+        pending = selectors.pending_count(project=project)
         number, n_added, round_id, project_id = locked.number, len(entries), locked.pk, project.pk
         transaction.on_commit(lambda: round_status_push(round_id))
         quality_enqueue(project_id=project_id)  # report, suspect scores, next calibration (after commit)
