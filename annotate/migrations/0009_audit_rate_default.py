@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0007_audit_rate_help'),
+        ('annotate', '0008_queue_counts'),
     ]
 
     operations = [
