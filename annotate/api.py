@@ -183,8 +183,8 @@ def lease(request, project_id: int):
     data = _fields(request.json, {"n", "sending"})
     sending = data.get("sending", [])
     if not isinstance(sending, list) or len(sending) > MAX_LEASE or not all(is_item_id(i) for i in sending):
-        raise ServiceError(f"sending={sending!r:.80} must be a list of at most {MAX_LEASE} item ids (positive integers): "
-                           "the items whose label or skip is on its way")
+        raise ServiceError(f"sending={sending!r:.80} must be a list of at most {MAX_LEASE} item ids "
+                           "(positive integers): the items whose label or skip is on its way")
     entries = queue_lease(project=project, user=request.user, n=data.get("n", DEFAULT_LEASE), sending=sending)
     return JsonResponse({
         "items": [entry_payload(e, project=project) for e in entries],

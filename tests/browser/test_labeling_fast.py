@@ -75,9 +75,9 @@ def test_labeling_at_seven_a_second_never_shows_an_empty_page_while_items_are_pe
             page.keyboard.press(key)
             page.wait_for_timeout(1000 / RATE)
         empty = page.evaluate("window.emptyAt")
+        assert empty == [], f"the page was empty {len(empty)} time(s) while items were pending: {empty}"
         # every key press labeled a different item: none was typed onto an empty page
         assert "" not in shown and len(set(shown)) == LABELS, shown
-        assert empty == [], f"the page was empty {len(empty)} time(s) while items were pending: {empty}"
         pending = int(page.text_content("#queue-info").split()[0])
         assert pending > 0  # the premise: the queue never ran dry
         assert page.errors == []
