@@ -172,8 +172,8 @@ class ProjectAdmin(RefusedIs400, ProjectScoped, ProjectPages, admin.ModelAdmin):
 
         for user in get_user_model().objects.filter(pk__in=before | after):
             role_services.membership_sync(user=user)
-        for user_id in before - after:
-            role_services.membership_revoked(project_id=form.instance.pk, user_id=user_id)
+        # all at once: one release, one update of the kept pending count (services/queue_counts.py)
+        role_services.memberships_revoked(project_id=form.instance.pk, user_ids=sorted(before - after))
 
     # ------------------------------------------------------------------ actions
     def _per_project(self, request, queryset, run, errors: type[Exception] | tuple = ()) -> None:

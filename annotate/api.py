@@ -35,6 +35,13 @@ def error(message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+@csrf_exempt  # changes nothing; a POST without the token still learns that the path is wrong
+def not_found(request: HttpRequest) -> JsonResponse:
+    """404 for a path under ``/api/`` that names no endpoint (any method)."""
+    return error(f"no API endpoint at {request.path!r}: the paths are /api/projects/<number>/<action> "
+                 "and /api/jobs/<uuid> (the README's API table lists them)", 404)
+
+
 def authenticate(request: HttpRequest):
     """Set ``request.user`` from a token header when there is one.  Returns an error response or None."""
     header = request.headers.get("Authorization")

@@ -5,11 +5,14 @@ header, and membership through ``permissions.project_for``; anything else is clo
 (not authenticated) or 4404 (no such project / not a member).  Failed tokens count toward the same
 throttle as over HTTP (``throttle.token_authenticate``); while blocked the socket is closed with 4429.
 One handler per message type; each forwards the payload to the browser as JSON.  Clients may send
-``{"type": "ping"}`` and get ``{"type": "pong"}`` back (a cheap liveness check).
+``{"type": "ping"}`` and get ``{"type": "pong"}`` back (a cheap liveness check); a frame that is not
+JSON text is closed with 4400 (it raised in the consumer: a traceback in the log and no close frame).
+A path under ``ws/`` that is no route is refused at the handshake (``NoRouteConsumer``; it was a 500).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from channels.db import database_sync_to_async
@@ -80,6 +83,16 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
             except realtime.OUTAGE_ERRORS as exc:  # the group entry expires in the layer by itself
                 log.warning("group_discard for %s failed: %s", self.group, exc)
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        try:
+            content = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        if content is None:
+            await self.close(code=4400)  # not JSON text: the page only ever sends {"type": "ping"}
+            return
+        await self.receive_json(content)
+
     async def receive_json(self, content, **kwargs) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong", "t": content.get("t")})
@@ -107,3 +120,10 @@ class ProjectConsumer(AsyncJsonWebsocketConsumer):
         stops retrying, and a reconnect would be refused)."""
         await self.send_json(event)
         await self.close(code=4401)
+
+
+class NoRouteConsumer(AsyncJsonWebsocketConsumer):
+    """Any other WebSocket path: refused at the handshake (HTTP 403), not an exception in the router."""
+
+    async def connect(self) -> None:
+        await self.close()

@@ -43,13 +43,27 @@ def zip_problem(upload) -> str:
     return ""
 
 
+def _is_npz(upload) -> bool:
+    """Whether a zip upload holds only .npy members (numpy.savez), read from its directory."""
+    try:
+        with zipfile.ZipFile(upload) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+    finally:
+        upload.seek(0)
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
 def npy_problem(upload) -> str:
     """Why an uploaded embeddings file is not an (n, d) numeric .npy matrix ("" when it is); reads its header only."""
     try:
         head = upload.read(6)
         upload.seek(0)
         if head != b"\x93NUMPY":
-            if head[:2] == b"PK":
+            if head[:2] == b"PK" and not _is_npz(upload):
+                hint = "a zip archive of other files: the zip of images goes in the 'Zip of images' field"
+            elif head[:2] == b"PK":
                 hint = "a .npz archive: save the matrix itself with numpy.save('X.npy', X)"
             else:
                 hint = "a CSV or other text? load it and save it with numpy.save('X.npy', X)"
@@ -57,6 +71,7 @@ def npy_problem(upload) -> str:
         major, _ = np.lib.format.read_magic(upload)
         read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(upload)
+        header_end = upload.tell()
     except (ValueError, OSError) as exc:
         return f"{upload.name} has a damaged .npy header ({exc})"
     finally:
@@ -64,6 +79,12 @@ def npy_problem(upload) -> str:
     if len(shape) != 2 or dtype.kind not in "fiu":
         return (f"{upload.name} holds a {dtype} array of shape {shape}; embeddings are an (n, d) matrix of "
                 "numbers, one row per image")
+    if 0 in shape:
+        return f"{upload.name} holds an empty matrix (shape {shape}); embeddings need one row per image, d >= 1"
+    data_bytes = upload.size - header_end
+    if data_bytes < shape[0] * shape[1] * dtype.itemsize:
+        return (f"{upload.name} is cut short: its header says {shape} {dtype} ({shape[0] * shape[1] * dtype.itemsize} "
+                f"bytes of data) but it holds {data_bytes}; upload the whole file")
     return ""
 
 
@@ -77,7 +98,10 @@ class ImportForm(forms.Form):
     manifest_url = forms.CharField(required=False, label="Or a manifest path or URL",
                                    help_text="A server path, file:// or http(s):// URL.")
     embeddings = forms.FileField(required=False, label="Embeddings (.npy)",
-                                 help_text="One float row per manifest row (or per image in sorted path order).")
+                                 help_text="One float row per manifest row (or per image in sorted path order). "
+                                           "To replace embeddings the project has from an extractor (or "
+                                           "of another width), include every image of the project, each "
+                                           "with its row.")
     class_folders = forms.BooleanField(required=False, label="Read <class>/<file> folders as labels")
     labels_as = forms.ChoiceField(
         choices=[("ground_truth", "ground truth (kept apart, for evaluation)"),
@@ -145,7 +169,9 @@ class ImportForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if not (data.get("zip_file") or data.get("folder") or data.get("manifest_file") or data.get("manifest_url")):
+        sources = ("zip_file", "folder", "manifest_file", "manifest_url")
+        # A source that was given but refused has its own error; "give a zip" would only contradict it.
+        if not any(data.get(k) for k in sources) and not any(k in self.errors for k in sources):
             raise forms.ValidationError("give a zip, a folder, or a manifest that lists the images")
         if data.get("zip_file") and data.get("folder"):
             raise forms.ValidationError("give either a zip or a folder, not both")

@@ -44,6 +44,15 @@ PLAIN: dict[str, tuple[str, str, str]] = {
     "switch_per_class": ("Switch after labels per class", "Pick typical items until there are this many labels "
                          "per class, then switch to the strategy below.", "TypiClust → uncertainty switch"),
     "then": ("Then use", "The strategy used once the switch point is reached.", "second-phase strategy"),
+    "regime": ("When to pick typical items", "test: below the switch point, pick typical items only while a quick "
+               "check on the labels so far shows they teach the model more than unusual ones; labels: always "
+               "below the switch point.", "SelectAL-style regime test"),
+    "otherwise": ("Else use", "Below the switch point, the strategy for a round where the check says typical "
+                  "items do not teach more.", "strategy past the low-budget regime"),
+    "test_from_per_class": ("Check from labels per class", "With fewer labels per class there is too little to "
+                            "check, and typical items are picked.", "regime test start"),
+    "cap_typiclust": ("Stop typical picks at the switch", "A large batch picks typical items only up to the switch "
+                      "point and the rest with the 'else' strategy.", "TypiClust cap"),
     # FIRAL / Approx-FIRAL
     "lam": ("Regularisation", "How strongly the model's weights are held small; empty uses the model's own "
             "setting (recommended).", "λ of Σ_z"),

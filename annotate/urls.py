@@ -26,4 +26,7 @@ urlpatterns = [
     path("projects/<int:project_id>/review/", views_review.review_page, name="review"),
     path("api/projects/<int:project_id>/review/items", views_review.review_items, name="api_review_items"),
     path("api/projects/<int:project_id>/review/correct", views_review.review_correct, name="api_review_correct"),
+    # Anything else under api/ (a mistyped path, a project id that is not a number) answers JSON, not
+    # the HTML 404 page a script cannot read.
+    re_path(r"^api/", api.not_found, name="api_not_found"),
 ]

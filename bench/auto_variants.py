@@ -15,6 +15,7 @@
 - ``x_densmargin``: information density (Settles & Craven 2008): margin x typicality^gamma.
 - ``x_probcover``: ProbCover (Yehuda et al. 2022): greedy max coverage of delta-balls, delta
   the largest radius whose balls stay within one k-means cluster (K = classes) for 95% of points.
+- ``x_maxherding``: MaxHerding (Bae et al. 2024), greedy generalized coverage with a Gaussian kernel.
 - ``x_auto``: ``low`` (TypiClust) below ``switch`` labels per class, then ``then``, given as
   ``name;key=value;key=value`` so that the scratch strategies above can follow it.
 """
@@ -56,6 +57,80 @@ def diverse_margin(X, probs, b, rng, beta, pick="nearest", weighted=True):
         rest = [i for i in cand if i not in set(out)]
         out += rest[: b - len(out)]
     return np.asarray(out[:b], dtype=np.int64)
+
+
+# MaxHerding (Bae, Haupt, Kuo, Lee, Hinton & Hu, "Generalized Coverage for More Robust Low-Budget
+# Active Learning", ECCV 2024): greedy maximisation of the generalized coverage
+#     C(S) = (1/|R|) sum_{x in R} max_{s in S} k(x, s),  k(x, s) = exp(-||x - s||^2 / (2 sigma^2)),
+# over labeled + picks (a facility-location function: monotone submodular, greedy within 1 - 1/e).
+# Ours: candidates a uniform subsample of <= 3000 pool rows (>= 4b), R a uniform subsample of
+# <= 3000 rows of pool + labeled; gains updated only on the columns whose coverage a pick raised.
+# Bandwidth (ours; the paper tunes sigma per feature space): the median over R of the distance to
+# the q-th nearest other point of R, q = |R| / (|L| + b): one pick covers about the share of the
+# data one label stands for at this budget (TypiClust's |L| + b clusters).
+MAX_CAND = 3000
+MAX_REF = 3000
+
+
+def _sqdist(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """(len(A), len(B)) squared Euclidean distances, float32, clipped at 0."""
+    a = (A * A).sum(1)
+    b = (B * B).sum(1)
+    return np.maximum(a[:, None] + b[None, :] - 2.0 * (A @ B.T), 0.0).astype(np.float32)
+
+
+def bandwidth(R: np.ndarray, n_points: int) -> float:
+    """sigma for ``n_points`` picks over the reference rows ``R`` (module docstring)."""
+    m = R.shape[0]
+    if m < 2:
+        return 1.0
+    q = int(np.clip(round(m / max(n_points, 1)), 1, m - 1))
+    D = _sqdist(R, R)
+    np.fill_diagonal(D, np.inf)
+    dq = np.sqrt(np.partition(D, q - 1, axis=1)[:, q - 1])
+    s = float(np.median(dq))
+    return s if s > 0 else float(np.sqrt(D[np.isfinite(D)].mean()) or 1.0)
+
+
+def maxherding_select(X_pool, k, X_labeled=None, rng=None, *,
+                      max_cand: int = MAX_CAND, max_ref: int = MAX_REF,
+                      sigma=None):
+    """Choose ``k`` rows of ``X_pool`` (n, d) by greedy generalized coverage (module docstring).
+
+    Returns ((k,) int64 unique pool indices in pick order, (k,) float64 coverage gain of each pick).
+    """
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    Xp = np.asarray(X_pool, dtype=np.float32)
+    n = Xp.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} must be in [1, {n}] (the pool size)")
+    XL = (np.empty((0, Xp.shape[1]), np.float32) if X_labeled is None or len(X_labeled) == 0
+          else np.asarray(X_labeled, dtype=np.float32))
+    m = XL.shape[0]
+    n_cand = min(n, max(max_cand, 4 * k))
+    cand = np.arange(n) if n_cand == n else np.sort(rng.choice(n, size=n_cand, replace=False))
+    ref_rows = rng.choice(n + m, size=min(n + m, max_ref), replace=False)
+    X_all_ref = np.concatenate([XL, Xp])[ref_rows] if m else Xp[ref_rows]
+    s = bandwidth(X_all_ref, m + k) if sigma is None else float(sigma)
+    g = np.float32(-0.5 / (s * s))
+    K = np.exp(_sqdist(Xp[cand], X_all_ref) * g)  # (C, R)
+    cur = np.zeros(K.shape[1], dtype=np.float32)
+    for s0 in range(0, m, 1024):
+        cur = np.maximum(cur, np.exp(_sqdist(XL[s0:s0 + 1024], X_all_ref) * g).max(axis=0))
+    gain = np.maximum(K - cur, 0.0).sum(axis=1, dtype=np.float64)
+    chosen = np.empty(k, dtype=np.int64)
+    gains = np.empty(k)
+    for t in range(k):
+        j = int(gain.argmax())
+        chosen[t], gains[t] = cand[j], gain[j] / K.shape[1]
+        new = np.maximum(cur, K[j])
+        aff = np.flatnonzero(new > cur)
+        if aff.size:
+            Ka = K[:, aff]
+            gain -= (np.maximum(Ka - cur[aff], 0.0) - np.maximum(Ka - new[aff], 0.0)).sum(axis=1, dtype=np.float64)
+            cur = new
+        gain[j] = -np.inf
+    return chosen, gains
 
 
 @register
@@ -191,6 +266,26 @@ class XProbCover(Strategy):
             out.append(i)
             covered |= A[m + i]
         return Selection(np.asarray(out, dtype=np.int64), None, {})
+
+
+@register
+class XMaxHerding(Strategy):
+    """MaxHerding (Bae et al. 2024): greedy generalized coverage, Gaussian kernel (selection/maxherding.py)."""
+    name = "x_maxherding"
+    description = "issue 13 variant (bench/auto_variants.py)"
+    params = (Param("sigma_scale", "float", 1.0, "", min=0, max=100),)
+    needs_probs = False
+    uses_cold_start = False
+
+    def _select(self, X_pool, probs_pool, *, X_labeled, probs_labeled, y_labeled, batch_size, rng, context):
+        sig = None
+        if self.params_["sigma_scale"] != 1.0:
+            Xp = np.asarray(X_pool, dtype=np.float32)
+            R = Xp[rng.choice(len(Xp), min(len(Xp), MAX_REF), replace=False)]
+            m = 0 if X_labeled is None else len(X_labeled)
+            sig = bandwidth(R, m + batch_size) * self.params_["sigma_scale"]
+        idx, g = maxherding_select(X_pool, batch_size, X_labeled, rng, sigma=sig)
+        return Selection(idx, g, {})
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> t
     )
     # the kept counts last, the queue's first (lock order: services/queue_counts.py)
     if overlap_k > 1 and _overlap_copy(QueueEntry.objects.get(pk=entry_id)):
-        queue_pending_add(project_id=project.pk, delta=1)
+        queue_pending_add(project_id=project.pk, delta=1, inserted=True)
     label_change(project_id=project.pk, item_id=item_id, annotator_id=user.pk,
                  before=retired[1] if retired else None, after=action)
     return ann, True
@@ -272,7 +272,10 @@ def _undo(*, project, user, item_id, cid) -> UndoResult:
                 raise Conflict(f"client_id {cid} was already used for {prior.action} on item {prior.item_id}")
             entry = QueueEntry.objects.filter(project=project, item_id=prior.item_id).order_by("-id").first()
             return UndoResult(prior.supersedes, prior, entry, False)
-    qs = Annotation.objects.select_for_update().filter(
+    # Lock the label rows only, not the joined item: a submit of the item's overlap copy checks its
+    # reference to the item at COMMIT (a deferred foreign key) while it holds the copy's row, which
+    # _relocate_entry below waits for - locking the item too made the two wait for each other.
+    qs = Annotation.objects.select_for_update(of=("self",)).filter(
         item__project=project,
         annotator=user,
         is_current=True,
@@ -326,5 +329,5 @@ def _relocate_entry(*, project, user, target: Annotation, now, expires) -> Queue
     entry.done_at = None
     entry.save()
     if was_pending:
-        queue_pending_add(project_id=project.pk, delta=-1)
+        queue_pending_add(project_id=project.pk, delta=-1, inserted=True)  # the undo row was inserted
     return entry

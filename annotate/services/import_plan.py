@@ -70,7 +70,12 @@ def import_plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], li
                 continue
             scheme = urllib.parse.urlsplit(ref).scheme.lower()
             if opts.source:
-                key = _safe_member_name(ref) if not scheme else ref
+                try:
+                    key = _safe_member_name(ref) if not scheme else ref
+                except ImportRejected:  # "../x.png", "/etc/x": skipped by name like a missing file
+                    listed.append(_Entry(name=ref, read=_missing(ref, "it points outside the source folder/zip "
+                                                                      "(manifest paths are relative to it)")))
+                    continue
                 e = by_name.get(key)
                 if e is None:
                     e = _Entry(name=key, read=_missing(key, "not found in the source folder/zip"))
@@ -122,7 +127,15 @@ def import_plan(project: Project, opts: ImportOptions) -> tuple[list[_Entry], li
     return entries, ignored, closer
 
 
-def import_embeddings_load(project: Project, opts: ImportOptions, n_rows: int) -> np.ndarray | None:
+def import_embeddings_load(project: Project, opts: ImportOptions, n_rows: int) -> tuple[np.ndarray | None, str]:
+    """The import's embedding matrix (None without one), checked, and why it cannot join the project's
+    current embeddings ("" when it can: the project has none yet, or precomputed ones of the same width).
+
+    A matrix that cannot join them (the project's rows come from another extractor, such as the
+    demo's ``pixels``, or have another width) replaces them instead, when the import covers every item
+    of the project: ``imports.py`` checks that after hashing the files and otherwise rejects the import
+    with this reason and what to do.  One project never mixes two embedding spaces.
+    """
     from selection.extractors import check_matrix  # noqa: PLC0415
 
     if not opts.embeddings:
@@ -132,7 +145,7 @@ def import_embeddings_load(project: Project, opts: ImportOptions, n_rows: int) -
                 "this project uses precomputed embeddings; an import into it must supply an embeddings .npy "
                 "for its images"
             )
-        return None
+        return None, ""
     try:
         X = np.load(opts.embeddings, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -144,13 +157,8 @@ def import_embeddings_load(project: Project, opts: ImportOptions, n_rows: int) -
     has_rows = project.items.filter(row__isnull=False).exists()
     if has_rows and project.embedding_file:
         if project.extractor != "precomputed":
-            raise ImportRejected(
-                f"the project's embeddings come from extractor {project.extractor!r}; "
-                "an import with its own embeddings "
-                "needs a project with precomputed embeddings (or no embeddings yet)"
-            )
+            return X, f"the project's embeddings come from extractor {project.extractor!r}"
         if project.embedding_dim != X.shape[1]:
-            raise ImportRejected(
-                f"embeddings have {X.shape[1]} columns but the project's embeddings have {project.embedding_dim}"
-            )
-    return X
+            return X, (f"embeddings have {X.shape[1]} columns but the project's embeddings have "
+                       f"{project.embedding_dim}")
+    return X, ""

@@ -215,60 +215,89 @@ def parse_manifest(data: bytes, name: str) -> list[tuple[str, str]]:
         except json.JSONDecodeError as exc:
             raise ImportRejected(f"manifest {name!r} is not valid JSON: {exc}") from None
         if isinstance(doc, dict) and "images" in doc:
-            cats = {c["id"]: str(c["name"]) for c in doc.get("categories", [])}
-            lab = {}
-            for ann in doc.get("annotations", []):
-                if ann.get("category_id") not in cats:
-                    raise ImportRejected(f"manifest {name!r}: annotation {ann.get('id')} names an unknown category_id")
-                lab[ann["image_id"]] = cats[ann["category_id"]]
-            for img in doc["images"]:
-                ref = _clean_ref(str(img.get("file_name") or img.get("path") or ""))
-                rows.append((ref, lab.get(img.get("id"), "")))
+            try:
+                rows = _coco_rows(doc, name)
+            except (KeyError, TypeError, AttributeError) as exc:  # a field missing or of the wrong kind
+                raise ImportRejected(
+                    f"manifest {name!r} is not a COCO classification file ({type(exc).__name__}: {exc}): "
+                    "'images' is a list of objects with 'id' and 'file_name', 'categories' of objects with 'id' "
+                    "and 'name', 'annotations' of objects with 'image_id' and 'category_id'") from None
         elif isinstance(doc, list):
             for i, obj in enumerate(doc):
                 if not isinstance(obj, dict):
                     raise ImportRejected(f"manifest {name!r}: entry {i} is not an object")
-                if isinstance(obj.get("data"), dict):
-                    ref = obj["data"].get("image") or next(
-                        (v for v in obj["data"].values() if isinstance(v, str)), "")
-                    rows.append((_clean_ref(str(ref)), _ls_label(obj)))
-                    continue
-                key = next((k for k in _IMAGE_KEYS if obj.get(k)), None)
-                if key is None:
-                    raise ImportRejected(f"manifest {name!r}: entry {i} has none of the keys {list(_IMAGE_KEYS)}")
-                lkey = next((k for k in _LABEL_KEYS if k in obj), None)
-                label = obj.get(lkey) if lkey else ""
-                if isinstance(label, dict):  # JSON_MIN with several choices: {"choices": [...]}
-                    label = (label.get("choices") or [""])[0]
-                rows.append((_clean_ref(str(obj[key])), "" if label is None else str(label)))
+                try:
+                    rows.append(_json_row(obj, name, i))
+                except (KeyError, TypeError, AttributeError, IndexError) as exc:
+                    raise ImportRejected(
+                        f"manifest {name!r}: entry {i} is not an image entry ({type(exc).__name__}: {exc}): "
+                        f"an object with one of the keys {list(_IMAGE_KEYS)} and optionally a label, or a "
+                        "Label Studio task") from None
         else:
             raise ImportRejected(f"manifest {name!r}: expected a JSON list of images or a COCO file")
     else:
         reader = csv.DictReader(io.StringIO(text))
-        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-        key = next((k for k in _IMAGE_KEYS if k in fields), None)
-        if key is None:
-            raise ImportRejected(
-                f"manifest {name!r}: the CSV header {reader.fieldnames} has no image column "
-                f"(one of {list(_IMAGE_KEYS)})"
-            )
-        lkey = next((k for k in _LABEL_KEYS if k in fields), None)
-        others = [f for f in fields if f and f != key]
-        if lkey is None and len(others) == 1:
-            # image + one unknown column: almost surely labels under another name; importing
-            # without them would drop every label silently
-            raise ImportRejected(
-                f"manifest {name!r}: column {others[0]!r} is not a label column; name the label column one of "
-                f"{list(_LABEL_KEYS)} (or drop the column to import without labels)"
-            )
-        original = dict(zip(fields, reader.fieldnames or []))
-        for row in reader:
-            ref = (row.get(original[key]) or "").strip()
-            if not ref:
-                continue
-            rows.append((_clean_ref(ref), (row.get(original[lkey]) or "").strip() if lkey else ""))
+        try:
+            rows = _csv_rows(reader, name)
+        except csv.Error as exc:  # a field over csv.field_size_limit(), a NUL byte, ...
+            raise ImportRejected(f"manifest {name!r}: CSV line {reader.line_num + 1}: {exc}") from None
     if not rows:
         raise ImportRejected(f"manifest {name!r} lists no images")
+    return rows
+
+
+def _json_row(obj: dict, name: str, i: int) -> tuple[str, str]:
+    if isinstance(obj.get("data"), dict):
+        ref = obj["data"].get("image") or next((v for v in obj["data"].values() if isinstance(v, str)), "")
+        return _clean_ref(str(ref)), _ls_label(obj)
+    key = next((k for k in _IMAGE_KEYS if obj.get(k)), None)
+    if key is None:
+        raise ImportRejected(f"manifest {name!r}: entry {i} has none of the keys {list(_IMAGE_KEYS)}")
+    lkey = next((k for k in _LABEL_KEYS if k in obj), None)
+    label = obj.get(lkey) if lkey else ""
+    if isinstance(label, dict):  # JSON_MIN with several choices: {"choices": [...]}
+        label = (label.get("choices") or [""])[0]
+    return _clean_ref(str(obj[key])), "" if label is None else str(label)
+
+
+def _coco_rows(doc: dict, name: str) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    cats = {c["id"]: str(c["name"]) for c in doc.get("categories", [])}
+    lab = {}
+    for ann in doc.get("annotations", []):
+        if ann.get("category_id") not in cats:
+            raise ImportRejected(f"manifest {name!r}: annotation {ann.get('id')} names an unknown category_id")
+        lab[ann["image_id"]] = cats[ann["category_id"]]
+    for img in doc["images"]:
+        ref = _clean_ref(str(img.get("file_name") or img.get("path") or ""))
+        rows.append((ref, lab.get(img.get("id"), "")))
+    return rows
+
+
+def _csv_rows(reader: csv.DictReader, name: str) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    key = next((k for k in _IMAGE_KEYS if k in fields), None)
+    if key is None:
+        raise ImportRejected(
+            f"manifest {name!r}: the CSV header {reader.fieldnames} has no image column "
+            f"(one of {list(_IMAGE_KEYS)})"
+        )
+    lkey = next((k for k in _LABEL_KEYS if k in fields), None)
+    others = [f for f in fields if f and f != key]
+    if lkey is None and len(others) == 1:
+        # image + one unknown column: almost surely labels under another name; importing
+        # without them would drop every label silently
+        raise ImportRejected(
+            f"manifest {name!r}: column {others[0]!r} is not a label column; name the label column one of "
+            f"{list(_LABEL_KEYS)} (or drop the column to import without labels)"
+        )
+    original = dict(zip(fields, reader.fieldnames or []))
+    for row in reader:
+        ref = (row.get(original[key]) or "").strip()
+        if not ref:
+            continue
+        rows.append((_clean_ref(ref), (row.get(original[lkey]) or "").strip() if lkey else ""))
     return rows
 
 

@@ -102,6 +102,7 @@ class ImportResult:
     embedding_version: int | None = None
     embedding_job: str | None = None
     embedding_error: str = ""
+    embeddings_replaced: str = ""
 
     def skip(self, name: str, reason: str) -> None:
         self.skipped_count += 1
@@ -136,13 +137,15 @@ def import_images(
     try:
         for name, reason in ignored:
             result.skip(name, reason)
-        X = import_embeddings_load(project, options, len(entries))
+        X, conflict = import_embeddings_load(project, options, len(entries))
         progress(0.05, f"checking {len(entries)} files")
         staging = storage.project_dir(project) / "staging" / (job_id or uuid.uuid4().hex)
         staging.mkdir(parents=True, exist_ok=True)
         try:
-            staged = _stage(project, entries, staging, result, progress)
-            return _commit(project, options, staged, X, staging, result, user, progress)
+            present: dict[str, int] = {}
+            staged = _stage(project, entries, staging, result, progress, present=present)
+            replace = _replacement(project, conflict, present) if X is not None and conflict else None
+            return _commit(project, options, staged, X, staging, result, user, progress, replace=replace)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
@@ -159,7 +162,10 @@ class _Staged:
     height: int
 
 
-def _stage(project, entries, staging: Path, result: ImportResult, progress) -> list[_Staged]:
+def _stage(project, entries, staging: Path, result: ImportResult, progress,
+           present: dict[str, int] | None = None) -> list[_Staged]:
+    """Check and stage the new files; ``present`` gets the embedding row of each file the project
+    already has (checksum -> row of the import's matrix)."""
     limit = settings.LOUPE_MAX_IMAGE_BYTES
     existing = set(Item.objects.filter(project=project).values_list("checksum", flat=True))
     seen: dict[str, str] = {}
@@ -182,6 +188,8 @@ def _stage(project, entries, staging: Path, result: ImportResult, progress) -> l
         checksum = hashlib.sha256(data).hexdigest()
         if checksum in existing:
             result.already_present += 1
+            if present is not None and e.emb_row is not None:
+                present.setdefault(checksum, e.emb_row)
             continue
         if checksum in seen:
             result.skip(e.name, f"duplicate of {seen[checksum]!r} (same SHA-256)")
@@ -198,7 +206,23 @@ def _stage(project, entries, staging: Path, result: ImportResult, progress) -> l
     return staged
 
 
-def _commit(project, opts, staged, X, staging, result, user, progress) -> ImportResult:
+def _replacement(project: Project, conflict: str, present: dict[str, int]) -> dict[str, int]:
+    """The import's rows for the project's items when its matrix replaces their embeddings; or
+    ImportRejected saying why it cannot (``conflict``) and what to do, when some item has no row."""
+    have = set(Item.objects.filter(project=project).values_list("checksum", flat=True))
+    missing = len(have - set(present))
+    if missing:
+        raise ImportRejected(
+            f"{conflict}, and one project cannot mix two kinds of embeddings. To use yours, import every "
+            f"image of the project again together with this import's images and one .npy row for each "
+            f"(images already in the project are recognised by their content and only take their row); "
+            f"this import lacks {missing} of the project's {len(have)} images. Or import without the .npy: "
+            f"the new images are then embedded like the others")
+    return {c: present[c] for c in have}
+
+
+def _commit(project, opts, staged, X, staging, result, user, progress, *,
+            replace: dict[str, int] | None = None) -> ImportResult:
     moved: list[Path] = []
     new_emb: Path | None = None
     try:
@@ -217,7 +241,13 @@ def _commit(project, opts, staged, X, staging, result, user, progress) -> Import
             result.classes = list(project.classes)
 
             rows = None
-            if X is not None and staged:
+            if replace is not None:
+                before = f"{project.extractor!r} embeddings ({project.embedding_dim} columns)"
+                new_emb, rows = _replace_embeddings(project, X, replace, [s.entry.emb_row for s in staged])
+                result.embedding_version = project.embedding_version
+                result.embeddings_replaced = (f"replaced the project's {before} with the imported ones "
+                                              f"({project.embedding_dim} columns), version {project.embedding_version}")
+            elif X is not None and staged:
                 new_emb, rows = _write_embeddings(project, X, [s.entry.emb_row for s in staged])
                 result.embedding_version = project.embedding_version
 
@@ -292,6 +322,42 @@ def _write_embeddings(project: Project, X: np.ndarray, emb_rows: list[int]) -> t
     return path, list(range(n_old, n_old + len(emb_rows)))
 
 
+def _replace_embeddings(project: Project, X: np.ndarray, present: dict[str, int],
+                        emb_rows: list[int]) -> tuple[Path, list[int]]:
+    """Write the next precomputed version from the import's matrix alone: the project's items first (in
+    id order, each its row of ``X`` by checksum; their ``row`` is updated here), then the new ones.
+    Updates ``project`` (extractor ``precomputed``) like :func:`_write_embeddings`."""
+    items = list(Item.objects.filter(project=project).order_by("id").only("id", "checksum", "row", "original_name"))
+    lacking = [it.original_name for it in items if it.checksum not in present]
+    if lacking:  # imported by another import meanwhile
+        raise ImportRejected(f"{len(lacking)} image(s) joined the project during this import (first "
+                             f"{lacking[0]!r}) and have no row in it: run the import again")
+    version = project.embedding_version + 1
+    rel = storage.embedding_relpath(project, "precomputed", version)
+    path = storage.media_path(rel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = np.asarray([present[it.checksum] for it in items] + list(emb_rows), dtype=np.int64)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(order), X.shape[1]))
+    for a in range(0, len(order), 8192):
+        out[a:a + 8192] = X[order[a:a + 8192]]
+    out.flush()
+    del out
+    unembedded = 0
+    for k, it in enumerate(items):
+        unembedded += it.row is None
+        it.row = k
+    Item.objects.filter(project=project).update(row=None)  # first: (project, row) is unique, rows move
+    Item.objects.bulk_update(items, ["row"], batch_size=1000)
+    if unembedded:
+        item_counts_add(project_id=project.pk, items=0, embedded=unembedded)
+    project.extractor = "precomputed"
+    project.extractor_params = {}
+    project.embedding_version = version
+    project.embedding_file = rel
+    project.embedding_dim = int(X.shape[1])
+    return path, list(range(len(items), len(order)))
+
+
 # ----------------------------------------------------------------------------- job entry points
 def import_request(*, project: Project, options: dict[str, Any], user=None) -> Job:
     """Validate the options, create the import Job and enqueue it after commit."""
@@ -326,6 +392,8 @@ def _import(job: Job, progress: job_services.Progress) -> job_services.JobOutcom
         message += f", {result.already_present} already present"
     if result.skipped_count:
         message += f", skipped {result.skipped_count}"
+    if result.embeddings_replaced:
+        message += f"; {result.embeddings_replaced}"
     if result.embedding_error:
         message += f"; {result.embedding_error}"
     return job_services.JobOutcome(result=result.as_dict(), message=message, stats_changed=True)

@@ -15,12 +15,14 @@ admin deletes of items                     recounted (:func:`label_counts_recoun
 =========================================  =====================================================
 
 **Exact under concurrency.**  Whether an item counts as labeled depends on other people's rows.  On
-PostgreSQL a change first locks the project's row (one statement), then moves both counts in one
-``UPDATE`` whose sub-query looks at the other people's rows: that statement starts after any earlier
+PostgreSQL a change first runs its deferred foreign-key checks (``SET CONSTRAINTS``, two statements:
+their locks must not come at COMMIT, after the counters', see services/queue_counts.py), locks the
+project's row (one statement), then moves both counts in one ``UPDATE`` whose sub-query looks at the
+other people's rows: that statement starts after any earlier
 change of the project has committed, so it sees that change's rows, and changes add up as if they
 had run one after the other.  The project's row is always locked before a person's row (no cycle of
 waits), and after the transaction's queue rows and queue count (services/queue_counts.py).  SQLite
-runs one write transaction at a time and needs no lock.  On the hot path: two statements on
+runs one write transaction at a time and needs no lock.  On the hot path: four statements on
 PostgreSQL, one on SQLite.
 
 **Self-healing.**  :func:`label_counts_check` compares the kept counts with fresh counts in one
@@ -37,6 +39,7 @@ from django.db.models import Count, F
 
 from ..models import Annotation, Item, LabelCounts, Project
 from ..selectors_labels import LABEL_ACTIONS
+from .queue_counts import _deferred_checks_now
 
 log = logging.getLogger(__name__)
 _LABELS = tuple(sorted(a.value for a in LABEL_ACTIONS))
@@ -108,8 +111,13 @@ def label_change(*, project_id: int, item_id: int, annotator_id: int, before: st
     was, now = before in _LABELS, after in _LABELS
     if was == now:
         return  # a relabel, a skip after a skip: nothing to count
-    # PostgreSQL: lock the project's row first (module docstring); SQLite holds its write lock already
-    locked = _lock_project_row(project_id) if connection.features.has_select_for_update else None
+    # PostgreSQL: the caller inserted a row (the label, the undo, the correction): its deferred reference
+    # checks run now, not at COMMIT after the counters' locks (queue_counts._deferred_checks_now); then
+    # the project's row is locked first (module docstring).  SQLite holds its write lock already.
+    locked = None
+    if connection.features.has_select_for_update:
+        _deferred_checks_now()
+        locked = _lock_project_row(project_id)
     if locked is False:
         label_counts_recount(project_id=project_id)  # no counts yet: count them (this transaction's rows too)
         return

@@ -26,7 +26,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from .. import selectors
-from ..models import Annotation, Membership, Project, QueueEntry
+from ..models import Annotation, Membership, Project, QueueCounts, QueueEntry
 from .errors import BadInput
 from .queue_counts import queue_pending_add, queue_pending_add_many
 from .rounds import round_maybe_request
@@ -81,21 +81,24 @@ def _pending_for_update(project: Project, user=None):
     return qs
 
 
-def lease_cap(*, project: Project, user) -> int:
+def lease_cap(*, project: Project, user, returned: int = 0) -> int:
     """The most entries ``user`` may hold at once: a fair share of the open queue (pending + leased).
 
     ``ceil(open / (others + 2))`` where ``others`` is the number of other annotators holding a
     lease: one share each for them and for this user, and one kept for an annotator who has not
     arrived yet, so nobody can take (or, by renewing, keep) the whole queue.  Never below
     ``LEASE_FLOOR`` (what the labeling page prefetches), so a small queue still serves a full page.
-    A project's only member is not capped.
+    A project's only member is not capped.  ``returned``: expired leases the caller's transaction
+    has just made pending again, not yet added to the kept pending count (it is updated last).
     """
     if not Membership.objects.filter(project=project).exclude(user=user).exists():
         return MAX_LEASE  # nobody else could want these items
     leased = QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED)
     others = leased.exclude(leased_by=user).values("leased_by").distinct().count()
     # pending: the kept count (counting a 10k-entry queue cost milliseconds per lease); leased ones are few
-    open_ = selectors.pending_count(project=project) + leased.count()
+    kept = QueueCounts.objects.filter(project=project).values_list("pending", flat=True).first()
+    pending = selectors.pending_count(project=project) if kept is None else int(kept) + returned  # a count sees them
+    open_ = pending + leased.count()
     return max(LEASE_FLOOR, -(-open_ // (others + 2)))
 
 
@@ -110,7 +113,7 @@ def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
     expires = now + timedelta(seconds=lease_seconds())
     with transaction.atomic():
         returned = _return_expired(project.pk, now)
-        n = min(n, lease_cap(project=project, user=user))
+        n = min(n, lease_cap(project=project, user=user, returned=returned))
         held = list(
             QueueEntry.objects.select_related("round", "item")  # the item's file signs its image URL
             .select_for_update(of=("self",))
@@ -148,6 +151,17 @@ def queue_release(*, project: Project, user, item_ids: list[int] | None = None) 
     with transaction.atomic():
         n = qs.update(**_RETURNED)
         queue_pending_add(project_id=project.pk, delta=n)
+    return n
+
+
+def queue_release_users(*, project_id: int, user_ids: list[int]) -> int:
+    """Hand several users' leases on the project back to the pending queue in ONE statement, the
+    kept count growing once after it: a transaction that released them one user at a time would
+    hold the counter while locking the next user's leases (lock order: services/queue_counts.py)."""
+    with transaction.atomic():
+        n = (QueueEntry.objects.filter(project_id=project_id, state=QueueEntry.State.LEASED,
+                                       leased_by_id__in=sorted(set(user_ids))).update(**_RETURNED))
+        queue_pending_add(project_id=project_id, delta=n)
     return n
 
 

@@ -22,6 +22,8 @@ transaction changed first no longer matches the second's ``WHERE`` and is not co
 all its queue rows are locked and written, and several projects' rows in ascending project order: a
 transaction holding a counter never waits for a queue row, so no cycle of waits can form with the
 ``SKIP LOCKED`` leases (services/queue.py), and the counter's lock is held only until the commit.
+A transaction that inserted rows runs its deferred foreign-key checks before it takes the counter
+(``inserted=True``): PostgreSQL would otherwise take their locks at COMMIT, after the counter's.
 
 **Self-healing.**  :func:`queue_counts_check` compares every kept count with a fresh count in one
 statement (one snapshot, so a difference is real drift, not a transition in flight), logs each
@@ -46,9 +48,26 @@ def _count(project_id: int) -> int:
     return QueueEntry.objects.filter(project_id=project_id, state=QueueEntry.State.PENDING).count()
 
 
-def queue_pending_add(*, project_id: int, delta: int) -> None:
+def _deferred_checks_now() -> None:
+    """Run the transaction's deferred foreign-key checks now, not at COMMIT (PostgreSQL).
+
+    Django's foreign keys are ``DEFERRABLE INITIALLY DEFERRED``: a row inserted with a reference is
+    checked at COMMIT, with a ``FOR KEY SHARE`` lock on the row it references.  An overlap copy or a
+    round's entries reference the project, whose row an import or a re-embed holds ``FOR UPDATE`` for
+    its whole transaction; checked at COMMIT, that wait would come after the counter's lock, and every
+    lease of the project would wait for the import too.  Two statements, never one string: a server-side
+    binding connection may prepare a repeated query, and a prepared statement holds one command."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cur.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+def queue_pending_add(*, project_id: int, delta: int, inserted: bool = False) -> None:
     """Add ``delta`` to the project's pending count; call it inside the transaction that moved the
-    entries, after its last queue statement (lock order, see the module docstring).
+    entries, after its last queue statement (lock order, see the module docstring).  ``inserted``:
+    the transaction inserted rows (entries, annotations), whose deferred reference checks then run
+    first, so that the counter's lock is held for no other wait (:func:`_deferred_checks_now`).
 
     A project without a row yet gets one counted from the table, which then already includes this
     transaction's own change (so ``delta`` is not added again); when a concurrent first change
@@ -56,6 +75,8 @@ def queue_pending_add(*, project_id: int, delta: int) -> None:
     first (whose count did not see this transaction's uncommitted change)."""
     if not delta:
         return
+    if inserted:
+        _deferred_checks_now()
     bump = {"pending": F("pending") + delta}
     if QueueCounts.objects.filter(project_id=project_id).update(**bump):
         return

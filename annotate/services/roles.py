@@ -106,11 +106,19 @@ def membership_revoked(*, project_id: int, user_id: int) -> int:
     """The user left the project: their leases on it go back to the queue now (nothing is lost: a lease
     holds no label), and after commit their open WebSockets on it close (a per-member group).
     Returns the number of leases released."""
-    from .. import realtime  # noqa: PLC0415 - realtime imports channels
-    from .queue import queue_release  # noqa: PLC0415
+    return memberships_revoked(project_id=project_id, user_ids=[user_id])
 
-    released = queue_release(project=Project(pk=project_id), user=user_id)
-    transaction.on_commit(lambda: realtime.send_membership_revoked(project_id, user_id))
+
+def memberships_revoked(*, project_id: int, user_ids: list[int]) -> int:
+    """:func:`membership_revoked` for several users who left the project in one transaction: their
+    leases go back in one statement (``queue.queue_release_users``: one update of the kept count, so
+    the transaction never holds it while it waits for a lease), then each one's sockets close."""
+    from .. import realtime  # noqa: PLC0415 - realtime imports channels
+    from .queue import queue_release_users  # noqa: PLC0415
+
+    released = queue_release_users(project_id=project_id, user_ids=list(user_ids)) if user_ids else 0
+    for user_id in user_ids:
+        transaction.on_commit(lambda u=user_id: realtime.send_membership_revoked(project_id, u))
     return released
 
 

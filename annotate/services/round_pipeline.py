@@ -222,7 +222,7 @@ def round_write(rnd: Round, *, data: RoundData, trained: TrainedHead, plan: Batc
             finished_at=now,
         )
         # the kept pending count, last: every queue row of this write is written (services/queue_counts.py)
-        queue_pending_add(project_id=project.pk, delta=len(entries) - int(superseded))
+        queue_pending_add(project_id=project.pk, delta=len(entries) - int(superseded), inserted=bool(entries))
         pending = selectors.pending_count(project=project)
         number, n_added, round_id, project_id = locked.number, len(entries), locked.pk, project.pk
         transaction.on_commit(lambda: round_status_push(round_id))

@@ -44,7 +44,7 @@ export function showGuess(root, item, onPick) {
   $("candidates").replaceChildren(top, ...rest.map((c, i) => guessRow(first + i, c.label, c.p, onPick)));
   const note = $("suggestion-note");
   note.hidden = !!sug;
-  note.textContent = cands.length ? "Not sure enough for one guess; its likely classes:"
+  note.textContent = cands.length ? "Not sure; its likely classes:"
     : "No model guess for this item.";
   root.dataset.suggestion = sug ? sug.label : "";
   root.dataset.candidates = rest.length + (sug ? 1 : 0);

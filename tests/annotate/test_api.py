@@ -137,6 +137,15 @@ def test_unknown_project_and_non_member_get_404(setup, make_user, make_project):
     assert r.status_code == 404 and "does not exist" in r.json()["error"]
 
 
+@pytest.mark.parametrize("path", ["/api/projects/abc/status", "/api/projects/1/statuss", "/api/nothing"])
+def test_a_path_under_api_that_names_no_endpoint_is_a_json_404(setup, path):
+    """Found by QA: a project id that is not a number (or a typo) got Django's HTML 404 page."""
+    _, _, client = setup
+    for r in (client.get(path), post(client, path, {"n": 1}, csrf="")):
+        assert r.status_code == 404 and r["Content-Type"] == "application/json"
+        assert r.json()["error"].startswith(f"no API endpoint at {path!r}")
+
+
 def test_token_auth_works_without_csrf_and_bad_tokens_are_401(setup):
     project, user, _ = setup
     _, key = token_create(user=user, name="script")

@@ -146,6 +146,19 @@ def test_csv_manifest_with_labels_against_a_folder(media, tmp_path):
     assert reasons["x/1.png"] == "not listed in the manifest"
 
 
+@pytest.mark.parametrize("ref", ["../../etc/passwd", "/etc/passwd", "x/../../outside.png"])
+def test_a_manifest_path_outside_the_source_is_skipped_by_name_and_the_rest_imported(media, tmp_path, ref):
+    """Found by QA: one such row rejected the whole import as "zip entry ... escapes the target folder;
+    the archive is rejected" (the archive was fine; the manifest named a path outside it)."""
+    src = write_tree(tmp_path / "src", {"x/0.png": image_bytes(0)})
+    man = tmp_path / "m.csv"
+    man.write_text(_csv([("x/0.png", "cat"), (ref, "dog")]))
+    res = run(empty_project(), source=str(src), manifest=str(man))
+    assert res.imported == 1
+    assert res.skipped == [{"name": ref, "reason": "cannot be read: it points outside the source folder/zip "
+                                                   "(manifest paths are relative to it)"}]
+
+
 def test_csv_manifest_whose_label_column_has_another_name_is_refused_not_imported_without_labels(media, tmp_path):
     src = write_tree(tmp_path / "src", {"a.png": image_bytes(1), "b.png": image_bytes(2)})
     man = tmp_path / "m.csv"
@@ -259,10 +272,78 @@ def test_embedding_dimension_must_match_the_project(media, tmp_path):
     run(project, source=str(write_tree(tmp_path / "a", {"a.png": image_bytes(1)})), embeddings=str(tmp_path / "e.npy"))
     np.save(tmp_path / "e5.npy", np.ones((1, 5), np.float32))
     before = db_snapshot(project)
-    with pytest.raises(ImportRejected, match="embeddings have 5 columns but the project's embeddings have 4"):
+    with pytest.raises(ImportRejected, match="embeddings have 5 columns but the project's embeddings have 4, "
+                                             "and one project cannot mix two kinds of embeddings"):
         run(project, source=str(write_tree(tmp_path / "b", {"b.png": image_bytes(2)})),
             embeddings=str(tmp_path / "e5.npy"))
     assert db_snapshot(project) == before
+
+
+def _pixels_project(tmp_path):
+    """Three images embedded with the demo's ``pixels`` extractor (the project's own embeddings)."""
+    from annotate.services.embeddings import embeddings_compute
+
+    project = empty_project()
+    run(project, source=str(write_tree(tmp_path / "first", {f"{i}.png": image_bytes(i) for i in range(3)})))
+    embeddings_compute(project=project, extractor="pixels", params={"size": 8, "dim": 5})
+    project.refresh_from_db()
+    assert (project.extractor, project.embedding_version) == ("pixels", 1)
+    return project
+
+
+def test_own_embeddings_for_only_new_images_of_a_pixels_project_say_what_to_do(media, tmp_path):
+    """Found by QA: after the demo-style ``pixels`` embeddings, an import with its own .npy was refused with
+    no way forward.  Rows for the new images only cannot join pixel rows: the answer says so and how to
+    switch (every image again, with a row each) or to import without the .npy."""
+    project = _pixels_project(tmp_path)
+    np.save(tmp_path / "e.npy", np.ones((1, 4), np.float32))
+    before, files = db_snapshot(project), media_files(media)
+    with pytest.raises(ImportRejected) as err:
+        run(project, source=str(write_tree(tmp_path / "new", {"9.png": image_bytes(9)})),
+            embeddings=str(tmp_path / "e.npy"))
+    msg = str(err.value)
+    assert msg.startswith("the project's embeddings come from extractor 'pixels', and one project cannot mix")
+    assert "import every image of the project again" in msg and "lacks 3 of the project's 3 images" in msg
+    assert "Or import without the .npy" in msg
+    assert db_snapshot(project) == before and media_files(media) == files
+
+
+def test_own_embeddings_for_every_image_replace_the_pixels_embeddings(media, tmp_path):
+    """The whole project again (the three images it has, recognised by content) plus a new one, with one
+    .npy row each: the imported matrix becomes the project's embeddings (precomputed, a new version),
+    every item pointing at its own row of it, and the job's message says what was replaced."""
+    project = _pixels_project(tmp_path)
+    ids = dict(Item.objects.filter(project=project).values_list("original_name", "id"))
+    src = write_tree(tmp_path / "all", {f"{i}.png": image_bytes(i) for i in (9, 2, 0, 1)})  # sorted: 0 1 2 9
+    X = np.arange(16, dtype=np.float32).reshape(4, 4) * 10 + 1
+    np.save(tmp_path / "e.npy", X)
+    res = run(project, source=str(src), embeddings=str(tmp_path / "e.npy"))
+    assert (res.imported, res.already_present) == (1, 3)
+    assert res.embeddings_replaced == ("replaced the project's 'pixels' embeddings (5 columns) with the imported "
+                                       "ones (4 columns), version 2")
+    project.refresh_from_db()
+    assert (project.extractor, project.embedding_version, project.embedding_dim) == ("precomputed", 2, 4)
+    E = storage.load_embeddings(project)
+    assert E.shape == (4, 4)
+    file_row = {"0.png": 0, "1.png": 1, "2.png": 2, "9.png": 3}  # the image files in sorted path order
+    for item in Item.objects.filter(project=project):
+        np.testing.assert_array_equal(E[item.row], X[file_row[item.original_name]])
+    assert {n: i for n, i in Item.objects.filter(project=project).values_list("original_name", "id")
+            if n != "9.png"} == ids  # the same items, not copies
+    assert sorted(Item.objects.filter(project=project).values_list("row", flat=True)) == [0, 1, 2, 3]
+
+
+def test_own_embeddings_of_another_width_replace_precomputed_ones_when_they_cover_every_image(media, tmp_path):
+    project = empty_project()
+    src = write_tree(tmp_path / "a", {"a.png": image_bytes(1)})
+    np.save(tmp_path / "e4.npy", np.ones((1, 4), np.float32))
+    run(project, source=str(src), embeddings=str(tmp_path / "e4.npy"))
+    np.save(tmp_path / "e5.npy", np.full((1, 5), 3.0, np.float32))
+    res = run(project, source=str(src), embeddings=str(tmp_path / "e5.npy"))  # the same image, 5 columns
+    assert (res.imported, res.already_present) == (0, 1)
+    project.refresh_from_db()
+    assert (project.embedding_version, project.embedding_dim) == (2, 5)
+    assert np.array_equal(storage.load_embeddings(project), np.full((1, 5), 3.0, np.float32))
 
 
 def test_failure_while_moving_files_rolls_back_rows_and_files(media, tmp_path, monkeypatch):

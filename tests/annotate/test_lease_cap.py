@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from annotate.models import Membership, QueueEntry
+from annotate.models import Membership, QueueCounts, QueueEntry
 from annotate.services.queue import lease_cap, queue_lease
 
 
@@ -48,3 +48,19 @@ def test_the_cap_never_drops_below_a_page_and_a_lone_member_is_not_capped(make_p
     assert lease_cap(project=project, user=a) == 6  # ceil(8 / 2) = 4, but a page is 6
     alone, (solo,) = _project(make_project, make_user, make_round, 1, batch=19)
     assert len(queue_lease(project=alone, user=solo, n=50)) == 19
+
+
+def test_the_cap_counts_expired_leases_the_same_lease_returns(make_project, make_user, make_round):
+    """A lease first returns expired leases to the queue, in its transaction: they are open again
+    and count toward the cap, exactly as a lease without expired ones would see the same queue."""
+    project, (a, b, _c) = _project(make_project, make_user, make_round, 3, batch=19)
+    got_a = queue_lease(project=project, user=a, n=50)
+    assert len(got_a) == 10  # ceil(19 / 2)
+    QueueEntry.objects.filter(leased_by=a).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    # a's ten are pending again: 19 open, nobody else holds any -> ceil(19 / 2) = 10
+    assert len(queue_lease(project=project, user=b, n=50)) == 10
+    # the same without a kept count yet (a fresh count already sees the returned leases)
+    QueueEntry.objects.filter(leased_by=b).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    QueueCounts.objects.filter(project=project).delete()
+    assert len(queue_lease(project=project, user=a, n=50)) == 10
+    assert QueueEntry.objects.filter(project=project, state="pending").count() == 9

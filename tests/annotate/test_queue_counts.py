@@ -288,3 +288,199 @@ def test_concurrent_leases_submits_releases_and_recounts_keep_the_count_exact(ma
     assert Project.objects.get(pk=project.pk).queue.filter(state__in=("done", "skipped")).count() >= 8
     assert exact(project) != start  # it moved, and it is exact
     assert queue_counts_check(repair=False) == {}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_removing_two_members_in_one_admin_save_never_waits_for_a_lease_while_holding_the_count(
+        make_user, make_project, make_round, monkeypatch):
+    """The project form's save removes several members in ONE transaction: their leases are returned
+    and the kept count grows once, after all of them - not once per member, which would hold the
+    counter while the next member's leases are locked.  Then a concurrent lease that returned the
+    second member's expired leases (and waits for the counter) would close a cycle of waits."""
+    need(db_is_postgres(), "the test database is not PostgreSQL: run with DATABASE_URL=postgres://... "
+                           "(.ci/run does)")
+    from django.contrib import admin as django_admin
+    from django.db import transaction
+
+    from annotate import admin as loupe_admin
+    from annotate.services import queue as queue_module
+
+    u1, u2, x = make_user("u1"), make_user("u2"), make_user("x")
+    project = make_project(n_items=40, batch_size=18, members=[(u, Membership.Role.ANNOTATOR) for u in (u1, u2, x)])
+    make_round(project)
+    queue_lease(project=project, user=u1, n=3)
+    queue_lease(project=project, user=u2, n=3)
+    QueueEntry.objects.filter(leased_by=u2).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert exact(project) == 12
+
+    counted_once = threading.Event()
+    real_add = queue_module.queue_pending_add
+
+    def add_then_pause(**kw):
+        real_add(**kw)
+        if threading.current_thread().name == "admin" and not counted_once.is_set():
+            counted_once.set()
+            threading.Event().wait(1.5)  # the lease below reaches the counter meanwhile
+
+    monkeypatch.setattr(queue_module, "queue_pending_add", add_then_pause)
+
+    class Form:  # what the change form's membership inline does: delete the two memberships
+        instance = project
+
+        @staticmethod
+        def save_m2m():
+            Membership.objects.filter(project=project, user__in=[u1, u2]).delete()
+
+    errors: list[BaseException] = []
+
+    def save():
+        try:
+            with transaction.atomic():  # the admin's change view
+                loupe_admin.ProjectAdmin(Project, django_admin.site).save_related(None, Form, [], True)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def lease():
+        try:
+            counted_once.wait(5)
+            queue_lease(project=project, user=x, n=2)  # returns u2's expired leases, takes 2
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=save, name="admin"), threading.Thread(target=lease, name="lease")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert not QueueEntry.objects.filter(leased_by__in=[u1, u2], state="leased").exists()
+    assert exact(project) == 16  # 18 - 2 taken by x
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_leases_do_not_wait_for_an_import_behind_an_overlapped_submit(make_user, make_project, make_round):
+    """An import (and a re-embed) holds the project's row lock for its whole transaction.  A submit
+    that adds an overlap copy references the project, and PostgreSQL checks that reference at
+    COMMIT (Django's foreign keys are deferred), so that submit waits for the import: it must not
+    hold the kept count meanwhile, or every lease of the project waits for the import too."""
+    need(db_is_postgres(), "the test database is not PostgreSQL: run with DATABASE_URL=postgres://... "
+                           "(.ci/run does)")
+    import time
+
+    from django.db import transaction
+
+    a, b = make_user("a"), make_user("b")
+    project = make_project(n_items=40, batch_size=12, overlap_rate=1.0, overlap_k=2,
+                           members=[(a, Membership.Role.ANNOTATOR), (b, Membership.Role.ANNOTATOR)])
+    make_round(project)
+    mine = queue_lease(project=project, user=a, n=1)[0]
+    assert mine.overlap_k == 2
+    locked, times, errors = threading.Event(), {}, []
+
+    def importing():  # services/imports.py: the project's row, locked for the import's transaction
+        try:
+            with transaction.atomic():
+                Project.objects.select_for_update().get(pk=project.pk)
+                locked.set()
+                time.sleep(3)
+                times["import done"] = time.monotonic()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def submitting():
+        try:
+            locked.wait(5)
+            _label(project, a, mine)  # adds the copy for b; its commit waits for the import
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def leasing():
+        try:
+            locked.wait(5)
+            time.sleep(0.8)  # the submit is waiting at its commit by now
+            queue_lease(project=project, user=b, n=3)
+            times["lease done"] = time.monotonic()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=f) for f in (importing, submitting, leasing)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert times["lease done"] < times["import done"], "the lease waited for the import"
+    exact(project)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_undo_and_the_submit_of_the_items_overlap_copy_do_not_deadlock(make_user, make_project, make_round,
+                                                                         monkeypatch):
+    """b labeled an overlapped item, a holds its copy.  a's submit of the copy and b's undo of the item
+    meet: the undo locks b's label and then waits for the copy's row, which a's submit holds; a's
+    COMMIT checks its label's reference to the item (a deferred foreign key, ``FOR KEY SHARE``).  The
+    undo must not lock the item's row (``FOR UPDATE`` of the joined item), or the two wait for each other."""
+    need(db_is_postgres(), "the test database is not PostgreSQL: run with DATABASE_URL=postgres://... "
+                           "(.ci/run does)")
+    import time
+
+    from annotate.services import annotations as annotations_module
+
+    a, b = make_user("a"), make_user("b")
+    project = make_project(n_items=40, batch_size=6, overlap_rate=1.0, overlap_k=2,
+                           members=[(a, Membership.Role.ANNOTATOR), (b, Membership.Role.ANNOTATOR)])
+    make_round(project)
+    first = queue_lease(project=project, user=b, n=1)[0]
+    _label(project, b, first)
+    copy = [e for e in queue_lease(project=project, user=a, n=6) if e.item_id == first.item_id]
+    assert copy, "a got the copy"
+    paused, errors = threading.Event(), []
+    real = annotations_module._overlap_copy
+
+    def copy_then_pause(entry):
+        made = real(entry)
+        if threading.current_thread().name == "a":
+            paused.set()
+            time.sleep(1.5)  # b's undo starts and waits for the copy's row meanwhile
+        return made
+
+    monkeypatch.setattr(annotations_module, "_overlap_copy", copy_then_pause)
+
+    def submit():
+        try:
+            _label(project, a, copy[0])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def undo():
+        try:
+            paused.wait(5)
+            annotation_undo(project=project, user=b, item_id=first.item_id)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit, name="a"), threading.Thread(target=undo, name="b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert QueueEntry.objects.get(item_id=first.item_id, state="leased").leased_by == b
+    exact(project)

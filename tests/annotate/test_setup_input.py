@@ -121,6 +121,9 @@ GOOD_ZIP = {"cat/a.png": image_bytes(1), "dog/b.png": image_bytes(2)}
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.csv", b"0.1,0.2\n0.3,0.4\n")},
      "X.csv is not a NumPy .npy file (a CSV or other text?"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npz", _npz())}, "X.npz is not a NumPy .npy file (a .npz"),
+    # Found by QA: the zip of images chosen in the embeddings field was called a .npz.
+    ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("photos.zip", GOOD_ZIP)},
+     "photos.zip is not a NumPy .npy file (a zip archive of other files: the zip of images goes in the 'Zip of"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npy", _npy(np.zeros(4, np.float32)))},
      "X.npy holds a float32 array of shape (4,)"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npy", _npy(np.array([{"a": 1}] * 2, dtype=object)))},
@@ -129,6 +132,25 @@ GOOD_ZIP = {"cat/a.png": image_bytes(1), "dog/b.png": image_bytes(2)}
      "has no image column"),
     ({"zip_file": ("ok.zip", GOOD_ZIP), "manifest_file": ("m.csv", "image,label\nä.png,cat\n".encode("latin-1"))},
      "m.csv is not UTF-8 text"),
+    # Found by QA (each answered 500): a CSV field over the csv module's limit, a COCO file or a JSON entry
+    # with a field of the wrong kind.
+    ({"zip_file": ("ok.zip", GOOD_ZIP), "manifest_file": ("m.csv", b"image,label\n" + b"a" * 200_000 + b".png,cat\n")},
+     "manifest 'm.csv': CSV line 2: field larger than field limit (131072)"),
+    ({"zip_file": ("ok.zip", GOOD_ZIP),
+      "manifest_file": ("coco.json", b'{"images": [{"id": 1, "file_name": "cat/a.png"}], '
+                                     b'"categories": [{"name": "cat"}]}')},
+     "manifest 'coco.json' is not a COCO classification file (KeyError: 'id')"),
+    ({"zip_file": ("ok.zip", GOOD_ZIP),
+      "manifest_file": ("m.json", b'[{"image": "cat/a.png", "label": {"choices": 5}}]')},
+     "manifest 'm.json': entry 0 is not an image entry (TypeError"),
+    ({"zip_file": ("ok.zip", GOOD_ZIP),
+      "manifest_file": ("ls.json", b'[{"data": {"image": "cat/a.png"}, "annotations": 3}]')},
+     "manifest 'ls.json': entry 0 is not an image entry (TypeError"),
+    # Found by QA (the job failed later, one with numpy's "mmap length is greater than file size").
+    ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npy", _npy(np.ones((2, 3), np.float32))[:-5])},
+     "X.npy is cut short: its header says (2, 3) float32 (24 bytes of data) but it holds 19"),
+    ({"zip_file": ("ok.zip", GOOD_ZIP), "embeddings": ("X.npy", _npy(np.ones((2, 0), np.float32)))},
+     "X.npy holds an empty matrix (shape (2, 0))"),
 ])
 def test_a_wrong_upload_is_refused_at_once_naming_the_problem(root_client, media, tmp_path, settings, files,
                                                               message):
@@ -148,6 +170,8 @@ def test_a_wrong_upload_is_refused_at_once_naming_the_problem(root_client, media
     assert r.status_code == 400
     page = r.content.decode().replace("&#x27;", "'")
     assert message in page, page[page.find("errorlist") - 200:][:1500]
+    # The source given but refused is not also told "give a zip" (found by QA: both messages showed).
+    assert "give a zip, a folder, or a manifest" not in page
     assert not Job.objects.exists() and media_files(media) == []  # nothing started, no upload kept
 
 

@@ -178,8 +178,10 @@ def test_a_new_project_starts_on_the_library_default_in_the_model_and_the_add_fo
     c = Client()
     c.force_login(admin)
     page = c.get("/admin/annotate/project/add/").content.decode()
-    selected = [chunk.split('"')[0] for chunk in page.split('<option value="')[1:] if 'selected' in chunk.split(">")[0]]
-    assert DEFAULT_STRATEGY in selected and "badge" not in selected
+    strategy_select = page.split('name="strategy"')[1].split("</select>")[0]  # not auto's own 'otherwise' choice
+    selected = [chunk.split('"')[0] for chunk in strategy_select.split('<option value="')[1:]
+                if 'selected' in chunk.split(">")[0]]
+    assert selected == [DEFAULT_STRATEGY]
 
 
 def test_round_history_names_the_strategy_auto_used(settings, tmp_path):

@@ -152,6 +152,45 @@ def test_status_and_toasts_never_move_or_cover_the_buttons(server, pw, tmp_path,
         assert page.errors == []
 
 
+@pytest.mark.parametrize("project,viewport", [("animals", (1280, 800)), ("animals", (1366, 768)),
+                                              ("letters", (1280, 800))])
+@pytest.mark.parametrize("with_suggestion", [True, False])
+def test_nine_guesses_and_a_full_strip_fit_the_side_panel_without_scrolling(server, pw, project, viewport,
+                                                                             with_suggestion):
+    """The most the panel shows (MAX_SHOWN = 9 likely classes, with or without the suggestion on top) next
+    to a full strip of last labels: every guess on screen and the guesses never scroll; with one row of
+    class buttons the strip does not scroll either (at 1280x800 the ninth guess and the last row of the
+    strip were cut off, reachable only by scrolling each box).  26 classes take three rows of buttons:
+    there the strip of last labels scrolls, the guesses still do not."""
+    pid = server.projects[project]
+    keys = {"animals": {"cat": "1", "dog": "2", "bird": "3"}, "letters": {c: c for c in LETTERS}}[project]
+    with labeling_page(pw, server, pid, viewport=viewport) as page:
+        gt = truth(server, pid)
+        for _ in range(8):  # the strip's eight slots hold real tiles
+            press_and_advance(page, keys[gt[wait_for_item(page)]])
+        assert page.locator(".recent-item").count() == 8
+        page.evaluate("""async (sug) => { const g = await import('/static/guess.js');
+            const cands = 'abcdefghi'.split('').map((c, i) => ({label: c, p: 0.3 / (i + 1)}));
+            g.showGuess(document.getElementById('labeler'), {item_id: 0, candidates: cands,
+                        suggestion: sug ? {label: 'a', confidence: 0.3} : undefined}, () => {}); }""",
+                      with_suggestion)
+        assert page.get_attribute("#labeler", "data-candidates") == "9"
+        sizes = page.evaluate("""() => ['#guess', '.recent-box'].map((s) => {
+            const el = document.querySelector(s); return [s, el.scrollHeight, el.clientHeight]; })""")
+        for sel, scroll, client in sizes:
+            if sel == "#guess" or project == "animals":
+                assert scroll <= client, (sel, scroll, client)
+        side = page.locator(".side").bounding_box()
+        for sel in ["#candidates button"] + ([".recent-item"] if project == "animals" else []):
+            for b in page.locator(sel).all():
+                if not b.is_visible():
+                    continue
+                bb = b.bounding_box()
+                assert side["y"] <= bb["y"] and bb["y"] + bb["height"] <= side["y"] + side["height"], (sel, bb)
+        assert page.evaluate("document.documentElement.scrollHeight") <= viewport[1]
+        assert page.errors == []
+
+
 def pixelated(page) -> bool:
     page.wait_for_function("document.getElementById('current-image').complete")
     return page.evaluate("""() => { const im = document.getElementById('current-image');

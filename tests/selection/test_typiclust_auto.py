@@ -111,26 +111,43 @@ def test_no_strategy_spends_two_picks_on_identical_rows(name):
 
 def test_auto_is_the_default_and_switches_by_labels_per_class():
     assert DEFAULT_STRATEGY == "auto" and DEFAULT_PARAMS == {}
-    s = make_strategy(DEFAULT_STRATEGY, DEFAULT_PARAMS)
+    d = make_strategy(DEFAULT_STRATEGY, DEFAULT_PARAMS)
+    assert (d.params_["regime"], d.params_["otherwise"], d.params_["then"]) == ("test", "badge", "margin")
+    assert not d.params_["cap_typiclust"]
     X, y = _blobs((100, 100, 100))
     rng = np.random.default_rng(0)
     P = rng.dirichlet(np.ones(3), size=270)
-    thr = s.params_["switch_per_class"]
-    few, many = int(thr * 3) - 1, int(thr * 3)
     kw = dict(batch_size=10, random_state=0)
-    cold = s.select(X, None, **kw)
-    assert cold.info["sub_strategy"] == "typiclust"
-    low = s.select(X[30:], P[:270], X_labeled=X[:few], probs_labeled=P[:few], y_labeled=y[:few], **kw)
-    assert low.info["sub_strategy"] == "typiclust"
-    high = s.select(X[30:], P[:270], X_labeled=X[:many], probs_labeled=P[:many], y_labeled=y[:many], **kw)
-    assert high.info["sub_strategy"] == s.params_["then"]
-    ref = make_strategy(s.params_["then"], {}).select(X[30:], P[:270], X_labeled=X[:many], probs_labeled=P[:many],
-                                                       y_labeled=y[:many], **kw)
-    assert high.indices.tolist() == ref.indices.tolist()
+    for s in (d, make_strategy("auto", {"regime": "labels"})):
+        thr = s.params_["switch_per_class"]
+        few, many = int(thr * 3) - 1, int(thr * 3)
+        if s.params_["regime"] == "test":
+            few = int(s.params_["test_from_per_class"] * 3) - 1  # below the test: TypiClust, no test
+        cold = s.select(X, None, **kw)
+        assert cold.info["sub_strategy"] == "typiclust"
+        low = s.select(X[30:], P[:270], X_labeled=X[:few], probs_labeled=P[:few], y_labeled=y[:few], **kw)
+        assert low.info["sub_strategy"] == "typiclust" and "typical_minus_atypical" not in low.info
+        high = s.select(X[30:], P[:270], X_labeled=X[:many], probs_labeled=P[:many], y_labeled=y[:many], **kw)
+        assert high.info["sub_strategy"] == s.params_["then"]
+        ref = make_strategy(s.params_["then"], {}).select(X[30:], P[:270], X_labeled=X[:many],
+                                                           probs_labeled=P[:many], y_labeled=y[:many], **kw)
+        assert high.indices.tolist() == ref.indices.tolist()
+
+
+def test_auto_caps_typiclust_at_the_switch_when_asked():
+    s = make_strategy("auto", {"cap_typiclust": True})
+    X, y = _blobs((100, 100, 100))
+    P = np.random.default_rng(1).dirichlet(np.ones(3), size=294)
+    lab = np.arange(0, 300, 50)  # 2 per class: TypiClust up to 30 labels, the rest by 'otherwise'
+    pool = np.setdiff1d(np.arange(300), lab)
+    sel = s.select(X[pool], P, X_labeled=X[lab], probs_labeled=P[:6], y_labeled=y[lab], batch_size=40,
+                   random_state=0)
+    assert sel.info["sub_strategy"] == "typiclust+badge" and sel.info["n_typiclust"] == 24
+    assert len(np.unique(sel.indices)) == 40
 
 
 def test_auto_hands_over_gradually_with_a_blend():
-    s = make_strategy("auto", {"switch_per_class": 10, "blend_per_class": 10})
+    s = make_strategy("auto", {"switch_per_class": 10, "blend_per_class": 10, "regime": "labels"})
     assert [s.typiclust_share(n, 3, True) for n in (0, 15, 30, 45, 60)] == [1.0, 1.0, 0.5, 0.0, 0.0]
     assert s.typiclust_share(90, 3, False) == 1.0  # no model yet
     X, y = _blobs((100, 100, 100))
@@ -154,3 +171,62 @@ def test_firal_takes_no_exploration_share_by_default():
         sel = make_strategy("margin", {"unseen_share": 0, "unseen_rule": rule}).select(
             X, P, X_labeled=X[:2] + 9, y_labeled=np.array([0, 1]), batch_size=6, random_state=0)
         assert "cold_start" not in sel.info
+
+
+def _prototypes_and_noise(seed=0, c=4, d=6):
+    """Typical points teach: tight class blobs (the dense part) plus a sparse halo of randomly labeled points."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(c, d)) * 6
+    y_core = rng.integers(0, c, size=200)
+    core = centres[y_core] + rng.normal(size=(200, d)) * 0.5
+    halo = rng.normal(size=(200, d)) * 12
+    X = np.concatenate([core, halo]).astype(np.float32)
+    return X, np.concatenate([y_core, rng.integers(0, c, size=200)])
+
+
+def _mixed_core_pure_rim(seed=0, c=4, d=6):
+    """Unusual points teach: a dense core whose labels are random, and class k spread out along axis k."""
+    rng = np.random.default_rng(seed)
+    core = rng.normal(size=(300, d)) * 0.5
+    y_rim = rng.integers(0, c, size=300)
+    rim = np.eye(d)[y_rim] * rng.uniform(4, 12, size=(300, 1)) + rng.normal(size=(300, d))
+    X = np.concatenate([core, rim]).astype(np.float32)
+    return X, np.concatenate([rng.integers(0, c, size=300), y_rim])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_regime_test_says_which_half_teaches_the_head_more(seed):
+    from selection.regime import pool_typicality, typical_vs_atypical
+
+    for make, sign in ((_prototypes_and_noise, 1), (_mixed_core_pure_rim, -1)):
+        X, y = make(seed)
+        lab = np.random.default_rng(seed + 10).choice(len(X), size=60, replace=False)
+        pool = np.setdiff1d(np.arange(len(X)), lab)
+        stat = typical_vs_atypical(X[lab], y[lab], X[pool], seed)
+        assert sign * stat > 0.1, (make.__name__, stat)
+    # the typicality is the inverse mean distance to the k nearest reference rows
+    A, B = X[:5], X[5:50]
+    np.testing.assert_allclose(pool_typicality(A, B, 7), 1 / np.sort(cdist(A, B), axis=1)[:, :7].mean(1), rtol=1e-9)
+    assert typical_vs_atypical(X[:6], y[:6], X[6:], 0) == 0.0  # too few labels to split: no evidence
+
+
+def test_auto_with_the_regime_test_keeps_typiclust_only_where_typical_points_teach():
+    s = make_strategy("auto", {"regime": "test", "otherwise": "badge"})
+    for make, expect in ((_prototypes_and_noise, "typiclust"), (_mixed_core_pure_rim, "badge")):
+        X, y = make(0)
+        P = np.random.default_rng(0).dirichlet(np.ones(4), size=len(X))
+        lab = np.random.default_rng(3).choice(len(X), size=24, replace=False)  # 6 per class: test, below the switch
+        pool = np.setdiff1d(np.arange(len(X)), lab)
+        kw = dict(X_labeled=X[lab], probs_labeled=P[lab], y_labeled=y[lab], batch_size=8, random_state=0)
+        sel = s.select(X[pool], P[pool], **kw)
+        assert sel.info["sub_strategy"] == expect
+        assert (sel.info["typical_minus_atypical"] > 0) == (expect == "typiclust")
+        assert len(np.unique(sel.indices)) == 8
+        few = lab[:12]  # 3 per class: below test_from_per_class, TypiClust without a test
+        sel = s.select(X[pool], P[pool], X_labeled=X[few], probs_labeled=P[few], y_labeled=y[few], batch_size=8,
+                       random_state=0)
+        assert sel.info["sub_strategy"] == "typiclust" and "typical_minus_atypical" not in sel.info
+    many = np.arange(40)  # 10 per class: the 'then' strategy without a test
+    sel = s.select(X[40:], P[40:], X_labeled=X[many], probs_labeled=P[many], y_labeled=y[many], batch_size=8,
+                   random_state=0)
+    assert sel.info["sub_strategy"] == s.params_["then"] and "typical_minus_atypical" not in sel.info

@@ -6,9 +6,12 @@ under the same load (Daphne, Uvicorn, Granian: docs/bench-load.md); WebSockets g
 ``websockets`` implementation.
 
 Embedded default (``CELERY_BROKER_URL`` unset, i.e. ``memory://``): the memory broker lives in
-this process's memory, so the worker must too.  It runs in a daemon thread with the ``solo``
-pool (one task at a time) and consumes both queues (``gpu`` and ``cpu``); tasks that request
-threads enqueue reach it through kombu's in-process memory transport.  Channels uses the
+this process's memory, so the workers must too.  Two worker lanes run in daemon threads, one per
+queue, as the production workers do (README, "Production"): ``gpu`` (rounds, embeddings; the
+``solo`` pool, one task at a time) and ``cpu`` (imports, exports, the quality follow-up after each
+round).  With one lane for both, a round requested while the previous round's quality task ran
+waited for it (docs/bench-rounds.md); now it starts at once.  Tasks that request threads enqueue
+reach the lanes through kombu's in-process memory transport.  Channels uses the
 in-memory layer; pushes from the worker thread are handed to the server's event loop, recorded
 here at start-up (``annotate.realtime``; DESIGN.md "Pitfall (measured)").
 
@@ -30,35 +33,55 @@ log = logging.getLogger("loupe.serve")
 SERVERS = ("uvicorn", "daphne")
 
 
-def start_embedded_worker(*, concurrency: int = 1, loglevel: str = "INFO") -> threading.Thread:
-    """Start a Celery worker consuming ``gpu`` and ``cpu`` in a daemon thread of this process."""
+def start_embedded_worker(*, concurrency: int = 1, loglevel: str = "INFO") -> dict[str, threading.Thread]:
+    """Start the embedded Celery workers, one lane per queue (``gpu``, ``cpu``), each in a daemon thread
+    of this process.  ``concurrency`` is the ``gpu`` lane's (above 1: the ``threads`` pool); the ``cpu``
+    lane runs one task at a time.  Returns the lanes' threads by queue."""
+    from celery import Celery  # noqa: PLC0415
+
     from config.celery import app  # noqa: PLC0415
 
     if not settings.LOUPE_EMBEDDED_WORKER:
         raise CommandError("an embedded worker needs the memory broker (CELERY_BROKER_URL unset or memory://)")
     # Poll the in-memory queues often: a round should start a moment after the label that asked for it.
     app.conf.broker_transport_options = {**(app.conf.broker_transport_options or {}), "polling_interval": 0.05}
-    worker = app.WorkController(
-        hostname="embedded@loupe",
-        pool_cls="solo" if concurrency == 1 else "threads",
-        concurrency=concurrency,
-        queues=["gpu", "cpu"],
-        loglevel=loglevel,
-        without_heartbeat=True,
-        without_mingle=True,
-        without_gossip=True,
-    )
-    def run() -> None:
-        from annotate.warmup import worker_warmup  # noqa: PLC0415
 
-        # torch and the head's first fit here, in the worker's thread while the server starts, not
-        # in the first round (annotate/warmup.py); tasks sent meanwhile wait in the memory broker.
-        worker_warmup()
-        worker.start()
+    def lane(queue: str, n: int, lane_app) -> threading.Thread:
+        # A worker selects its queues on its app (app.amqp.queues), so two workers of one app in one
+        # process both consumed the last one selected: each lane has an app of its own.  The memory
+        # broker's queues are shared by the whole process, so a task sent through either app (a view,
+        # a round sending its quality follow-up) reaches the lane that consumes its queue.
+        lane_app.conf.broker_transport_options = app.conf.broker_transport_options
+        worker = lane_app.WorkController(
+            hostname=f"{queue}@embedded",
+            pool_cls="solo" if n == 1 else "threads",
+            concurrency=n,
+            queues=[queue],
+            loglevel=loglevel,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+        )
 
-    thread = threading.Thread(target=run, name="loupe-embedded-worker", daemon=True)
-    thread.start()
-    return thread
+        def run() -> None:
+            if queue == "gpu":
+                from annotate.warmup import worker_warmup  # noqa: PLC0415
+
+                # torch and the head's first fit here, in the lane's thread while the server starts, not
+                # in the first round (annotate/warmup.py); rounds sent meanwhile wait in the memory broker.
+                # The cpu lane consumes at once (an import or export needs no torch; a quality task that
+                # does waits on the import lock, so nothing is imported twice).
+                worker_warmup()
+            worker.start()
+
+        thread = threading.Thread(target=run, name=f"loupe-embedded-worker-{queue}", daemon=True)
+        thread.start()
+        return thread
+
+    cpu_app = Celery(app.main, set_as_current=False)
+    cpu_app.config_from_object("django.conf:settings", namespace="CELERY")
+    cpu_app.autodiscover_tasks()
+    return {"gpu": lane("gpu", concurrency, app), "cpu": lane("cpu", 1, cpu_app)}
 
 
 def port_check(host: str, port: int) -> None:
@@ -88,7 +111,8 @@ class Command(BaseCommand):
         parser.add_argument("--server", choices=SERVERS, default="uvicorn",
                             help="the ASGI server (default uvicorn, the cheapest measured: docs/bench-load.md)")
         parser.add_argument("--no-worker", action="store_true", help="do not start the embedded worker thread")
-        parser.add_argument("--worker-concurrency", type=int, default=1)
+        parser.add_argument("--worker-concurrency", type=int, default=1,
+                            help="tasks the embedded gpu lane runs at once (the cpu lane runs one)")
         parser.add_argument("--admin", metavar="USERNAME", default=None,
                             help="make sure this superuser exists and print how to log in (make run does)")
 
@@ -109,7 +133,7 @@ class Command(BaseCommand):
             jobs = jobs_resume_orphans()
             if jobs:
                 self.stdout.write(f"re-enqueued {len(jobs)} job(s) left over from a previous run")
-            mode = "embedded worker thread, memory broker"
+            mode = "embedded worker threads (gpu and cpu lanes), memory broker"
         elif embedded:
             mode = "no worker (rounds will wait)"
         else:
