@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 from django.urls import reverse
 
+from . import storage
 from .models import Annotation, Job, Project, QueueEntry, Round
 from .selectors_workers import job_waiting
 
@@ -111,7 +112,7 @@ def entry_image_url(entry: QueueEntry) -> str:
     (``image_urls.py``).  ``entry.item`` should be loaded with the entry (``select_related``)."""
     from .image_urls import image_url  # noqa: PLC0415
 
-    return image_url(entry.item_id, entry.item.file)
+    return image_url(entry.item_id, storage.display_relpath(entry.item.file))
 
 
 def entry_payload(entry: QueueEntry, *, project: Project | None = None) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def item_image(request: HttpRequest, item_id: int) -> HttpResponse:
         raise Http404(f"item {item_id} does not exist")
     project_for(user=request.user, project_id=item.project_id)
     try:
-        path = storage.media_path(item.file)
+        path = storage.media_path(storage.display_relpath(item.file))
         fh = open(path, "rb")
     except (OSError, ValueError):
         raise Http404(f"the image file of item {item_id} is missing") from None

@@ -39,6 +39,8 @@ REVIEW_SORTS = {"suspect": (F("suspect_score").desc(nulls_last=True), "-pk"), "n
 def _review_rows(project, *, annotator: str, label: str, page: int, sort: str = "suspect") -> dict[str, Any]:
     if sort not in REVIEW_SORTS:
         raise BadInput(f"sort={sort!r} must be one of {sorted(REVIEW_SORTS)}")
+    if label and label not in project.classes:  # an empty page would read as "nobody used this class"
+        raise BadInput(f"label={label!r} is not one of the project's classes {project.classes}")
     labeled = (Annotation.objects.filter(item=OuterRef("pk"), is_current=True, action__in=LABEL_ACTIONS)
                .exclude(label=""))
     items = Item.objects.filter(project=project).filter(Exists(labeled))

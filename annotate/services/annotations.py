@@ -266,7 +266,10 @@ def _undo(*, project, user, item_id, cid) -> UndoResult:
                 raise Conflict(f"client_id {cid} was already used for {prior.action} on item {prior.item_id}")
             entry = QueueEntry.objects.filter(project=project, item_id=prior.item_id).order_by("-id").first()
             return UndoResult(prior.supersedes, prior, entry, False)
-    qs = Annotation.objects.select_for_update().filter(
+    # Lock the label rows only, not the joined item: a submit of the item's overlap copy checks its
+    # reference to the item at COMMIT (a deferred foreign key) while it holds the copy's row, which
+    # _relocate_entry below waits for - locking the item too made the two wait for each other.
+    qs = Annotation.objects.select_for_update(of=("self",)).filter(
         item__project=project,
         annotator=user,
         is_current=True,

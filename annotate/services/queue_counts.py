@@ -55,10 +55,12 @@ def _deferred_checks_now() -> None:
     checked at COMMIT, with a ``FOR KEY SHARE`` lock on the row it references.  An overlap copy or a
     round's entries reference the project, whose row an import or a re-embed holds ``FOR UPDATE`` for
     its whole transaction; checked at COMMIT, that wait would come after the counter's lock, and every
-    lease of the project would wait for the import too.  One round trip."""
+    lease of the project would wait for the import too.  Two statements, never one string: a server-side
+    binding connection may prepare a repeated query, and a prepared statement holds one command."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cur:
-            cur.execute("SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED")
+            cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cur.execute("SET CONSTRAINTS ALL DEFERRED")
 
 
 def queue_pending_add(*, project_id: int, delta: int, inserted: bool = False) -> None:

@@ -21,7 +21,8 @@ from .rounds import round_maybe_request
 def annotation_correct(*, project: Project, reviewer, item_id: Any, label: Any) -> Annotation:
     """Record ``reviewer``'s correction of item ``item_id`` to ``label``; returns the new row.
 
-    Then the refill policy runs, as after any label (``annotations.annotation_submit``)."""
+    The same correction sent again (a double submit, a retried request) stores nothing and returns the
+    row already current.  Then the refill policy runs, as after any label (``annotations.annotation_submit``)."""
     if not has_role(user=reviewer, project=project, role=Membership.Role.REVIEWER):
         raise ServiceError(f"correcting labels needs the reviewer role in project {project.pk}", status=403)
     item_id = parse_item_id(item_id)  # the label API's rule: a JSON integer, not true, 1708.9 or " 1708 "
@@ -35,6 +36,8 @@ def annotation_correct(*, project: Project, reviewer, item_id: Any, label: Any) 
             raise BadInput(f"item {item_id} has no label yet; only labeled items can be corrected")
         prev = (Annotation.objects.select_for_update()
                 .filter(item_id=item_id, annotator=reviewer, is_current=True).first())
+        if prev is not None and prev.action == Annotation.Action.CORRECT and prev.label == label:
+            return prev  # already this reviewer's current correction: nothing to add
         if prev is not None:
             Annotation.objects.filter(pk=prev.pk).update(is_current=False)
         ann = Annotation.objects.create(

@@ -3,6 +3,7 @@ import asyncio
 import json
 import time
 
+import numpy as np
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -121,3 +122,52 @@ def test_behind_a_proxy_the_answer_is_x_accel_redirect_without_a_body(leased, se
     assert "immutable" in headers["cache-control"]
     r = Client().get(url)
     assert r.status_code == 200 and r.content == b"" and r["X-Accel-Redirect"] == "/_media/" + a.file
+
+
+def _tiff(mode: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    size = (12, 9)
+    if mode == "F":
+        img = Image.fromarray(np.linspace(0, 1, 108, dtype=np.float32).reshape(9, 12))
+    elif mode == "I;16":
+        img = Image.fromarray(np.arange(108, dtype=np.uint16).reshape(9, 12) * 600)
+    else:
+        img = Image.new(mode, size, (10, 200, 30, 0) if mode == "CMYK" else 1)
+    buf = io.BytesIO()
+    img.save(buf, "TIFF")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["F", "I;16", "CMYK", "RGB"])
+def test_a_tiff_is_sent_to_browsers_as_a_png_copy_and_kept_as_imported(leased, mode):
+    """Found by QA: TIFF is an allowed import format, but Chromium and Firefox decode no TIFF, so the
+    labeling page (signed URL) and the review page (item view) showed a broken image."""
+    import io
+
+    from PIL import Image
+
+    _project, items = leased
+    item = Item.objects.get(pk=items[0]["item_id"])
+    original = _tiff(mode)
+    rel = item.file.rsplit(".", 1)[0] + ".tiff"
+    media_path(rel).write_bytes(original)
+    Item.objects.filter(pk=item.pk).update(file=rel)
+    client = Client()
+    client.force_login(_project.memberships.first().user)
+    leased_again = client.post(f"/api/projects/{_project.pk}/lease", data=json.dumps({"n": 3}),
+                               content_type="application/json").json()["items"]
+    url = next(i["image_url"] for i in leased_again if i["item_id"] == item.pk)
+    status, headers, body = asgi_get(url)
+    viewed = client.get(f"/items/{item.pk}/image")
+    for ctype, data in ((headers["content-type"], body), (viewed["Content-Type"], b"".join(viewed.streaming_content))):
+        assert ctype == "image/png"
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "PNG" and im.size == (12, 9)
+            if mode == "F":  # float samples 0..1 stretched over 0..255
+                px = np.asarray(im)
+                assert px.min() == 0 and px.max() == 255
+    assert status == 200
+    assert media_path(rel).read_bytes() == original  # the import's file is kept as it was (exports use it)

@@ -421,3 +421,64 @@ def test_leases_do_not_wait_for_an_import_behind_an_overlapped_submit(make_user,
     assert not errors, errors
     assert times["lease done"] < times["import done"], "the lease waited for the import"
     exact(project)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_undo_and_the_submit_of_the_items_overlap_copy_do_not_deadlock(make_user, make_project, make_round,
+                                                                         monkeypatch):
+    """b labeled an overlapped item, a holds its copy.  a's submit of the copy and b's undo of the item
+    meet: the undo locks b's label and then waits for the copy's row, which a's submit holds; a's
+    COMMIT checks its label's reference to the item (a deferred foreign key, ``FOR KEY SHARE``).  The
+    undo must not lock the item's row (``FOR UPDATE`` of the joined item), or the two wait for each other."""
+    need(db_is_postgres(), "the test database is not PostgreSQL: run with DATABASE_URL=postgres://... "
+                           "(.ci/run does)")
+    import time
+
+    from annotate.services import annotations as annotations_module
+
+    a, b = make_user("a"), make_user("b")
+    project = make_project(n_items=40, batch_size=6, overlap_rate=1.0, overlap_k=2,
+                           members=[(a, Membership.Role.ANNOTATOR), (b, Membership.Role.ANNOTATOR)])
+    make_round(project)
+    first = queue_lease(project=project, user=b, n=1)[0]
+    _label(project, b, first)
+    copy = [e for e in queue_lease(project=project, user=a, n=6) if e.item_id == first.item_id]
+    assert copy, "a got the copy"
+    paused, errors = threading.Event(), []
+    real = annotations_module._overlap_copy
+
+    def copy_then_pause(entry):
+        made = real(entry)
+        if threading.current_thread().name == "a":
+            paused.set()
+            time.sleep(1.5)  # b's undo starts and waits for the copy's row meanwhile
+        return made
+
+    monkeypatch.setattr(annotations_module, "_overlap_copy", copy_then_pause)
+
+    def submit():
+        try:
+            _label(project, a, copy[0])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def undo():
+        try:
+            paused.wait(5)
+            annotation_undo(project=project, user=b, item_id=first.item_id)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit, name="a"), threading.Thread(target=undo, name="b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert QueueEntry.objects.get(item_id=first.item_id, state="leased").leased_by == b
+    exact(project)

@@ -52,6 +52,32 @@ def test_a_correction_adds_a_row_keeps_history_and_wins(setup):
     assert final_labels([items[0].pk])[items[0].pk].label == "cat"
 
 
+def test_the_same_correction_sent_twice_is_stored_once(setup):
+    """Found by QA: a double submit of one correction added two identical 'correct' rows."""
+    project, ann, rev, items = setup
+    c = annotation_correct(project=project, reviewer=rev, item_id=items[0].pk, label="dog")
+    again = annotation_correct(project=project, reviewer=rev, item_id=items[0].pk, label="dog")
+    assert again.pk == c.pk and again.is_current
+    assert Annotation.objects.filter(item=items[0], annotator=rev).count() == 1
+    # Over the API too: the same row comes back.
+    client = Client()
+    client.force_login(rev)
+    r = client.post(f"/api/projects/{project.pk}/review/correct", {"item_id": items[0].pk, "label": "dog"},
+                    content_type="application/json")
+    assert r.status_code in (200, 201) and r.json()["id"] == c.pk
+    assert Annotation.objects.filter(item=items[0], annotator=rev).count() == 1
+
+
+def test_a_review_filter_on_a_class_the_project_lacks_is_a_400(setup):
+    """Found by QA: ?label=zebra answered an empty page, as if nobody had used that class."""
+    project, ann, rev, items = setup
+    c = Client()
+    c.force_login(rev)
+    r = c.get(f"/api/projects/{project.pk}/review/items?label=zebra")
+    assert r.status_code == 400 and r.json()["error"].startswith("label='zebra' is not one of the project's classes")
+    assert c.get(f"/api/projects/{project.pk}/review/items?label=cat").json()["count"] == 1
+
+
 def test_bad_corrections_are_refused_and_change_nothing(setup):
     project, ann, rev, items = setup
     before = list(Annotation.objects.values_list("id", "label", "is_current"))
