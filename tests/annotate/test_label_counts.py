@@ -184,7 +184,7 @@ def test_the_migration_counts_the_labels_of_existing_projects(make_project, make
     project, other = make_project(n_items=10), make_project(n_items=4)
     items = list(project.items.order_by("pk"))
     executor = MigrationExecutor(connection)
-    executor.migrate([("annotate", "0008_queue_counts")])
+    executor.migrate([("annotate", "0009_audit_rate_default")])  # before the label counts
     for it in items[:4]:
         Annotation.objects.create(item=it, annotator=a, action="label", label="cat")
     for it in items[2:5]:

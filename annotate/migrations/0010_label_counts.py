@@ -25,7 +25,7 @@ def backfill(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0008_queue_counts'),
+        ('annotate', '0009_audit_rate_default'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
