@@ -420,6 +420,32 @@ class QueueCounts(models.Model):
         return f"{self.pending} pending in project {self.project_id}"
 
 
+class LabelCounts(models.Model):
+    """Kept label counts of a project (``services/label_counts.py``), updated by the label services in
+    the transaction of every change: the row without an annotator holds how many of the project's
+    items have a current label or correction; a row per person holds that person's current labels and
+    corrections (the labeling page's "mine").  Counting them joined every current label row to the
+    item table, about 10 ms per submit once the project held a million items (docs/million-items.md).
+    One table, so a submit moves both of its counts in one statement."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                                  related_name="+", help_text="Empty: the project's labeled items.")
+    labels = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "annotator"], condition=Q(annotator__isnull=False),
+                                    name="label_counts_one_per_annotator"),
+            models.UniqueConstraint(fields=["project"], condition=Q(annotator__isnull=True),
+                                    name="label_counts_one_per_project"),
+        ]
+
+    def __str__(self) -> str:
+        who = "labeled items" if self.annotator_id is None else f"labels of user {self.annotator_id}"
+        return f"{self.labels} {who} in project {self.project_id}"
+
+
 class ApiToken(models.Model):
     """A key for the JSON API (``Authorization: Token <key>``).  Only a SHA-256 of the key is stored;
     the key itself is shown once, when ``manage.py loupe_token`` creates it."""
