@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0009_audit_rate_default'),
+        ('annotate', '0010_label_counts'),
     ]
 
     operations = [
