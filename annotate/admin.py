@@ -23,6 +23,7 @@ from .services import embeddings as embedding_services
 from .services import projects as project_services
 from .services import roles as role_services
 from .services.dispatch import BrokerUnavailable
+from .services.label_counts import label_counts_recount_many
 from .services.queue_counts import queue_counts_recount
 
 
@@ -280,23 +281,27 @@ class MembershipAdmin(RefusedIs400, ProjectScoped, admin.ModelAdmin):
             role_services.membership_revoked(project_id=project_id, user_id=user.pk)
 
 
-class RecountsQueue:
-    """Deleting these rows deletes queue entries by cascade, past the queue services: the kept
-    pending counts of the projects concerned are recounted after the delete, in its transaction
-    (services/queue_counts.py)."""
+class RecountsKept:
+    """Deleting these rows deletes queue entries (and, with items, labels) by cascade, past the
+    services: the kept pending and label counts of the projects concerned are recounted after the
+    delete, in its transaction (services/queue_counts.py, services/label_counts.py)."""
+
+    def _recount(self, project_ids) -> None:
+        queue_counts_recount(project_ids=project_ids)
+        label_counts_recount_many(project_ids=project_ids)
 
     def delete_model(self, request, obj):
         super().delete_model(request, obj)
-        queue_counts_recount(project_ids=[obj.project_id])
+        self._recount({obj.project_id})
 
     def delete_queryset(self, request, queryset):
         project_ids = set(queryset.values_list("project_id", flat=True))
         super().delete_queryset(request, queryset)
-        queue_counts_recount(project_ids=project_ids)
+        self._recount(project_ids)
 
 
 @admin.register(Item)
-class ItemAdmin(RecountsQueue, ProjectScoped, admin.ModelAdmin):
+class ItemAdmin(RecountsKept, ProjectScoped, admin.ModelAdmin):
     list_display = ["id", "project", "original_name", "row", "ground_truth", "width", "height", "created_at"]
     list_filter = ["project"]
     search_fields = ["original_name", "checksum"]
@@ -308,7 +313,7 @@ class ItemAdmin(RecountsQueue, ProjectScoped, admin.ModelAdmin):
 
 
 @admin.register(Round)
-class RoundAdmin(RecountsQueue, ProjectScoped, admin.ModelAdmin):
+class RoundAdmin(RecountsKept, ProjectScoped, admin.ModelAdmin):
     list_display = ["project", "number", "status", "strategy_used", "labeled_count", "batch_size", "created_at",
                     "finished_at"]
     list_filter = ["status", "project"]
@@ -323,7 +328,7 @@ class RoundAdmin(RecountsQueue, ProjectScoped, admin.ModelAdmin):
 
 
 @admin.register(QueueEntry)
-class QueueEntryAdmin(RecountsQueue, ProjectScoped, admin.ModelAdmin):
+class QueueEntryAdmin(RecountsKept, ProjectScoped, admin.ModelAdmin):
     """Read-only (deletes allowed): entries are written by rounds and change state only through the
     queue services, which keep the leases' invariants and the pending count."""
 

@@ -6,7 +6,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Case, Count, IntegerField, QuerySet, Value, When
 
-from .models import Annotation, Item, Project, ProjectCounts, QueueCounts, QueueEntry, Round
+from .models import Annotation, Item, LabelCounts, Project, ProjectCounts, QueueCounts, QueueEntry, Round
 from .payloads import round_payload
 from .selectors_labels import LABEL_ACTIONS, final_labels
 
@@ -97,19 +97,23 @@ def _progress_sql() -> str:
     """The SQL of :func:`progress_counts` (table names from the models; portable SQLite/PostgreSQL)."""
     item, ann, queue = Item._meta.db_table, Annotation._meta.db_table, QueueEntry._meta.db_table
     counts, qcounts = ProjectCounts._meta.db_table, QueueCounts._meta.db_table
+    lcounts = LabelCounts._meta.db_table
     labels = (f'FROM "{ann}" a INNER JOIN "{item}" i ON i."id" = a."item_id" '
               'WHERE i."project_id" = %(p)s AND a."is_current" = %(t)s AND a."action" IN (%(a1)s, %(a2)s)')
-    # total and pending: the kept counts (services/item_counts.py, services/queue_counts.py); a COUNT
-    # runs only for a project without a counts row, as COALESCE stops at its first non-null argument
+    # total, labeled, pending and mine: the kept counts (services/item_counts.py, label_counts.py,
+    # queue_counts.py); a COUNT runs only where a counts row is missing, as COALESCE stops at its first
+    # non-null argument.  Leased entries are few (a share per annotator): counted.
     return (
         "SELECT "
         f'COALESCE((SELECT "items" FROM "{counts}" WHERE "project_id" = %(p)s), '
         f'(SELECT COUNT(*) FROM "{item}" WHERE "project_id" = %(p)s)) AS n_total, '
-        f'(SELECT COUNT(DISTINCT a."item_id") {labels}) AS n_labeled, '
+        f'COALESCE((SELECT "labels" FROM "{lcounts}" WHERE "project_id" = %(p)s AND "annotator_id" IS NULL), '
+        f'(SELECT COUNT(DISTINCT a."item_id") {labels})) AS n_labeled, '
         f'COALESCE((SELECT "pending" FROM "{qcounts}" WHERE "project_id" = %(p)s), '
         f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(pending)s)) AS n_pending, '
         f'(SELECT COUNT(*) FROM "{queue}" WHERE "project_id" = %(p)s AND "state" = %(leased)s) AS n_leased, '
-        f'(SELECT COUNT(*) {labels} AND a."annotator_id" = %(u)s) AS n_mine'
+        f'COALESCE((SELECT "labels" FROM "{lcounts}" WHERE "project_id" = %(p)s AND "annotator_id" = %(u)s), '
+        f'(SELECT COUNT(*) {labels} AND a."annotator_id" = %(u)s)) AS n_mine'
     )
 
 
@@ -119,9 +123,9 @@ _PROGRESS_SQL: str | None = None
 def progress_counts(*, project: Project, user=None) -> dict[str, int]:
     """``total``, ``labeled``, ``pending``, ``leased`` (and ``mine`` with a user) in ONE query.
 
-    Every label response carries these, so they cost one round trip: ``total`` and ``pending`` are
-    kept counts (constant time whatever the project's size), the others indexed ``COUNT`` sub-queries over
-    labels and queue entries, written as SQL once per process: building the same sub-queries with the ORM cost
+    Every label response carries these, so they cost one round trip: all but ``leased`` are
+    kept counts (constant time whatever the project's size), ``leased`` an indexed ``COUNT`` over
+    the few leased entries, written as SQL once per process: building the same sub-queries with the ORM cost
     about 5 ms of CPU per request, a third of a label's (docs/bench-load.md).  ``labeled``
     counts items with a current ``label`` or ``correct`` row, as :func:`current_labels`."""
     global _PROGRESS_SQL

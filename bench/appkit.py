@@ -49,8 +49,11 @@ def bench_user():
 def label_from_truth(items, user) -> int:
     """``user``'s current label on each item: its ground truth (as a perfect annotator); returns how many."""
     from annotate.models import Annotation  # noqa: PLC0415
+    from annotate.services.label_counts import label_counts_recount_many  # noqa: PLC0415
 
     rows = [Annotation(item=it, annotator=user, action=Annotation.Action.LABEL, label=it.ground_truth,
                        is_current=True) for it in items]
     Annotation.objects.bulk_create(rows)
+    # rows written past the label services: recount the kept label counts (services/label_counts.py)
+    label_counts_recount_many(project_ids={it.project_id for it in items})
     return len(rows)

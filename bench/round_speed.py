@@ -72,6 +72,7 @@ def main(argv=None) -> int:
 
     from annotate import realtime  # noqa: PLC0415
     from annotate.models import Item, QueueEntry, Round  # noqa: PLC0415
+    from annotate.services.queue_counts import queue_pending_recount  # noqa: PLC0415
     from annotate.services.demo import demo_build  # noqa: PLC0415
     from annotate.services.quality import quality_refresh  # noqa: PLC0415
     from annotate.services.rounds import round_execute, round_request  # noqa: PLC0415
@@ -104,6 +105,7 @@ def main(argv=None) -> int:
         label_from_truth([e.item for e in entries], user)
         QueueEntry.objects.filter(pk__in=[e.pk for e in entries]).update(state=QueueEntry.State.DONE,
                                                                          done_at=timezone.now())
+        queue_pending_recount(project_id=rnd.project_id)  # entries closed past the queue services
         return len(entries)
 
     results = {}

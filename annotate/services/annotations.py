@@ -26,6 +26,7 @@ from .. import selectors
 from ..models import Annotation, Item, Project, QueueEntry, Round
 from .errors import BadInput, Conflict, NotFound
 from .queue import lease_seconds
+from .label_counts import label_change
 from .queue_counts import queue_pending_add
 from .rounds import round_maybe_request
 
@@ -166,15 +167,16 @@ def _close_lease(*, project, user, item_id: int, state: str, now) -> tuple[int, 
     return (int(row[0]), int(row[1])) if row else None
 
 
-def _retire_current(*, user, item_id: int) -> int | None:
-    """Clear ``is_current`` of the user's current row on the item (one statement); its id, or None."""
+def _retire_current(*, user, item_id: int) -> tuple[int, str] | None:
+    """Clear ``is_current`` of the user's current row on the item (one statement); its id and
+    action, or None."""
     table = Annotation._meta.db_table
     with connection.cursor() as cur:
         cur.execute(f'UPDATE "{table}" SET "is_current" = %s '
-                    'WHERE "item_id" = %s AND "annotator_id" = %s AND "is_current" = %s RETURNING "id"',
+                    'WHERE "item_id" = %s AND "annotator_id" = %s AND "is_current" = %s RETURNING "id", "action"',
                     [False, item_id, user.pk, True])
         row = cur.fetchone()
-    return int(row[0]) if row else None
+    return (int(row[0]), str(row[1])) if row else None
 
 
 def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> tuple[Annotation, bool]:
@@ -198,6 +200,7 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> t
                 return prior, False
         raise Conflict(_why_not_leased(project=project, user=user, item_id=item_id))
     entry_id, overlap_k = closed
+    retired = _retire_current(user=user, item_id=item_id)
     ann = Annotation.objects.create(
         item_id=item_id,
         annotator=user,
@@ -207,12 +210,15 @@ def _submit(*, project, user, item_id, action, label, cid, time_ms, origin) -> t
         time_ms=time_ms,
         origin=origin,
         is_current=True,
-        supersedes_id=_retire_current(user=user, item_id=item_id),
+        supersedes_id=retired[0] if retired else None,
         queue_entry_id=entry_id,
         client_id=cid,
     )
+    # the kept counts last, the queue's first (lock order: services/queue_counts.py)
     if overlap_k > 1 and _overlap_copy(QueueEntry.objects.get(pk=entry_id)):
-        queue_pending_add(project_id=project.pk, delta=1, inserted=True)  # last (lock order: queue_counts.py)
+        queue_pending_add(project_id=project.pk, delta=1, inserted=True)
+    label_change(project_id=project.pk, item_id=item_id, annotator_id=user.pk,
+                 before=retired[1] if retired else None, after=action)
     return ann, True
 
 
@@ -295,6 +301,8 @@ def _undo(*, project, user, item_id, cid) -> UndoResult:
         client_id=cid,
     )
     entry = _relocate_entry(project=project, user=user, target=target, now=now, expires=expires)
+    label_change(project_id=project.pk, item_id=target.item_id, annotator_id=user.pk, before=target.action,
+                 after=undo.action)
     return UndoResult(target, undo, entry, True)
 
 

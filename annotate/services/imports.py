@@ -40,6 +40,7 @@ from .import_sources import ImportRejected, _Entry, check_image
 from .import_sources import check_public_url, class_labels  # noqa: F401 - this module's API (forms, tests)
 from .item_counts import item_counts_add
 from .keymap import keymap_sync
+from .label_counts import label_counts_add
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +266,14 @@ def _commit(project, opts, staged, X, staging, result, user, progress, *,
                 annotator = _import_user(user)
                 fresh = Item.objects.filter(project=project, checksum__in=[s.checksum for s in staged])
                 created = {i.checksum: i for i in fresh}
-                Annotation.objects.bulk_create(
+                prelabels = Annotation.objects.bulk_create(
                     [Annotation(item=created[s.checksum], annotator=annotator, action=Annotation.Action.LABEL,
                                 label=s.entry.label, origin=Annotation.Origin.PRELABEL)
                      for s in staged if s.entry.label],
                     batch_size=1000,
                 )
+                # new items, one label each: as many labeled items (services/label_counts.py)
+                label_counts_add(project_id=project.pk, labeled=len(prelabels), mine={annotator.pk: len(prelabels)})
             project.save()
             keymap_sync(project=project)  # classes set by this import get their keys now, fixed from here on
             progress(0.95, "moving files into place")

@@ -20,8 +20,8 @@ process running it):
   is a compare-and-set on (status, heartbeat_at), so sweepers in several processes at once never act
   twice on one row.  The sweep runs at worker start-up and every ``LOUPE_SWEEP_SECONDS`` in each worker
   and in ``loupe_serve`` (:func:`start_sweeper`): Celery beat is not needed.  Every
-  ``LOUPE_RECOUNT_SECONDS`` it also checks the kept pending-queue counts and repairs any that drifted
-  (``services/queue_counts.py``).
+  ``LOUPE_RECOUNT_SECONDS`` it also checks the kept pending-queue and label counts and repairs any that
+  drifted (``services/queue_counts.py``, ``services/label_counts.py``).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..models import Job, Round
+from .label_counts import label_counts_check
 from .queue_counts import queue_counts_check
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def sweep() -> SweepReport:
                             settings.LOUPE_QUEUED_STALE_SECONDS)
                 report.resent.append(f"{model.__name__.lower()} {row.pk}")
     if _recount_due():
-        report.recounted = [f"project {pk}" for pk in queue_counts_check()]
+        report.recounted = sorted({f"project {pk}" for pk in [*queue_counts_check(), *label_counts_check()]})
     return report
 
 
@@ -221,8 +222,9 @@ _last_recount: float | None = None
 
 
 def _recount_due() -> bool:
-    """The kept pending counts are checked at a process's first sweep and then every
-    ``LOUPE_RECOUNT_SECONDS`` (0: never) - a grouped count of every pending entry, too dear for each sweep."""
+    """The kept pending and label counts are checked at a process's first sweep and then every
+    ``LOUPE_RECOUNT_SECONDS`` (0: never) - grouped counts of every pending entry and current label, too
+    dear for each sweep."""
     global _last_recount
     every = settings.LOUPE_RECOUNT_SECONDS
     now = time.monotonic()

@@ -15,6 +15,7 @@ from ..permissions import has_role
 from ..selectors_labels import final_labels
 from .annotations import parse_item_id
 from .errors import BadInput, NotFound, ServiceError
+from .label_counts import label_change
 from .rounds import round_maybe_request
 
 
@@ -44,5 +45,7 @@ def annotation_correct(*, project: Project, reviewer, item_id: Any, label: Any) 
             item_id=item_id, annotator=reviewer, action=Annotation.Action.CORRECT, label=label,
             is_current=True, supersedes_id=current.annotation_id,
         )
+        label_change(project_id=project.pk, item_id=item_id, annotator_id=reviewer.pk,
+                     before=prev.action if prev is not None else None, after=ann.action)
     round_maybe_request(project=project)
     return ann

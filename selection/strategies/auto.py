@@ -82,9 +82,12 @@ class Auto(Strategy):
         share = self.typiclust_share(n_lab, c, probs_pool is not None and n_lab > 0)
         extra: dict = {}
         then = self.params_["then"]
+        from ..regime import MAX_LABELED, typical_vs_atypical  # noqa: PLC0415
+
+        # the test sees at most MAX_LABELED labels: with more classes than that allows at
+        # test_from_per_class each, it has too few per class, as below the threshold
         if (share > 0 and probs_pool is not None and n_lab > 0 and self.params_["regime"] == "test"
-                and n_lab >= self.params_["test_from_per_class"] * probs_pool.shape[1]):
-            from ..regime import typical_vs_atypical  # noqa: PLC0415
+                and min(n_lab, MAX_LABELED) >= self.params_["test_from_per_class"] * probs_pool.shape[1]):
 
             l2 = 1.0 if context is None or context.l2 is None else float(context.l2)
             stat = typical_vs_atypical(X_labeled, y_labeled, X_pool, rng, l2=l2)

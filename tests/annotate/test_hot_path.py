@@ -25,9 +25,12 @@ pytestmark = pytest.mark.django_db
 
 #: SQL statements one ``POST /label`` may run, transaction control (BEGIN/COMMIT, SAVEPOINT/RELEASE)
 #: aside: the project with the caller's role (1), closing the lease (1), retiring the previous
-#: current row (1), the label (1), the progress counts with the current round (1).  The session and
-#: the user come from the cache (annotate/cached_auth.py).  It was 23, then 13 (2 of them SAVEPOINT/RELEASE).
-MAX_QUERIES_PER_SUBMIT = 5
+#: current row (1), the label (1), the kept label counts (1; on PostgreSQL 4: the label's deferred
+#: reference checks are run first (2) and the counts' project row locked (1), services/label_counts.py),
+#: the progress counts with the current round (1).  The session
+#: and the user come from the cache (annotate/cached_auth.py).  It was 23, then 13 (2 of them
+#: SAVEPOINT/RELEASE), then 5 (counting the labels in the progress statement: ~10 ms at 1M items).
+MAX_QUERIES_PER_SUBMIT = 6 + 3 * (connection.vendor == "postgresql")
 TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK")
 
 
@@ -71,10 +74,18 @@ def reference_progress(project, user):
     }
 
 
+def first_label(client, base, item) -> None:
+    """A person's first label in a project makes their row of the kept label counts (and the project's
+    first label the project's row; services/label_counts.py): once, not the steady state pinned here."""
+    r = post(client, base + "label", {"item_id": item["item_id"], "label": "dog", "client_id": str(uuid.uuid4())})
+    assert r.status_code == 201, r.content
+
+
 def test_a_submit_runs_at_most_the_pinned_number_of_queries(labeling):
     project, user, _other, client = labeling
     base = f"/api/projects/{project.pk}/"
-    items = post(client, base + "lease", {"n": 4}).json()["items"]
+    items = post(client, base + "lease", {"n": 5}).json()["items"]
+    first_label(client, base, items.pop())
     counts = []
     for it in items[:3]:
         with CaptureQueriesContext(connection) as ctx:
@@ -94,7 +105,7 @@ def test_a_submit_runs_at_most_the_pinned_number_of_queries(labeling):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_committed_submit_runs_five_statements_and_its_transaction(make_user, make_project, make_round):
+def test_a_committed_submit_runs_the_pinned_statements_and_its_transaction(make_user, make_project, make_round):
     """Outside the test's wrapping transaction, as in production: the label commits in its own
     transaction (SQLite shows its BEGIN and COMMIT; psycopg sends them outside Django's cursor)."""
     user = make_user("ann")
@@ -104,7 +115,8 @@ def test_a_committed_submit_runs_five_statements_and_its_transaction(make_user, 
     client.force_login(user)
     client.get(f"/projects/{project.pk}/label/")
     base = f"/api/projects/{project.pk}/"
-    items = post(client, base + "lease", {"n": 2}).json()["items"]
+    items = post(client, base + "lease", {"n": 3}).json()["items"]
+    first_label(client, base, items.pop())
     for it in items:
         with CaptureQueriesContext(connection) as ctx:
             r = post(client, base + "label", {"item_id": it["item_id"], "label": "cat", "client_id": str(uuid.uuid4())})
@@ -113,7 +125,7 @@ def test_a_committed_submit_runs_five_statements_and_its_transaction(make_user, 
         control = [q["sql"] for q in ctx.captured_queries if q["sql"] not in work(ctx)]
         assert len(control) <= 2 and all(c.upper().startswith(("BEGIN", "COMMIT")) for c in control), control
     # Every label is durably stored, once, and the leases are closed.
-    assert Annotation.objects.filter(annotator=user, action="label", is_current=True).count() == 2
+    assert Annotation.objects.filter(annotator=user, action="label", is_current=True).count() == 3
     assert not QueueEntry.objects.filter(project=project, leased_by=user, state="leased").exists()
 
 

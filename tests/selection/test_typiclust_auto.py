@@ -226,7 +226,27 @@ def test_auto_with_the_regime_test_keeps_typiclust_only_where_typical_points_tea
         sel = s.select(X[pool], P[pool], X_labeled=X[few], probs_labeled=P[few], y_labeled=y[few], batch_size=8,
                        random_state=0)
         assert sel.info["sub_strategy"] == "typiclust" and "typical_minus_atypical" not in sel.info
+    # more classes than the test's label cap allows at 4 per class: no test, TypiClust as below the threshold
+    rng = np.random.default_rng(4)
+    c = 260
+    XL, yL = rng.normal(size=(4 * c, 4)).astype(np.float32), np.arange(4 * c) % c
+    Xp, Pp = rng.normal(size=(300, 4)).astype(np.float32), rng.dirichlet(np.ones(c), size=300)
+    sel = s.select(Xp, Pp, X_labeled=XL, probs_labeled=None, y_labeled=yL, batch_size=8, random_state=0)
+    assert sel.info["sub_strategy"] == "typiclust" and "typical_minus_atypical" not in sel.info
     many = np.arange(40)  # 10 per class: the 'then' strategy without a test
     sel = s.select(X[40:], P[40:], X_labeled=X[many], probs_labeled=P[many], y_labeled=y[many], batch_size=8,
                    random_state=0)
     assert sel.info["sub_strategy"] == s.params_["then"] and "typical_minus_atypical" not in sel.info
+
+
+def test_the_regime_test_fits_on_principal_components_above_max_dims():
+    from selection.regime import typical_vs_atypical
+
+    X, y = _prototypes_and_noise(0)
+    lab = np.random.default_rng(10).choice(len(X), size=60, replace=False)
+    pool = np.setdiff1d(np.arange(len(X)), lab)
+    # 6 informative features padded with 200 zero columns: the leading components hold all the signal
+    pad = lambda A: np.concatenate([A, np.zeros((len(A), 200), np.float32)], axis=1)  # noqa: E731
+    full = typical_vs_atypical(X[lab], y[lab], X[pool], 0)
+    assert typical_vs_atypical(pad(X[lab]), y[lab], pad(X[pool]), 0, max_dims=6) == pytest.approx(full, abs=0.05)
+    assert typical_vs_atypical(pad(X[lab]), y[lab], pad(X[pool]), 0, max_dims=6) > 0.1

@@ -33,6 +33,7 @@ from annotate import storage
 from annotate.models import Annotation, Item, Project, Round
 from annotate.services.exports import FORMATS
 from annotate.services.item_counts import item_counts_add
+from annotate.services.label_counts import label_counts_recount
 
 CLASSES = [f"class-{k}" for k in range(10)]
 
@@ -124,6 +125,7 @@ class Command(BaseCommand):
         for a in range(0, len(anns), step):
             with transaction.atomic():
                 Annotation.objects.bulk_create(anns[a:a + step], batch_size=1000)
+        label_counts_recount(project_id=project.pk)  # bulk rows past the label services (services/label_counts.py)
         model = storage.models_dir(project) / "round-00001.npz"
         model.parent.mkdir(parents=True, exist_ok=True)
         np.savez(model, coef=rng.normal(size=(10, d)), intercept=np.zeros(10))
