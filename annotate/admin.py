@@ -125,7 +125,8 @@ class ProjectAdmin(RefusedIs400, ProjectScoped, ProjectPages, admin.ModelAdmin):
                 sets.append((f"{owner} parameters", {"fields": [n for n, _ in fields],
                                                      "classes": [f"loupe-params loupe-{SP}-{owner}"]}))
         sets.append(("Batches and refill", {"fields": ["batch_size", "refill_policy", "refill_threshold",
-                                                      "retrain_every", "audit_rate", "l2", "seed",
+                                                      "retrain_every", "audit_rate", "audit_target_halfwidth",
+                                                      "l2", "seed",
                                                       "selection_ranks"]}))
         sets.append(("Overlap and agreement", {
             "fields": ["overlap_rate", "overlap_k"],

@@ -87,7 +87,8 @@ class ProjectConfigForm(forms.ModelForm):
     class Meta:
         model = Project
         fields = ["name", "description", "strategy", "batch_size", "refill_policy", "refill_threshold",
-                  "retrain_every", "audit_rate", "overlap_rate", "overlap_k", "l2", "seed", "selection_ranks",
+                  "retrain_every", "audit_rate", "audit_target_halfwidth", "overlap_rate", "overlap_k", "l2", "seed",
+                  "selection_ranks",
                   "extractor",
                   "align_every", "align_threshold", "finetune_params",
                   "suggestions", "suggest_min_accuracy", "candidate_coverage"]
@@ -98,7 +99,8 @@ class ProjectConfigForm(forms.ModelForm):
         for name in ("suggest_min_accuracy", "candidate_coverage"):
             self.fields[name].required = False
         self.fields["classes_text"].initial = "\n".join(inst.classes or [])
-        for name in ("align_every", "align_threshold", "overlap_rate", "overlap_k", "selection_ranks"):
+        for name in ("align_every", "align_threshold", "overlap_rate", "overlap_k", "selection_ranks",
+                     "audit_target_halfwidth"):
             if name in self.fields:
                 self.fields[name].required = False  # left out of a submission: the project's value stays
         if "extractor" in self.fields:
@@ -181,6 +183,10 @@ class ProjectConfigForm(forms.ModelForm):
         if not (0.0 <= v <= 1.0):
             raise forms.ValidationError(f"audit rate {v} must be between 0 and 1 (a share of each batch)")
         return v
+
+    def clean_audit_target_halfwidth(self) -> float:
+        return self._kept_or_in_range("audit_target_halfwidth", 0.0, 0.5,
+                                      "audit target half-width {v} must be between 0 (off) and 0.5")
 
     def clean_overlap_rate(self) -> float:
         return self._kept_or_in_range("overlap_rate", 0.0, 1.0,

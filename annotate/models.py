@@ -52,6 +52,12 @@ class Project(models.Model):
                                "about 200 labels: 0.1 gives about ±20 points, 0.4 about ±10 (at a cost of 0.5-1.2 "
                                "points of model accuracy), 0.2 about ±16 at no measurable cost (docs/quality.md)."
     )
+    audit_target_halfwidth = models.FloatField(
+        default=0.0, help_text="Adaptive audit rate: the half-width of the accuracy interval to reach. While the "
+                               "dashboard's interval is wider, each round audits at audit_rate; at or under it, at "
+                               "min(audit_rate, 0.1), and back up if it widens again. 0 turns this off. "
+                               "See docs/quality.md (adaptive audit rate)."
+    )
     l2 = models.FloatField(default=1.0, help_text="L2 strength of the classifier head (also FIRAL's lambda).")
     overlap_rate = models.FloatField(
         default=0.0, help_text="Share of each batch served to overlap_k different annotators (agreement, consensus)."

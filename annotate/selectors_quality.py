@@ -141,6 +141,34 @@ def accuracy_estimate(*, project: Project) -> dict[str, Any]:
             "scope": scope}
 
 
+#: the adaptive audit rate's rate once the interval is at or under the project's target (capped at audit_rate)
+AUDIT_MAINTENANCE_RATE = 0.1
+
+
+def audit_rate_plan(*, project: Project, accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The audit rate of the project's next round: {"rate", "base_rate", "target", "maintenance", "half_width"}.
+
+    ``project.audit_rate`` while the dashboard's accuracy interval (``accuracy``, the result of
+    :func:`accuracy_estimate`, computed when not given) is wider than ``project.audit_target_halfwidth``
+    or there is none yet; ``min(audit_rate, AUDIT_MAINTENANCE_RATE)`` once it is at or under it
+    (:func:`selection.quality.adaptive_audit_rate`; target 0 = off, always ``audit_rate``).  The rate
+    depends only on labels collected before the round's draw, so each draw's probabilities are still
+    fixed before it and the estimate stays unbiased (docs/quality.md, "Adaptive audit rate").
+    """
+    from selection.quality import adaptive_audit_rate  # noqa: PLC0415
+
+    base = min(max(float(project.audit_rate), 0.0), 1.0)
+    target = float(project.audit_target_halfwidth or 0.0)
+    half_width = None
+    if target > 0:
+        best = (accuracy if accuracy is not None else accuracy_estimate(project=project))["best"]
+        half_width = None if best is None else float(best["half_width"])
+    rate = adaptive_audit_rate(base, target_half_width=target if target > 0 else None, last_half_width=half_width,
+                               maintenance_rate=AUDIT_MAINTENANCE_RATE)
+    return {"rate": rate, "base_rate": base, "target": target if target > 0 else None,
+            "maintenance": min(base, AUDIT_MAINTENANCE_RATE), "half_width": half_width}
+
+
 #: the tile's one-line names (the full ones above go in its tooltip)
 SHORT_NAMES = {"audit": "audit share (Wilson)", "audit_weighted": "audit share, 1/π-weighted",
                "active_inference": "active inference (Zrnic & Candès 2024)"}

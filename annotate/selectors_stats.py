@@ -24,7 +24,7 @@ from .models import Annotation, Item, Job, Project, QueueEntry, Round
 from .payloads import job_payload, round_payload
 from .selectors import item_totals, pending_count
 from .selectors_labels import LABEL_ACTIONS, final_labels
-from .selectors_quality import accuracy_estimate, audit_strata, quality_report, stratum_interval
+from .selectors_quality import accuracy_estimate, audit_rate_plan, audit_strata, quality_report, stratum_interval
 
 HOURS = 24
 ROUNDS_SHOWN = 30
@@ -154,6 +154,7 @@ def project_stats(*, project: Project) -> dict[str, Any]:
         # were unequal: selectors_quality)
         "audit": {"n": n_audit, "correct": correct, "accuracy": (accuracy["audit"] or {}).get("value")},
         "accuracy": accuracy,
+        "audit_plan": audit_rate_plan(project=project, accuracy=accuracy),  # the next round's audit rate
         "quality": quality_report(project=project),
         "learning_curve": curve,
         "label_distribution": distribution,

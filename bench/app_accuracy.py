@@ -68,6 +68,7 @@ from selection.quality.correctness import (  # noqa: E402
 from selection.quality.errors import stratified_folds  # noqa: E402
 from selection.quality.estimators import (  # noqa: E402
     active_inference_stratum,
+    adaptive_audit_rate,
     combine_strata,
     inclusion_probabilities,
 )
@@ -76,6 +77,7 @@ from selection.simulate import split  # noqa: E402
 
 AUDIT_FLOOR = 0.2  # annotate/services/quality_scores.AUDIT_FLOOR
 MIN_LABELS_FOR_SCORES = 30  # quality_scores.MIN_LABELS_FOR_SCORES
+MIN_ACTIVE_LABELS = 10  # annotate/selectors_quality.MIN_ACTIVE_LABELS
 N_FOLDS = 5
 
 
@@ -116,17 +118,31 @@ def run_seed(ds, seed: int, *, rate: float, accs, batch: int, checkpoints, l2: f
     rows: list[dict] = []
     todo = sorted(checkpoints)
     rnd = 0
+    adaptive = design.startswith("adaptive")
+    if adaptive:  # adaptive:TARGET[:MAINTENANCE] (annotate/services/rounds.py, project.audit_target_halfwidth)
+        parts = design.split(":")
+        target, maintenance = float(parts[1]), float(parts[2]) if len(parts) > 2 else 0.1
+    rates_used: list[float] = []
     while todo and labeled.sum() < N:
         lab, U = np.flatnonzero(labeled), np.flatnonzero(~labeled)
         rrng = np.random.default_rng([seed, 2, rnd])  # the round's seed, as the app seeds plan_batch
         head = P_U = P_lab = pi = f = None
+        round_rate = rate
+        if adaptive:  # from the last stored estimate: the strata so far, combined as the dashboard does
+            last_hw = None
+            if sum(s["n_audit"] for s in strata) >= MIN_ACTIVE_LABELS:
+                last_hw = combine_strata([s["est"] for s in strata], [s["w_count"] for s in strata]).half_width
+            round_rate = adaptive_audit_rate(rate, target_half_width=target, last_half_width=last_hw,
+                                             maintenance_rate=maintenance)
+        rates_used.append(round_rate)
         if len(lab):
             head = LogisticHead(c, l2=l2, random_state=seed).fit(X[lab], y_obs[lab], warm_start=state)
             state = head.get_state()
             P_U, P_lab = head.predict_proba(X[U]), head.predict_proba(X[lab])
             f = (CorrectnessModel(cal).predict(P_U, X[U], X[lab], y_obs[lab]) if cal is not None
                  else P_U.max(1).astype(np.float64))
-            pi = inclusion_probabilities(np.sqrt(f * (1 - f)), min(batch, len(U)) * rate, floor=AUDIT_FLOOR)
+            pi = inclusion_probabilities(np.sqrt(f * (1 - f)), min(batch, len(U)) * round_rate,
+                                         floor=AUDIT_FLOOR)
         stochastic = (design.startswith("poisson") and head is not None
                       and strategy.typiclust_share(len(lab), c, True) == 0)
         if stochastic:
@@ -143,7 +159,7 @@ def run_seed(ds, seed: int, *, rate: float, accs, batch: int, checkpoints, l2: f
             plan = plan_batch(strategy=strategy, X_pool=X[U], probs_pool=P_U,
                               X_labeled=X[lab] if len(lab) else None, probs_labeled=P_lab,
                               y_labeled=y_obs[lab] if len(lab) else None, batch_size=batch,
-                              audit_rate=rate, rng=rrng, audit_probabilities=pi,
+                              audit_rate=round_rate, rng=rrng, audit_probabilities=pi,
                               context=SelectionContext(X_all=X, pool_index=U, l2=l2,
                                                        embedding_version=f"{ds.name}|{seed}"))
             pos = np.array([p.position for p in plan.picks], dtype=np.int64)
@@ -176,7 +192,8 @@ def run_seed(ds, seed: int, *, rate: float, accs, batch: int, checkpoints, l2: f
             row = {"seed": seed, "variant": f"{design}@{rate:g}", "rate": rate, "checkpoint": target,
                    "labels": n_lab, "rounds": len(strata),
                    "audit_labels": int(sum(s["n_audit"] for s in strata)), "test_accuracy": test_acc,
-                   "newest_truth": strata[-1]["truth"] if strata else float("nan")}
+                   "newest_truth": strata[-1]["truth"] if strata else float("nan"),
+                   "rate_last": rates_used[-1], "rate_mean": float(np.mean(rates_used))}
             for wname in ("count", "precision"):
                 if not strata or not sum(s["n_audit"] for s in strata):
                     continue
@@ -202,8 +219,8 @@ def _job(args):
 
 def table(rows: list[dict]) -> str:
     out = ["| design@audit_rate | labels (target) | audit labels (mean) | weights | estimator | coverage | "
-           "half-width mean (median) | truth mean | learner test accuracy |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "half-width mean (median) | truth mean | learner test accuracy | last round's audit rate (mean) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for var in dict.fromkeys(r["variant"] for r in rows):
         for cp in sorted({r["checkpoint"] for r in rows}):
             rr = [r for r in rows if r["variant"] == var and r["checkpoint"] == cp]
@@ -220,7 +237,8 @@ def table(rows: list[dict]) -> str:
                         f"{100 * np.mean([r[f'{k}_covers'] for r in rk]):.0f}% ({len(rk)}) | "
                         f"{hw.mean():.3f} ({np.median(hw):.3f}) | "
                         f"{np.mean([r[f'truth_{wname}'] for r in rk]):.3f} | "
-                        f"{np.mean([r['test_accuracy'] for r in rk]):.4f} |")
+                        f"{np.mean([r['test_accuracy'] for r in rk]):.4f} | "
+                        f"{np.mean([float(r.get('rate_last', r['rate'])) for r in rk]):.2f} |")
     return "\n".join(out)
 
 
@@ -247,7 +265,10 @@ def main(argv=None) -> int:
     p.add_argument("--rates", default="0.1", help="audit rates to compare, comma-separated (default 0.1)")
     p.add_argument("--designs", default="audit", help="audit (the app: the strategy's picks plus the Poisson audit "
                    "draw) and/or poisson:BETA (every label drawn with a known probability once auto hands over to "
-                   "margin: the audit draw plus a Poisson draw proportional to margin^BETA), comma-separated")
+                   "margin: the audit draw plus a Poisson draw proportional to margin^BETA) and/or "
+                   "adaptive:TARGET[:MAINTENANCE] (the app's adaptive rate: each --rates value while the last "
+                   "estimate's half-width is above TARGET, MAINTENANCE (default 0.1) once at or under it), "
+                   "comma-separated")
     p.add_argument("--annotators", default="0.97,0.9,0.8")
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--checkpoints", default="100,200,300", help="label counts at which to estimate")
@@ -267,8 +288,8 @@ def main(argv=None) -> int:
             raise SystemExit("error: --rates and --annotators in [0, 1], --batch >= 1")
         cps = [int(x) for x in args.checkpoints.split(",")]
         designs = args.designs.split(",")
-        if any(d != "audit" and not d.startswith("poisson") for d in designs):
-            raise SystemExit("error: --designs takes audit and/or poisson:BETA")
+        if any(d != "audit" and not d.startswith(("poisson", "adaptive:")) for d in designs):
+            raise SystemExit("error: --designs takes audit, poisson:BETA and/or adaptive:TARGET[:MAINTENANCE]")
         jobs = [(ds, s, {"rate": r, "accs": accs, "batch": args.batch, "checkpoints": cps, "design": d})
                 for d in designs for r in rates for s in range(args.seed_offset, args.seed_offset + args.seeds)]
         t0 = time.perf_counter()
@@ -291,9 +312,9 @@ def main(argv=None) -> int:
         print(f"{len(jobs)} runs in {time.perf_counter() - t0:.0f} s; wrote {args.out}/rows.csv", file=sys.stderr)
     print(table(rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    if len(variants) > 1:
+    for base in [v for v in variants if not v.startswith("adaptive")][:2] if len(variants) > 1 else []:
         print()
-        print(paired_cost(rows, variants[0]))
+        print(paired_cost(rows, base))
     return 0
 
 

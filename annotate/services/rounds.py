@@ -33,6 +33,7 @@ from .. import realtime, selectors, storage
 from ..models import Project, Round
 from . import dispatch, liveness, round_pipeline
 from .failures import failure_summary
+from ..selectors_quality import audit_rate_plan
 from .quality_scores import quality_audit_design, quality_round_confidence
 from .refill import Pace, next_batch_size, refill_point
 from .threads import compute_threads
@@ -207,14 +208,20 @@ def _execute(rnd: Round) -> None:
         trained.metrics["quality"] = q["metrics"]
     # The audit draw: each pool item with a known probability, higher where the model is unsure it is right
     # (active statistical inference; docs/quality.md), fixed before the draw and recorded per entry.
+    # The rate: project.audit_rate, or less once the last interval is at the project's target half-width
+    # (adaptive audit rate; decided from labels collected before this draw, so pi stays known in advance).
     n_pool = len(data.pool_ids)
     audit_pi = None
+    audit_plan = audit_rate_plan(project=project)
+    rate = audit_plan["rate"]
     if trained.pool_correct is not None:
-        rate = min(max(float(project.audit_rate), 0.0), 1.0)
         design = quality_audit_design(pool_correct=trained.pool_correct,
                                       expected=min(int(rnd.batch_size), n_pool) * rate)
         audit_pi = design["pi"]
         trained.metrics["quality"].update(design["metrics"])
+        trained.metrics["quality"].update({"audit_rate": rate, "audit_rate_base": audit_plan["base_rate"],
+                                           "audit_target_halfwidth": audit_plan["target"],
+                                           "audit_rate_half_width": audit_plan["half_width"]})
     timings["quality"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -223,7 +230,7 @@ def _execute(rnd: Round) -> None:
         strategy=make_strategy(rnd.strategy, rnd.params),
         X_pool=data.X_pool, probs_pool=trained.probs_pool,
         X_labeled=data.X_labeled, probs_labeled=trained.probs_labeled, y_labeled=data.y if len(data.y) else None,
-        batch_size=int(rnd.batch_size), audit_rate=float(project.audit_rate),
+        batch_size=int(rnd.batch_size), audit_rate=rate,
         overlap_rate=float(project.overlap_rate), overlap_k=int(project.overlap_k),
         rng=np.random.default_rng(int(rnd.seed) % (2**63)), audit_probabilities=audit_pi,
         context=SelectionContext(

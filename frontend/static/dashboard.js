@@ -33,7 +33,7 @@ function renderTotals(s) {
   setText("[data-stat=items]", t.items);
   setText("[data-stat=labeled]", t.labeled);
   setText("[data-stat=pending]", t.pending);
-  renderAccuracy($("#accuracy"), s.accuracy);
+  renderAccuracy($("#accuracy"), s.accuracy, s.audit_plan);
 }
 
 // Rounds of a project run one at a time and are numbered in order, so the newest one shown is the

@@ -20,13 +20,21 @@ function table(head, rows) {
     el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((c) => el("td", {}, c))))));
 }
 
-export function renderAccuracy(tile, acc) {
+// "auditing at 40% until ±10%, now 10%": the adaptive audit rate (stats.audit_plan, selectors_quality.audit_rate_plan)
+function auditPlanLine(plan) {
+  if (!plan || plan.target === null || plan.target === undefined) return [];
+  const r = (v) => `${Math.round(v * 100)}%`;
+  return [el("div", {dataset: {stat: "audit-plan"}},
+    `auditing at ${r(plan.base_rate)} until ±${r(plan.target)}, then ${r(plan.maintenance)}; next round ${r(plan.rate)}`)];
+}
+
+export function renderAccuracy(tile, acc, plan = null) {
   const best = acc && acc.best;
   const value = tile.querySelector("[data-stat=accuracy]");
   const detail = tile.querySelector("[data-stat=accuracy-detail]");
   if (!best) {
     value.textContent = "–";
-    detail.textContent = "accuracy: no audit labels yet";
+    detail.replaceChildren("accuracy: no audit labels yet", ...auditPlanLine(plan));
     tile.dataset.estimator = "";
     return;
   }
@@ -44,7 +52,9 @@ export function renderAccuracy(tile, acc) {
   detail.replaceChildren(
     el("div", {}, `95% interval ${pct(best.low)}–${pct(best.high)} · ${best.n_labels} audit labels · ${best.short_name}`),
     el("div", {dataset: {stat: "accuracy-scope"}}, what),
-    ...(best.half_width > 0.1 ? [el("div", {class: "warn"}, "wide: raise the project's audit rate")] : []));
+    ...auditPlanLine(plan),
+    ...(best.half_width > 0.1 && !(plan && plan.target) ? [el("div", {class: "warn"}, "wide: raise the project's audit rate")]
+      : []));
   const other = best.key === "active_inference" ? acc.audit : null;
   tile.title = `${best.name}` +
     (other ? `\n${other.name}: ${pct(other.value)} (${pct(other.low)}–${pct(other.high)}, n=${other.n_labels})` : "");

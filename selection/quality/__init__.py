@@ -27,6 +27,7 @@ from .estimators import (  # noqa: F401
     active_inference_stratum,
     active_testing_accuracy,
     active_testing_proposal,
+    adaptive_audit_rate,
     apply_confidence_calibration,
     audit_accuracy,
     combine_strata,

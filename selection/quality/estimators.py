@@ -340,3 +340,28 @@ def combine_strata(strata, weights, *, alpha: float = 0.05, name: str = "active_
     var = float(sum(wi * wi * s.variance for wi, s in zip(w, strata, strict=True)))
     n = sum(s.n_labels for s in strata)
     return _clip(name, value, _z(alpha) * np.sqrt(var), n, None, alpha)
+
+
+def adaptive_audit_rate(audit_rate: float, *, target_half_width: float | None,
+                        last_half_width: float | None, maintenance_rate: float = 0.1) -> float:
+    """The audit rate for the next round: ``audit_rate`` while the interval is wider than the target, else less.
+
+    audit_rate : the project's rate in [0, 1]; target_half_width : the half-width to reach (None or <= 0:
+    adaptation off, always ``audit_rate``); last_half_width : the half-width of the last accuracy
+    estimate (None before there is one: full rate); maintenance_rate : the rate once the interval is at
+    or under the target, capped at ``audit_rate``.  The rate goes back up as soon as the interval is wider
+    than the target again (new strata from newer models can widen it).
+
+    The rate depends only on labels collected before the round, so every audit probability is still
+    fixed before its draw and the Horvitz-Thompson strata stay unbiased; :func:`combine_strata`'s
+    weights (each round's expected audit count) are then predictable too, the condition of the
+    martingale CLT the combination rests on (Zrnic & Candes 2024, Sec. 5).
+    """
+    for name, v in (("audit_rate", audit_rate), ("maintenance_rate", maintenance_rate)):
+        if not 0.0 <= float(v) <= 1.0 or not np.isfinite(v):
+            raise ValueError(f"{name}={v!r} must be in [0, 1]")
+    if target_half_width is None or not target_half_width > 0:
+        return float(audit_rate)
+    if last_half_width is None or not np.isfinite(last_half_width) or last_half_width > target_half_width:
+        return float(audit_rate)
+    return float(min(audit_rate, maintenance_rate))

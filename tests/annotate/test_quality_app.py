@@ -367,3 +367,41 @@ def test_a_round_whose_poisson_draw_chose_nothing_is_a_stratum_of_its_own(make_p
     assert best["key"] == "active_inference" and best["n_labels"] == 12
     assert best["value"] == pytest.approx(value)
     assert best["low"] == pytest.approx(value - hw)
+
+
+def test_adaptive_audit_rate_drops_to_maintenance_once_the_interval_meets_the_target(make_project, make_round,
+                                                                                     make_user, client):
+    from annotate.selectors_quality import audit_rate_plan
+    from tests.factories import add_member
+
+    project = make_project(n_items=160, batch_size=40, audit_rate=0.5, dim=5, audit_target_halfwidth=0.45)
+    a = make_user("a")
+    plan = audit_rate_plan(project=project)
+    assert plan == {"rate": 0.5, "base_rate": 0.5, "target": 0.45, "maintenance": 0.1, "half_width": None}
+    make_round(project)  # no model yet: no estimate
+    _label_all(project, a, n=40)
+    quality_refresh(project_id=project.pk)
+    rnd = make_round(project)  # the first round with a model: still no estimate, the project's rate
+    assert rnd.metrics["quality"]["audit_rate"] == 0.5 and rnd.metrics["quality"]["audit_rate_half_width"] is None
+    _label_all(project, a, n=40)
+    quality_refresh(project_id=project.pk)
+    best = accuracy_estimate(project=project)["best"]
+    assert best is not None and best["half_width"] <= 0.45  # the interval meets the target
+    rnd = make_round(project)
+    q = rnd.metrics["quality"]
+    assert q["audit_rate"] == 0.1 and q["audit_rate_half_width"] == pytest.approx(best["half_width"])
+    assert q["audit_expected"] == pytest.approx(min(rnd.batch_size, rnd.pool_size) * 0.1)  # the lower rate
+    # a target the interval does not meet: back to the project's rate; 0 turns adaptation off
+    project.audit_target_halfwidth = best["half_width"] / 2
+    project.save()
+    rnd = make_round(project)
+    assert rnd.metrics["quality"]["audit_rate"] == 0.5
+    assert rnd.metrics["quality"]["audit_expected"] == pytest.approx(min(rnd.batch_size, rnd.pool_size) * 0.5)
+    project.audit_target_halfwidth = 0.0
+    project.save()
+    assert audit_rate_plan(project=project) == {"rate": 0.5, "base_rate": 0.5, "target": None,
+                                                "maintenance": 0.1, "half_width": None}
+    add_member(project, a, "annotator")
+    client.force_login(a)
+    assert client.get(f"/api/projects/{project.pk}/stats").json()["audit_plan"]["rate"] == 0.5
+

@@ -122,6 +122,22 @@ def test_audit_rate_and_classes_are_validated(fake):
     assert "repeated" in str(form.errors["classes_text"])
 
 
+def test_audit_target_halfwidth_is_validated_and_optional(fake):
+    project = empty_project()
+    data = _data(project)
+    data["audit_target_halfwidth"] = 0.7
+    form = build_project_form()(data=data, instance=project)
+    assert not form.is_valid() and "between 0 (off) and 0.5" in str(form.errors["audit_target_halfwidth"])
+    data["audit_target_halfwidth"] = 0.1
+    form = build_project_form()(data=data, instance=project)
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["audit_target_halfwidth"] == 0.1
+    del data["audit_target_halfwidth"]  # left out: the project's value stays
+    form = build_project_form()(data=data, instance=project)
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["audit_target_halfwidth"] == project.audit_target_halfwidth
+
+
 def test_admin_change_page_saves_a_strategy_change_for_the_next_round(fake, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     admin = make_user("root", is_superuser=True, is_staff=True)
