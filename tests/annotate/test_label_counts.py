@@ -131,6 +131,21 @@ def test_labeled_items_cannot_be_deleted_in_the_admin_and_the_counts_stand(overl
     assert r.status_code == 403 and exact(project) == {None: 3, a.pk: 3}
 
 
+def test_labels_cannot_be_added_in_the_admin_past_the_label_services(overlapped, make_user):
+    """An annotation row added in the admin would be a current label that no service counted."""
+    project, a, _b, _r = overlapped
+    e = queue_lease(project=project, user=a, n=2)
+    annotation_submit(project=project, user=a, item_id=e[0].item_id, label="cat")
+    client = Client()
+    client.force_login(make_user("root", superuser=True))
+    assert client.get("/admin/annotate/annotation/add/").status_code == 403
+    r = client.post("/admin/annotate/annotation/add/", {
+        "item": e[1].item_id, "annotator": a.pk, "action": "label", "label": "dog", "origin": "manual",
+        "time_ms": 0, "is_current": "on", "created_at_0": "2026-01-01", "created_at_1": "00:00:00"})
+    assert r.status_code == 403
+    assert exact(project) == {None: 1, a.pk: 1}
+
+
 def test_the_responses_read_the_kept_counts_not_the_table(overlapped):
     project, a, b, _r = overlapped
     e = queue_lease(project=project, user=a, n=1)[0]
