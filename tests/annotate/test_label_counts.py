@@ -5,11 +5,12 @@ responses read them; drift is found and repaired."""
 import logging
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.management import call_command
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.test import Client
 from tests.annotate.datakit import class_tree, write_zip
 from tests.factories import empty_project
@@ -295,8 +296,6 @@ def test_concurrent_labels_undos_and_corrections_keep_the_counts_exact(make_user
 
 def _wait_for_a_lock_wait(seconds: float = 10.0) -> bool:
     """Whether another connection of this database waits on a lock within ``seconds`` (PostgreSQL)."""
-    import time  # noqa: PLC0415
-
     end = time.monotonic() + seconds
     with connection.cursor() as cur:
         while time.monotonic() < end:
@@ -332,8 +331,6 @@ def test_an_import_with_prelabels_does_not_deadlock_with_a_first_label(media, tm
     errors: list[BaseException] = []
 
     def submit():
-        from django.db import transaction  # noqa: PLC0415
-
         try:
             with transaction.atomic():  # the submit's transaction, kept open until the import waits
                 annotation_submit(project=project, user=a, item_id=mine.item_id, label="dog")
