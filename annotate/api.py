@@ -25,7 +25,7 @@ from .payloads import annotation_payload, entry_payload
 from .permissions import project_for
 from .services.annotations import annotation_submit, annotation_undo, is_item_id
 from .services.errors import ServiceError
-from .services.queue import queue_lease, queue_release
+from .services.queue import MAX_LEASE, queue_lease, queue_release
 from .services.tokens import parse_authorization
 
 DEFAULT_LEASE = 6
@@ -180,8 +180,12 @@ def status(request, project_id: int):
 @api_view("POST")
 def lease(request, project_id: int):
     project = project_for(user=request.user, project_id=project_id)
-    data = _fields(request.json, {"n"})
-    entries = queue_lease(project=project, user=request.user, n=data.get("n", DEFAULT_LEASE))
+    data = _fields(request.json, {"n", "sending"})
+    sending = data.get("sending", [])
+    if not isinstance(sending, list) or len(sending) > MAX_LEASE or not all(is_item_id(i) for i in sending):
+        raise ServiceError(f"sending={sending!r:.80} must be a list of at most {MAX_LEASE} item ids "
+                           "(positive integers): the items whose label or skip is on its way")
+    entries = queue_lease(project=project, user=request.user, n=data.get("n", DEFAULT_LEASE), sending=sending)
     return JsonResponse({
         "items": [entry_payload(e, project=project) for e in entries],
         "progress": selectors.project_progress(project=project, user=request.user),

@@ -18,6 +18,7 @@ people still never hold the same item at once.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -33,6 +34,7 @@ from .rounds import round_maybe_request
 
 MAX_LEASE = 50
 LEASE_FLOOR = 6  # the labeling page's prefetch (api.DEFAULT_LEASE)
+SENDING_HEADROOM = LEASE_FLOOR  # the most entries being sent that a lease does not count (queue_lease)
 
 
 def lease_seconds() -> int:
@@ -102,30 +104,43 @@ def lease_cap(*, project: Project, user, returned: int = 0) -> int:
     return max(LEASE_FLOOR, -(-open_ // (others + 2)))
 
 
-def queue_lease(*, project: Project, user, n: int) -> list[QueueEntry]:
+def queue_lease(*, project: Project, user, n: int, sending: Collection[int] = ()) -> list[QueueEntry]:
     """Up to ``n`` entries leased to ``user``: the ones they already hold (lease renewed) first,
     then new ones taken from the pending queue, never more than :func:`lease_cap` (held leases beyond
     it are not renewed and run out).  Fewer when the queue runs dry; then the refill policy
-    (``rounds.round_maybe_request``) makes sure a round is on its way."""
+    (``rounds.round_maybe_request``) makes sure a round is on its way.
+
+    ``sending``: items the caller has labeled or skipped whose submit has not landed yet (a page
+    labeling faster than its submits are stored).  Their entries are still leased to ``user``, but
+    they are done with: they count neither toward ``n`` nor toward the cap, so the page gets the
+    items it will show next instead of back the ones it has just labeled (which left it empty).
+    Their leases are renewed (the submit still needs them) and not returned.  At most
+    ``SENDING_HEADROOM`` (a page's prefetch) of them are discounted, so a person holds at most the
+    cap plus one page of labels being stored: naming held items as being sent cannot hoard the queue
+    (twice the cap could be all of it).  A page further ahead of its server refills as submits land."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LEASE:
         raise BadInput(f"n={n!r} must be an integer from 1 to {MAX_LEASE}")
     now = timezone.now()
     expires = now + timedelta(seconds=lease_seconds())
     with transaction.atomic():
         returned = _return_expired(project.pk, now)
-        n = min(n, lease_cap(project=project, user=user, returned=returned))
-        held = list(
-            QueueEntry.objects.select_related("round", "item")  # the item's file signs its image URL
-            .select_for_update(of=("self",))
-            .filter(project=project, state=QueueEntry.State.LEASED, leased_by=user)
-            .order_by("leased_at", "rank", "id")[:n]
-        )
-        if held:
-            QueueEntry.objects.filter(pk__in=[e.pk for e in held]).update(lease_expires_at=expires)
-            for e in held:
+        cap = lease_cap(project=project, user=user, returned=returned)
+        n = min(n, cap)
+        mine = (QueueEntry.objects.select_related("round", "item")  # the item's file signs its image URL
+                .select_for_update(of=("self",))
+                .filter(project=project, state=QueueEntry.State.LEASED, leased_by=user)
+                .order_by("leased_at", "rank", "id"))
+        sent = list(mine.filter(item_id__in=sorted(set(sending)))[:SENDING_HEADROOM]) if sending else []
+        held = list(mine.exclude(pk__in=[e.pk for e in sent])[:n])
+        renewed = held + sent
+        if renewed:
+            QueueEntry.objects.filter(pk__in=[e.pk for e in renewed]).update(lease_expires_at=expires)
+            for e in renewed:
                 e.lease_expires_at = expires
         taken: list[QueueEntry] = []
-        need = n - len(held)
+        # the page's prefetch, and the cap on everything held but the (discounted) entries being sent
+        holding = QueueEntry.objects.filter(project=project, state=QueueEntry.State.LEASED, leased_by=user).count()
+        need = min(n - len(held), cap - (holding - len(sent)))
         if need > 0:
             taken = list(_pending_for_update(project, user)[:need])
             for e in taken:

@@ -16,6 +16,7 @@ import {ZoomPan} from "./zoom.js";
 
 const PREFETCH = 6;      // items held (current + preloaded)
 const REFILL_AT = 3;     // lease more when fewer than this are waiting
+const MAX_SENDING = 50;  // the most items named as being sent in a lease request (the API's limit)
 const RECENT = 8;        // labeled items kept in the strip (always this many slots, so it never reflows)
 const PIXELATED_MAX = 128; // images this small (px, natural size) are drawn with hard pixel edges when enlarged
 // (the demo's digits are 8x8 pixels stored at 128 px; a photo is larger)
@@ -32,6 +33,7 @@ const state = {
   current: null,
   shownAt: 0,
   done: new Set(),      // item ids labeled/skipped here whose request may still be in flight
+  sending: new Set(),   // item ids whose label or skip is not acknowledged yet (still leased to us)
   chain: Promise.resolve(),
   leasing: null,
   leaseAgain: false,
@@ -170,7 +172,10 @@ function lease() {
   }
   state.leasing = (async () => {
     try {
-      const data = await apiRetrying(URL_OF.lease, {n: PREFETCH});
+      // The items being sent are still leased to us: named, the server does not count them as part of
+      // the page's PREFETCH (nor toward the fair-share cap), or a fast labeler's lease would bring back
+      // only those and the page would run empty until their submits landed.
+      const data = await apiRetrying(URL_OF.lease, {n: PREFETCH, sending: [...state.sending].slice(0, MAX_SENDING)});
       const have = new Set(state.queue.map((i) => i.item_id));
       if (state.current) have.add(state.current.item_id);
       for (const item of data.items) {
@@ -199,6 +204,7 @@ function submit(kind, label, origin = "manual") {
   const body = {item_id: item.item_id, client_id: uuid(), time_ms: Math.round(performance.now() - state.shownAt)};
   if (kind === "label") { body.label = label; body.origin = origin; }
   state.done.add(item.item_id);
+  state.sending.add(item.item_id);
   state.recent = [{item_id: item.item_id, image_url: item.image_url, label, skipped: kind === "skip"},
                   ...state.recent.filter((r) => r.item_id !== item.item_id)].slice(0, RECENT);
   renderRecent();
@@ -216,6 +222,10 @@ function submit(kind, label, origin = "manual") {
     .catch((err) => toast(`Item ${item.item_id} was not saved: ${err.message}`, "error"))
     .finally(() => {
       state.unsent -= 1;
+      state.sending.delete(item.item_id);
+      // A landed submit frees a lease: refill now if the page is short (a lease made while more were
+      // in flight than the server discounts may have come back short).
+      if (state.queue.length < REFILL_AT) lease();
       if (state.offline && !state.unsent) {
         state.offline = false;
         toast("Server back: every label is saved.");

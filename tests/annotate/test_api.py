@@ -77,6 +77,9 @@ def test_a_retried_label_with_the_same_client_id_answers_200_and_stores_once(set
     ("label", {"item_id": 999999, "label": "cat"}, 404, "not in project"),
     ("lease", {"n": 0}, 400, "n=0"),
     ("lease", {"n": "many"}, 400, "n='many'"),
+    ("lease", {"n": 6, "sending": "ITEM"}, 400, "sending="),
+    ("lease", {"n": 6, "sending": [0]}, 400, "item ids"),
+    ("lease", {"n": 6, "sending": list(range(1, 52))}, 400, "at most 50"),
     ("undo", {"item_id": "ITEM"}, 404, "nothing to undo"),
     ("release", {"item_ids": "all"}, 400, "item_ids"),
 ])

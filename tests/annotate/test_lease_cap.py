@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from annotate.models import Membership, QueueCounts, QueueEntry
-from annotate.services.queue import lease_cap, queue_lease
+from annotate.services.queue import SENDING_HEADROOM, lease_cap, queue_lease
 
 
 def _project(make_project, make_user, make_round, n_members: int, batch: int):
@@ -64,3 +64,36 @@ def test_the_cap_counts_expired_leases_the_same_lease_returns(make_project, make
     QueueCounts.objects.filter(project=project).delete()
     assert len(queue_lease(project=project, user=a, n=50)) == 10
     assert QueueEntry.objects.filter(project=project, state="pending").count() == 9
+
+
+def test_items_being_sent_do_not_count_toward_the_page_or_the_cap(make_project, make_user, make_round):
+    """A page labeling faster than its submits land still holds the leases of the items it labeled:
+    named as ``sending`` they are renewed but neither returned nor counted, so the page gets new items."""
+    project, (a, _b) = _project(make_project, make_user, make_round, 2, batch=30)
+    first = queue_lease(project=project, user=a, n=6)
+    assert lease_cap(project=project, user=a) == 15  # ceil(30 / 2): the teammate holds nothing yet
+    labeled = [e.item_id for e in first[:4]]  # typed; their submits still on their way
+    QueueEntry.objects.filter(leased_by=a).update(lease_expires_at=timezone.now() + timedelta(seconds=5))
+    without = queue_lease(project=project, user=a, n=6)
+    assert {e.item_id for e in without} >= set(labeled)  # the bug: the page got back what it had labeled
+    got = queue_lease(project=project, user=a, n=6, sending=labeled)
+    assert len(got) == 6 and not {e.item_id for e in got} & set(labeled)
+    held = QueueEntry.objects.filter(leased_by=a, state="leased")
+    assert held.count() == 10  # 6 for the page + the 4 being sent
+    # the ones being sent were renewed too (their submits need the lease)
+    soon = timezone.now() + timedelta(seconds=30)
+    assert all(e.lease_expires_at > soon for e in held.filter(item_id__in=labeled))
+
+
+def test_claiming_held_items_as_sent_never_takes_more_than_the_cap_and_a_page(make_project, make_user, make_round):
+    """The cap's purpose stands: a page naming everything it holds as being sent, lease after lease,
+    holds at most the cap plus one page (SENDING_HEADROOM) of items being sent; a teammate still gets work."""
+    project, (a, b) = _project(make_project, make_user, make_round, 2, batch=40)
+    for _ in range(10):
+        held = list(QueueEntry.objects.filter(leased_by=a, state="leased").values_list("item_id", flat=True))
+        queue_lease(project=project, user=a, n=50, sending=held)
+        cap = lease_cap(project=project, user=a)
+        assert QueueEntry.objects.filter(leased_by=a, state="leased").count() <= cap + SENDING_HEADROOM
+    # ceil(40 / (0 others + 2)) = 20, plus 6 named as being sent: 14 of 40 still open
+    assert QueueEntry.objects.filter(leased_by=a, state="leased").count() == 20 + 6
+    assert len(queue_lease(project=project, user=b, n=6)) == 6
