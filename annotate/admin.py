@@ -351,6 +351,9 @@ class AnnotationAdmin(ProjectScoped, admin.ModelAdmin):
     list_filter = ["action", "is_current"]
     raw_id_fields = ["item", "supersedes", "queue_entry", "annotator"]
 
+    def has_add_permission(self, request):
+        return False  # labels come through the label services, which keep the label counts (services/label_counts.py)
+
     def has_change_permission(self, request, obj=None):
         return False  # history is append-only; corrections go through the review page
 

@@ -153,7 +153,9 @@ def embeddings_compute(*, project: Project, extractor: str, params: dict[str, An
         np.savez(path.with_suffix(".pca.npz"), **pca.state())
     try:
         with transaction.atomic():
-            p = Project.objects.select_for_update().get(pk=project.pk)
+            # FOR NO KEY UPDATE: the reference checks of labels (key-share locks) do not wait for it
+            # while they hold the project's label counts (services/label_counts.py)
+            p = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
             # Clear first: (project, row) is unique and rows move between items.
             Item.objects.filter(project=p).update(row=None)
             objs = [Item(pk=item_id, row=r) for r, (item_id, _, _) in enumerate(items)]

@@ -227,7 +227,10 @@ def _commit(project, opts, staged, X, staging, result, user, progress, *,
     new_emb: Path | None = None
     try:
         with transaction.atomic():
-            project = Project.objects.select_for_update().get(pk=project.pk)
+            # FOR NO KEY UPDATE: one import at a time, yet the reference checks of other transactions
+            # (a first label inserting its counts row, an overlap copy) do not wait for it while they
+            # hold the label counts this import waits for (services/label_counts.py)
+            project = Project.objects.select_for_update(no_key=True).get(pk=project.pk)
             # A concurrent import may have landed the same files meanwhile.
             taken = set(Item.objects.filter(project=project, checksum__in=[s.checksum for s in staged])
                         .values_list("checksum", flat=True))

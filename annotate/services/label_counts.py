@@ -21,7 +21,11 @@ project's row (one statement), then moves both counts in one ``UPDATE`` whose su
 other people's rows: that statement starts after any earlier
 change of the project has committed, so it sees that change's rows, and changes add up as if they
 had run one after the other.  The project's row is always locked before a person's row (no cycle of
-waits), and after the transaction's queue rows and queue count (services/queue_counts.py).  SQLite
+waits), and after the transaction's queue rows and queue count (services/queue_counts.py).  A
+person's first label inserts their counts row under that lock, and its reference to the project is
+checked at COMMIT with a key-share lock on the project's row: so the services that hold a project's
+row for a long transaction (an import, which then waits for the label counts; a re-embed) lock it
+``FOR NO KEY UPDATE``, which that check does not wait for.  SQLite
 runs one write transaction at a time and needs no lock.  On the hot path: four statements on
 PostgreSQL, one on SQLite.
 

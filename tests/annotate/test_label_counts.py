@@ -5,11 +5,12 @@ responses read them; drift is found and repaired."""
 import logging
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.management import call_command
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.test import Client
 from tests.annotate.datakit import class_tree, write_zip
 from tests.factories import empty_project
@@ -129,6 +130,21 @@ def test_labeled_items_cannot_be_deleted_in_the_admin_and_the_counts_stand(overl
                                              "post": "yes"})
     # deleting the item would delete its labels, and the label history is append-only
     assert r.status_code == 403 and exact(project) == {None: 3, a.pk: 3}
+
+
+def test_labels_cannot_be_added_in_the_admin_past_the_label_services(overlapped, make_user):
+    """An annotation row added in the admin would be a current label that no service counted."""
+    project, a, _b, _r = overlapped
+    e = queue_lease(project=project, user=a, n=2)
+    annotation_submit(project=project, user=a, item_id=e[0].item_id, label="cat")
+    client = Client()
+    client.force_login(make_user("root", superuser=True))
+    assert client.get("/admin/annotate/annotation/add/").status_code == 403
+    r = client.post("/admin/annotate/annotation/add/", {
+        "item": e[1].item_id, "annotator": a.pk, "action": "label", "label": "dog", "origin": "manual",
+        "time_ms": 0, "is_current": "on", "created_at_0": "2026-01-01", "created_at_1": "00:00:00"})
+    assert r.status_code == 403
+    assert exact(project) == {None: 1, a.pk: 1}
 
 
 def test_the_responses_read_the_kept_counts_not_the_table(overlapped):
@@ -276,3 +292,72 @@ def test_concurrent_labels_undos_and_corrections_keep_the_counts_exact(make_user
     assert QueueEntry.objects.filter(project=project, state="done").count() >= 20
     assert exact(project)[None] > 0
     assert label_counts_check(repair=False) == {}
+
+
+def _wait_for_a_lock_wait(seconds: float = 10.0) -> bool:
+    """Whether another connection of this database waits on a lock within ``seconds`` (PostgreSQL)."""
+    end = time.monotonic() + seconds
+    with connection.cursor() as cur:
+        while time.monotonic() < end:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")
+            if cur.fetchone()[0]:
+                return True
+            time.sleep(0.05)
+    return False
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_import_with_prelabels_does_not_deadlock_with_a_first_label(media, tmp_path, make_user, make_project,
+                                                                       make_round):
+    """A person's first label in a project inserts their counts row while holding the project's counts
+    row; that insert's reference to the project is checked at COMMIT (a deferred foreign key: a
+    key-share lock on the project's row).  An import holds the project's row for update and then waits
+    for the label counts: the check must not come after the counters' lock, or the two wait for each
+    other and PostgreSQL kills one."""
+    need(db_is_postgres(), "the test database is not PostgreSQL: run with DATABASE_URL=postgres://... "
+                           "(.ci/run does)")
+    a, b, importer = make_user("a"), make_user("b"), make_user("importer")
+    project = make_project(n_items=20, batch_size=8, refill_threshold=1, classes=("cat", "dog"),
+                           members=[(a, Membership.Role.ANNOTATOR), (b, Membership.Role.ANNOTATOR)])
+    make_round(project)
+    e = queue_lease(project=project, user=b, n=1)[0]
+    annotation_submit(project=project, user=b, item_id=e.item_id, label="cat")  # the project's counts row exists
+    mine = queue_lease(project=project, user=a, n=1)[0]
+    assert not LabelCounts.objects.filter(project=project, annotator=a).exists()
+    z = write_zip(tmp_path / "in.zip", class_tree(n_per_class=2, classes=("cat", "dog")))
+    held, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def submit():
+        try:
+            with transaction.atomic():  # the submit's transaction, kept open until the import waits
+                annotation_submit(project=project, user=a, item_id=mine.item_id, label="dog")
+                held.set()
+                release.wait(20)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            held.set()
+            connection.close()
+
+    def import_():
+        held.wait(20)
+        try:
+            import_images(project=project, user=importer,
+                          options=ImportOptions(source=str(z), class_folders=True, labels_as="prelabels"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(submit), pool.submit(import_)]
+        held.wait(20)
+        assert _wait_for_a_lock_wait(), "the import never waited for the submit"
+        release.set()
+        for j in jobs:
+            j.result()
+    assert not errors, errors
+    assert exact(project) == {None: 6, a.pk: 1, b.pk: 1, importer.pk: 4}
