@@ -35,6 +35,12 @@ variance f predicts: a diagnostic).  Also reported per checkpoint: the learner's
 ``--designs poisson:BETA`` measures the alternative of counting every label (quality.md): once
 ``auto`` hands over to margin, the learner's picks are a Poisson draw too, with probabilities
 proportional to margin^BETA, so every label has a known probability.
+
+``--designs adaptive:TARGET[:MAINTENANCE]`` measures the adaptive audit rate (the app's
+``audit_target_halfwidth``, ``selection.quality.adaptive_audit_rate``): each round audits at the
+``--rates`` value while the strata so far, combined as the dashboard combines them (weights sum(pi)),
+give a half-width above TARGET (or rest on fewer than 10 audit labels), else at
+min(rate, MAINTENANCE) (default 0.1).  Rows carry the last round's rate and the mean rate so far.
 """
 from __future__ import annotations
 
