@@ -35,6 +35,7 @@ statement each and recounts the projects that differ under their rows' locks; th
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 
@@ -43,7 +44,7 @@ from django.db.models import Count, F
 
 from ..models import Annotation, Item, LabelCounts, Project
 from ..selectors_labels import LABEL_ACTIONS
-from .queue_counts import _deferred_checks_now
+from .queue_counts import deferred_checks_now
 
 log = logging.getLogger(__name__)
 _LABELS = tuple(sorted(a.value for a in LABEL_ACTIONS))
@@ -94,9 +95,7 @@ def _add_mine(project_id: int, annotator_id: int, step: int) -> None:
         LabelCounts.objects.filter(project_id=project_id, annotator_id=annotator_id).update(labels=F("labels") + step)
 
 
-_CHANGE_SQL: str | None = None
-
-
+@functools.cache
 def _change_sql() -> str:
     """Both counts in one statement: the person's row by ``step``, the project's by ``step`` unless
     another person's current label keeps the item labeled."""
@@ -111,24 +110,22 @@ def _change_sql() -> str:
 def label_change(*, project_id: int, item_id: int, annotator_id: int, before: str | None, after: str | None) -> None:
     """The person's current row on the item went from action ``before`` to ``after`` (None: no current
     row): add what that changes to the kept counts.  Call it after the rows are written, last."""
-    global _CHANGE_SQL
     was, now = before in _LABELS, after in _LABELS
     if was == now:
         return  # a relabel, a skip after a skip: nothing to count
     # PostgreSQL: the caller inserted a row (the label, the undo, the correction): its deferred reference
-    # checks run now, not at COMMIT after the counters' locks (queue_counts._deferred_checks_now); then
+    # checks run now, not at COMMIT after the counters' locks (queue_counts.deferred_checks_now); then
     # the project's row is locked first (module docstring).  SQLite holds its write lock already.
     locked = None
     if connection.features.has_select_for_update:
-        _deferred_checks_now()
+        deferred_checks_now()
         locked = _lock_project_row(project_id)
     if locked is False:
         label_counts_recount(project_id=project_id)  # no counts yet: count them (this transaction's rows too)
         return
-    _CHANGE_SQL = _CHANGE_SQL or _change_sql()
     step = int(now) - int(was)
     with connection.cursor() as cur:
-        cur.execute(_CHANGE_SQL, {"step": step, "item": item_id, "t": True, "a1": _LABELS[0], "a2": _LABELS[1],
+        cur.execute(_change_sql(), {"step": step, "item": item_id, "t": True, "a1": _LABELS[0], "a2": _LABELS[1],
                                   "u": annotator_id, "p": project_id})
         moved = cur.rowcount
     if moved < 2:

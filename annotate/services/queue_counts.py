@@ -48,7 +48,7 @@ def _count(project_id: int) -> int:
     return QueueEntry.objects.filter(project_id=project_id, state=QueueEntry.State.PENDING).count()
 
 
-def _deferred_checks_now() -> None:
+def deferred_checks_now() -> None:
     """Run the transaction's deferred foreign-key checks now, not at COMMIT (PostgreSQL).
 
     Django's foreign keys are ``DEFERRABLE INITIALLY DEFERRED``: a row inserted with a reference is
@@ -67,7 +67,7 @@ def queue_pending_add(*, project_id: int, delta: int, inserted: bool = False) ->
     """Add ``delta`` to the project's pending count; call it inside the transaction that moved the
     entries, after its last queue statement (lock order, see the module docstring).  ``inserted``:
     the transaction inserted rows (entries, annotations), whose deferred reference checks then run
-    first, so that the counter's lock is held for no other wait (:func:`_deferred_checks_now`).
+    first, so that the counter's lock is held for no other wait (:func:`deferred_checks_now`).
 
     A project without a row yet gets one counted from the table, which then already includes this
     transaction's own change (so ``delta`` is not added again); when a concurrent first change
@@ -76,7 +76,7 @@ def queue_pending_add(*, project_id: int, delta: int, inserted: bool = False) ->
     if not delta:
         return
     if inserted:
-        _deferred_checks_now()
+        deferred_checks_now()
     bump = {"pending": F("pending") + delta}
     if QueueCounts.objects.filter(project_id=project_id).update(**bump):
         return

@@ -56,12 +56,6 @@ def server(tmp_path_factory):
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def pw():
-    with chromium_or_skip()() as p:
-        yield p
-
-
 def test_labeling_at_seven_a_second_never_shows_an_empty_page_while_items_are_pending(server, pw):
     with labeling_page(pw, server, server.pid) as page:
         wait_for_item(page)

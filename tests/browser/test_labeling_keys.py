@@ -46,12 +46,6 @@ def server(tmp_path_factory):
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def pw():
-    with chromium_or_skip()() as p:
-        yield p
-
-
 def keys_on_buttons(page) -> dict[str, str]:
     return page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.class-btn')]
         .map((b) => [b.dataset.label, b.dataset.hotkey || null]))""")

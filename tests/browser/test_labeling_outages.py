@@ -35,12 +35,6 @@ def server(tmp_path_factory):
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def pw():
-    with chromium_or_skip()() as p:
-        yield p
-
-
 def key_of(page, label: str) -> str:
     return page.get_attribute(f'.class-btn[data-label="{label}"]', "data-hotkey")
 
